@@ -1,0 +1,51 @@
+# wsgi-supervisor: `make run` serves the demo, `make test` runs the whole suite.
+# Both set up what they need first (Debian packages when missing, .venv/).
+
+VENV     := .venv
+PYTHON   ?= python3
+RUNTIME  := $(CURDIR)/run
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# systemd-python builds against libsystemd
+RUN_DEBS  := libsystemd-dev pkg-config
+# what the tests run for real: systemd in nspawn, Apache, nginx, promtool, wrk
+TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd
+
+.PHONY: setup setup-test run test lint bench clean
+
+define ensure_debs
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+$(VENV)/.installed: pyproject.toml
+	$(call ensure_debs,$(RUN_DEBS))
+	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-test: setup
+	$(call ensure_debs,$(TEST_DEBS))
+
+run: setup
+	$(VENV)/bin/wsgi-supervisor --conf-dir conf.d --runtime-dir $(RUNTIME)
+
+lint: setup
+	$(VENV)/bin/ruff check supervisor tests bench
+	$(VENV)/bin/ruff format --check supervisor tests bench
+
+test: setup-test lint
+	$(VENV)/bin/pytest
+
+bench: setup-test
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(RUNTIME) .pytest_cache .ruff_cache

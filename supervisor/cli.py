@@ -1,0 +1,228 @@
+"""`wsgictl`: talk to the daemon. Standard library only, so it starts fast.
+
+Exit statuses follow systemctl: 0 when every named service is running (or
+the action succeeded), 3 when one is not running, 4 for an unknown name,
+1 when the daemon cannot be reached or an action failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .protocol import EXIT_FAILED, EXIT_UNKNOWN, encode
+
+DEFAULT_RUNTIME_DIR = Path("/run/wsgi-supervisor")
+DEFAULT_CONF_DIR = Path("/etc/wsgi-supervisor/conf.d")
+
+
+class Unreachable(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, runtime_dir: Path, timeout: float | None = 10.0):
+        self.path = runtime_dir / "control.sock"
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except FileNotFoundError:
+            raise Unreachable(f"no control socket at {self.path}: is wsgi-supervisor running?") from None
+        except PermissionError:
+            raise Unreachable(f"permission denied on {self.path}: run as root or join the control group") from None
+        except OSError as exc:
+            raise Unreachable(f"cannot reach wsgi-supervisor at {self.path}: {exc.strerror or exc}") from None
+        self.sock = sock
+
+    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(encode(message))
+            return self.receive()
+        except TimeoutError:
+            raise Unreachable(f"wsgi-supervisor at {self.path} did not answer in time") from None
+        except OSError as exc:
+            raise Unreachable(f"lost the connection to wsgi-supervisor: {exc.strerror or exc}") from None
+
+    def receive(self) -> dict[str, Any]:
+        assert self.sock is not None
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise Unreachable("wsgi-supervisor closed the connection")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
+
+
+def status_table(services: list[dict[str, Any]]) -> str:
+    headers = ["NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "SOCKET", "REASON"]
+    rows = []
+    now = time.time()
+    for s in services:
+        reason = s.get("reason") or ""
+        if s["state"] == "backoff" and s.get("next_retry"):
+            reason = f"next try in {max(0, int(s['next_retry'] - now))}s: {reason}"
+        if s.get("status_text") and s["state"] in ("running", "starting"):
+            reason = s["status_text"]
+        rows.append(
+            [
+                s["name"],
+                s["kind"],
+                s["state"],
+                str(s["pid"] or "-"),
+                _age(s.get("uptime")),
+                str(s["restarts"]),
+                s.get("socket") or "-",
+                reason,
+            ]
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def detail(s: dict[str, Any]) -> str:
+    out = [status_table([s])]
+    if s.get("last_exit"):
+        out.append(f"last exit: {s['last_exit']}")
+    if s.get("last_lines"):
+        out.append("last lines:")
+        out.extend("  " + line.replace("\n", "\n  ") for line in s["last_lines"])
+    return "\n".join(out)
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    lines = 20 if len(args.names) == 1 and not args.json else 0
+    reply = client.request({"cmd": "status", "services": args.names, "lines": lines})
+    if not reply.get("ok"):
+        print(f"wsgictl: {reply['error']}", file=sys.stderr)
+        return reply.get("code", EXIT_FAILED)
+    services = reply["services"]
+    if args.json:
+        print(json.dumps(services, indent=2))
+    elif lines:
+        print(detail(services[0]))
+    else:
+        print(status_table(services))
+    return reply.get("code", 0)
+
+
+def cmd_action(client: Client, args: argparse.Namespace) -> int:
+    if not args.names and not args.all:
+        print(f"wsgictl {args.cmd}: name a service, or use --all", file=sys.stderr)
+        return EXIT_FAILED
+    message = {
+        "cmd": args.cmd,
+        "services": args.names,
+        "all": args.all,
+        "wait": not args.no_block,
+        "timeout": args.timeout,
+    }
+    reply = client.request(message, timeout=args.timeout + 10)
+    if "results" not in reply:
+        print(f"wsgictl: {reply.get('error', 'failed')}", file=sys.stderr)
+        return reply.get("code", EXIT_FAILED)
+    for name, result in reply["results"].items():
+        if not result["ok"]:
+            print(f"{name}: {args.cmd} failed: {result['message']}", file=sys.stderr)
+        elif not args.quiet:
+            print(f"{name}: {result.get('state', result['message'])}")
+    return 0 if reply.get("ok") else reply.get("code", EXIT_FAILED)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .manifest import ManifestError, load  # pydantic: only this command needs it
+
+    try:
+        manifest = load(args.conf_dir)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        n = len(exc.problems)
+        print(f"{args.conf_dir}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return EXIT_FAILED
+    apis = sum(1 for s in manifest.services.values() if s.kind == "api")
+    workers = len(manifest.services) - apis
+    print(f"{args.conf_dir}: valid ({apis} APIs, {workers} workers)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wsgictl", description="Control wsgi-supervisor and its services.")
+    p.add_argument("--runtime-dir", type=Path, default=Path(os.environ.get("WSGI_RUNTIME_DIR", DEFAULT_RUNTIME_DIR)))
+    p.add_argument("--conf-dir", type=Path, default=Path(os.environ.get("WSGI_CONF_DIR", DEFAULT_CONF_DIR)))
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("status", help="state of services (exit 0 when all named are running)")
+    s.add_argument("names", nargs="*", metavar="NAME")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for verb, text in (
+        ("start", "start services and wait until they are ready"),
+        ("stop", "stop services gracefully"),
+        ("restart", "replace services with new processes, the socket kept open"),
+        ("reload", "graceful reload: workers replaced one by one, no request refused"),
+    ):
+        a = sub.add_parser(verb, help=text)
+        a.add_argument("names", nargs="*", metavar="NAME")
+        a.add_argument("--all", action="store_true", help="every service of the manifest")
+        a.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default %(default)s)")
+        a.add_argument("--no-block", action="store_true", help="return without waiting")
+        a.add_argument("-q", "--quiet", action="store_true")
+
+    c = sub.add_parser("check", help="validate the manifest; starts nothing")
+    c.add_argument("--conf-dir", type=Path, default=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "check":
+        sys.exit(cmd_check(args))
+    client = Client(args.runtime_dir)
+    try:
+        code = cmd_status(client, args) if args.cmd == "status" else cmd_action(client, args)
+    except Unreachable as exc:
+        print(f"wsgictl: {exc}", file=sys.stderr)
+        code = EXIT_FAILED
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["EXIT_UNKNOWN", "Client", "main"]

@@ -1,0 +1,228 @@
+"""The control socket: transport, peer check and request handlers.
+
+`<runtime>/control.sock`, mode 0660 with a configurable group. A peer is
+let in when it is root, the daemon's own user, or a member of the control
+group (checked through SO_PEERCRED, not trusted from the message). One JSON
+request per line; garbage, oversize or slow requests get an error reply or
+a closed connection and never disturb other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import protocol
+from .listeners import listen
+from .protocol import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_UNKNOWN, ProtocolError, encode, error
+
+if TYPE_CHECKING:
+    from .core import Supervisor
+
+log = logging.getLogger("wsgi-supervisor")
+
+IDLE_TIMEOUT = 30.0  # a client that sends nothing for this long is dropped
+DEFAULT_WAIT = 120.0
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+def _groups_of(pid: int) -> set[int]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
+
+
+class ControlServer:
+    def __init__(self, sup: Supervisor):
+        self.sup = sup
+        self.loop = asyncio.get_running_loop()
+        self.listener = None
+        self.clients: set[asyncio.Task[Any]] = set()
+        self.handlers = {
+            "ping": self._ping,
+            "status": self._status,
+            "start": self._verb,
+            "stop": self._verb,
+            "restart": self._verb,
+            "reload": self._verb,
+        }
+
+    def add_handler(self, cmd: str, handler: Any) -> None:
+        self.handlers[cmd] = handler
+
+    def open(self) -> None:
+        cfg = self.sup.config
+        self.listener = listen(self.sup.layout.control_socket, cfg.control_mode, cfg.control_gid)
+        self.listener.sock.setblocking(False)
+        self.accepting = self.loop.create_task(self._accept(), name="control-accept")
+
+    async def _accept(self) -> None:
+        assert self.listener is not None
+        while True:
+            conn, _ = await self.loop.sock_accept(self.listener.sock)
+            conn.setblocking(False)
+            task = self.loop.create_task(self._serve(conn), name="control-client")
+            self.clients.add(task)
+            task.add_done_callback(self.clients.discard)
+
+    def allowed(self, pid: int, uid: int, gid: int) -> bool:
+        if uid in (0, os.getuid()):
+            return True
+        group = self.sup.config.control_gid
+        return group is not None and (gid == group or group in _groups_of(pid))
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            pid, uid, gid = peer_credentials(conn)
+            if not self.allowed(pid, uid, gid):
+                log.warning("control: refused a client with uid %d (pid %d): not in the control group", uid, pid)
+                await self._send(conn, error("permission denied: not root and not in the control group"))
+                return
+            buffer = b""
+            while True:
+                try:
+                    async with asyncio.timeout(IDLE_TIMEOUT):
+                        chunk = await self.loop.sock_recv(conn, 65536)
+                except TimeoutError:
+                    return
+                if not chunk:
+                    return
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not await self._handle_line(conn, line, pid):
+                        return
+                if len(buffer) > protocol.MAX_REQUEST:
+                    await self._send(conn, error(f"request larger than {protocol.MAX_REQUEST} bytes"))
+                    return
+        except (ConnectionError, OSError):
+            return
+        finally:
+            conn.close()
+
+    async def _handle_line(self, conn: socket.socket, line: bytes, pid: int) -> bool:
+        """Answer one request; False ends the connection."""
+        try:
+            request = protocol.decode_request(line)
+        except ProtocolError as exc:
+            await self._send(conn, error(f"bad request: {exc}"))
+            return True
+        if request["cmd"] == "launch":
+            await self._launch(conn, request, pid)
+            return False
+        handler = self.handlers.get(request["cmd"])
+        if handler is None:
+            await self._send(conn, error(f"the daemon does not handle {request['cmd']!r}"))
+            return True
+        try:
+            result = await handler(request, conn)
+        except Exception as exc:  # a bug must not take the daemon down
+            log.exception("control: %s failed", request["cmd"])
+            result = error(f"internal error: {exc}")
+        if result is not None:
+            await self._send(conn, result)
+        return True
+
+    async def _send(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            async with asyncio.timeout(10):
+                await self.loop.sock_sendall(conn, encode(message))
+
+    # -- handlers ----------------------------------------------------------------
+
+    def _unknown(self, names: list[str]) -> dict[str, Any] | None:
+        unknown = [n for n in names if n not in self.sup.services]
+        if unknown:
+            return error(
+                f"unknown service{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(self.sup.services)) or 'none'})",
+                EXIT_UNKNOWN,
+                unknown=unknown,
+            )
+        return None
+
+    async def _ping(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid(), "services": len(self.sup.services)}
+
+    async def _status(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+        names = request.get("services") or []
+        bad = self._unknown(names)
+        if bad:
+            return bad
+        services = self.sup.status(names)
+        if request.get("lines"):
+            n = int(request.get("lines", 0))
+            for info in services:
+                svc = self.sup.services[info["name"]]
+                info["last_lines"] = [line.text for line in list(svc.tail)[-n:]]
+        code = 0 if all(s["state"] == "running" for s in services) else EXIT_NOT_RUNNING
+        return {"ok": True, "services": services, "code": code}
+
+    async def _verb(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+        cmd = request["cmd"]
+        names = list(request.get("services") or [])
+        if request.get("all"):
+            names = self.sup.manifest.start_order()
+            if cmd == "stop":
+                names.reverse()
+        if not names:
+            return error(f"{cmd}: name at least one service, or --all")
+        bad = self._unknown(names)
+        if bad:
+            return bad
+        act = getattr(self.sup, cmd)
+        futures = {name: act(name) for name in names}
+        if not request.get("wait", True):
+            return {"ok": True, "results": {n: {"ok": True, "message": "requested"} for n in names}}
+        timeout = float(request.get("timeout") or DEFAULT_WAIT)
+        done, _ = await asyncio.wait(futures.values(), timeout=timeout)
+        results = {}
+        for name, future in futures.items():
+            svc = self.sup.services[name]
+            if future in done:
+                ok, message = future.result()
+            else:
+                ok, message = False, f"still {svc.state} after {timeout:g}s"
+            results[name] = {"ok": ok, "message": message, "state": str(svc.state)}
+        all_ok = all(r["ok"] for r in results.values())
+        return {"ok": all_ok, "results": results, "code": 0 if all_ok else EXIT_FAILED}
+
+    async def _launch(self, conn: socket.socket, request: dict[str, Any], pid: int) -> None:
+        """A vassal's launcher asks for its service's socket; its pid becomes the master's."""
+        name = str(request.get("service", ""))
+        ok, why = self.sup.on_launched(name, pid)
+        fd = self.sup.vassals.listener_fd(name) if ok else None
+        if not ok:
+            await self._send(conn, error(why))
+            return
+        payload = encode({"ok": True})
+        with contextlib.suppress(OSError):
+            if fd is None:
+                await self.loop.sock_sendall(conn, payload)
+            else:
+                socket.send_fds(conn, [payload], [fd])
+
+    async def close(self) -> None:
+        if self.listener is None:
+            return
+        self.accepting.cancel()
+        for task in list(self.clients):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.accepting
+        self.listener.close()
+        self.listener = None

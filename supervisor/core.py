@@ -1,0 +1,684 @@
+"""The supervisor: one owner of every service's state.
+
+Control requests, exits, launches, readiness observations and timers all
+end up in the synchronous handlers below, which run one at a time on the
+event loop. They decide, change state through `_set_state` (the one place
+that does), and ask a driver to act. Drivers and observers never change
+state themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import uwsgi
+from .emperor import Emperor
+from .layout import Layout
+from .manifest import Manifest
+from .procs import alive, describe_wait_status
+from .service import LogLine, ServiceRuntime
+from .states import State, allowed
+from .vassals import VassalDriver
+from .watcher import ExitWatcher
+
+log = logging.getLogger("wsgi-supervisor")
+
+MIN_UPTIME = 10.0  # a crash after this long up is not a failed start
+MAX_FAILURES = 5  # failed starts in a row before giving up
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 30.0
+PROBE_INTERVAL = 0.2  # readiness probes while starting or reloading
+RELOAD_TIMEOUT_PER_WORKER = 30.0
+
+OK_START = frozenset({State.RUNNING})
+STOPPED_ONLY = frozenset({State.STOPPED})
+END_START = frozenset({State.FAILED, State.STOPPED})
+
+
+@dataclass(frozen=True)
+class Config:
+    conf_dir: Path
+    runtime_dir: Path
+    socket_gid: int | None = None
+    socket_mode: int = 0o660
+    control_gid: int | None = None
+    control_mode: int = 0o660
+    log_dir: Path | None = None
+    journal: bool | None = None  # None: when journald is there
+    metrics_listen: str | None = "127.0.0.1:9180"
+    default_venv: Path = field(default_factory=lambda: Path(sys.prefix))
+
+
+def backoff_delay(failures: int) -> float:
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
+
+
+class Supervisor:
+    def __init__(self, config: Config, manifest: Manifest):
+        self.config = config
+        self.layout = Layout(config.runtime_dir)
+        self.manifest = manifest
+        self.services: dict[str, ServiceRuntime] = {
+            name: ServiceRuntime(name, spec) for name, spec in manifest.services.items()
+        }
+        self.loop = asyncio.get_running_loop()
+        self.watcher = ExitWatcher(self.loop)
+        self.emperor = Emperor(self.layout)
+        self.vassals = VassalDriver(self)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.shutting_down = False
+        self.probe_wakeups: dict[str, asyncio.Event] = {}
+        self.log_sinks: list[Any] = []
+        self.emperor_restarts = 0
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = self.loop.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal task %s failed", task.get_name(), exc_info=task.exception())
+
+    def driver(self, svc: ServiceRuntime) -> VassalDriver:
+        return self.vassals
+
+    def say(self, svc: ServiceRuntime, text: str, priority: int = 6) -> None:
+        """A message of the daemon about one service, in that service's log."""
+        log.log(_LEVELS.get(priority, logging.INFO), "%s: %s", svc.name, text)
+        self.emit(LogLine(time.time(), svc.name, "d", text, priority))
+
+    def emit(self, line: LogLine) -> None:
+        svc = self.services.get(line.service)
+        if svc is not None:
+            svc.tail.append(line)
+            if line.stream == "o":
+                self._learn_from_line(svc, line.text)
+        for sink in self.log_sinks:
+            sink(line)
+
+    def _learn_from_line(self, svc: ServiceRuntime, text: str) -> None:
+        for part in text.splitlines():
+            hint = uwsgi.failure_hint(part)
+            if hint:
+                svc.failure_hint = hint
+            exc = uwsgi.exception_line(part)
+            if exc:
+                svc.last_exception = exc
+            if uwsgi.app_loaded(part):
+                wake = self.probe_wakeups.get(svc.name)
+                if wake is not None:
+                    wake.set()
+
+    # -- state -------------------------------------------------------------------
+
+    def _set_state(self, svc: ServiceRuntime, state: State, reason: str | None = None) -> None:
+        old = svc.state
+        if not allowed(old, state):
+            log.error("%s: unexpected state change %s -> %s", svc.name, old, state)
+        svc.state = state
+        svc.since = time.time()
+        svc.ready = state in (State.RUNNING, State.RELOADING)
+        if reason is not None:
+            svc.reason = reason
+        if old != state:
+            text = f"{old} -> {state}" + (f" ({reason})" if reason else "")
+            self.say(svc, text, priority=3 if state == State.FAILED else 6)
+        if state in (State.STARTING, State.RELOADING) and svc.kind == "api":
+            self._ensure_probe(svc)
+        self._resolve_waiters(svc)
+        if state == State.RUNNING:
+            self._start_waiting_dependents(svc)
+        elif state in (State.FAILED, State.STOPPED):
+            self._fail_waiting_dependents(svc)
+        self.on_change(svc)
+
+    def on_change(self, svc: ServiceRuntime) -> None:
+        """Hook for observers of state changes (systemd status, metrics)."""
+
+    def _resolve_waiters(self, svc: ServiceRuntime) -> None:
+        keep = []
+        for future, ok_states in svc.waiters:
+            if future.done():
+                continue
+            if svc.state in ok_states:
+                future.set_result((True, str(svc.state)))
+            elif ok_states == OK_START and svc.state in END_START:
+                future.set_result((False, svc.reason or str(svc.state)))
+            elif ok_states == STOPPED_ONLY and svc.goal_running and svc.state == State.STARTING:
+                future.set_result((False, "started again by another request"))
+            else:
+                keep.append((future, ok_states))
+        svc.waiters = keep
+
+    def _wait(self, svc: ServiceRuntime, ok_states: frozenset[State]) -> asyncio.Future[tuple[bool, str]]:
+        future: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
+        if svc.state in ok_states:
+            future.set_result((True, str(svc.state)))
+        else:
+            svc.waiters.append((future, ok_states))
+        return future
+
+    # -- commands ------------------------------------------------------------------
+
+    def start(self, name: str) -> asyncio.Future[tuple[bool, str]]:
+        """Start `name` (and what it comes after); resolves once it is ready or has failed."""
+        svc = self.services[name]
+        svc.goal_running = True
+        if svc.state in (State.FAILED, State.STOPPED):
+            svc.failures = 0
+        for dep in svc.spec.after:
+            dep_svc = self.services.get(dep)
+            if dep_svc is not None and not dep_svc.goal_running:
+                self.start(dep)
+        if svc.state == State.STOPPING:
+            svc.restart_pending = True
+        elif svc.state == State.BACKOFF:
+            svc.cancel_timer()
+            self._begin_start(svc)
+        elif svc.state in (State.STOPPED, State.FAILED):
+            self._begin_start(svc)
+        return self._wait(svc, OK_START)
+
+    def stop(self, name: str) -> asyncio.Future[tuple[bool, str]]:
+        svc = self.services[name]
+        svc.goal_running = False
+        svc.restart_pending = False
+        if svc.state in (State.BACKOFF, State.FAILED):
+            svc.cancel_timer()
+            self.driver(svc).disable(svc)
+            self.driver(svc).release(svc)
+            self._set_state(svc, State.STOPPED)
+        elif svc.state == State.STOPPED:
+            self._set_state(svc, State.STOPPED)  # fails waiters of a pending start
+        elif svc.state != State.STOPPING:
+            self._begin_stop(svc)
+        return self._wait(svc, STOPPED_ONLY)
+
+    def restart(self, name: str) -> asyncio.Future[tuple[bool, str]]:
+        svc = self.services[name]
+        if svc.state in (State.STARTING, State.RUNNING, State.RELOADING) and svc.pid is not None:
+            svc.goal_running = True
+            self._begin_stop(svc, then_start=True)
+            return self._wait(svc, OK_START)
+        if svc.state == State.STOPPING:
+            svc.goal_running = True
+            svc.restart_pending = True
+            return self._wait(svc, OK_START)
+        return self.start(name)
+
+    def reload(self, name: str) -> asyncio.Future[tuple[bool, str]]:
+        """Graceful reload: new workers with new code, the socket never closed."""
+        svc = self.services[name]
+        if svc.state == State.RELOADING:
+            return self._wait(svc, OK_START)
+        if svc.state != State.RUNNING:
+            future: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
+            future.set_result((False, f"{name} is {svc.state}, not running: nothing to reload"))
+            return future
+        return self._begin_reload(svc)
+
+    # -- transitions -----------------------------------------------------------------
+
+    def _deps_pending(self, svc: ServiceRuntime) -> list[str]:
+        return [d for d in svc.spec.after if d in self.services and self.services[d].state != State.RUNNING]
+
+    def _begin_start(self, svc: ServiceRuntime) -> None:
+        svc.cancel_timer()
+        svc.next_retry = None
+        pending = self._deps_pending(svc)
+        svc.failure_hint = None
+        svc.last_exception = None
+        if pending:
+            # not started yet: it waits in `starting`, its process not asked for
+            svc.extra["waiting_for"] = pending
+            if svc.state != State.STARTING:
+                self._set_state(svc, State.STARTING, f"waiting for {', '.join(pending)}")
+            return
+        svc.extra.pop("waiting_for", None)
+        drv = self.driver(svc)
+        try:
+            drv.prepare(svc)
+        except (OSError, ValueError) as exc:
+            svc.goal_running = False
+            if svc.state != State.STARTING:
+                self._set_state(svc, State.STARTING)
+            self._set_state(svc, State.FAILED, f"cannot start: {exc}")
+            return
+        svc.started_at = time.monotonic()
+        svc.ready_at = None
+        if svc.state != State.STARTING:
+            self._set_state(svc, State.STARTING)
+        svc.timer = self.loop.call_later(svc.spec.start_timeout, self._start_timed_out, svc.name, svc.started_at)
+        drv.launch(svc)
+
+    def _begin_stop(self, svc: ServiceRuntime, then_start: bool = False) -> None:
+        svc.cancel_timer()
+        svc.restart_pending = then_start
+        drv = self.driver(svc)
+        if svc.extra.pop("waiting_for", None) is not None and svc.pid is None:
+            # never launched: nothing to stop
+            self._set_state(svc, State.STOPPED)
+            return
+        if not then_start:
+            drv.disable(svc)
+        self._set_state(svc, State.STOPPING)
+        if not drv.ask_stop(svc) and svc.pid is None:
+            # asked for but not launched yet: the launcher will be refused
+            self._finish_stop(svc)
+            return
+        svc.timer = self.loop.call_later(svc.spec.stop_timeout, self._stop_timed_out, svc.name, svc.pid)
+
+    def _begin_reload(self, svc: ServiceRuntime) -> asyncio.Future[tuple[bool, str]]:
+        stats = svc.extra.get("stats")
+        svc.reload_from = frozenset(w.pid for w in stats.workers) if stats else frozenset()
+        if not self.driver(svc).ask_reload(svc):
+            future: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
+            future.set_result((False, f"{svc.name}: the vassal did not take the reload request"))
+            return future
+        self._set_state(svc, State.RELOADING)
+        workers = getattr(svc.spec, "processes", 1)
+        svc.timer = self.loop.call_later(
+            RELOAD_TIMEOUT_PER_WORKER * workers + svc.spec.start_timeout, self._reload_timed_out, svc.name
+        )
+        return self._wait(svc, OK_START)
+
+    def _finish_stop(self, svc: ServiceRuntime) -> None:
+        svc.cancel_timer()
+        drv = self.driver(svc)
+        if svc.restart_pending and svc.goal_running and not self.shutting_down:
+            svc.restart_pending = False
+            svc.restarts += 1
+            self._set_state(svc, State.STARTING)
+            self._begin_start(svc)
+            return
+        drv.disable(svc)
+        drv.release(svc)
+        self._set_state(svc, State.STOPPED)
+
+    # -- events ----------------------------------------------------------------------
+
+    def on_launched(self, name: str, pid: int) -> tuple[bool, str]:
+        """A vassal's launcher called in: `pid` is the new master. May it run?"""
+        svc = self.services.get(name)
+        if svc is None:
+            return False, f"{name} is not in the manifest"
+        restarting = svc.state == State.STOPPING and svc.restart_pending
+        if not svc.goal_running or (
+            svc.state not in (State.STARTING, State.RUNNING, State.RELOADING) and not restarting
+        ):
+            return False, f"{name} is {svc.state}"
+        if svc.extra.get("waiting_for"):
+            return False, f"{name} waits for {', '.join(svc.extra['waiting_for'])}"
+        if svc.state == State.STOPPING and svc.restart_pending and svc.goal_running:
+            # the emperor brought the new master before we saw the old one exit
+            if svc.pid is not None:
+                self.watcher.unwatch(svc.pid)
+                svc.pid = None
+            self._finish_stop(svc)
+        if svc.pid is not None and svc.pid != pid:
+            # the emperor replaced a master we had not seen die yet
+            self.watcher.unwatch(svc.pid)
+        self._track(svc, pid)
+        if svc.state != State.STARTING:
+            svc.restarts += 1
+            svc.started_at = time.monotonic()
+            self._set_state(svc, State.STARTING, "the emperor started a new master")
+        return True, "ok"
+
+    def _track(self, svc: ServiceRuntime, pid: int) -> None:
+        svc.pid = pid
+        self.watcher.watch(pid, lambda p, status, name=svc.name: self.on_exit(name, p, status))
+
+    def on_exit(self, name: str, pid: int, status: int | None) -> None:
+        svc = self.services.get(name)
+        if svc is None or svc.pid != pid:
+            return
+        svc.pid = None
+        svc.extra.pop("stats", None)
+        svc.last_exit = describe_wait_status(status) if status is not None else None
+        if svc.state == State.STOPPING:
+            self._finish_stop(svc)
+            return
+        if self.shutting_down:
+            return
+        if svc.kind == "api" and not self.emperor_alive():
+            # not the app's fault: the emperor's death took the vassal along
+            svc.reason = "the emperor died"
+            return
+        self._crashed(svc)
+
+    def _crashed(self, svc: ServiceRuntime) -> None:
+        svc.cancel_timer()
+        uptime = time.monotonic() - (svc.ready_at or svc.started_at or time.monotonic())
+        was_ready = svc.ready_at is not None
+        why = svc.failure_hint or "exited unexpectedly"
+        if svc.last_exception and svc.failure_hint:
+            why += f": {svc.last_exception}"
+        elif svc.last_exit:
+            why += f" ({svc.last_exit})"
+        svc.ready_at = None
+        if was_ready and uptime >= MIN_UPTIME:
+            # a healthy service died: bring it back at once, no failure counted
+            svc.failures = 0
+            svc.restarts += 1
+            self.say(svc, f"died after {uptime:.0f}s up: {why}; starting it again", priority=4)
+            self._set_state(svc, State.STARTING, why)
+            self._begin_start(svc)
+            return
+        svc.failures += 1
+        drv = self.driver(svc)
+        drv.disable(svc)
+        if svc.failures >= MAX_FAILURES:
+            drv.release(svc)
+            svc.goal_running = False
+            self._set_state(svc, State.FAILED, f"{why}; gave up after {svc.failures} failed starts")
+            return
+        delay = backoff_delay(svc.failures)
+        svc.next_retry = time.time() + delay
+        # refuse connections while it cannot serve: the front end answers 502/503 at once
+        drv.release(svc)
+        self._set_state(svc, State.BACKOFF, f"{why}; retry {svc.failures}/{MAX_FAILURES - 1} in {delay:.0f}s")
+        svc.timer = self.loop.call_later(delay, self._retry, svc.name)
+
+    def _retry(self, name: str) -> None:
+        svc = self.services[name]
+        svc.timer = None
+        if svc.state == State.BACKOFF and svc.goal_running:
+            svc.restarts += 1
+            self._begin_start(svc)
+
+    def _start_timed_out(self, name: str, started_at: float) -> None:
+        svc = self.services[name]
+        svc.timer = None
+        if svc.state != State.STARTING or svc.started_at != started_at or svc.extra.get("waiting_for"):
+            return
+        svc.failure_hint = f"not ready after {svc.spec.start_timeout:g}s"
+        self.say(svc, f"{svc.failure_hint}: killing it", priority=3)
+        if svc.pid is not None:
+            self.driver(svc).kill(svc)  # the exit is handled as a crash
+        else:
+            self._crashed(svc)
+
+    def _stop_timed_out(self, name: str, pid: int | None) -> None:
+        svc = self.services[name]
+        svc.timer = None
+        if svc.state == State.STOPPING and svc.pid is not None and svc.pid == pid:
+            self.say(svc, f"still up {svc.spec.stop_timeout:g}s after the stop request: SIGKILL", priority=4)
+            self.driver(svc).kill(svc)
+
+    def _reload_timed_out(self, name: str) -> None:
+        svc = self.services[name]
+        svc.timer = None
+        if svc.state == State.RELOADING:
+            self.say(svc, "reload did not finish in time; counting it as done", priority=4)
+            self._set_state(svc, State.RUNNING, "reload timed out")
+
+    def on_observed(self, svc: ServiceRuntime, stats: uwsgi.VassalStats) -> None:
+        """A stats sample of an API's vassal."""
+        if stats.pid != svc.pid:
+            return
+        svc.extra["stats"] = stats
+        if svc.state == State.STARTING and stats.serving:
+            self._became_ready(svc)
+        elif svc.state == State.RELOADING and stats.serving:
+            current = {w.pid for w in stats.workers}
+            if not current & svc.reload_from:
+                svc.cancel_timer()
+                self._set_state(svc, State.RUNNING, "reloaded")
+
+    def _became_ready(self, svc: ServiceRuntime) -> None:
+        svc.cancel_timer()
+        now = time.monotonic()
+        svc.ready_at = now
+        svc.up_since = time.time()
+        if svc.started_at is not None:
+            svc.ready_duration = now - svc.started_at
+        svc.next_retry = None
+        svc.reason = None
+        self._set_state(svc, State.RUNNING)
+        # a start that lasts is no longer a failure
+        svc.timer = self.loop.call_later(MIN_UPTIME, self._stable, svc.name, now)
+
+    def _stable(self, name: str, ready_at: float) -> None:
+        svc = self.services[name]
+        svc.timer = None
+        if svc.ready_at == ready_at and svc.state.up:
+            svc.failures = 0
+
+    # -- dependencies --------------------------------------------------------------------
+
+    def _start_waiting_dependents(self, svc: ServiceRuntime) -> None:
+        for name in self.manifest.dependents(svc.name):
+            dep = self.services[name]
+            if dep.goal_running and dep.extra.get("waiting_for") and not self._deps_pending(dep):
+                self._begin_start(dep)
+
+    def _fail_waiting_dependents(self, svc: ServiceRuntime) -> None:
+        for name in self.manifest.dependents(svc.name):
+            dep = self.services[name]
+            if dep.extra.get("waiting_for") and svc.name in dep.extra["waiting_for"] and dep.state == State.STARTING:
+                dep.extra.pop("waiting_for", None)
+                dep.goal_running = False
+                self._set_state(dep, State.STOPPED, f"{svc.name} is {svc.state}")
+
+    # -- readiness probes ------------------------------------------------------------------
+
+    def _ensure_probe(self, svc: ServiceRuntime) -> None:
+        if svc.name in self.probe_wakeups:
+            return
+        self.probe_wakeups[svc.name] = asyncio.Event()
+        self.spawn_task(self._probe(svc), f"probe-{svc.name}")
+
+    async def _probe(self, svc: ServiceRuntime) -> None:
+        """Sample a vassal's stats while it starts or reloads.
+
+        Woken early by the log line that says a worker loaded the app, then
+        sampled in a short burst, since the worker accepts a moment later.
+        """
+        wake = self.probe_wakeups[svc.name]
+        try:
+            while svc.state in (State.STARTING, State.RELOADING) and not self.shutting_down:
+                woke = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PROBE_INTERVAL):
+                        await wake.wait()
+                        woke = True
+                wake.clear()
+                for pause in (0.0, 0.01, 0.03, 0.06) if woke else (0.0,):
+                    await asyncio.sleep(pause)
+                    if svc.pid is None or svc.extra.get("waiting_for"):
+                        break
+                    stats = await self.vassals.stats(svc.name)
+                    if stats is not None:
+                        self.on_observed(svc, stats)
+                    if svc.state not in (State.STARTING, State.RELOADING):
+                        break
+        finally:
+            self.probe_wakeups.pop(svc.name, None)
+
+    # -- emperor -------------------------------------------------------------------------------
+
+    def emperor_alive(self) -> bool:
+        pid = self.emperor.pid
+        return pid is not None and alive(pid)
+
+    def _watch_emperor(self) -> None:
+        assert self.emperor.pid is not None
+        self.watcher.watch(self.emperor.pid, self._emperor_exited)
+
+    def _emperor_exited(self, pid: int, status: int | None) -> None:
+        if self.shutting_down or pid != self.emperor.pid:
+            return
+        how = describe_wait_status(status) if status is not None else "gone"
+        log.error("the uWSGI emperor (pid %d) died (%s): starting a new one", pid, how)
+        self.emperor_restarts += 1
+        self.emperor.spawn()
+        self._watch_emperor()
+        for svc in self.services.values():
+            if svc.kind == "api" and svc.goal_running and svc.state.active and svc.state != State.STOPPING:
+                if svc.pid is not None:
+                    self.watcher.unwatch(svc.pid)
+                    svc.pid = None
+                svc.restarts += 1
+                if svc.state != State.STARTING:
+                    self._set_state(svc, State.STARTING, "the emperor died and was started again")
+                self._begin_start(svc)
+
+    # -- start-up and shut-down ------------------------------------------------------------------
+
+    def prepare_runtime_dir(self) -> None:
+        rd = self.layout.runtime_dir
+        rd.mkdir(parents=True, exist_ok=True)
+        os.chmod(rd, 0o755)  # the front end must reach NAME.sock
+        for d in self.layout.private_dirs():
+            d.mkdir(exist_ok=True)
+            os.chmod(d, 0o700)
+        os.chmod(self.layout.daemon_dir, 0o711)
+        source = (Path(__file__).parent / "launcher.py").read_text()
+        from .vassals import write_atomic
+
+        python = self.config.default_venv / "bin" / "python3"
+        write_atomic(self.layout.launcher, f"#!{python} -IS\n{source}", mode=0o700)
+
+    async def adopt_or_start_emperor(self) -> None:
+        running = self.emperor.find_running()
+        if running is None:
+            # a fresh start: forget vassals a dead emperor left behind
+            for stale in self.layout.vassal_dir.glob("*.ini"):
+                stale.unlink()
+            self.emperor.spawn()
+            self._watch_emperor()
+            return
+        self.emperor.adopt(running)
+        self._watch_emperor()
+        await self._adopt_vassals()
+
+    async def _adopt_vassals(self) -> None:
+        """Take over the vassals a previous daemon left serving."""
+        seen = await self.emperor.stats(timeout=5.0)
+        vassals = seen[1] if seen else {}
+        for file in self.layout.vassal_dir.glob("*.ini"):
+            name = file.stem
+            svc = self.services.get(name)
+            vassal = vassals.get(name)
+            if svc is None or svc.kind != "api" or vassal is None or vassal.pid <= 0:
+                # not ours any more, or not running: the normal start decides
+                file.unlink()
+                continue
+            svc.goal_running = True
+            self.vassals.take_over_socket(name, vassal.pid)
+            self._track(svc, vassal.pid)
+            svc.started_at = time.monotonic()
+            self._set_state(svc, State.STARTING, "adopted from the previous daemon")
+            if self.vassals.render(svc) != file.read_text():
+                # the manifest changed while no daemon ran: apply it
+                self.say(svc, "definition changed while the daemon was away: restarting it")
+                self.vassals.prepare(svc)
+                self._begin_stop(svc, then_start=True)
+            log.info("%s: adopted vassal (master pid %d)", name, vassal.pid)
+
+    def start_enabled(self) -> list[asyncio.Future[tuple[bool, str]]]:
+        return [
+            self.start(name)
+            for name in self.manifest.start_order()
+            if self.services[name].spec.enabled and not self.services[name].state.active
+        ]
+
+    async def shut_down(self, timeout: float | None = None) -> None:
+        """Stop every service gracefully and at once, then the emperor."""
+        self.shutting_down = True
+        for svc in self.services.values():
+            svc.goal_running = False
+            svc.restart_pending = False
+            svc.cancel_timer()
+            self.driver(svc).disable(svc)
+        stops = []
+        for svc in self.services.values():
+            if svc.state in (State.STARTING, State.RUNNING, State.RELOADING, State.STOPPING):
+                if svc.state != State.STOPPING:
+                    self._set_state(svc, State.STOPPING)
+                    self.driver(svc).ask_stop(svc)
+                stops.append(self._wait(svc, STOPPED_ONLY))
+                if svc.pid is None:
+                    self._finish_stop(svc)
+            elif svc.state in (State.BACKOFF, State.FAILED):
+                self.driver(svc).release(svc)
+                self._set_state(svc, State.STOPPED)
+        bound = (
+            timeout if timeout is not None else max((s.spec.stop_timeout for s in self.services.values()), default=1)
+        )
+        if stops:
+            _done, pending = await asyncio.wait(stops, timeout=bound)
+            if pending:
+                for svc in self.services.values():
+                    if svc.pid is not None:
+                        self.say(svc, "did not stop in time: SIGKILL", priority=4)
+                        self.driver(svc).kill(svc)
+                await asyncio.wait(pending, timeout=2)
+        await self._stop_emperor()
+        self.vassals.close()
+
+    async def _stop_emperor(self) -> None:
+        pid = self.emperor.pid
+        if pid is None:
+            return
+        # no vassal is left, so nothing is lost by not waiting for its slow
+        # shutdown loop (a second per pass)
+        gone = self.loop.create_future()
+        self.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(s))
+        self.emperor.signal(signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gone, 5)
+        self.watcher.unwatch(pid)
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.emperor_pidfile.unlink()
+        self.emperor.pid = None
+
+    # -- views --------------------------------------------------------------------------------
+
+    def status(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        chosen = list(names) if names else sorted(self.services)
+        return [self.describe(self.services[n]) for n in chosen]
+
+    def describe(self, svc: ServiceRuntime) -> dict[str, Any]:
+        spec = svc.spec
+        info: dict[str, Any] = {
+            "name": svc.name,
+            "kind": svc.kind,
+            "state": str(svc.state),
+            "ready": svc.ready,
+            "pid": svc.pid,
+            "restarts": svc.restarts,
+            "socket": str(self.layout.api_socket(svc.name)) if svc.kind == "api" else None,
+            "mount": getattr(spec, "mount", None),
+            "since": svc.since,
+            "uptime": svc.uptime(),
+            "reason": svc.reason,
+            "last_exit": svc.last_exit,
+            "failures": svc.failures,
+            "next_retry": svc.next_retry,
+            "status_text": svc.status_text,
+            "ready_duration": svc.ready_duration,
+        }
+        stats = svc.extra.get("stats")
+        if stats is not None:
+            info["workers"] = [{"pid": w.pid, "status": w.status, "requests": w.requests} for w in stats.workers]
+        return info
+
+
+_LEVELS = {3: logging.ERROR, 4: logging.WARNING, 5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}

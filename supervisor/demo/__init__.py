@@ -1,0 +1,1 @@
+"""Small apps for the demo manifest and the tests."""

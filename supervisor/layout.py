@@ -1,0 +1,90 @@
+"""Where everything lives under the runtime dir.
+
+The contract (DESIGN.md): API NAME listens on `<runtime>/NAME.sock`, the
+control socket is `<runtime>/control.sock`. Everything else is internal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_RUNTIME_DIR = Path("/run/wsgi-supervisor")
+DEFAULT_CONF_DIR = Path("/etc/wsgi-supervisor/conf.d")
+# service names that would collide with files of the daemon's own
+RESERVED_SERVICE_NAMES = frozenset({"control"})
+
+
+@dataclass(frozen=True)
+class Layout:
+    runtime_dir: Path
+
+    @property
+    def control_socket(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+    def api_socket(self, name: str) -> Path:
+        return self.runtime_dir / f"{name}.sock"
+
+    @property
+    def vassal_dir(self) -> Path:
+        return self.runtime_dir / "vassals"
+
+    def vassal_file(self, name: str) -> Path:
+        return self.vassal_dir / f"{name}.ini"
+
+    @property
+    def stats_dir(self) -> Path:
+        return self.runtime_dir / "stats"
+
+    def stats_socket(self, name: str) -> Path:
+        return self.stats_dir / f"{name}.sock"
+
+    @property
+    def fifo_dir(self) -> Path:
+        return self.runtime_dir / "fifo"
+
+    def master_fifo(self, name: str) -> Path:
+        return self.fifo_dir / f"{name}.fifo"
+
+    @property
+    def notify_dir(self) -> Path:
+        return self.runtime_dir / "notify"
+
+    def notify_socket(self, name: str) -> Path:
+        return self.notify_dir / f"{name}.sock"
+
+    @property
+    def daemon_dir(self) -> Path:
+        return self.runtime_dir / "daemon"
+
+    @property
+    def log_socket(self) -> Path:
+        return self.daemon_dir / "log.sock"
+
+    @property
+    def launcher(self) -> Path:
+        return self.daemon_dir / "launcher"
+
+    @property
+    def emperor_pidfile(self) -> Path:
+        return self.daemon_dir / "emperor.pid"
+
+    @property
+    def emperor_stats(self) -> Path:
+        return self.daemon_dir / "emperor.stats"
+
+    @property
+    def emperor_log(self) -> Path:
+        return self.daemon_dir / "emperor.log"
+
+    @property
+    def daemon_pidfile(self) -> Path:
+        return self.daemon_dir / "daemon.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.daemon_dir / "state.json"
+
+    def private_dirs(self) -> list[Path]:
+        return [self.vassal_dir, self.stats_dir, self.fifo_dir, self.notify_dir, self.daemon_dir]

@@ -1,0 +1,189 @@
+"""Log intake: every line of every service passes through here.
+
+Vassals send their output and request log as datagrams (uWSGI's socket
+logger, prefixed `NAME|o|` or `NAME|r|`) to `<runtime>/daemon/log.sock`;
+uWSGI's first lines, before its logger starts, come from the launcher's
+stderr on the same socket and are attributed by the sender's pid
+(SO_PASSCRED). The emperor writes to a FIFO. Workers' pipes are read by the
+worker driver. All become `LogLine`s handed to `Supervisor.emit`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+import sys
+import time
+from typing import TYPE_CHECKING, TextIO
+
+from . import uwsgi
+from .listeners import bind_datagram
+from .service import LogLine
+
+if TYPE_CHECKING:
+    from .core import Supervisor
+
+log = logging.getLogger("wsgi-supervisor")
+
+DAEMON_NAME = "wsgi-supervisor"
+MAX_DATAGRAM = 256 * 1024
+_CREDS = struct.calcsize("3i")
+
+# oslo.log and Python logging put the level after the timestamp and pid
+_LEVEL_WORDS = {
+    "CRITICAL": 2,
+    "FATAL": 2,
+    "ERROR": 3,
+    "WARNING": 4,
+    "WARN": 4,
+    "NOTICE": 5,
+    "INFO": 6,
+    "DEBUG": 7,
+}
+
+
+def priority_of(text: str, default: int = 6) -> int:
+    """The syslog priority a line states, from words like ERROR or WARNING near its start."""
+    head = text[:120]
+    for word in head.replace("[", " ").replace("]", " ").replace(":", " ").split():
+        level = _LEVEL_WORDS.get(word)
+        if level is not None:
+            return level
+    if head.startswith("Traceback (most recent call last)"):
+        return 3
+    return default
+
+
+def split_entries(payload: str) -> list[str]:
+    """Lines of one write, with a traceback's lines kept as one entry."""
+    entries: list[str] = []
+    for line in payload.rstrip("\n").split("\n"):
+        if entries and (line.startswith((" ", "\t")) or _continues(entries[-1], line)):
+            entries[-1] += "\n" + line
+        else:
+            entries.append(line)
+    return [e for e in entries if e.strip()]
+
+
+def _continues(previous: str, line: str) -> bool:
+    """A traceback goes on until its final `SomeError: message` line."""
+    if not previous.startswith("Traceback (most recent call last)") and "\nTraceback" not in previous:
+        return False
+    last = previous.rsplit("\n", 1)[-1]
+    return last.startswith((" ", "\t", "Traceback")) or line.startswith(("During handling", "The above exception"))
+
+
+def format_request(text: str) -> str:
+    req = uwsgi.parse_request(text)
+    if req is None:
+        return text.rstrip("\n")
+    return f"{req.method} {req.path} {req.status} {req.duration_s * 1000:.1f}ms {req.size}B {req.addr}"
+
+
+class LogIntake:
+    def __init__(self, sup: Supervisor):
+        self.sup = sup
+        self.sock: socket.socket | None = None
+        self.fifo_fd: int | None = None
+        self.fifo_buffer = b""
+
+    def open(self) -> None:
+        layout = self.sup.layout
+        self.sock = bind_datagram(layout.log_socket, 0o660)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        self.sock.setblocking(False)
+        self.sup.loop.add_reader(self.sock.fileno(), self._read_datagrams)
+
+    def open_emperor_fifo(self) -> None:
+        path = self.sup.layout.emperor_log
+        if not path.exists():
+            os.mkfifo(path, 0o600)
+        # read-write so that the FIFO never reports EOF while the emperor restarts
+        self.fifo_fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sup.loop.add_reader(self.fifo_fd, self._read_fifo)
+
+    def _owner_of(self, pid: int) -> str | None:
+        for svc in self.sup.services.values():
+            if svc.pid == pid:
+                return svc.name
+        return None
+
+    def _read_datagrams(self) -> None:
+        assert self.sock is not None
+        for _ in range(256):  # bounded, so one chatty service cannot starve the loop
+            try:
+                data, ancdata, _flags, _addr = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(_CREDS))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("log intake: %s", exc)
+                return
+            pid = None
+            for level, kind, cdata in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(cdata) >= _CREDS:
+                    pid = struct.unpack("3i", cdata[:_CREDS])[0]
+            name, stream, payload = uwsgi.split_datagram(data)
+            if name is None:
+                name = self._owner_of(pid) if pid else None
+            if name is None or name not in self.sup.services:
+                name = DAEMON_NAME
+            self.take(name, stream, payload)
+
+    def take(self, name: str, stream: str, payload: bytes) -> None:
+        text = payload.decode("utf-8", errors="replace")
+        now = time.time()
+        if stream == "r":
+            for line in text.splitlines():
+                if line.strip():
+                    self.sup.emit(LogLine(now, name, "r", format_request(line), 6))
+            return
+        for entry in split_entries(text):
+            self.sup.emit(LogLine(now, name, "o", entry, priority_of(entry)))
+
+    def _read_fifo(self) -> None:
+        assert self.fifo_fd is not None
+        try:
+            chunk = os.read(self.fifo_fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        self.fifo_buffer += chunk
+        *lines, self.fifo_buffer = self.fifo_buffer.split(b"\n")
+        now = time.time()
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace").rstrip()
+            if text:
+                self.sup.emit(LogLine(now, DAEMON_NAME, "o", f"emperor: {text}", priority_of(text)))
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sup.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+        if self.fifo_fd is not None:
+            self.sup.loop.remove_reader(self.fifo_fd)
+            os.close(self.fifo_fd)
+            self.fifo_fd = None
+
+
+class ConsoleSink:
+    """Lines to a terminal, `NAME | text`: the foreground view of `make run`."""
+
+    def __init__(self, stream: TextIO = sys.stdout, width: int = 12):
+        self.stream = stream
+        self.width = width
+
+    def __call__(self, line: LogLine) -> None:
+        if line.stream == "d":
+            return  # the daemon's own logger already printed it
+        prefix = f"{line.service:<{self.width}} | "
+        text = line.text.replace("\n", "\n" + " " * len(prefix))
+        try:
+            self.stream.write(f"{prefix}{text}\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass

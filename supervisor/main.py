@@ -1,0 +1,174 @@
+"""`wsgi-supervisor`: the daemon's command line and its run, start to finish.
+
+Reads like a script: parse arguments, load the manifest, take the runtime
+dir, open the log intake and the control socket, start or adopt the
+emperor, start the services, serve until SIGTERM/SIGINT, then stop
+everything in a fixed, bounded order, whatever part of the start-up
+succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import grp
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .control import ControlServer
+from .core import Config, Supervisor
+from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR, Layout
+from .logs import DAEMON_NAME, ConsoleSink, LogIntake
+from .manifest import ManifestError, load
+
+log = logging.getLogger("wsgi-supervisor")
+
+
+def _group(value: str | None) -> int | None:
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such group {value!r}") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="wsgi-supervisor", description=__doc__.splitlines()[0])
+    p.add_argument("--conf-dir", type=Path, default=DEFAULT_CONF_DIR, help="manifest dir (default: %(default)s)")
+    p.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME_DIR, help="sockets and state (%(default)s)")
+    p.add_argument("--socket-group", help="group that may use the API sockets (the front end's, e.g. www-data)")
+    p.add_argument("--control-group", help="group that may use the control socket besides root")
+    p.add_argument("--log-dir", type=Path, help="also write each service's log to DIR/NAME.log")
+    p.add_argument("--quiet", action="store_true", help="do not echo service lines on stdout")
+    p.add_argument("--version", action="version", version=f"wsgi-supervisor {__version__}")
+    return p.parse_args(argv)
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def lock_runtime_dir(layout: Layout) -> int:
+    """Hold an exclusive lock for as long as this daemon runs on the runtime dir."""
+    fd = os.open(layout.daemon_pidfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.read(fd, 32).decode().strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another wsgi-supervisor (pid {other}) already runs on {layout.runtime_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def summary(sup: Supervisor) -> str:
+    rows = []
+    for info in sup.status():
+        where = info["socket"] or "-"
+        rows.append(f"  {info['name']:<16} {info['kind']:<7} {info['state']:<9} {where}")
+    ctl = f"wsgictl --runtime-dir {sup.layout.runtime_dir}"
+    return "\n".join(
+        [
+            f"wsgi-supervisor {__version__}: {len(sup.services)} services from {sup.config.conf_dir}",
+            *rows,
+            f"control socket: {sup.layout.control_socket}",
+            f"status:  {ctl} status",
+            f"logs:    {ctl} logs NAME -f",
+            "request: curl --unix-socket ... (http services) or a uwsgi client on NAME.sock",
+            "stop:    Ctrl-C (or SIGTERM)",
+        ]
+    )
+
+
+async def serve(args: argparse.Namespace) -> int:
+    config = Config(
+        conf_dir=args.conf_dir.resolve(),
+        runtime_dir=args.runtime_dir.resolve(),
+        socket_gid=_group(args.socket_group),
+        control_gid=_group(args.control_group),
+        log_dir=args.log_dir,
+    )
+    try:
+        manifest = load(config.conf_dir)
+    except ManifestError as exc:
+        print(f"wsgi-supervisor: the manifest in {config.conf_dir} is not valid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+
+    layout = Layout(config.runtime_dir)
+    layout.daemon_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_fd = lock_runtime_dir(layout)
+    except AlreadyRunning as exc:
+        print(f"wsgi-supervisor: {exc}", file=sys.stderr)
+        return 1
+
+    sup = Supervisor(config, manifest)
+    if not args.quiet:
+        sup.log_sinks.append(ConsoleSink())
+    intake = LogIntake(sup)
+    control = ControlServer(sup)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        sup.prepare_runtime_dir()
+        intake.open()
+        intake.open_emperor_fifo()
+        control.open()
+        await sup.adopt_or_start_emperor()
+        boot = sup.start_enabled()
+        if boot:
+            waiting = loop.create_task(asyncio.wait(boot))
+            await asyncio.wait([waiting, loop.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            print(summary(sup), flush=True)
+            await stop.wait()
+        log.info("stopping: %d services", sum(1 for s in sup.services.values() if s.state.active))
+    except Exception:
+        log.exception("start-up failed")
+        return_code = 1
+    else:
+        return_code = 0
+    finally:
+        await sup.shut_down()
+        await control.close()
+        intake.close()
+        sup.watcher.close()
+        for task in list(sup.tasks):
+            task.cancel()
+        with contextlib.suppress(OSError):
+            os.close(lock_fd)
+    log.info("stopped")
+    return return_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"{DAEMON_NAME:<12} | %(message)s" if sys.stderr.isatty() or True else "%(message)s",
+    )
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+    sys.exit(runner(serve(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Small Linux process helpers: pidfds, process trees, taking an fd from another process."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import signal
+from pathlib import Path
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_PIDFD_GETFD = 438  # the same number on x86_64 and aarch64
+
+
+def pidfd_open(pid: int) -> int | None:
+    """A pidfd for `pid` (readable once it exits), or None if it is gone."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def pidfd_getfd(pid: int, target_fd: int) -> int:
+    """Duplicate file descriptor `target_fd` of process `pid` into this one."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        fd = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return fd
+    finally:
+        os.close(pidfd)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, children first (a /proc snapshot)."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    todo = list(children.get(pid, ()))
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, ()))
+    return found
+
+
+def signal_tree(pid: int, sig: int, include_group: bool = True) -> None:
+    """Send `sig` to `pid`, its process group and every descendant.
+
+    The group catches children that have not forked away; the /proc walk
+    catches those that started sessions of their own while still children.
+    """
+    targets = [pid, *descendants(pid)]
+    if include_group:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+    for target in targets:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, sig)
+
+
+def socket_inode(path: Path) -> int | None:
+    """The inode of the listening unix socket bound at `path`, from /proc/net/unix."""
+    want = str(path)
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        # Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 = listening
+        if len(parts) >= 8 and parts[7] == want and int(parts[3], 16) & 0x10000:
+            return int(parts[6])
+    return None
+
+
+def take_listener(pid: int, path: Path) -> int | None:
+    """Duplicate the listening socket bound at `path` out of process `pid`."""
+    inode = socket_inode(path)
+    if inode is None:
+        return None
+    needle = f"socket:[{inode}]"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == needle:
+                return pidfd_getfd(pid, int(fd))
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EBADF):
+                continue
+            raise
+    return None
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def describe_wait_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal_name(os.WTERMSIG(status))}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"wait status {status}"

@@ -1,0 +1,66 @@
+"""What the daemon knows about one service at run time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .manifest import Service
+from .states import State
+
+TAIL_LINES = 200
+
+
+@dataclass
+class LogLine:
+    ts: float
+    service: str
+    stream: str  # "o" output, "r" request, "d" the daemon about this service
+    text: str
+    priority: int = 6
+
+
+@dataclass
+class ServiceRuntime:
+    name: str
+    spec: Service
+    state: State = State.STOPPED
+    ready: bool = False
+    pid: int | None = None
+    restarts: int = 0
+    failures: int = 0  # failed starts in a row
+    reason: str | None = None  # why it last failed or stopped on its own
+    last_exit: str | None = None  # "exited with status 1", "killed by SIGKILL"
+    status_text: str | None = None  # a worker's STATUS=
+    since: float = field(default_factory=time.time)
+    started_at: float | None = None  # monotonic, when the current process was asked for
+    ready_at: float | None = None
+    up_since: float | None = None  # wall clock, when it last became ready
+    ready_duration: float | None = None
+    next_retry: float | None = None  # wall clock
+    goal_running: bool = False
+    restart_pending: bool = False
+    reload_from: frozenset[int] = frozenset()  # worker pids before a reload
+    waiters: list[tuple[asyncio.Future[tuple[bool, str]], frozenset[State]]] = field(default_factory=list)
+    tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    last_exception: str | None = None
+    failure_hint: str | None = None
+    timer: asyncio.TimerHandle | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def uptime(self) -> float | None:
+        if self.up_since is None or not self.state.up:
+            return None
+        return max(0.0, time.time() - self.up_since)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

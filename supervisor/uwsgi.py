@@ -1,0 +1,322 @@
+"""Everything wsgi-supervisor knows about uWSGI, in one place.
+
+Rendering a vassal file from a validated service, the emperor's command
+line, the master-FIFO commands, parsing the stats JSON of vassals and of
+the emperor, and recognising the log lines that tell a story (an app that
+loaded, an app that failed). The rest of the code speaks of services.
+"""
+
+from __future__ import annotations
+
+import json
+import pwd
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .layout import Layout
+from .manifest import ApiService, app_is_file, ini_safe
+
+# first line of every vassal file: what the launcher needs before uWSGI starts
+LAUNCH_PREFIX = "; wsgi-supervisor-launch "
+
+# master FIFO commands (uWSGI "master-fifo")
+GRACEFUL_STOP = b"q"
+CHAIN_RELOAD = b"c"
+GRACEFUL_RELOAD = b"r"
+
+# one request log line: fixed fields first, the URI last (it may hold spaces)
+REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(uri)"
+
+
+class Raw(str):
+    """An option value of our own that uses uWSGI's `%` magic on purpose."""
+
+
+def _value(value: object) -> str:
+    """Render one option value: refuse injection, escape uWSGI's `%` magic."""
+    if isinstance(value, Raw):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = ini_safe(str(value))
+    return text.replace("%", "%%")
+
+
+def interpreter(service: ApiService, default_venv: Path) -> tuple[Path, Path]:
+    """The Python and the pyuwsgi entry point that run this service."""
+    venv = Path(service.venv) if service.venv else default_venv
+    return venv / "bin" / "python3", venv / "bin" / "uwsgi"
+
+
+def launch_spec(name: str, service: ApiService, layout: Layout, default_venv: Path) -> dict[str, Any]:
+    python, entry = interpreter(service, default_venv)
+    env = {"PYTHONUNBUFFERED": "1", **service.environment}
+    if service.venv:
+        env.setdefault("VIRTUAL_ENV", str(service.venv))
+    return {
+        "service": name,
+        "exec": [str(python), str(entry)],
+        "path": str(python.parent),
+        "env": env,
+        "user": service.user,
+        "control": str(layout.control_socket),
+        "log": str(layout.log_socket),
+    }
+
+
+def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path) -> str:
+    """The vassal ini for one API. Pure: same service, same text."""
+    python, _ = interpreter(service, default_venv)
+    socket = str(layout.api_socket(name))
+    stop = max(1, int(service.stop_timeout))
+    options: list[tuple[str, object]] = [
+        ("strict", True),
+        ("master", True),
+        ("need-app", True),
+        # apps load in each worker after the fork: OpenStack apps open
+        # connections and threads at import, and chain reloads need it
+        ("lazy-apps", True),
+        ("die-on-term", True),
+        ("enable-threads", True),
+        ("thunder-lock", True),
+        ("processes", service.processes),
+    ]
+    if service.threads > 1:
+        options.append(("threads", service.threads))
+    if service.protocol == "http":
+        options += [
+            ("http-socket", socket),
+            ("protocol", "http"),
+            ("http-auto-chunked", True),
+            ("http-raw-body", True),
+            ("chunked-input-limit", 10 * 1024 * 1024),
+            # a number: `true` reads as 0 and does nothing (see notes)
+            ("http-manage-expect", 1),
+        ]
+    else:
+        options.append(("socket", socket))
+    if app_is_file(service):
+        options.append(("wsgi-file", service.app))
+    else:
+        options.append(("module", service.app))
+    if service.args:
+        options.append(("pyargv", " ".join(service.args)))
+    if service.chdir:
+        options.append(("chdir", service.chdir))
+    options += [
+        ("binary-path", python),
+        ("stats", layout.stats_socket(name)),
+        ("memory-report", True),
+        ("master-fifo", layout.master_fifo(name)),
+        ("procname-prefix-spaced", f"[{name}]"),
+        ("auto-procname", True),
+        ("exit-on-reload", False),
+        ("worker-reload-mercy", stop),
+        ("reload-mercy", stop),
+        ("buffer-size", 65535),
+        ("add-header", "Connection: close"),
+        ("ignore-sigpipe", True),
+        ("ignore-write-errors", True),
+        ("disable-write-exception", True),
+        ("logger", f"socket:{layout.log_socket},{name}|o|"),
+        ("req-logger", f"socket:{layout.log_socket},{name}|r|"),
+    ]
+    if service.request_log:
+        options.append(("log-format", Raw(REQUEST_LOG_FORMAT)))
+    else:
+        options.append(("disable-logging", True))
+    if service.user:
+        group = service.group or _primary_group(service.user)
+        # the master keeps root for sockets, stats and re-exec; app code runs
+        # only in workers (lazy-apps), which drop to the service's account
+        options += [("uid", service.user), ("gid", group), ("master-as-root", True)]
+    elif service.group:
+        options += [("gid", service.group), ("master-as-root", True)]
+    if service.harakiri:
+        options += [("harakiri", service.harakiri), ("harakiri-verbose", True)]
+    if service.max_rss_mb:
+        options.append(("reload-on-rss", service.max_rss_mb))
+    for key, value in service.uwsgi.items():
+        for item in value if isinstance(value, list) else [value]:
+            options.append((key, item))
+
+    spec = launch_spec(name, service, layout, default_venv)
+    lines = [LAUNCH_PREFIX + json.dumps(spec, sort_keys=True), "[uwsgi]"]
+    lines += [f"{key} = {_value(value)}" for key, value in options]
+    return "\n".join(lines) + "\n"
+
+
+def _primary_group(user: str) -> str:
+    if user.isdigit():
+        return str(pwd.getpwuid(int(user)).pw_gid)
+    return str(pwd.getpwnam(user).pw_gid)
+
+
+def read_launch_spec(text: str) -> dict[str, Any] | None:
+    first = text.split("\n", 1)[0]
+    if not first.startswith(LAUNCH_PREFIX):
+        return None
+    return json.loads(first[len(LAUNCH_PREFIX) :])
+
+
+def emperor_argv(uwsgi_entry: Path, python: Path, layout: Layout) -> list[str]:
+    """The emperor's command line: kept minimal, since options that imply a
+    master turn the emperor into one (and SIGTERM into a reload)."""
+    return [
+        str(python),
+        str(uwsgi_entry),
+        "--emperor",
+        str(layout.vassal_dir),
+        "--emperor-wrapper",
+        str(layout.launcher),
+        "--emperor-stats",
+        str(layout.emperor_stats),
+        # the daemon keeps its own backoff; the emperor's throttle (1 s more per
+        # unloyal death) would delay every restart
+        "--emperor-throttle",
+        "1",
+        "--emperor-max-throttle",
+        "10",
+    ]
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    id: int
+    pid: int
+    accepting: bool
+    status: str
+    requests: int
+    exceptions: int
+    harakiri_count: int
+    respawn_count: int
+    rss: int
+    avg_rt_us: int
+    tx: int
+    apps: int
+    last_spawn: int
+
+
+@dataclass(frozen=True)
+class VassalStats:
+    pid: int
+    workers: tuple[WorkerStats, ...]
+
+    @property
+    def serving(self) -> bool:
+        """Every worker has the app loaded and accepts requests."""
+        return bool(self.workers) and all(
+            w.accepting and w.apps > 0 and w.pid > 0 and w.status != "cheap" for w in self.workers
+        )
+
+    def spawned_since(self, when: float) -> bool:
+        """Every worker was (re)spawned at or after `when` (whole seconds)."""
+        return all(w.last_spawn >= int(when) for w in self.workers)
+
+
+def parse_stats(raw: bytes) -> VassalStats:
+    data = json.loads(raw)
+    workers = tuple(
+        WorkerStats(
+            id=int(w.get("id", 0)),
+            pid=int(w.get("pid", 0)),
+            accepting=bool(w.get("accepting", 0)),
+            status=str(w.get("status", "")),
+            requests=int(w.get("requests", 0)),
+            exceptions=int(w.get("exceptions", 0)),
+            harakiri_count=int(w.get("harakiri_count", 0)),
+            respawn_count=int(w.get("respawn_count", 0)),
+            rss=int(w.get("rss", 0)),
+            avg_rt_us=int(w.get("avg_rt", 0)),
+            tx=int(w.get("tx", 0)),
+            apps=len(w.get("apps", ())),
+            last_spawn=int(w.get("last_spawn", 0)),
+        )
+        for w in data.get("workers", ())
+    )
+    return VassalStats(pid=int(data.get("pid", 0)), workers=workers)
+
+
+@dataclass(frozen=True)
+class EmperorVassal:
+    name: str
+    pid: int
+    ready: bool
+
+
+def parse_emperor_stats(raw: bytes) -> tuple[int, dict[str, EmperorVassal]]:
+    """The emperor's pid and its vassals by service name."""
+    data = json.loads(raw)
+    vassals = {}
+    for v in data.get("vassals", ()):
+        ident = str(v.get("id", ""))
+        if ident.endswith(".ini"):
+            name = ident[: -len(".ini")]
+            vassals[name] = EmperorVassal(name=name, pid=int(v.get("pid", 0)), ready=bool(v.get("ready", 0)))
+    return int(data.get("pid", 0)), vassals
+
+
+# --- log lines ---------------------------------------------------------------
+
+LOG_PREFIX = re.compile(rb"([a-z0-9][a-z0-9_-]*)\|([or])\|")
+_APP_FAILED = re.compile(r"unable to load app \d+|no app loaded\. GAME OVER|failed loading app in worker")
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)|[A-Za-z_][\w.]*):\s")
+_OPTION_ERROR = re.compile(r"\[strict-mode\] unknown config directive: (\S+)")
+
+
+def split_datagram(data: bytes) -> tuple[str | None, str, bytes]:
+    """(service, stream, payload) of a datagram from a vassal's logger.
+
+    stream is "o" (output) or "r" (request log); service is None for a
+    datagram without the logger's prefix (uWSGI's output before its logger
+    started, attributed by the sender's pid instead).
+    """
+    match = LOG_PREFIX.match(data)
+    if match:
+        return match.group(1).decode(), match.group(2).decode(), data[match.end() :]
+    return None, "o", data
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    status: int
+    duration_s: float
+    size: int
+    addr: str
+    path: str
+
+
+def parse_request(line: str) -> Request | None:
+    parts = line.rstrip("\n").split(" ", 5)
+    if len(parts) != 6:
+        return None
+    method, status, micros, size, addr, path = parts
+    try:
+        return Request(method, int(status), int(micros) / 1e6, int(size), addr, path)
+    except ValueError:
+        return None
+
+
+def failure_hint(line: str) -> str | None:
+    """A short reason when a log line says why a vassal is going down."""
+    match = _OPTION_ERROR.search(line)
+    if match:
+        return f"unknown uWSGI option {match.group(1)!r}"
+    if _APP_FAILED.search(line):
+        return "the app failed to load"
+    return None
+
+
+def exception_line(line: str) -> str | None:
+    """The `SomeError: message` line that ends a Python traceback."""
+    stripped = line.strip()
+    if _EXCEPTION.match(stripped) and not stripped.startswith(("File ", "Traceback")):
+        return stripped
+    return None
+
+
+def app_loaded(line: str) -> bool:
+    return line.startswith("WSGI app ") and " ready in " in line

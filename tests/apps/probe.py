@@ -1,0 +1,44 @@
+"""Test app: answers with what the process and the request look like.
+
+/sleep?N holds the worker N seconds; /crash exits the worker; /env shows the
+environment; anything else echoes. Import fails when PROBE_FAIL_IMPORT is set.
+"""
+
+import json
+import os
+import sys
+import time
+
+if os.environ.get("PROBE_FAIL_IMPORT"):
+    raise RuntimeError("probe app refuses to import: " + os.environ["PROBE_FAIL_IMPORT"])
+_flag = os.environ.get("PROBE_FAIL_IF_EXISTS")
+if _flag and os.path.exists(_flag):
+    raise RuntimeError(f"probe app refuses to import while {_flag} exists")
+
+IMPORTED_ENV = dict(os.environ)
+print("probe app imported in pid", os.getpid(), flush=True)
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
+    if path == "/sleep":
+        time.sleep(float(query or 1))
+    if path == "/crash":
+        os._exit(3)
+    if path == "/log":
+        print(f"ERROR probe asked to log: {query}", flush=True)
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    answer = {
+        "pid": os.getpid(),
+        "argv": sys.argv,
+        "env": {k: v for k, v in IMPORTED_ENV.items() if k.startswith(("PROBE_", "OS_", "DEMO_"))},
+        "script_name": environ.get("SCRIPT_NAME", ""),
+        "path_info": path,
+        "query": query,
+        "body": len(body),
+    }
+    data = json.dumps(answer).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]

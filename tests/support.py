@@ -1,0 +1,216 @@
+"""Test support: a daemon under test, and clients for the API sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from supervisor.procs import alive, descendants
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+BIN = Path(sys.executable).parent
+DAEMON = BIN / "wsgi-supervisor"
+WSGICTL = BIN / "wsgictl"
+
+
+# -- clients ------------------------------------------------------------------
+
+
+def uwsgi_request(sock_path, path="/", method="GET", body=b"", timeout=10.0, headers=None):
+    """One request over the uwsgi protocol; returns (status, headers, body)."""
+    path_info, _, query = path.partition("?")
+    env = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path_info,
+        "QUERY_STRING": query,
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": "test",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_LENGTH": str(len(body)),
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    for key, value in (headers or {}).items():
+        env["HTTP_" + key.upper().replace("-", "_")] = value
+    packet = b"".join(
+        struct.pack("<H", len(k)) + k.encode() + struct.pack("<H", len(v)) + v.encode() for k, v in env.items()
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
+        s.sendall(struct.pack("<BHB", 0, len(packet), 0) + packet + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return status, hdrs, payload
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=10.0):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = str(path)
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def http_request(sock_path, path="/", method="GET", body=None, headers=None, timeout=10.0):
+    conn = UnixHTTPConnection(sock_path, timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def get_json(sock_path, path="/", protocol="uwsgi"):
+    if protocol == "http":
+        status, _, body = http_request(sock_path, path)
+    else:
+        status, _, body = uwsgi_request(sock_path, path)
+    assert status == 200, (status, body)
+    return json.loads(body)
+
+
+# -- the daemon under test ------------------------------------------------------
+
+
+def write_manifest(conf_dir: Path, text: str, name: str = "services.toml") -> None:
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / name).write_text(text)
+
+
+class Daemon:
+    """A wsgi-supervisor process on a private runtime dir, stopped and checked for leftovers."""
+
+    def __init__(self, tmp: Path, extra_args=()):
+        self.conf_dir = tmp / "conf.d"
+        # unix socket paths are limited to 107 bytes: keep the runtime dir short
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="wsr-", dir="/tmp"))
+        self.log_path = tmp / "daemon.log"
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self.seen: set[int] = set()
+
+    def start(self, wait=True, timeout=30.0):
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(DAEMON), "--conf-dir", str(self.conf_dir), "--runtime-dir", str(self.runtime_dir), *self.extra_args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        if wait:
+            self.wait_control(timeout)
+        return self
+
+    def wait_control(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
+            if self.ctl("status", "--json", check=False).returncode in (0, 3):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not answering after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-20000:]
+        except OSError:
+            return ""
+
+    def ctl(self, *args, check=True, timeout=120):
+        result = subprocess.run(
+            [str(WSGICTL), "--runtime-dir", str(self.runtime_dir), "--conf-dir", str(self.conf_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"wsgictl {' '.join(args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
+        return result
+
+    def status(self, *names) -> dict[str, dict]:
+        result = self.ctl("status", "--json", *names, check=False)
+        assert result.returncode in (0, 3), result.stderr
+        return {s["name"]: s for s in json.loads(result.stdout)}
+
+    def socket(self, name) -> Path:
+        return self.runtime_dir / f"{name}.sock"
+
+    def wait_for(self, predicate, timeout=30.0, what="condition"):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.status()
+            if predicate(last):
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; last status: {json.dumps(last, indent=1)}")
+
+    def wait_state(self, name, state, timeout=30.0):
+        return self.wait_for(lambda s: s[name]["state"] == state, timeout, f"{name} {state}")[name]
+
+    def remember_processes(self):
+        if self.proc and self.proc.poll() is None:
+            self.seen.update(descendants(self.proc.pid))
+
+    def stop(self, timeout=20.0) -> float:
+        """SIGTERM the daemon; returns how long it took. Kills and fails on leftovers."""
+        if self.proc is None:
+            return 0.0
+        self.remember_processes()
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        took = time.monotonic() - started
+        self.log.close()
+        leftovers = kill_leftovers(self.seen, self.runtime_dir)
+        self.proc = None
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        assert not leftovers, f"processes left behind: {leftovers}"
+        return took
+
+
+def kill_leftovers(pids, runtime_dir: Path) -> list[int]:
+    """Kill what the test started and is still alive (by pid), and say which."""
+    left = [p for p in pids if alive(p)]
+    pidfile = runtime_dir / "daemon" / "emperor.pid"
+    if pidfile.exists():
+        try:
+            emperor = int(pidfile.read_text())
+            if alive(emperor) and emperor not in left:
+                left.append(emperor)
+                left.extend(p for p in descendants(emperor) if p not in left)
+        except ValueError:
+            pass
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left

@@ -1,0 +1,249 @@
+"""The daemon with real uWSGI vassals, driven by wsgictl, over real sockets."""
+
+import json
+import os
+import signal
+import stat
+import time
+
+from support import APPS, get_json, http_request, uwsgi_request, write_manifest
+
+from supervisor.procs import alive
+
+PROBE = APPS / "probe.py"
+
+
+def two_apis(daemon, extra=""):
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[services.alpha]
+kind = "api"
+app = "supervisor.demo.hello:application"
+processes = 2
+environment = {{ DEMO_NAME = "alpha" }}
+
+[services.beta]
+kind = "api"
+app = "{PROBE}"
+protocol = "http"
+processes = 2
+args = ["--config-file", "/etc/beta/beta.conf", "100%"]
+environment = {{ PROBE_SETTING = "from-the-manifest", OS_BETA_CONFIG_DIR = "/etc/beta" }}
+{extra}
+""",
+    )
+
+
+def test_apis_serve_on_their_sockets(daemon):
+    two_apis(daemon)
+    daemon.start()
+    daemon.ctl("start", "alpha", "beta")  # already starting: waits until ready
+    status = daemon.status()
+    assert {s["state"] for s in status.values()} == {"running"}
+    assert all(s["ready"] and s["pid"] for s in status.values())
+
+    code, _, body = uwsgi_request(daemon.socket("alpha"), "/")
+    assert code == 200 and body == b"hello from alpha\n"
+
+    answer = get_json(daemon.socket("beta"), "/x?y=1", protocol="http")
+    # environment is there at import time, and pyargv reaches sys.argv with '%' intact
+    assert answer["env"] == {"PROBE_SETTING": "from-the-manifest", "OS_BETA_CONFIG_DIR": "/etc/beta"}
+    assert answer["argv"][1:] == ["--config-file", "/etc/beta/beta.conf", "100%"]
+    assert answer["path_info"] == "/x" and answer["query"] == "y=1"
+
+    for name in ("alpha", "beta"):
+        mode = os.stat(daemon.socket(name)).st_mode
+        assert stat.S_ISSOCK(mode)
+        assert stat.S_IMODE(mode) == 0o660, oct(mode)  # group-accessible, not world-writable
+    assert stat.S_IMODE(os.stat(daemon.runtime_dir / "control.sock").st_mode) == 0o660
+
+
+def test_status_contract_and_exit_codes(daemon):
+    two_apis(daemon)
+    daemon.start()
+    daemon.ctl("start", "alpha", "beta")
+    result = daemon.ctl("status", "--json")
+    services = json.loads(result.stdout)
+    for s in services:
+        for key in ("name", "kind", "state", "ready", "pid", "restarts", "socket"):
+            assert key in s
+        assert s["socket"] == str(daemon.socket(s["name"]))
+        assert s["kind"] == "api"
+    assert daemon.ctl("status", "alpha").returncode == 0
+    table = daemon.ctl("status").stdout
+    assert "NAME" in table and "alpha" in table and "running" in table
+
+    unknown = daemon.ctl("status", "nope", check=False)
+    assert unknown.returncode == 4 and "unknown service: nope" in unknown.stderr
+    assert daemon.ctl("start", "nope", check=False).returncode == 4
+
+    daemon.ctl("stop", "alpha")
+    assert daemon.ctl("status", "alpha", check=False).returncode == 3
+    assert daemon.ctl("status", check=False).returncode == 3
+
+
+def test_unreachable_daemon_is_exit_1_with_a_message(tmp_path):
+    import subprocess
+
+    from support import WSGICTL
+
+    result = subprocess.run([str(WSGICTL), "--runtime-dir", str(tmp_path), "status"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "is wsgi-supervisor running?" in result.stderr
+
+
+def test_each_verb_touches_only_its_service(daemon):
+    two_apis(daemon)
+    daemon.start()
+    daemon.ctl("start", "alpha", "beta")
+    before = daemon.status()
+    beta_pid = before["beta"]["pid"]
+    beta_inode = os.stat(daemon.socket("beta")).st_ino
+
+    # reload: same master, new workers, socket never closed
+    workers_before = {w["pid"] for w in before["alpha"]["workers"]}
+    alpha_inode = os.stat(daemon.socket("alpha")).st_ino
+    daemon.ctl("reload", "alpha")
+    after = daemon.status()
+    assert after["alpha"]["state"] == "running"
+    assert after["alpha"]["pid"] == before["alpha"]["pid"]
+    assert not workers_before & {w["pid"] for w in after["alpha"]["workers"]}
+    assert os.stat(daemon.socket("alpha")).st_ino == alpha_inode
+    assert uwsgi_request(daemon.socket("alpha"))[0] == 200
+
+    # restart: a new master on the same socket
+    daemon.ctl("restart", "alpha")
+    after = daemon.status()
+    assert after["alpha"]["state"] == "running"
+    assert after["alpha"]["pid"] != before["alpha"]["pid"]
+    assert os.stat(daemon.socket("alpha")).st_ino == alpha_inode
+    assert uwsgi_request(daemon.socket("alpha"))[0] == 200
+
+    # stop: socket gone, the master gone
+    old = after["alpha"]["pid"]
+    daemon.ctl("stop", "alpha")
+    after = daemon.status()
+    assert after["alpha"]["state"] == "stopped" and after["alpha"]["pid"] is None
+    assert not daemon.socket("alpha").exists()
+    assert not alive(old)
+
+    # start again
+    daemon.ctl("start", "alpha")
+    after = daemon.status()
+    assert after["alpha"]["state"] == "running"
+    assert uwsgi_request(daemon.socket("alpha"))[0] == 200
+
+    # beta never moved
+    assert after["beta"]["pid"] == beta_pid
+    assert os.stat(daemon.socket("beta")).st_ino == beta_inode
+    assert after["beta"]["restarts"] == 0
+
+
+def test_after_orders_readiness(daemon):
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[services.first]
+kind = "api"
+app = "{PROBE}"
+environment = {{ PROBE_DELAY = "1" }}
+uwsgi = {{ "hook-post-app" = "exec:sleep 1" }}
+
+[services.second]
+kind = "api"
+app = "{PROBE}"
+after = ["first"]
+""",
+    )
+    daemon.start()
+    daemon.ctl("start", "second")
+    status = daemon.status()
+    assert status["first"]["state"] == status["second"]["state"] == "running"
+    # second was not even asked for before first was ready
+    assert status["second"]["since"] >= status["first"]["since"]
+
+
+def test_killed_master_comes_back(daemon):
+    two_apis(daemon)
+    daemon.start()
+    daemon.ctl("start", "alpha")
+    pid = daemon.status()["alpha"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    daemon.wait_for(
+        lambda s: s["alpha"]["state"] == "running" and s["alpha"]["pid"] not in (None, pid), what="alpha back"
+    )
+    assert daemon.status()["alpha"]["restarts"] >= 1
+    assert uwsgi_request(daemon.socket("alpha"))[0] == 200
+
+
+def test_app_that_fails_to_import_backs_off_then_fails_then_starts(daemon, tmp_path):
+    flag = tmp_path / "database-down"
+    flag.write_text("")
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[services.broken]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+environment = {{ PROBE_FAIL_IF_EXISTS = "{flag}" }}
+""",
+    )
+    daemon.start()
+    s = daemon.wait_state("broken", "backoff")
+    assert "the app failed to load" in s["reason"]
+    assert s["next_retry"] is not None and s["pid"] is None
+    detail = daemon.ctl("status", "broken", check=False).stdout
+    assert "next try in" in detail
+    assert "refuses to import while" in detail  # the last lines show the traceback
+    s = daemon.wait_state("broken", "failed", timeout=60)
+    assert "gave up after 5 failed starts" in s["reason"]
+    assert f"RuntimeError: probe app refuses to import while {flag} exists" in s["reason"]
+    assert not daemon.socket("broken").exists()
+    assert daemon.ctl("status", "broken", check=False).returncode == 3
+
+    time.sleep(1.5)
+    assert daemon.status()["broken"]["state"] == "failed"  # it stays down: no retry loop, no CPU spin
+
+    flag.unlink()  # the operator fixes the cause
+    daemon.ctl("start", "broken")
+    assert daemon.status()["broken"]["state"] == "running"
+    assert uwsgi_request(daemon.socket("broken"))[0] == 200
+
+
+def test_stop_during_backoff_and_unknown_socket_in_use(daemon):
+    import socket as sk
+
+    two_apis(daemon)
+    daemon.runtime_dir.mkdir(exist_ok=True)
+    squatter = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    squatter.bind(str(daemon.socket("alpha")))
+    squatter.listen()
+    try:
+        daemon.start()
+        s = daemon.wait_state("alpha", "failed")
+        assert "already in use by another process" in s["reason"]
+        assert daemon.status()["beta"]["state"] in ("starting", "running")
+    finally:
+        squatter.close()
+    daemon.ctl("start", "alpha")
+    assert uwsgi_request(daemon.socket("alpha"))[0] == 200
+
+
+def test_clean_shutdown_leaves_nothing(daemon):
+    two_apis(daemon)
+    daemon.start()
+    daemon.ctl("start", "alpha", "beta")
+    took = daemon.stop()
+    assert took < 10
+    assert not daemon.socket("alpha").exists() and not daemon.socket("beta").exists()
+    assert not (daemon.runtime_dir / "control.sock").exists()
+
+
+def test_http_service_takes_a_body(daemon):
+    two_apis(daemon)
+    daemon.start()
+    daemon.ctl("start", "beta")
+    status, _, body = http_request(daemon.socket("beta"), "/upload", method="PUT", body=b"x" * 100000)
+    assert status == 200 and json.loads(body)["body"] == 100000

@@ -39,6 +39,7 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 PROBE_INTERVAL = 0.2  # readiness probes while starting or reloading
 RELOAD_TIMEOUT_PER_WORKER = 30.0
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
 
 OK_START = frozenset({State.RUNNING})
 STOPPED_ONLY = frozenset({State.STOPPED})
@@ -542,6 +543,12 @@ class Supervisor:
     # -- start-up and shut-down ------------------------------------------------------------------
 
     def prepare_runtime_dir(self) -> None:
+        longest = max((len(str(self.layout.stats_socket(n))) for n in self.services), default=0)
+        if longest > MAX_SOCKET_PATH:
+            raise RuntimeError(
+                f"the runtime dir {self.layout.runtime_dir} is too long: unix socket paths under it "
+                f"would pass {MAX_SOCKET_PATH} bytes; use a shorter --runtime-dir"
+            )
         rd = self.layout.runtime_dir
         rd.mkdir(parents=True, exist_ok=True)
         os.chmod(rd, 0o755)  # the front end must reach NAME.sock

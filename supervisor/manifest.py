@@ -160,8 +160,6 @@ SafeStr = Annotated[StrictStr, AfterValidator(ini_safe)]
 AbsPath = Annotated[StrictStr, AfterValidator(ini_safe), AfterValidator(_absolute)]
 ArgStr = Annotated[StrictStr, AfterValidator(ini_safe), AfterValidator(_no_whitespace)]
 Seconds = StrictFloat | StrictInt
-UwsgiScalar = StrictBool | StrictInt | SafeStr
-UwsgiValue = UwsgiScalar | list[UwsgiScalar]
 
 
 class _Service(BaseModel):
@@ -212,7 +210,7 @@ class ApiService(_Service):
     request_log: StrictBool = Field(True, description="log one line per request")
     harakiri: StrictInt | None = Field(None, ge=1, le=86400, description="seconds before a stuck worker is killed")
     max_rss_mb: StrictInt | None = Field(None, ge=16, description="recycle a worker whose resident memory passes this")
-    uwsgi: dict[str, UwsgiValue] = Field(default_factory=dict, description="extra uWSGI options for this vassal")
+    uwsgi: dict[str, Any] = Field(default_factory=dict, description="extra uWSGI options for this vassal")
 
     @field_validator("app")
     @classmethod
@@ -237,11 +235,19 @@ class ApiService(_Service):
     @field_validator("uwsgi")
     @classmethod
     def _uwsgi(cls, options: dict[str, Any]) -> dict[str, Any]:
-        for key in options:
+        for key, value in options.items():
             if not UWSGI_OPTION_NAME.fullmatch(key):
                 raise ValueError(f"{key!r} is not a uWSGI option name")
             if key in RESERVED_UWSGI_OPTIONS:
                 raise ValueError(f"{key!r} is set by wsgi-supervisor; use the manifest key for it instead")
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    try:
+                        ini_safe(item)
+                    except ValueError as exc:
+                        raise ValueError(f"option {key!r} {exc}") from None
+                elif not isinstance(item, bool | int):
+                    raise ValueError(f"option {key!r} must be a string, an integer, a boolean or a list of those")
         return options
 
 
@@ -370,8 +376,17 @@ def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None,
     return (None if problems else service), problems
 
 
-def load_file(path: Path) -> tuple[dict[str, Service | None], list[Problem]]:
-    """Services of one file by name (None where the service is invalid), and the problems found."""
+@dataclass(frozen=True)
+class _Declared:
+    """A service as written: its model when valid, and its `after` list either way."""
+
+    file: str
+    service: Service | None
+    after: tuple[str, ...]
+
+
+def load_file(path: Path) -> tuple[dict[str, _Declared], list[Problem]]:
+    """The services one file declares, and the problems found in it."""
     file = str(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -387,47 +402,47 @@ def load_file(path: Path) -> tuple[dict[str, Service | None], list[Problem]]:
     if not isinstance(services_table, dict):
         problems.append(Problem(file, None, "services", "must be a table of [services.NAME] tables"))
         return {}, problems
-    services: dict[str, Service | None] = {}
+    declared: dict[str, _Declared] = {}
     for name, table in services_table.items():
         service, found = _validate_service(file, name, table)
         problems.extend(found)
-        services[name] = service
-    return services, problems
+        after = table.get("after") if isinstance(table, dict) else None
+        if not (isinstance(after, list) and all(isinstance(d, str) for d in after)):
+            after = []
+        declared[name] = _Declared(file, service, tuple(after))
+    return declared, problems
 
 
-def _check_graph(services: Mapping[str, Service], sources: Mapping[str, str], declared: set[str]) -> list[Problem]:
-    """Unknown names in `after` and dependency cycles.
-
-    A name in `declared` exists but failed validation: its own problems are
-    already reported, so `after` pointing at it is not called unknown.
-    """
+def _check_graph(declared: Mapping[str, _Declared]) -> list[Problem]:
+    """Unknown names in `after` and dependency cycles, over every declared service
+    (valid or not, so that one broken service does not hide the others' mistakes)."""
     problems: list[Problem] = []
-    for name, service in services.items():
-        for dep in service.after:
+    for name, decl in declared.items():
+        for dep in decl.after:
             if dep == name:
-                problems.append(Problem(sources[name], name, "after", "a service cannot come after itself"))
-            elif dep not in services and dep not in declared:
-                problems.append(Problem(sources[name], name, "after", f"names an unknown service {dep!r}"))
-    # cycles: depth-first search with colours; report each cycle once, on its members
+                problems.append(Problem(decl.file, name, "after", "a service cannot come after itself"))
+            elif dep not in declared:
+                problems.append(Problem(decl.file, name, "after", f"names an unknown service {dep!r}"))
+    # cycles: depth-first search with colours
     white, grey, black = 0, 1, 2
-    colour = dict.fromkeys(services, white)
+    colour = dict.fromkeys(declared, white)
     stack: list[str] = []
 
     def visit(name: str) -> None:
         colour[name] = grey
         stack.append(name)
-        for dep in services[name].after:
-            if dep not in services or dep == name:
+        for dep in declared[name].after:
+            if dep not in declared or dep == name:
                 continue
             if colour[dep] == grey:
                 cycle = [*stack[stack.index(dep) :], dep]
-                problems.append(Problem(sources[name], name, "after", "dependency cycle: " + " -> ".join(cycle)))
+                problems.append(Problem(declared[name].file, name, "after", "dependency cycle: " + " -> ".join(cycle)))
             elif colour[dep] == white:
                 visit(dep)
         stack.pop()
         colour[name] = black
 
-    for name in sorted(services):
+    for name in sorted(declared):
         if colour[name] == white:
             visit(name)
     return problems
@@ -489,19 +504,19 @@ def load(conf_dir: Path, check_host: bool = True) -> Manifest:
     services: dict[str, Service] = {}
     sources: dict[str, str] = {}
     problems: list[Problem] = []
-    declared: dict[str, str] = {}
+    declared: dict[str, _Declared] = {}
     for path in sorted(conf_dir.glob("*.toml")):
         found, file_problems = load_file(path)
         problems.extend(file_problems)
-        for name, service in found.items():
+        for name, decl in found.items():
             if name in declared:
-                problems.append(Problem(str(path), name, None, f"is already defined in {declared[name]}"))
+                problems.append(Problem(str(path), name, None, f"is already defined in {declared[name].file}"))
                 continue
-            declared[name] = str(path)
-            if service is not None:
-                services[name] = service
-                sources[name] = str(path)
-    problems.extend(_check_graph(services, sources, set(declared)))
+            declared[name] = decl
+            if decl.service is not None:
+                services[name] = decl.service
+                sources[name] = decl.file
+    problems.extend(_check_graph(declared))
     if check_host:
         problems.extend(_check_paths(services, sources))
     if problems:

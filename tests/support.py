@@ -214,3 +214,18 @@ def kill_leftovers(pids, runtime_dir: Path) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+def wsgictl_as(user: str, group: str, runtime_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """wsgictl run as another local user (with Debian's own Python: the venv's lives under /root)."""
+    return subprocess.run(
+        ["/usr/bin/python3", "-m", "supervisor.cli", "--runtime-dir", str(runtime_dir), *args],
+        capture_output=True,
+        text=True,
+        user=user,
+        group=group,
+        extra_groups=[],
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        cwd="/",
+        timeout=30,
+    )

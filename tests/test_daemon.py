@@ -6,9 +6,8 @@ import signal
 import stat
 import time
 
-from support import APPS, get_json, http_request, uwsgi_request, write_manifest
-
 from supervisor.procs import alive
+from support import APPS, Daemon, get_json, http_request, uwsgi_request, write_manifest, wsgictl_as
 
 PROBE = APPS / "probe.py"
 
@@ -247,3 +246,40 @@ def test_http_service_takes_a_body(daemon):
     daemon.ctl("start", "beta")
     status, _, body = http_request(daemon.socket("beta"), "/upload", method="PUT", body=b"x" * 100000)
     assert status == 200 and json.loads(body)["body"] == 100000
+
+
+def test_daemon_refuses_a_bad_manifest_and_says_why(daemon):
+    write_manifest(daemon.conf_dir, '[services.x]\nkind = "api"\nprocesses = -1\n')
+    daemon.start(wait=False)
+    assert daemon.proc.wait(30) == 1
+    out = daemon.output()
+    assert "is not valid" in out
+    assert "service 'x', key 'app'" in out and "service 'x', key 'processes'" in out
+    assert not (daemon.runtime_dir / "control.sock").exists()
+
+
+def test_control_socket_checks_who_is_asking(daemon):
+    """A local user outside the control group is refused even if the socket's mode would let it in."""
+    two_apis(daemon)
+    daemon.start()
+    os.chmod(daemon.runtime_dir, 0o755)
+    os.chmod(daemon.runtime_dir / "control.sock", 0o666)
+    as_nobody = wsgictl_as("nobody", "nogroup", daemon.runtime_dir, "status")
+    assert as_nobody.returncode == 1
+    assert "permission denied: not root and not in the control group" in as_nobody.stderr
+    assert "refused a client with uid 65534" in daemon.output()
+
+
+def test_control_group_members_are_let_in(tmp_path):
+
+    d = Daemon(tmp_path, extra_args=["--control-group", "nogroup"])
+    two_apis(d)
+    d.start()
+    try:
+        os.chmod(d.runtime_dir, 0o755)
+        result = wsgictl_as("nobody", "nogroup", d.runtime_dir, "status", "--json")
+        assert result.returncode in (0, 3), result.stderr
+        assert {s["name"] for s in json.loads(result.stdout)} == {"alpha", "beta"}
+        assert os.stat(d.runtime_dir / "control.sock").st_gid == 65534
+    finally:
+        d.stop()

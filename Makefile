@@ -38,8 +38,8 @@ run: setup
 	$(VENV)/bin/wsgi-supervisor --conf-dir conf.d --runtime-dir $(RUNTIME)
 
 lint: setup
-	$(VENV)/bin/ruff check supervisor tests bench
-	$(VENV)/bin/ruff format --check supervisor tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: setup-test lint
 	$(VENV)/bin/pytest

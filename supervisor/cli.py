@@ -162,6 +162,29 @@ def cmd_action(client: Client, args: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else reply.get("code", EXIT_FAILED)
 
 
+def _print_line(message: dict[str, Any], width: int) -> None:
+    stamp = time.strftime("%H:%M:%S", time.localtime(message["ts"])) + f".{int(message['ts'] % 1 * 1000):03d}"
+    prefix = f"{stamp} {message['service']:<{width}} | "
+    print(prefix + message["text"].replace("\n", "\n" + " " * len(prefix)), flush=True)
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    width = max((len(n) for n in args.names), default=15)
+    request = {"cmd": "logs", "services": args.names, "n": args.lines, "follow": args.follow}
+    reply = client.request(request, timeout=None if args.follow else 30)
+    while True:
+        if "text" in reply:
+            _print_line(reply, width)
+        elif "dropped" in reply:
+            print(f"... {reply['dropped']} lines skipped: this reader was too slow", file=sys.stderr, flush=True)
+        elif reply.get("end"):
+            return 0
+        elif not reply.get("ok", True):
+            print(f"wsgictl: {reply['error']}", file=sys.stderr)
+            return reply.get("code", EXIT_FAILED)
+        reply = client.receive()
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .manifest import ManifestError, load  # pydantic: only this command needs it
 
@@ -202,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--no-block", action="store_true", help="return without waiting")
         a.add_argument("-q", "--quiet", action="store_true")
 
+    lg = sub.add_parser("logs", help="recent lines of services, in time order (and follow with -f)")
+    lg.add_argument("names", nargs="*", metavar="NAME", help="services (default: all, and the daemon)")
+    lg.add_argument("-n", "--lines", type=int, default=20, help="how many recent lines (default %(default)s)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+
     c = sub.add_parser("check", help="validate the manifest; starts nothing")
     c.add_argument("--conf-dir", type=Path, default=argparse.SUPPRESS)
     return p
@@ -213,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cmd_check(args))
     client = Client(args.runtime_dir)
     try:
-        code = cmd_status(client, args) if args.cmd == "status" else cmd_action(client, args)
+        commands = {"status": cmd_status, "logs": cmd_logs}
+        code = commands.get(args.cmd, cmd_action)(client, args)
     except Unreachable as exc:
         print(f"wsgictl: {exc}", file=sys.stderr)
         code = EXIT_FAILED

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .listeners import listen
+from .logs import DAEMON_NAME
 from .protocol import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_UNKNOWN, ProtocolError, encode, error
+from .service import LogLine
 
 if TYPE_CHECKING:
     from .core import Supervisor
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsgi-supervisor")
 
 IDLE_TIMEOUT = 30.0  # a client that sends nothing for this long is dropped
+FOLLOW_QUEUE = 10000  # lines a slow `logs -f` reader may lag behind before lines are skipped for it
 DEFAULT_WAIT = 120.0
 
 
@@ -59,6 +62,7 @@ class ControlServer:
             "stop": self._verb,
             "restart": self._verb,
             "reload": self._verb,
+            "logs": self._logs,
         }
 
     def add_handler(self, cmd: str, handler: Any) -> None:
@@ -201,6 +205,55 @@ class ControlServer:
         all_ok = all(r["ok"] for r in results.values())
         return {"ok": all_ok, "results": results, "code": 0 if all_ok else EXIT_FAILED}
 
+    async def _logs(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any] | None:
+        """Recent lines of services, merged in time order; with `follow`, new ones as they come."""
+        names = list(request.get("services") or [])
+        known = set(self.sup.services) | {DAEMON_NAME}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            return error(f"unknown service: {', '.join(unknown)}", EXIT_UNKNOWN, unknown=unknown)
+        if not names:
+            names = sorted(known)
+        wanted = set(names)
+        n = int(request.get("n", 20))
+        tails = [self.sup.daemon_tail if name == DAEMON_NAME else self.sup.services[name].tail for name in names]
+        recent = sorted((line for tail in tails for line in tail), key=lambda line: line.ts)[-n:] if n else []
+        for line in recent:
+            await self._send(conn, _line_message(line))
+        if not request.get("follow"):
+            return {"ok": True, "end": True}
+        queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=FOLLOW_QUEUE)
+        dropped = 0
+
+        def sink(line: LogLine) -> None:
+            nonlocal dropped
+            if line.service in wanted:
+                try:
+                    queue.put_nowait(line)
+                except asyncio.QueueFull:
+                    dropped += 1
+
+        self.sup.log_sinks.append(sink)
+        closed = self.loop.create_task(self.loop.sock_recv(conn, 1))
+        try:
+            while not closed.done():
+                getter = self.loop.create_task(queue.get())
+                await asyncio.wait([getter, closed], return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                line = getter.result()
+                if dropped:
+                    await self.loop.sock_sendall(conn, encode({"dropped": dropped}))
+                    dropped = 0
+                await self.loop.sock_sendall(conn, encode(_line_message(line)))
+        except OSError:
+            pass
+        finally:
+            self.sup.log_sinks.remove(sink)
+            closed.cancel()
+        raise ConnectionResetError("follower gone")
+
     async def _launch(self, conn: socket.socket, request: dict[str, Any], pid: int) -> None:
         """A vassal's launcher asks for its service's socket; its pid becomes the master's."""
         name = str(request.get("service", ""))
@@ -226,3 +279,7 @@ class ControlServer:
             await self.accepting
         self.listener.close()
         self.listener = None
+
+
+def _line_message(line: LogLine) -> dict[str, Any]:
+    return {"ts": line.ts, "service": line.service, "stream": line.stream, "text": line.text, "priority": line.priority}

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,14 @@ from typing import Any
 from . import uwsgi
 from .emperor import Emperor
 from .layout import Layout
+from .logs import DAEMON_NAME, Drops, LogIntake
 from .manifest import Manifest
 from .procs import alive, describe_wait_status
-from .service import LogLine, ServiceRuntime
+from .service import TAIL_LINES, LogLine, ServiceRuntime
 from .states import State, allowed
 from .vassals import VassalDriver
 from .watcher import ExitWatcher
+from .workers import ProcessDriver
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -76,6 +79,10 @@ class Supervisor:
         self.watcher = ExitWatcher(self.loop)
         self.emperor = Emperor(self.layout)
         self.vassals = VassalDriver(self)
+        self.workers = ProcessDriver(self)
+        self.intake = LogIntake(self)
+        self.daemon_tail: deque[LogLine] = deque(maxlen=TAIL_LINES)
+        self.drops = Drops()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
         self.probe_wakeups: dict[str, asyncio.Event] = {}
@@ -95,8 +102,8 @@ class Supervisor:
         if not task.cancelled() and task.exception() is not None:
             log.error("internal task %s failed", task.get_name(), exc_info=task.exception())
 
-    def driver(self, svc: ServiceRuntime) -> VassalDriver:
-        return self.vassals
+    def driver(self, svc: ServiceRuntime) -> VassalDriver | ProcessDriver:
+        return self.vassals if svc.kind == "api" else self.workers
 
     def say(self, svc: ServiceRuntime, text: str, priority: int = 6) -> None:
         """A message of the daemon about one service, in that service's log."""
@@ -104,13 +111,20 @@ class Supervisor:
         self.emit(LogLine(time.time(), svc.name, "d", text, priority))
 
     def emit(self, line: LogLine) -> None:
+        """Every line of every service, and of the daemon, passes through here."""
         svc = self.services.get(line.service)
         if svc is not None:
             svc.tail.append(line)
             if line.stream == "o":
                 self._learn_from_line(svc, line.text)
+        elif line.service == DAEMON_NAME:
+            self.daemon_tail.append(line)
         for sink in self.log_sinks:
             sink(line)
+
+    def kind_of(self, name: str) -> str:
+        svc = self.services.get(name)
+        return svc.kind if svc is not None else "daemon"
 
     def _learn_from_line(self, svc: ServiceRuntime, text: str) -> None:
         for part in text.splitlines():
@@ -289,9 +303,13 @@ class Supervisor:
         svc.reload_from = frozenset(w.pid for w in stats.workers) if stats else frozenset()
         if not self.driver(svc).ask_reload(svc):
             future: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
-            future.set_result((False, f"{svc.name}: the vassal did not take the reload request"))
+            future.set_result((False, f"{svc.name}: the process did not take the reload request"))
             return future
         self._set_state(svc, State.RELOADING)
+        if svc.kind == "worker" and not getattr(svc.spec, "notify", False):
+            # it said nothing when it started, it will say nothing now: the signal is the reload
+            self._set_state(svc, State.RUNNING, "reload signal sent")
+            return self._wait(svc, OK_START)
         workers = getattr(svc.spec, "processes", 1)
         svc.timer = self.loop.call_later(
             RELOAD_TIMEOUT_PER_WORKER * workers + svc.spec.start_timeout, self._reload_timed_out, svc.name
@@ -341,6 +359,40 @@ class Supervisor:
             self._set_state(svc, State.STARTING, "the emperor started a new master")
         return True, "ok"
 
+    def on_spawned(self, svc: ServiceRuntime, pid: int) -> None:
+        """A worker's process is up (not ready yet)."""
+        self._track(svc, pid)
+        spec = svc.spec
+        if not getattr(spec, "notify", False):
+            delay = getattr(spec, "ready_after", 0.0)
+            svc.extra["ready_timer"] = self.loop.call_later(delay, self._ready_by_timer, svc.name, pid)
+
+    def on_spawn_failed(self, svc: ServiceRuntime, why: str) -> None:
+        if svc.state != State.STARTING:
+            return
+        svc.failure_hint = why
+        self._crashed(svc)
+
+    def _ready_by_timer(self, name: str, pid: int) -> None:
+        svc = self.services[name]
+        svc.extra.pop("ready_timer", None)
+        if svc.pid == pid and svc.state == State.STARTING:
+            self._became_ready(svc)
+
+    def on_notify(self, svc: ServiceRuntime, fields: dict[str, str]) -> None:
+        """sd_notify fields from a worker's NOTIFY_SOCKET."""
+        if "STATUS" in fields:
+            svc.status_text = fields["STATUS"]
+            self.on_change(svc)
+        if fields.get("RELOADING") == "1" and svc.state == State.RUNNING:
+            self._set_state(svc, State.RELOADING, "the worker reloads")
+        if fields.get("READY") == "1":
+            if svc.state == State.STARTING and svc.pid is not None:
+                self._became_ready(svc)
+            elif svc.state == State.RELOADING:
+                svc.cancel_timer()
+                self._set_state(svc, State.RUNNING, "reloaded")
+
     def _track(self, svc: ServiceRuntime, pid: int) -> None:
         svc.pid = pid
         self.watcher.watch(pid, lambda p, status, name=svc.name: self.on_exit(name, p, status))
@@ -351,7 +403,12 @@ class Supervisor:
             return
         svc.pid = None
         svc.extra.pop("stats", None)
+        timer = svc.extra.pop("ready_timer", None)
+        if timer is not None:
+            timer.cancel()
         svc.last_exit = describe_wait_status(status) if status is not None else None
+        if svc.kind == "worker":
+            self.workers.reaped(svc, status)
         if svc.state == State.STOPPING:
             self._finish_stop(svc)
             return
@@ -367,10 +424,10 @@ class Supervisor:
         svc.cancel_timer()
         uptime = time.monotonic() - (svc.ready_at or svc.started_at or time.monotonic())
         was_ready = svc.ready_at is not None
-        why = svc.failure_hint or "exited unexpectedly"
-        if svc.last_exception and svc.failure_hint:
+        why = svc.failure_hint or (svc.last_exit if svc.kind == "worker" and svc.last_exit else "exited unexpectedly")
+        if svc.last_exception and (svc.failure_hint or svc.kind == "worker"):
             why += f": {svc.last_exception}"
-        elif svc.last_exit:
+        elif svc.last_exit and svc.kind == "api":
             why += f" ({svc.last_exit})"
         svc.ready_at = None
         if was_ready and uptime >= MIN_UPTIME:
@@ -639,6 +696,7 @@ class Supervisor:
                 await asyncio.wait(pending, timeout=2)
         await self._stop_emperor()
         self.vassals.close()
+        self.workers.close()
 
     async def _stop_emperor(self) -> None:
         pid = self.emperor.pid

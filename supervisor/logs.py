@@ -140,7 +140,9 @@ class LogIntake:
         if stream == "r":
             for line in text.splitlines():
                 if line.strip():
-                    self.sup.emit(LogLine(now, name, "r", format_request(line), 6))
+                    req = uwsgi.parse_request(line)
+                    priority = 6 if req is None or req.status < 500 else 4
+                    self.sup.emit(LogLine(now, name, "r", format_request(line), priority, req))
             return
         for entry in split_entries(text):
             self.sup.emit(LogLine(now, name, "o", entry, priority_of(entry)))
@@ -170,6 +172,151 @@ class LogIntake:
             self.fifo_fd = None
 
 
+# --- sinks -----------------------------------------------------------------------------
+
+
+class Drops:
+    """Lines a sink could not deliver, counted, and said once a minute at most."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last_said = 0.0
+        self.saying = False
+
+    def add(self, sink: str, error: BaseException | str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last_said >= 60 and not self.saying:
+            self._last_said = now
+            self.saying = True
+            try:
+                log.error("log %s: dropped lines (%d so far): %s", sink, self.count, error)
+            finally:
+                self.saying = False
+
+
+class JournalSink:
+    """To journald, with fields that let `journalctl -u wsgi@NAME` find each service's lines."""
+
+    def __init__(self, kind_of, drops: Drops):
+        from systemd import journal  # only the daemon needs systemd-python
+
+        self._sendv = journal.sendv
+        self.kind_of = kind_of
+        self.drops = drops
+
+    def __call__(self, line: LogLine) -> None:
+        if self.drops.saying and line.service == DAEMON_NAME:
+            return
+        fields = [f"MESSAGE={line.text}", f"PRIORITY={line.priority}"]
+        if line.service == DAEMON_NAME:
+            fields.append(f"SYSLOG_IDENTIFIER={DAEMON_NAME}")
+        else:
+            ident = DAEMON_NAME if line.stream == "d" else line.service
+            fields += [
+                f"SYSLOG_IDENTIFIER={ident}",
+                f"WSGI_SERVICE={line.service}",
+                f"WSGI_KIND={self.kind_of(line.service)}",
+                f"OBJECT_SYSTEMD_UNIT=wsgi@{line.service}.service",
+                f"WSGI_STREAM={_STREAMS.get(line.stream, line.stream)}",
+            ]
+            if line.request is not None:
+                req = line.request
+                fields += [
+                    f"REQUEST_METHOD={req.method}",
+                    f"REQUEST_PATH={req.path}",
+                    f"REQUEST_STATUS={req.status}",
+                    f"REQUEST_DURATION_US={round(req.duration_s * 1e6)}",
+                    f"REQUEST_BYTES={req.size}",
+                ]
+        try:
+            self._sendv(*fields)
+        except OSError as exc:
+            self.drops.add("journal", exc)
+
+
+_STREAMS = {"o": "output", "r": "request", "d": "supervisor"}
+_LEVEL_NAMES = {0: "EMERG", 1: "ALERT", 2: "CRIT", 3: "ERROR", 4: "WARNING", 5: "NOTICE", 6: "INFO", 7: "DEBUG"}
+
+
+def format_line(line: LogLine) -> str:
+    """The one line format of the log files: time, service, stream, level, text."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(line.ts)) + f".{int(line.ts % 1 * 1000):03d}"
+    text = line.text.replace("\n", "\n    ")
+    stream = _STREAMS.get(line.stream, line.stream)
+    return f"{stamp} {line.service} {stream} {_LEVEL_NAMES.get(line.priority, '?')} {text}\n"
+
+
+class FileSink:
+    """`<log-dir>/NAME.log` per service, rotated by size (NAME.log.1 … NAME.log.N)."""
+
+    def __init__(self, directory, drops: Drops, max_bytes: int = 10 * 1024 * 1024, keep: int = 5):
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.drops = drops
+        self.files: dict[str, tuple[TextIO, int]] = {}
+
+    def _open(self, name: str) -> tuple[TextIO, int]:
+        entry = self.files.get(name)
+        if entry is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            f = open(self.directory / f"{name}.log", "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            entry = (f, f.tell())
+            self.files[name] = entry
+        return entry
+
+    def _rotate(self, name: str) -> None:
+        f, _ = self.files.pop(name)
+        f.close()
+        base = self.directory / f"{name}.log"
+        for i in range(self.keep - 1, 0, -1):
+            older = base.with_name(f"{name}.log.{i}")
+            if older.exists():
+                older.replace(base.with_name(f"{name}.log.{i + 1}"))
+        base.replace(base.with_name(f"{name}.log.1"))
+
+    def __call__(self, line: LogLine) -> None:
+        if self.drops.saying and line.service == DAEMON_NAME:
+            return
+        try:
+            f, size = self._open(line.service)
+            text = format_line(line)
+            f.write(text)
+            f.flush()
+            size += len(text.encode("utf-8", errors="replace"))
+            self.files[line.service] = (f, size)
+            if size >= self.max_bytes:
+                self._rotate(line.service)
+        except OSError as exc:
+            self.files.pop(line.service, None)
+            self.drops.add("files", exc)
+
+    def close(self) -> None:
+        for f, _ in self.files.values():
+            with contextlib.suppress(OSError):
+                f.close()
+        self.files.clear()
+
+
+class DaemonLogHandler(logging.Handler):
+    """The daemon's own messages, into the same pipeline, under its own name."""
+
+    def __init__(self, emit):
+        super().__init__()
+        self._emit = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            priority = 3 if record.levelno >= logging.ERROR else 4 if record.levelno >= logging.WARNING else 6
+            self._emit(LogLine(record.created, DAEMON_NAME, "o", text, priority))
+        except Exception:
+            self.handleError(record)
+
+
 class ConsoleSink:
     """Lines to a terminal, `NAME | text`: the foreground view of `make run`."""
 
@@ -179,7 +326,7 @@ class ConsoleSink:
 
     def __call__(self, line: LogLine) -> None:
         if line.stream == "d":
-            return  # the daemon's own logger already printed it
+            return  # the daemon's own line about it says the same
         prefix = f"{line.service:<{self.width}} | "
         text = line.text.replace("\n", "\n" + " " * len(prefix))
         try:

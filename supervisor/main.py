@@ -24,7 +24,7 @@ from . import __version__
 from .control import ControlServer
 from .core import Config, Supervisor
 from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR, Layout
-from .logs import DAEMON_NAME, ConsoleSink, LogIntake
+from .logs import DAEMON_NAME, ConsoleSink, DaemonLogHandler, FileSink, JournalSink
 from .manifest import ManifestError, load
 
 log = logging.getLogger("wsgi-supervisor")
@@ -47,7 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME_DIR, help="sockets and state (%(default)s)")
     p.add_argument("--socket-group", help="group that may use the API sockets (the front end's, e.g. www-data)")
     p.add_argument("--control-group", help="group that may use the control socket besides root")
-    p.add_argument("--log-dir", type=Path, help="also write each service's log to DIR/NAME.log")
+    p.add_argument("--log-dir", type=Path, help="write each service's log to DIR/NAME.log (rotated by size)")
+    p.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024, help="rotate a log file past this size")
+    p.add_argument("--log-keep", type=int, default=5, help="rotated files kept per service (default %(default)s)")
+    p.add_argument(
+        "--journal",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="send every line to journald (auto: when its socket is there)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not echo service lines on stdout")
     p.add_argument("--version", action="version", version=f"wsgi-supervisor {__version__}")
     return p.parse_args(argv)
@@ -72,20 +80,26 @@ def lock_runtime_dir(layout: Layout) -> int:
 
 
 def summary(sup: Supervisor) -> str:
+    """What `make run` prints once the services are up: what serves where, and how to look."""
     rows = []
+    tries = []
     for info in sup.status():
         where = info["socket"] or "-"
         rows.append(f"  {info['name']:<16} {info['kind']:<7} {info['state']:<9} {where}")
-    ctl = f"wsgictl --runtime-dir {sup.layout.runtime_dir}"
+        svc = sup.services[info["name"]]
+        if info["socket"] and getattr(svc.spec, "protocol", "") == "http":
+            tries.append(f"  curl --unix-socket {where} http://localhost{info['mount'] or ''}/")
+    ctl = f"{Path(sys.argv[0]).parent / 'wsgictl'} --runtime-dir {sup.layout.runtime_dir}"
     return "\n".join(
         [
             f"wsgi-supervisor {__version__}: {len(sup.services)} services from {sup.config.conf_dir}",
             *rows,
-            f"control socket: {sup.layout.control_socket}",
-            f"status:  {ctl} status",
-            f"logs:    {ctl} logs NAME -f",
-            "request: curl --unix-socket ... (http services) or a uwsgi client on NAME.sock",
-            "stop:    Ctrl-C (or SIGTERM)",
+            "try:",
+            f"  {ctl} status",
+            f"  {ctl} logs -f",
+            *tries,
+            "  (uwsgi-protocol sockets are for a front end: Apache mod_proxy_uwsgi or nginx uwsgi_pass)",
+            "stop with Ctrl-C (SIGTERM): every service stops gracefully",
         ]
     )
 
@@ -97,6 +111,7 @@ async def serve(args: argparse.Namespace) -> int:
         socket_gid=_group(args.socket_group),
         control_gid=_group(args.control_group),
         log_dir=args.log_dir,
+        journal={"auto": None, "yes": True, "no": False}[args.journal],
     )
     try:
         manifest = load(config.conf_dir)
@@ -115,9 +130,8 @@ async def serve(args: argparse.Namespace) -> int:
         return 1
 
     sup = Supervisor(config, manifest)
-    if not args.quiet:
-        sup.log_sinks.append(ConsoleSink())
-    intake = LogIntake(sup)
+    file_sink = setup_logging(sup, args)
+    intake = sup.intake
     control = ControlServer(sup)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -152,15 +166,37 @@ async def serve(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             os.close(lock_fd)
     log.info("stopped")
+    if file_sink is not None:
+        file_sink.close()
     return return_code
+
+
+def journal_available() -> bool:
+    return Path("/run/systemd/journal/socket").exists()
+
+
+def setup_logging(sup: Supervisor, args: argparse.Namespace) -> FileSink | None:
+    """Sinks for every line: the terminal, journald, files; the daemon's logger joins the pipeline."""
+    if not args.quiet:
+        sup.log_sinks.append(ConsoleSink())
+    use_journal = sup.config.journal if sup.config.journal is not None else journal_available()
+    if use_journal:
+        sup.log_sinks.append(JournalSink(sup.kind_of, sup.drops))
+    file_sink = None
+    if sup.config.log_dir is not None:
+        file_sink = FileSink(sup.config.log_dir, sup.drops, args.log_max_bytes, args.log_keep)
+        sup.log_sinks.append(file_sink)
+    root = logging.getLogger("wsgi-supervisor")
+    root.handlers[:] = [DaemonLogHandler(sup.emit)]
+    root.propagate = False
+    root.setLevel(logging.INFO)
+    return file_sink
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"{DAEMON_NAME:<12} | %(message)s" if sys.stderr.isatty() or True else "%(message)s",
-    )
+    # until the log pipeline is up (a bad manifest, say), messages go to stderr
+    logging.basicConfig(level=logging.INFO, format=f"{DAEMON_NAME}: %(message)s")
     try:
         import uvloop
 

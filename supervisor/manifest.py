@@ -257,6 +257,10 @@ class WorkerService(_Service):
     kind: Literal["worker"]
     command: tuple[StrictStr, ...] = Field(min_length=1, description="argv of the command; no shell is involved")
     stop_signal: Literal[SIGNALS] = Field("SIGTERM", description="signal that asks the worker to stop")
+    reload_signal: Literal[SIGNALS] = Field("SIGHUP", description="signal that asks the worker to reload")
+    notify: StrictBool = Field(
+        False, description="the worker sends READY=1 to $NOTIFY_SOCKET when up (oslo.service does); wait for it"
+    )
     ready_after: Seconds = Field(
         2.0, ge=0, le=3600, description="seconds up before a worker that never sends READY=1 counts as ready"
     )

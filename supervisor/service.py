@@ -21,6 +21,7 @@ class LogLine:
     stream: str  # "o" output, "r" request, "d" the daemon about this service
     text: str
     priority: int = 6
+    request: Any = None  # a parsed request line (uwsgi.Request), for structured fields
 
 
 @dataclass

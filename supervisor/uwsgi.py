@@ -26,6 +26,9 @@ GRACEFUL_STOP = b"q"
 CHAIN_RELOAD = b"c"
 GRACEFUL_RELOAD = b"r"
 
+# imported in each worker before the app: makes its stdout a blocking write
+BOOT_FILE = Path(__file__).with_name("vassal_boot.py")
+
 # one request log line: fixed fields first, the URI last (it may hold spaces)
 REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(uri)"
 
@@ -120,6 +123,8 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
         ("ignore-sigpipe", True),
         ("ignore-write-errors", True),
         ("disable-write-exception", True),
+        ("threaded-logger", True),
+        ("import", BOOT_FILE),
         ("logger", f"socket:{layout.log_socket},{name}|o|"),
         ("req-logger", f"socket:{layout.log_socket},{name}|r|"),
     ]

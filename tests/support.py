@@ -33,6 +33,7 @@ def uwsgi_request(sock_path, path="/", method="GET", body=b"", timeout=10.0, hea
     path_info, _, query = path.partition("?")
     env = {
         "REQUEST_METHOD": method,
+        "REQUEST_URI": path,
         "PATH_INFO": path_info,
         "QUERY_STRING": query,
         "SCRIPT_NAME": "",
@@ -102,12 +103,13 @@ def write_manifest(conf_dir: Path, text: str, name: str = "services.toml") -> No
 class Daemon:
     """A wsgi-supervisor process on a private runtime dir, stopped and checked for leftovers."""
 
-    def __init__(self, tmp: Path, extra_args=()):
+    def __init__(self, tmp: Path, extra_args=(), wrapper=()):
         self.conf_dir = tmp / "conf.d"
         # unix socket paths are limited to 107 bytes: keep the runtime dir short
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="wsr-", dir="/tmp"))
         self.log_path = tmp / "daemon.log"
         self.extra_args = list(extra_args)
+        self.wrapper = list(wrapper)
         self.proc: subprocess.Popen | None = None
         self.seen: set[int] = set()
 
@@ -115,7 +117,15 @@ class Daemon:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(DAEMON), "--conf-dir", str(self.conf_dir), "--runtime-dir", str(self.runtime_dir), *self.extra_args],
+            [
+                *self.wrapper,
+                str(DAEMON),
+                "--conf-dir",
+                str(self.conf_dir),
+                "--runtime-dir",
+                str(self.runtime_dir),
+                *self.extra_args,
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,121 @@
+"""Worker services: the same verbs, states and status as APIs, on the daemon's own children."""
+
+import os
+import signal
+import sys
+import time
+
+from supervisor.procs import alive
+from support import APPS, write_manifest
+
+WORKER = APPS / "worker.py"
+
+
+def worker(name, extra="", env=""):
+    return f"""
+[services.{name}]
+kind = "worker"
+command = ["{sys.executable}", "{WORKER}", "--config-file", "/etc/{name}.conf"]
+environment = {{ {env} }}
+stop_timeout = 3
+{extra}
+"""
+
+
+def test_notify_worker_is_ready_only_when_it_says_so(daemon):
+    write_manifest(daemon.conf_dir, worker("conductor", "notify = true\nready_after = 0", 'WORKER_NOTIFY_AFTER = "2"'))
+    daemon.start()
+    time.sleep(1)
+    s = daemon.status()["conductor"]
+    assert s["state"] == "starting" and not s["ready"] and s["pid"]
+    daemon.ctl("start", "conductor")
+    s = daemon.status()["conductor"]
+    assert s["state"] == "running" and s["ready"]
+    assert s["status_text"] == "serving 3 queues"
+    assert "serving 3 queues" in daemon.ctl("status").stdout
+    assert s["socket"] is None and s["kind"] == "worker"
+
+
+def test_silent_worker_is_ready_by_the_timer(daemon):
+    write_manifest(daemon.conf_dir, worker("scheduler", "ready_after = 1.5"))
+    daemon.start()
+    started = time.monotonic()
+    daemon.ctl("start", "scheduler")
+    assert time.monotonic() - started >= 1.0
+    assert daemon.status()["scheduler"]["state"] == "running"
+
+
+def test_killed_worker_comes_back_with_backoff_and_a_crash_loop_fails(daemon):
+    write_manifest(
+        daemon.conf_dir,
+        worker("conductor", "ready_after = 0.2")
+        + worker("flaky", "ready_after = 0.2", 'WORKER_EXIT_AFTER = "0.1", WORKER_EXIT_CODE = "7"'),
+    )
+    daemon.start()
+    daemon.ctl("start", "conductor")
+    pid = daemon.status()["conductor"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    s = daemon.wait_for(lambda s: s["conductor"]["state"] == "backoff", what="conductor backoff")["conductor"]
+    assert s["last_exit"] == "killed by SIGKILL" and "killed by SIGKILL" in s["reason"]
+    s = daemon.wait_for(
+        lambda s: s["conductor"]["state"] == "running" and s["conductor"]["pid"] != pid, what="conductor back"
+    )["conductor"]
+    assert s["restarts"] >= 1
+
+    s = daemon.wait_state("flaky", "failed", timeout=60)
+    assert s["last_exit"] == "exited with status 7"
+    assert "gave up after 5 failed starts" in s["reason"]
+    assert "worker giving up" in daemon.ctl("status", "flaky", check=False).stdout
+
+
+def test_stop_ends_the_whole_process_tree(daemon, tmp_path):
+    pids_file = tmp_path / "children"
+    write_manifest(daemon.conf_dir, worker("forker", "ready_after = 0.5", f'WORKER_FORK = "{pids_file}"'))
+    daemon.start()
+    daemon.ctl("start", "forker")
+    main = daemon.status()["forker"]["pid"]
+    children = [int(p) for p in pids_file.read_text().split()]
+    assert len(children) == 3 and all(alive(p) for p in children)
+    daemon.ctl("stop", "forker")
+    assert daemon.status()["forker"]["state"] == "stopped"
+    assert not alive(main)
+    assert [p for p in children if alive(p)] == []
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_after_stop_timeout(daemon):
+    write_manifest(daemon.conf_dir, worker("stubborn", "ready_after = 0.2", 'WORKER_IGNORE_TERM = "1"'))
+    daemon.start()
+    daemon.ctl("start", "stubborn")
+    main = daemon.status()["stubborn"]["pid"]
+    started = time.monotonic()
+    daemon.ctl("stop", "stubborn")
+    took = time.monotonic() - started
+    assert 2.5 <= took < 10
+    assert not alive(main)
+    assert "still up 3s after the stop request: SIGKILL" in daemon.ctl("logs", "stubborn").stdout
+
+
+def test_restart_and_reload_of_a_worker(daemon):
+    write_manifest(daemon.conf_dir, worker("conductor", "ready_after = 0.2"))
+    daemon.start()
+    daemon.ctl("start", "conductor")
+    pid = daemon.status()["conductor"]["pid"]
+    daemon.ctl("reload", "conductor")  # SIGHUP: the same process
+    assert daemon.status()["conductor"]["pid"] == pid
+    daemon.wait_for(lambda s: "reloading my configuration" in daemon.ctl("logs", "conductor").stdout)
+    daemon.ctl("restart", "conductor")
+    s = daemon.status()["conductor"]
+    assert s["state"] == "running" and s["pid"] != pid and not alive(pid)
+
+
+def test_missing_program_is_a_clear_failure(daemon, tmp_path):
+    program = tmp_path / "conductor"
+    program.write_text("#!/bin/sh\nexec sleep 100\n")
+    program.chmod(0o755)
+    write_manifest(daemon.conf_dir, f'[services.c]\nkind = "worker"\ncommand = ["{program}"]\nready_after = 0.1\n')
+    daemon.start()
+    daemon.ctl("start", "c")
+    program.unlink()  # removed after validation: the next start cannot run it
+    daemon.ctl("restart", "c", "--no-block")
+    s = daemon.wait_state("c", "backoff")
+    assert "cannot run" in s["reason"] and "No such file" in s["reason"]

@@ -612,7 +612,9 @@ class Supervisor:
         for d in self.layout.private_dirs():
             d.mkdir(exist_ok=True)
             os.chmod(d, 0o700)
+        # services running as other users reach their notify socket (each checked by pid)
         os.chmod(self.layout.daemon_dir, 0o711)
+        os.chmod(self.layout.notify_dir, 0o711)
         source = (Path(__file__).parent / "launcher.py").read_text()
         from .vassals import write_atomic
 

@@ -69,7 +69,10 @@ def split_entries(payload: str) -> list[str]:
 
 
 def _continues(previous: str, line: str) -> bool:
-    """A traceback goes on until its final `SomeError: message` line."""
+    """A traceback goes on until its final `SomeError: message` line; it belongs
+    to the error message logged just before it (logging.exception)."""
+    if line.startswith("Traceback (most recent call last)") and priority_of(previous) <= 3:
+        return True
     if not previous.startswith("Traceback (most recent call last)") and "\nTraceback" not in previous:
         return False
     last = previous.rsplit("\n", 1)[-1]

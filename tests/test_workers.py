@@ -119,3 +119,25 @@ def test_missing_program_is_a_clear_failure(daemon, tmp_path):
     daemon.ctl("restart", "c", "--no-block")
     s = daemon.wait_state("c", "backoff")
     assert "cannot run" in s["reason"] and "No such file" in s["reason"]
+
+
+def test_a_worker_runs_as_its_user_and_still_notifies(daemon):
+    script = "import os, socket, time; print('uid', os.getuid(), os.environ['HOME'], flush=True); "
+    script += "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+    script += "s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(100)"
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[services.unprivileged]
+kind = "worker"
+command = ["/usr/bin/python3", "-c", "{script}"]
+user = "nobody"
+notify = true
+""",
+    )
+    daemon.start()
+    daemon.ctl("start", "unprivileged")
+    pid = daemon.status()["unprivileged"]["pid"]
+    uids = open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[:2]
+    assert uids == ["65534", "65534"]
+    assert "uid 65534 /nonexistent" in daemon.ctl("logs", "unprivileged").stdout

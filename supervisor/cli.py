@@ -8,8 +8,10 @@ the action succeeded), 3 when one is not running, 4 for an unknown name,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -185,6 +187,171 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         reply = client.receive()
 
 
+# --- systemd ------------------------------------------------------------------------
+
+
+def sd_notify(message: str) -> None:
+    """sd_notify(3) with the standard library: a datagram to $NOTIFY_SOCKET."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+        s.sendto(message.encode(), address)
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _describe_state(s: dict[str, Any]) -> str:
+    text = f"{s['state']}"
+    if s.get("pid"):
+        text += f", pid {s['pid']}"
+    if s.get("restarts"):
+        text += f", {s['restarts']} restarts"
+    if s.get("status_text"):
+        text += f": {s['status_text']}"
+    elif s.get("reason") and s["state"] != "running":
+        text += f": {s['reason']}"
+    return text
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    """The main process of wsgi@NAME.service: start NAME, say READY=1 when it is, mirror its state.
+
+    Exits 0 when the service is stopped (by wsgictl or SIGTERM, which asks
+    the daemon for a graceful stop) and 1 when the daemon gives up on it, so
+    that systemd reports the same as `wsgictl status`.
+    """
+    name = args.name
+
+    def on_term(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        client = Client(args.runtime_dir, timeout=None)
+        reply = client.request({"cmd": "start", "services": [name], "wait": True, "timeout": args.timeout})
+        result = reply.get("results", {}).get(name)
+        if not reply.get("ok") or not result:
+            why = result["message"] if result else reply.get("error", "failed")
+            print(f"{name}: cannot start: {why}", file=sys.stderr)
+            sd_notify(f"STATUS=failed to start: {why}")
+            return EXIT_FAILED
+        sd_notify("READY=1\nSTATUS=running")
+        return _mirror(args, name)
+    except _Terminated:
+        sd_notify("STOPPING=1\nSTATUS=stopping")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            Client(args.runtime_dir, timeout=None).request({"cmd": "stop", "services": [name], "wait": True})
+        except Unreachable as exc:
+            print(f"{name}: stop: {exc}", file=sys.stderr)
+        return 0
+    except Unreachable as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _mirror(args: argparse.Namespace, name: str) -> int:
+    reconnect_until = None
+    while True:
+        try:
+            client = Client(args.runtime_dir, timeout=None)
+            state = client.request({"cmd": "watch", "services": [name]})
+            reconnect_until = None
+            while True:
+                if "state" not in state:
+                    print(f"{name}: {state.get('error', state)}", file=sys.stderr)
+                    return EXIT_FAILED
+                sd_notify(f"STATUS={_describe_state(state)}")
+                if state["state"] == "failed":
+                    print(f"{name}: failed: {state.get('reason')}", file=sys.stderr)
+                    return EXIT_FAILED
+                if state["state"] == "stopped":
+                    return 0
+                state = client.receive()
+        except Unreachable:
+            # the daemon restarts: its vassals keep serving; wait for it a while
+            now = time.monotonic()
+            if reconnect_until is None:
+                reconnect_until = now + args.reconnect
+                sd_notify("STATUS=waiting for wsgi-supervisor")
+            if now > reconnect_until:
+                print(f"{name}: wsgi-supervisor is gone", file=sys.stderr)
+                return EXIT_FAILED
+            time.sleep(0.5)
+
+
+UNIT_FILES = ("wsgi-supervisor.service", "wsgi@.service")
+
+
+def _unit_templates() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "units", Path(sys.prefix) / "share" / "wsgi-supervisor" / "units"):
+        if (candidate / UNIT_FILES[0]).exists():
+            return candidate
+    raise FileNotFoundError("the unit templates (units/) are not installed with wsgi-supervisor")
+
+
+def cmd_units(args: argparse.Namespace) -> int:
+    import grp
+
+    templates = _unit_templates()
+    bindir = Path(sys.prefix) / "bin"
+    if not (bindir / "wsgi-supervisor").exists():
+        bindir = Path(sys.argv[0]).resolve().parent
+    group = args.socket_group
+    if group is None:
+        try:
+            group = grp.getgrnam("www-data").gr_name
+        except KeyError:
+            group = "root"
+    values = {
+        "@BINDIR@": str(bindir),
+        "@CONFDIR@": str(args.conf_dir),
+        "@SOCKETGROUP@": group,
+        "@DOCDIR@": str(templates.parent),
+    }
+    args.dest.mkdir(parents=True, exist_ok=True)
+    for unit in UNIT_FILES:
+        text = (templates / unit).read_text()
+        for key, value in values.items():
+            text = text.replace(key, value)
+        target = args.dest / unit
+        target.write_text(text)
+        print(f"wrote {target}")
+    print(
+        "\nnext:\n"
+        "  systemctl daemon-reload\n"
+        "  systemctl enable --now wsgi-supervisor      # starts the services the manifest enables\n"
+        "  systemctl enable wsgi@NAME                   # also start NAME at boot\n"
+        "  systemctl status 'wsgi@*'; journalctl -u wsgi@NAME -f\n"
+        f"the manifest is read from {args.conf_dir}; sockets are in /run/wsgi-supervisor, group {group}"
+    )
+    return 0
+
+
+def cmd_reload_config(client: Client, args: argparse.Namespace) -> int:
+    reply = client.request({"cmd": "reload-config"}, timeout=None)
+    if not reply.get("ok"):
+        print(f"wsgictl: {reply.get('error')}", file=sys.stderr)
+        for problem in reply.get("problems", []):
+            print(f"  {problem}", file=sys.stderr)
+        return reply.get("code", EXIT_FAILED)
+    print(
+        f"applied: {len(reply['changed'])} changed, {len(reply['added'])} added, "
+        f"{len(reply['removed'])} removed, {reply['unchanged']} untouched"
+    )
+    for key in ("changed", "added", "removed"):
+        if reply[key]:
+            print(f"  {key}: {', '.join(reply[key])}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .manifest import ManifestError, load  # pydantic: only this command needs it
 
@@ -230,6 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("-n", "--lines", type=int, default=20, help="how many recent lines (default %(default)s)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
 
+    sv = sub.add_parser("supervise", help="the main process of wsgi@NAME.service (used by the unit)")
+    sv.add_argument("name", metavar="NAME")
+    sv.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ready")
+    sv.add_argument("--reconnect", type=float, default=120.0, help="seconds to wait for a restarting daemon")
+
+    sub.add_parser("reload-config", help="read the manifest again and apply the difference")
+
+    un = sub.add_parser("units", help="systemd units")
+    un_sub = un.add_subparsers(dest="units_cmd", required=True)
+    ui = un_sub.add_parser("install", help="write the units, pointing at this installation")
+    ui.add_argument("--dest", type=Path, default=Path("/etc/systemd/system"))
+    ui.add_argument("--socket-group", help="group of the API sockets (default: www-data if it exists)")
+
     c = sub.add_parser("check", help="validate the manifest; starts nothing")
     c.add_argument("--conf-dir", type=Path, default=argparse.SUPPRESS)
     return p
@@ -239,9 +419,13 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.cmd == "check":
         sys.exit(cmd_check(args))
+    if args.cmd == "units":
+        sys.exit(cmd_units(args))
+    if args.cmd == "supervise":
+        sys.exit(cmd_supervise(args))
     client = Client(args.runtime_dir)
     try:
-        commands = {"status": cmd_status, "logs": cmd_logs}
+        commands = {"status": cmd_status, "logs": cmd_logs, "reload-config": cmd_reload_config}
         code = commands.get(args.cmd, cmd_action)(client, args)
     except Unreachable as exc:
         print(f"wsgictl: {exc}", file=sys.stderr)

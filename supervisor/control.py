@@ -34,6 +34,10 @@ FOLLOW_QUEUE = 10000  # lines a slow `logs -f` reader may lag behind before line
 DEFAULT_WAIT = 120.0
 
 
+class ClientGone(Exception):
+    """A streaming request ended because its client went away: close quietly."""
+
+
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", raw)
@@ -63,6 +67,8 @@ class ControlServer:
             "restart": self._verb,
             "reload": self._verb,
             "logs": self._logs,
+            "watch": self._watch,
+            "reload-config": self._reload_config,
         }
 
     def add_handler(self, cmd: str, handler: Any) -> None:
@@ -134,6 +140,8 @@ class ControlServer:
             return True
         try:
             result = await handler(request, conn)
+        except (ClientGone, OSError):
+            return False
         except Exception as exc:  # a bug must not take the daemon down
             log.exception("control: %s failed", request["cmd"])
             result = error(f"internal error: {exc}")
@@ -252,7 +260,45 @@ class ControlServer:
         finally:
             self.sup.log_sinks.remove(sink)
             closed.cancel()
-        raise ConnectionResetError("follower gone")
+        raise ClientGone
+
+    async def _reload_config(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+        from .main import reload_config
+
+        result = await reload_config(self.sup)
+        result.setdefault("code", 0 if result["ok"] else EXIT_FAILED)
+        return result
+
+    async def _watch(self, request: dict[str, Any], conn: socket.socket) -> None:
+        """The state of one service now, then every change, until the client goes."""
+        names = list(request.get("services") or [])
+        if len(names) != 1 or names[0] not in self.sup.services:
+            await self._send(conn, error(f"watch: name one known service, not {names}", EXIT_UNKNOWN))
+            return None
+        name = names[0]
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def listener(svc: Any) -> None:
+            if svc.name == name:
+                queue.put_nowait(self.sup.describe(svc))
+
+        self.sup.state_listeners.append(listener)
+        closed = self.loop.create_task(self.loop.sock_recv(conn, 1))
+        try:
+            await self.loop.sock_sendall(conn, encode(self.sup.describe(self.sup.services[name])))
+            while not closed.done():
+                getter = self.loop.create_task(queue.get())
+                await asyncio.wait([getter, closed], return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                await self.loop.sock_sendall(conn, encode(getter.result()))
+        except OSError:
+            pass
+        finally:
+            self.sup.state_listeners.remove(listener)
+            closed.cancel()
+        raise ClientGone
 
     async def _launch(self, conn: socket.socket, request: dict[str, Any], pid: int) -> None:
         """A vassal's launcher asks for its service's socket; its pid becomes the master's."""

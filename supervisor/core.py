@@ -30,6 +30,7 @@ from .manifest import Manifest
 from .procs import alive, describe_wait_status
 from .service import TAIL_LINES, LogLine, ServiceRuntime
 from .states import State, allowed
+from .systemd import Systemd
 from .vassals import VassalDriver
 from .watcher import ExitWatcher
 from .workers import ProcessDriver
@@ -83,6 +84,11 @@ class Supervisor:
         self.intake = LogIntake(self)
         self.daemon_tail: deque[LogLine] = deque(maxlen=TAIL_LINES)
         self.drops = Drops()
+        self.systemd = Systemd(self)
+        self.state_listeners: list[Any] = []
+        self.config_reloads = 0
+        self.last_reload_ok: bool | None = None
+        self.last_reload_success: float | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
         self.probe_wakeups: dict[str, asyncio.Event] = {}
@@ -163,7 +169,10 @@ class Supervisor:
         self.on_change(svc)
 
     def on_change(self, svc: ServiceRuntime) -> None:
-        """Hook for observers of state changes (systemd status, metrics)."""
+        """Tell the observers of state changes: systemd, `wsgictl supervise` watchers."""
+        self.systemd.changed(svc)
+        for listener in list(self.state_listeners):
+            listener(svc)
 
     def _resolve_waiters(self, svc: ServiceRuntime) -> None:
         keep = []
@@ -715,6 +724,52 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             self.layout.emperor_pidfile.unlink()
         self.emperor.pid = None
+
+    # -- a new manifest ------------------------------------------------------------------------
+
+    async def apply_manifest(self, manifest: Manifest) -> dict[str, Any]:
+        """Apply only the difference: changed services restart (APIs on their kept
+        socket), removed ones stop, new ones start; the others are not touched."""
+        old, new = self.manifest.services, manifest.services
+        removed = sorted(set(old) - set(new))
+        added = sorted(set(new) - set(old))
+        changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
+        replaced = [n for n in changed if old[n].kind != new[n].kind]
+        self.manifest = manifest
+        waits: list[asyncio.Future[tuple[bool, str]]] = []
+        for name in removed + replaced:
+            waits.append(self.stop(name))
+        if removed or replaced:
+            await asyncio.wait(waits)
+            waits = []
+        for name in removed:
+            self.driver(self.services[name]).release(self.services[name])
+            del self.services[name]
+        for name in added + replaced:
+            self.services[name] = ServiceRuntime(name, new[name])
+            if new[name].enabled:
+                waits.append(self.start(name))
+        for name in changed:
+            if name in replaced:
+                continue
+            svc = self.services[name]
+            svc.spec = new[name]
+            if svc.state in (State.STARTING, State.RUNNING, State.RELOADING) and svc.goal_running:
+                self.say(svc, "definition changed: restarting it")
+                waits.append(self.restart(name))
+            elif svc.state == State.BACKOFF:
+                waits.append(self.start(name))
+        results = [await w for w in waits] if waits else []
+        unchanged = len(set(old) & set(new)) - len(changed)
+        log.info(
+            "manifest applied: %d changed, %d added, %d removed, %d untouched",
+            len(changed),
+            len(added),
+            len(removed),
+            unchanged,
+        )
+        ok = all(r[0] for r in results)
+        return {"ok": ok, "changed": changed, "added": added, "removed": removed, "unchanged": unchanged}
 
     # -- views --------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -137,6 +138,7 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: sup.spawn_task(reload_config(sup), "sighup"))
     try:
         sup.prepare_runtime_dir()
         intake.open()
@@ -147,9 +149,12 @@ async def serve(args: argparse.Namespace) -> int:
         if boot:
             waiting = loop.create_task(asyncio.wait(boot))
             await asyncio.wait([waiting, loop.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        sup.systemd.ready()
         if not stop.is_set():
-            print(summary(sup), flush=True)
+            if not args.quiet:
+                print(summary(sup), flush=True)
             await stop.wait()
+        sup.systemd.stopping()
         log.info("stopping: %d services", sum(1 for s in sup.services.values() if s.state.active))
     except Exception:
         log.exception("start-up failed")
@@ -169,6 +174,27 @@ async def serve(args: argparse.Namespace) -> int:
     if file_sink is not None:
         file_sink.close()
     return return_code
+
+
+async def reload_config(sup: Supervisor) -> dict:
+    """Read the manifest again and apply the difference; a manifest that does
+    not validate changes nothing, and every problem is logged."""
+    try:
+        manifest = load(sup.config.conf_dir)
+    except ManifestError as exc:
+        sup.last_reload_ok = False
+        log.error("manifest reload refused: %d problems, nothing changed", len(exc.problems))
+        for problem in exc.problems:
+            log.error("  %s", problem)
+        return {
+            "ok": False,
+            "error": "the manifest is not valid; nothing changed",
+            "problems": [str(p) for p in exc.problems],
+        }
+    result = await sup.apply_manifest(manifest)
+    sup.last_reload_ok = True
+    sup.last_reload_success = time.time()
+    return result
 
 
 def journal_available() -> bool:

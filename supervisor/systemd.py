@@ -1,0 +1,113 @@
+"""The daemon's face to systemd: sd_notify (READY, STATUS, WATCHDOG) and the wsgi@NAME units.
+
+Only active when systemd started the daemon (NOTIFY_SOCKET set). The units
+follow the services: when a service starts without its unit (at boot, or by
+`wsgictl start`), the daemon starts `wsgi@NAME.service` too, whose watcher
+then mirrors the service, so `systemctl` and `wsgictl` never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from .states import State
+
+if TYPE_CHECKING:
+    from .core import Supervisor
+    from .service import ServiceRuntime
+
+log = logging.getLogger("wsgi-supervisor")
+
+
+class Systemd:
+    def __init__(self, sup: Supervisor):
+        self.sup = sup
+        self.active = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._notify = None
+        self._status_pending = False
+        self._units_pending: set[str] = set()
+        self.units_enabled = self.active
+        if self.active:
+            from systemd import daemon
+
+            self._notify = daemon.notify
+
+    def notify(self, message: str) -> None:
+        if self._notify is not None:
+            self._notify(message)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def ready(self) -> None:
+        self.notify("READY=1\nSTATUS=" + self.summary())
+        self._start_watchdog()
+
+    def stopping(self) -> None:
+        self.notify("STOPPING=1\nSTATUS=stopping every service")
+
+    def _start_watchdog(self) -> None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not self.active or not usec or (pid and int(pid) != os.getpid()):
+            return
+        interval = int(usec) / 1e6 / 2
+
+        def ping() -> None:
+            self.notify("WATCHDOG=1")
+            self.sup.loop.call_later(interval, ping)
+
+        ping()
+
+    # -- status ------------------------------------------------------------------
+
+    def summary(self) -> str:
+        counts = Counter(str(svc.state) for svc in self.sup.services.values())
+        order = [str(s) for s in State]
+        parts = [f"{counts[s]} {s}" for s in order if counts[s]]
+        return ", ".join(parts) if parts else "no services"
+
+    def changed(self, svc: ServiceRuntime) -> None:
+        if not self.active:
+            return
+        if not self._status_pending:
+            self._status_pending = True
+            self.sup.loop.call_later(0.1, self._send_status)
+        if self.units_enabled and svc.state == State.STARTING and not svc.extra.get("unit_started"):
+            svc.extra["unit_started"] = True
+            self._units_pending.add(svc.name)
+            if len(self._units_pending) == 1:
+                self.sup.loop.call_later(0.05, self._start_units)
+        elif svc.state in (State.STOPPED, State.FAILED):
+            svc.extra.pop("unit_started", None)
+
+    def _send_status(self) -> None:
+        self._status_pending = False
+        self.notify("STATUS=" + self.summary())
+
+    def _start_units(self) -> None:
+        names = sorted(self._units_pending)
+        self._units_pending.clear()
+        if names:
+            self.sup.spawn_task(self._systemctl_start(names), "units")
+
+    async def _systemctl_start(self, names: list[str]) -> None:
+        units = [f"wsgi@{name}.service" for name in names]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "systemctl",
+                "start",
+                "--no-block",
+                *units,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await proc.communicate()
+        except OSError as exc:
+            log.warning("cannot start the units of %s: %s", ", ".join(names), exc)
+            return
+        if proc.returncode:
+            log.warning("systemctl start %s: %s", " ".join(units), err.decode(errors="replace").strip())

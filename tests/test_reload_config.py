@@ -1,0 +1,83 @@
+"""A new manifest applied while running: only the difference moves."""
+
+import signal
+import sys
+
+from support import APPS, uwsgi_request, write_manifest
+
+PROBE = APPS / "probe.py"
+WORKER = APPS / "worker.py"
+
+
+def manifest(greeting="one", extra=""):
+    return f"""
+[services.steady]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+
+[services.changing]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+environment = {{ PROBE_GREETING = "{greeting}" }}
+
+[services.going]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+
+[services.conductor]
+kind = "worker"
+command = ["{sys.executable}", "{WORKER}"]
+ready_after = 0.2
+{extra}
+"""
+
+
+def test_reload_config_applies_only_the_difference(daemon):
+    write_manifest(daemon.conf_dir, manifest())
+    daemon.start()
+    daemon.ctl("start", "--all")
+    before = daemon.status()
+    changing_inode = daemon.socket("changing").stat().st_ino
+
+    text = manifest(greeting="two").replace("[services.going]", "[services.coming]")
+    write_manifest(daemon.conf_dir, text)
+    out = daemon.ctl("reload-config").stdout
+    assert "1 changed, 1 added, 1 removed, 2 untouched" in out
+
+    after = daemon.status()
+    assert set(after) == {"steady", "changing", "coming", "conductor"}
+    for name in ("steady", "conductor"):
+        assert after[name]["pid"] == before[name]["pid"] and after[name]["restarts"] == 0
+    assert after["changing"]["pid"] != before["changing"]["pid"]
+    assert after["changing"]["state"] == after["coming"]["state"] == "running"
+    # the changed API kept its socket (no refused connection) and sees its new environment
+    assert daemon.socket("changing").stat().st_ino == changing_inode
+    status, _, body = uwsgi_request(daemon.socket("changing"), "/")
+    assert status == 200 and b'"PROBE_GREETING": "two"' in body
+    assert not daemon.socket("going").exists()
+
+
+def test_a_manifest_that_does_not_validate_changes_nothing(daemon):
+    write_manifest(daemon.conf_dir, manifest())
+    daemon.start()
+    daemon.ctl("start", "--all")
+    before = {n: s["pid"] for n, s in daemon.status().items()}
+    write_manifest(daemon.conf_dir, manifest(extra="bogus_key = 1"))
+    result = daemon.ctl("reload-config", check=False)
+    assert result.returncode == 1
+    assert "nothing changed" in result.stderr
+    assert "service 'conductor', key 'bogus_key'" in result.stderr
+    assert {n: s["pid"] for n, s in daemon.status().items()} == before
+    assert "manifest reload refused" in daemon.ctl("logs", "wsgi-supervisor").stdout
+
+
+def test_sighup_reloads_the_manifest(daemon):
+    write_manifest(daemon.conf_dir, manifest())
+    daemon.start()
+    daemon.ctl("start", "--all")
+    write_manifest(daemon.conf_dir, manifest() + '\n[services.late]\nkind = "api"\napp = "' + str(PROBE) + '"\n')
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_state("late", "running")

@@ -1,0 +1,173 @@
+"""The units on a real systemd (in systemd-nspawn): systemctl and journalctl for every service."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from nspawn import Container
+
+from support import APPS, ROOT, WSGICTL
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-nspawn") is None, reason="needs systemd-container")
+
+VENV_BIN = Path(sys.executable).parent
+CTL = f"{VENV_BIN}/wsgictl"
+PYTHON = f"{VENV_BIN}/python3"
+RUN = "/run/wsgi-supervisor"
+
+
+def manifest(conductor_env: str = "one") -> str:
+    return f"""
+[services.api]
+kind = "api"
+app = "{APPS / "probe.py"}"
+processes = 1
+
+[services.conductor]
+kind = "worker"
+command = ["{PYTHON}", "{APPS / "worker.py"}"]
+notify = true
+environment = {{ WORKER_NOTIFY_AFTER = "0.2", WORKER_FLAVOUR = "{conductor_env}" }}
+
+[services.broken]
+kind = "api"
+app = "{APPS / "probe.py"}"
+processes = 1
+enabled = false
+environment = {{ PROBE_FAIL_IMPORT = "no database" }}
+"""
+
+
+def test_units_verify_as_installed(tmp_path):
+    subprocess.run([str(WSGICTL), "units", "install", "--dest", str(tmp_path)], check=True, capture_output=True)
+    result = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            "--recursive-errors=no",
+            "./wsgi-supervisor.service",
+            "./wsgi@api.service",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    unit = (tmp_path / "wsgi-supervisor.service").read_text()
+    assert f"ExecStart={VENV_BIN}/wsgi-supervisor" in unit
+    assert "RuntimeDirectory=wsgi-supervisor" in unit and "Type=notify" in unit
+
+
+@pytest.fixture
+def machine(tmp_path):
+    pyenv = Path(sys.base_prefix)
+    c = Container("wsgitest", [ROOT, pyenv], tmp_path / "console.log").start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def status(c: Container) -> dict[str, dict]:
+    out = c.run(CTL, "--runtime-dir", RUN, "status", "--json", check=False).stdout
+    return {s["name"]: s for s in json.loads(out)}
+
+
+def is_active(c: Container, unit: str) -> str:
+    return c.run("systemctl", "is-active", unit, check=False).stdout.strip()
+
+
+def request(c: Container, name: str) -> int:
+    code = f"import sys; sys.path.insert(0, '{ROOT / 'tests'}'); from support import uwsgi_request; "
+    code += f"print(uwsgi_request('{RUN}/{name}.sock')[0])"
+    return int(c.run(PYTHON, "-c", code).stdout.strip())
+
+
+def wait(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_services_under_a_real_systemd(machine):
+    c = machine
+    c.write("/etc/wsgi-supervisor/conf.d/host.toml", manifest())
+    c.run(CTL, "units", "install", "--socket-group", "root")
+    c.run(
+        "systemd-analyze",
+        "verify",
+        "--man=no",
+        "--recursive-errors=no",
+        "/etc/systemd/system/wsgi-supervisor.service",
+        "/etc/systemd/system/wsgi@api.service",
+    )
+    c.run("systemctl", "daemon-reload")
+
+    # the daemon is a notify service: start returns once the boot services are ready
+    c.run("systemctl", "start", "wsgi-supervisor")
+    assert is_active(c, "wsgi-supervisor") == "active"
+    assert "2 running" in c.run("systemctl", "show", "-p", "StatusText", "wsgi-supervisor").stdout
+    c.run("systemctl", "start", "wsgi@api", "wsgi@conductor")
+    assert is_active(c, "wsgi@api") == is_active(c, "wsgi@conductor") == "active"
+    assert request(c, "api") == 200
+    mode = c.run("stat", "-c", "%a %G", f"{RUN}/api.sock").stdout.split()
+    assert mode == ["660", "root"]
+
+    # kill -9 of the API's master: the daemon brings it back, the unit never leaves active
+    pid = status(c)["api"]["pid"]
+    c.run("kill", "-9", str(pid))
+    states = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states.add(is_active(c, "wsgi@api"))
+        s = status(c)["api"]
+        if s["state"] == "running" and s["pid"] != pid:
+            break
+        time.sleep(0.1)
+    assert states == {"active"}
+    assert request(c, "api") == 200
+
+    # a service that fails for good is failed for systemd too
+    started = c.run("systemctl", "start", "wsgi@broken", check=False, timeout=180)
+    assert started.returncode != 0
+    assert c.run("systemctl", "is-failed", "wsgi@broken", check=False).stdout.strip() == "failed"
+    assert status(c)["broken"]["state"] == "failed"
+
+    # journalctl -u wsgi@NAME has the service's own lines
+    journal = c.run("journalctl", "-u", "wsgi@conductor", "--no-pager").stdout
+    assert "starting, argv=" in journal
+
+    # systemctl stop: graceful, the socket gone, and wsgictl agrees
+    c.run("systemctl", "stop", "wsgi@api")
+    assert status(c)["api"]["state"] == "stopped"
+    assert c.run("test", "-e", f"{RUN}/api.sock", check=False).returncode == 1
+    # and the other way round: wsgictl stop, systemd follows
+    c.run(CTL, "--runtime-dir", RUN, "stop", "conductor")
+    wait(lambda: is_active(c, "wsgi@conductor") == "inactive", what="wsgi@conductor inactive")
+    # wsgictl start starts the unit too
+    c.run(CTL, "--runtime-dir", RUN, "start", "api", "conductor")
+    wait(lambda: is_active(c, "wsgi@api") == is_active(c, "wsgi@conductor") == "active", what="units active")
+
+    # a manifest change and systemctl reload: only the changed service gets new pids
+    before = status(c)
+    c.write("/etc/wsgi-supervisor/conf.d/host.toml", manifest(conductor_env="two"))
+    c.run("systemctl", "reload", "wsgi-supervisor")
+    after = status(c)
+    assert after["api"]["pid"] == before["api"]["pid"]
+    assert after["conductor"]["pid"] != before["conductor"]["pid"]
+    assert after["conductor"]["state"] == "running"
+    assert is_active(c, "wsgi@conductor") == "active"
+
+    # stop everything: no process of ours is left
+    c.run("systemctl", "stop", "wsgi-supervisor")
+    assert is_active(c, "wsgi@api") == "inactive"
+    left = c.run("ps", "-eo", "pid,args", "--no-headers").stdout
+    assert "uWSGI" not in left and "worker.py" not in left and "wsgi-supervisor" not in left, left

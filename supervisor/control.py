@@ -168,7 +168,13 @@ class ControlServer:
         return None
 
     async def _ping(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
-        return {"ok": True, "pid": os.getpid(), "services": len(self.sup.services)}
+        return {
+            "ok": True,
+            "pid": os.getpid(),
+            "services": len(self.sup.services),
+            "metrics": self.sup.metrics_address,
+            "log_lines_dropped": self.sup.drops.count,
+        }
 
     async def _status(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
         names = request.get("services") or []

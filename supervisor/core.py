@@ -28,6 +28,7 @@ from .layout import Layout
 from .logs import DAEMON_NAME, Drops, LogIntake
 from .manifest import Manifest
 from .procs import alive, describe_wait_status
+from .sampler import Sampler
 from .service import TAIL_LINES, LogLine, ServiceRuntime
 from .states import State, allowed
 from .systemd import Systemd
@@ -61,6 +62,7 @@ class Config:
     log_dir: Path | None = None
     journal: bool | None = None  # None: when journald is there
     metrics_listen: str | None = "127.0.0.1:9180"
+    sample_interval: float = 5.0
     default_venv: Path = field(default_factory=lambda: Path(sys.prefix))
 
 
@@ -85,6 +87,9 @@ class Supervisor:
         self.daemon_tail: deque[LogLine] = deque(maxlen=TAIL_LINES)
         self.drops = Drops()
         self.systemd = Systemd(self)
+        self.sampler = Sampler(self, config.sample_interval)
+        self.started_at = time.time()
+        self.metrics_address: str | None = None
         self.state_listeners: list[Any] = []
         self.config_reloads = 0
         self.last_reload_ok: bool | None = None
@@ -500,6 +505,7 @@ class Supervisor:
         if stats.pid != svc.pid:
             return
         svc.extra["stats"] = stats
+        self.sampler.observe_vassal(svc, stats)
         if svc.state == State.STARTING and stats.serving:
             self._became_ready(svc)
         elif svc.state == State.RELOADING and stats.serving:
@@ -745,6 +751,7 @@ class Supervisor:
         for name in removed:
             self.driver(self.services[name]).release(self.services[name])
             del self.services[name]
+            self.sampler.forget(name)
         for name in added + replaced:
             self.services[name] = ServiceRuntime(name, new[name])
             if new[name].enabled:
@@ -800,6 +807,13 @@ class Supervisor:
         stats = svc.extra.get("stats")
         if stats is not None:
             info["workers"] = [{"pid": w.pid, "status": w.status, "requests": w.requests} for w in stats.workers]
+        sample = self.sampler.samples.get(svc.name)
+        if sample is not None and svc.pid is not None:
+            info["rss_bytes"] = sample.rss_bytes
+            if svc.kind == "api":
+                info["listen_queue"] = sample.listen_queue
+        if svc.kind == "api":
+            info["requests"] = self.sampler.totals_of(svc.name).value("requests")
         return info
 
 

@@ -27,6 +27,7 @@ from .core import Config, Supervisor
 from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR, Layout
 from .logs import DAEMON_NAME, ConsoleSink, DaemonLogHandler, FileSink, JournalSink
 from .manifest import ManifestError, load
+from .metrics import MetricsServer
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -58,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="send every line to journald (auto: when its socket is there)",
     )
     p.add_argument("--quiet", action="store_true", help="do not echo service lines on stdout")
+    p.add_argument(
+        "--metrics-listen",
+        default="127.0.0.1:9180",
+        help="HOST:PORT of the Prometheus endpoint, /metrics (default %(default)s; empty: off)",
+    )
+    p.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples of the services")
     p.add_argument("--version", action="version", version=f"wsgi-supervisor {__version__}")
     return p.parse_args(argv)
 
@@ -113,6 +120,8 @@ async def serve(args: argparse.Namespace) -> int:
         control_gid=_group(args.control_group),
         log_dir=args.log_dir,
         journal={"auto": None, "yes": True, "no": False}[args.journal],
+        metrics_listen=args.metrics_listen or None,
+        sample_interval=args.sample_interval,
     )
     try:
         manifest = load(config.conf_dir)
@@ -134,6 +143,7 @@ async def serve(args: argparse.Namespace) -> int:
     file_sink = setup_logging(sup, args)
     intake = sup.intake
     control = ControlServer(sup)
+    metrics = MetricsServer(sup, config.metrics_listen) if config.metrics_listen else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,7 +154,11 @@ async def serve(args: argparse.Namespace) -> int:
         intake.open()
         intake.open_emperor_fifo()
         control.open()
+        if metrics is not None:
+            await metrics.start()
+            sup.metrics_address = metrics.address
         await sup.adopt_or_start_emperor()
+        sup.spawn_task(sup.sampler.run(), "sampler")
         boot = sup.start_enabled()
         if boot:
             waiting = loop.create_task(asyncio.wait(boot))
@@ -163,6 +177,8 @@ async def serve(args: argparse.Namespace) -> int:
         return_code = 0
     finally:
         await sup.shut_down()
+        if metrics is not None:
+            await metrics.close()
         await control.close()
         intake.close()
         sup.watcher.close()

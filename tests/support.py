@@ -109,6 +109,8 @@ class Daemon:
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="wsr-", dir="/tmp"))
         self.log_path = tmp / "daemon.log"
         self.extra_args = list(extra_args)
+        if "--metrics-listen" not in self.extra_args:
+            self.extra_args += ["--metrics-listen", ""]  # tests that scrape ask for a port of their own
         self.wrapper = list(wrapper)
         self.proc: subprocess.Popen | None = None
         self.seen: set[int] = set()

@@ -1,0 +1,191 @@
+"""`/metrics`: one Prometheus endpoint for every service, API and worker.
+
+A custom collector builds fresh metric families from the daemon's snapshot
+on every scrape (no I/O inside it); the HTTP side is a few lines of asyncio,
+so no thread runs beside the event loop of a process that forks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from . import __version__
+from .states import State
+
+if TYPE_CHECKING:
+    from .core import Supervisor
+
+log = logging.getLogger("wsgi-supervisor")
+
+WORKER_STATUSES = ("idle", "busy", "cheap", "pause", "signal")
+
+
+class SupervisorCollector:
+    def __init__(self, sup: Supervisor):
+        self.sup = sup
+
+    def collect(self) -> Iterator[Metric]:
+        sup = self.sup
+        sampler = sup.sampler
+        labels = ["service", "kind"]
+
+        info = InfoMetricFamily("wsgi_service", "Static facts of a service", labels=[*labels, "socket", "mount"])
+        up = GaugeMetricFamily("wsgi_service_up", "1 when the service is running and ready", labels=labels)
+        state = GaugeMetricFamily(
+            "wsgi_service_state", "1 for the current state of the service", labels=[*labels, "state"]
+        )
+        restarts = CounterMetricFamily(
+            "wsgi_service_restarts", "Times the service's main process was replaced", labels=labels
+        )
+        start_time = GaugeMetricFamily(
+            "wsgi_service_start_time_seconds", "When the service last became ready (Unix time)", labels=labels
+        )
+        ready_duration = GaugeMetricFamily(
+            "wsgi_service_ready_duration_seconds", "How long the last start took to become ready", labels=labels
+        )
+        rss = GaugeMetricFamily(
+            "wsgi_resident_memory_bytes", "Resident memory of all the service's processes", labels=labels
+        )
+        cpu = CounterMetricFamily("wsgi_cpu_seconds", "CPU time of the service's process tree", labels=labels)
+        requests = CounterMetricFamily("wsgi_requests", "Requests served by an API", labels=labels)
+        exceptions = CounterMetricFamily("wsgi_exceptions", "Uncaught exceptions in an API", labels=labels)
+        harakiri = CounterMetricFamily("wsgi_harakiri", "Workers killed for taking too long (harakiri)", labels=labels)
+        respawns = CounterMetricFamily("wsgi_worker_respawns", "uWSGI workers replaced", labels=labels)
+        tx = CounterMetricFamily("wsgi_response_bytes", "Bytes sent in responses", labels=labels)
+        workers = GaugeMetricFamily("wsgi_workers", "uWSGI workers by status", labels=[*labels, "status"])
+        avg_rt = GaugeMetricFamily(
+            "wsgi_average_response_time_seconds", "uWSGI's moving average of response time", labels=labels
+        )
+        queue = GaugeMetricFamily("wsgi_listen_queue_length", "Connections waiting to be accepted", labels=labels)
+        queue_max = GaugeMetricFamily("wsgi_listen_queue_max", "The socket's backlog limit", labels=labels)
+
+        for name in sorted(sup.services):
+            svc = sup.services[name]
+            values = [name, svc.kind]
+            socket = str(sup.layout.api_socket(name)) if svc.kind == "api" else ""
+            info.add_metric([*values, socket, getattr(svc.spec, "mount", None) or ""], {})
+            up.add_metric(values, 1.0 if svc.state.up else 0.0)
+            for s in State:
+                state.add_metric([*values, str(s)], 1.0 if svc.state == s else 0.0)
+            restarts.add_metric(values, svc.restarts)
+            if svc.up_since is not None:
+                start_time.add_metric(values, svc.up_since)
+            if svc.ready_duration is not None:
+                ready_duration.add_metric(values, svc.ready_duration)
+            sample = sampler.sample_of(name)
+            if svc.pid is not None:
+                rss.add_metric(values, sample.rss_bytes)
+            cpu.add_metric(values, sampler.usage[name].base + sampler.usage[name].last if name in sampler.usage else 0)
+            if svc.kind != "api":
+                continue
+            totals = sampler.totals_of(name)
+            requests.add_metric(values, totals.value("requests"))
+            exceptions.add_metric(values, totals.value("exceptions"))
+            harakiri.add_metric(values, totals.value("harakiri"))
+            tx.add_metric(values, totals.value("tx"))
+            respawns.add_metric(values, totals.respawns)
+            if svc.pid is not None:
+                for status in WORKER_STATUSES:
+                    workers.add_metric([*values, status], sample.workers.get(status, 0))
+                if sample.avg_response_s is not None:
+                    avg_rt.add_metric(values, sample.avg_response_s)
+            if sample.listen_queue is not None:
+                queue.add_metric(values, sample.listen_queue)
+                queue_max.add_metric(values, sample.listen_queue_max or 0)
+
+        yield from (info, up, state, restarts, start_time, ready_duration, rss, cpu)
+        yield from (requests, exceptions, harakiri, respawns, tx, workers, avg_rt, queue, queue_max)
+
+        build = InfoMetricFamily("wsgi_supervisor_build", "The daemon's version")
+        build.add_metric([], {"version": __version__})
+        yield build
+        ok = GaugeMetricFamily(
+            "wsgi_supervisor_config_last_reload_successful", "1 if the last manifest reload was applied"
+        )
+        ok.add_metric([], 0.0 if sup.last_reload_ok is False else 1.0)
+        yield ok
+        when = GaugeMetricFamily(
+            "wsgi_supervisor_config_last_reload_success_timestamp_seconds",
+            "When the manifest was last loaded successfully (Unix time)",
+        )
+        when.add_metric([], sup.last_reload_success or sup.started_at)
+        yield when
+        dropped = CounterMetricFamily("wsgi_supervisor_log_lines_dropped", "Log lines a sink could not deliver")
+        dropped.add_metric([], sup.drops.count)
+        yield dropped
+        emperor = CounterMetricFamily(
+            "wsgi_supervisor_emperor_restarts", "Times the uWSGI emperor had to be started again"
+        )
+        emperor.add_metric([], sup.emperor_restarts)
+        yield emperor
+
+
+def registry_for(sup: Supervisor) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SupervisorCollector(sup))  # type: ignore[arg-type]
+    ProcessCollector(registry=registry)  # the daemon's own CPU, memory, fds
+    return registry
+
+
+class MetricsServer:
+    """A minimal HTTP/1.1 server for GET /metrics on loopback."""
+
+    def __init__(self, sup: Supervisor, listen: str):
+        self.sup = sup
+        host, _, port = listen.rpartition(":")
+        self.host = host.strip("[]") or "127.0.0.1"
+        self.port = int(port)
+        self.registry = registry_for(sup)
+        self.server: asyncio.base_events.Server | None = None
+        self.address: str | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, self.host, self.port)
+        sockname = self.server.sockets[0].getsockname()
+        self.address = f"{sockname[0]}:{sockname[1]}"
+        log.info("metrics on http://%s/metrics", self.address)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                request = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+            parts = request.decode("latin-1").split()
+            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+                await self._reply(writer, 405, b"only GET\n", "text/plain")
+            elif parts[1].split("?")[0] not in ("/metrics", "/"):
+                await self._reply(writer, 404, b"see /metrics\n", "text/plain")
+            else:
+                self.sup.sampler.sample_queues()  # the kernel answers at once
+                body = generate_latest(self.registry)
+                await self._reply(writer, 200, body if parts[0] == "GET" else b"", CONTENT_TYPE_LATEST)
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

@@ -1,0 +1,220 @@
+"""What the services do, sampled in the background into a snapshot.
+
+The metrics endpoint and `wsgictl status` read the snapshot; they never
+wait on a vassal or on the emperor. uWSGI's per-worker counters start again
+from zero whenever a worker or the master is replaced, so the daemon keeps
+totals that only grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import uwsgi
+from .sockdiag import listen_queues
+from .states import State
+
+if TYPE_CHECKING:
+    from .core import Supervisor
+    from .service import ServiceRuntime
+
+log = logging.getLogger("wsgi-supervisor")
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Totals:
+    """Monotonic totals over uWSGI's per-worker counters.
+
+    uWSGI keeps a counter per worker slot of a master: it may carry on
+    across a respawn of the worker, and it starts again from zero with a
+    new master (a restart, a crash). Counters are followed per (master,
+    slot); whatever a slot had counted when it went back down, or when its
+    master went away, is kept in `base`.
+    """
+
+    def __init__(self) -> None:
+        self.base: Counter[str] = Counter()
+        self.master: int | None = None
+        self.last: dict[int, dict[str, int]] = {}  # slot id -> counters
+        self.pids: dict[int, int] = {}  # slot id -> worker pid
+        self.respawns = 0
+
+    def update(self, master: int, workers: tuple[uwsgi.WorkerStats, ...]) -> None:
+        if master != self.master:
+            for values in self.last.values():
+                self.base.update(values)
+            self.master, self.last, self.pids = master, {}, {}
+        for w in workers:
+            now = {"requests": w.requests, "exceptions": w.exceptions, "harakiri": w.harakiri_count, "tx": w.tx}
+            before = self.last.get(w.id)
+            if before is not None:
+                for key, value in before.items():
+                    if now[key] < value:
+                        self.base[key] += value  # the slot started again from zero
+            self.last[w.id] = now
+            if w.pid > 0:
+                old = self.pids.get(w.id)
+                if old is not None and old != w.pid:
+                    self.respawns += 1
+                self.pids[w.id] = w.pid
+
+    def value(self, key: str) -> int:
+        return self.base[key] + sum(v[key] for v in self.last.values())
+
+
+@dataclass
+class Sample:
+    """One service's numbers, as last sampled."""
+
+    at: float = 0.0
+    workers: Counter[str] = field(default_factory=Counter)
+    avg_response_s: float | None = None
+    rss_bytes: int = 0
+    cpu_seconds: float = 0.0
+    listen_queue: int | None = None
+    listen_queue_max: int | None = None
+
+
+@dataclass
+class Usage:
+    """CPU seconds of a process tree, carried across restarts of its main process."""
+
+    base: float = 0.0
+    main_pid: int | None = None
+    last: float = 0.0
+
+    def update(self, main_pid: int, seconds: float) -> float:
+        if main_pid != self.main_pid:
+            self.base += self.last
+            self.main_pid = main_pid
+            self.last = 0.0
+        self.last = max(self.last, seconds)
+        return self.base + self.last
+
+
+def _stat(pid: int) -> tuple[int, list[str]] | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * PAGE, fields
+
+
+def process_table() -> dict[int, list[int]]:
+    """Children of every process, from one pass over /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def tree(pid: int, children: dict[int, list[int]]) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, ()))
+    return found
+
+
+def tree_usage(pid: int, children: dict[int, list[int]]) -> tuple[int, float]:
+    """Resident bytes and CPU seconds (own, and of reaped children) of a process tree."""
+    rss, ticks = 0, 0
+    for p in tree(pid, children):
+        got = _stat(p)
+        if got is None:
+            continue
+        size, fields = got
+        rss += size
+        # utime stime cutime cstime are fields 14-17 of stat (11-14 after the command)
+        ticks += sum(int(x) for x in fields[11:15])
+    return rss, ticks / TICKS
+
+
+class Sampler:
+    def __init__(self, sup: Supervisor, interval: float = 5.0):
+        self.sup = sup
+        self.interval = interval
+        self.samples: dict[str, Sample] = {}
+        self.totals: dict[str, Totals] = {}
+        self.usage: dict[str, Usage] = {}
+
+    def sample_of(self, name: str) -> Sample:
+        return self.samples.setdefault(name, Sample())
+
+    def totals_of(self, name: str) -> Totals:
+        return self.totals.setdefault(name, Totals())
+
+    async def run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.sample_all()
+            except Exception:  # never let sampling take the daemon down
+                log.exception("sampling failed")
+            await asyncio.sleep(max(0.5, self.interval - (time.monotonic() - started)))
+
+    async def sample_all(self) -> None:
+        running = [s for s in self.sup.services.values() if s.pid is not None and s.state != State.STOPPED]
+        apis = [s for s in running if s.kind == "api"]
+        stats = await asyncio.gather(*(self.sup.vassals.stats(s.name) for s in apis))
+        for svc, st in zip(apis, stats, strict=True):
+            if st is not None:
+                self.sup.on_observed(svc, st)  # the same path as readiness probes
+        children = await asyncio.get_running_loop().run_in_executor(None, process_table)
+        for svc in running:
+            if svc.pid is None:
+                continue
+            rss, cpu = tree_usage(svc.pid, children)
+            sample = self.sample_of(svc.name)
+            sample.rss_bytes = rss
+            sample.cpu_seconds = self.usage.setdefault(svc.name, Usage()).update(svc.pid, cpu)
+            sample.at = time.time()
+        self.sample_queues()
+
+    def observe_vassal(self, svc: ServiceRuntime, stats: uwsgi.VassalStats) -> None:
+        """Fold a vassal's stats into the totals (also fed by readiness probes)."""
+        self.totals_of(svc.name).update(stats.pid, stats.workers)
+        sample = self.sample_of(svc.name)
+        sample.workers = Counter(_worker_status(w.status) for w in stats.workers)
+        times = [w.avg_rt_us for w in stats.workers if w.requests and w.avg_rt_us]
+        sample.avg_response_s = (sum(times) / len(times) / 1e6) if times else None
+
+    def sample_queues(self) -> None:
+        """Connections waiting on each API socket, straight from the kernel (cheap: one netlink dump)."""
+        try:
+            queues = listen_queues()
+        except OSError as exc:
+            log.debug("sock_diag: %s", exc)
+            return
+        for name, listener in list(self.sup.vassals.listeners.items()):
+            with contextlib.suppress(OSError):
+                inode = os.fstat(listener.fileno()).st_ino
+                waiting, limit = queues.get(inode, (None, None))
+                sample = self.sample_of(name)
+                sample.listen_queue, sample.listen_queue_max = waiting, limit
+
+    def forget(self, name: str) -> None:
+        for table in (self.samples, self.totals, self.usage):
+            table.pop(name, None)
+
+
+def _worker_status(status: str) -> str:
+    return "signal" if status.startswith("sig") else status or "unknown"

@@ -352,6 +352,24 @@ def cmd_reload_config(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy_config(args: argparse.Namespace) -> int:
+    from .layout import Layout
+    from .manifest import ManifestError, load
+    from .proxyconf import Vhost, apache, nginx
+
+    try:
+        manifest = load(args.conf_dir, check_host=False)
+    except ManifestError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    vhost = None
+    if args.vhost:
+        vhost = Vhost(args.listen, args.server_name, args.cert, args.key)
+    render = apache if args.server == "apache" else nginx
+    print(render(manifest, Layout(args.runtime_dir), vhost, args.timeout), end="")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .manifest import ManifestError, load  # pydantic: only this command needs it
 
@@ -410,6 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--dest", type=Path, default=Path("/etc/systemd/system"))
     ui.add_argument("--socket-group", help="group of the API sockets (default: www-data if it exists)")
 
+    px = sub.add_parser("proxy-config", help="Apache or nginx config for every API with a mount")
+    px.add_argument("server", choices=("apache", "nginx"))
+    px.add_argument("--vhost", action="store_true", help="a whole VirtualHost / server block, not a snippet")
+    px.add_argument("--listen", default="127.0.0.1:80", help="ADDR:PORT of the vhost (default %(default)s)")
+    px.add_argument("--server-name", help="ServerName / server_name of the vhost")
+    px.add_argument("--cert", help="TLS certificate file (turns TLS on)")
+    px.add_argument("--key", help="TLS key file")
+    px.add_argument("--timeout", type=int, default=300, help="proxy timeout in seconds (default %(default)s)")
+
     c = sub.add_parser("check", help="validate the manifest; starts nothing")
     c.add_argument("--conf-dir", type=Path, default=argparse.SUPPRESS)
     return p
@@ -421,6 +448,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cmd_check(args))
     if args.cmd == "units":
         sys.exit(cmd_units(args))
+    if args.cmd == "proxy-config":
+        sys.exit(cmd_proxy_config(args))
     if args.cmd == "supervise":
         sys.exit(cmd_supervise(args))
     client = Client(args.runtime_dir)

@@ -452,6 +452,20 @@ def _check_graph(declared: Mapping[str, _Declared]) -> list[Problem]:
     return problems
 
 
+def _check_mounts(services: Mapping[str, Service], sources: Mapping[str, str]) -> list[Problem]:
+    seen: dict[str, str] = {}
+    problems = []
+    for name in sorted(services):
+        mount = getattr(services[name], "mount", None)
+        if mount is None:
+            continue
+        if mount in seen:
+            problems.append(Problem(sources[name], name, "mount", f"{mount} is already the mount of {seen[mount]!r}"))
+        else:
+            seen[mount] = name
+    return problems
+
+
 def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) -> list[Problem]:
     """Checks against this machine: venvs, users, groups, programs."""
     import grp
@@ -521,6 +535,7 @@ def load(conf_dir: Path, check_host: bool = True) -> Manifest:
                 services[name] = decl.service
                 sources[name] = decl.file
     problems.extend(_check_graph(declared))
+    problems.extend(_check_mounts(services, sources))
     if check_host:
         problems.extend(_check_paths(services, sources))
     if problems:

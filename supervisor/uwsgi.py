@@ -100,7 +100,11 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
         ]
     else:
         options.append(("socket", socket))
-    if app_is_file(service):
+    if service.mount and service.mount != "/":
+        # the app under its URL prefix: uWSGI splits SCRIPT_NAME/PATH_INFO itself, so a
+        # front end passes the full path (nginx does); other paths reach it unsplit
+        options += [("mount", f"{service.mount}={service.app}"), ("manage-script-name", True)]
+    elif app_is_file(service):
         options.append(("wsgi-file", service.app))
     else:
         options.append(("module", service.app))

@@ -4,6 +4,7 @@
 environment; anything else echoes. Import fails when PROBE_FAIL_IMPORT is set.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -28,8 +29,22 @@ def application(environ, start_response):
         os._exit(3)
     if path == "/log":
         print(f"ERROR probe asked to log: {query}", flush=True)
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
+    digest = hashlib.sha256()
+    size = 0
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        import uwsgi  # chunked request bodies come through uWSGI's chunked API (as glance reads them)
+
+        while chunk := uwsgi.chunked_read(30):
+            digest.update(chunk)
+            size += len(chunk)
+    else:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        while length > size:
+            chunk = environ["wsgi.input"].read(min(65536, length - size))
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
     answer = {
         "pid": os.getpid(),
         "argv": sys.argv,
@@ -37,7 +52,8 @@ def application(environ, start_response):
         "script_name": environ.get("SCRIPT_NAME", ""),
         "path_info": path,
         "query": query,
-        "body": len(body),
+        "body": size,
+        "sha256": digest.hexdigest(),
     }
     data = json.dumps(answer).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])

@@ -1,0 +1,187 @@
+"""Apache and nginx in front, with configs from `wsgictl proxy-config`, end to end."""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from frontends import Apache, Nginx, free_port
+
+from support import APPS, WSGICTL, Daemon, write_manifest
+
+PROBE = APPS / "probe.py"
+MANIFEST = f"""
+[services.identity]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+mount = "/identity"
+
+[services.compute]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+mount = "/compute"
+
+[services.metadata]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+mount = "/compute/metadata"
+
+[services.image]
+kind = "api"
+app = "{PROBE}"
+processes = 2
+protocol = "http"
+mount = "/image"
+"""
+
+SERVERS = {"apache": Apache, "nginx": Nginx}
+
+
+@pytest.fixture(scope="module")
+def apis(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("apis")
+    d = Daemon(tmp, extra_args=["--socket-group", "www-data"])
+    write_manifest(d.conf_dir, MANIFEST)
+    d.start()
+    d.ctl("start", "--all")
+    yield d
+    d.stop()
+
+
+def config(apis, server, port):
+    return subprocess.run(
+        [
+            str(WSGICTL),
+            "--runtime-dir",
+            str(apis.runtime_dir),
+            "--conf-dir",
+            str(apis.conf_dir),
+            "proxy-config",
+            server,
+            "--vhost",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def front(request, apis, tmp_path):
+    if shutil.which("apache2" if request.param == "apache" else "nginx") is None:
+        pytest.skip(f"{request.param} is not installed")
+    port = free_port()
+    fe = SERVERS[request.param](tmp_path / request.param, config(apis, request.param, port), port)
+    checked = fe.check()
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # apache2 -t / nginx -t
+    fe.start()
+    yield fe
+    fe.stop()
+
+
+def get(port, path, method="GET", body=None, headers=None, timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(
+            method,
+            path,
+            body=body,
+            headers=headers or {},
+            encode_chunked=headers is not None and "Transfer-Encoding" in headers,
+        )
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "path, service, script_name, path_info",
+    [
+        ("/identity/v3/auth/tokens", "identity", "/identity", "/v3/auth/tokens"),
+        ("/identity", "identity", "/identity", ""),
+        ("/identity/", "identity", "/identity", "/"),
+        ("/compute/v2.1/servers", "compute", "/compute", "/v2.1/servers"),
+        ("/compute/metadata/openstack/latest", "metadata", "/compute/metadata", "/openstack/latest"),
+        ("/compute/metadata", "metadata", "/compute/metadata", ""),
+        ("/image/v2/images", "image", "/image", "/v2/images"),
+    ],
+)
+def test_every_mount_answers_with_its_script_name(apis, front, path, service, script_name, path_info):
+    status, body = get(front.port, path)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["script_name"] == script_name
+    assert answer["path_info"] in (path_info, path_info or "/")
+    pids = {w["pid"] for w in apis.status()[service]["workers"]}
+    assert answer["pid"] in pids
+
+
+def test_no_mount_is_matched_by_a_longer_word(apis, front):
+    status, body = get(front.port, "/identityfoo")
+    assert status in (403, 404) and b"script_name" not in body  # the front end's own answer, not the API's
+
+
+def test_a_20mb_chunked_upload_arrives_intact(apis, front):
+    data = os.urandom(20 * 1024 * 1024)
+
+    def chunks():
+        for i in range(0, len(data), 256 * 1024):
+            yield data[i : i + 256 * 1024]
+
+    status, body = get(
+        front.port,
+        "/image/v2/images/abc/file",
+        method="PUT",
+        body=chunks(),
+        headers={"Transfer-Encoding": "chunked", "Content-Type": "application/octet-stream"},
+        timeout=60,
+    )
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["body"] == len(data) and answer["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_one_api_down_answers_503_quickly_and_the_others_200(apis, front):
+    apis.ctl("stop", "compute")
+    try:
+        started = time.monotonic()
+        status, _ = get(front.port, "/compute/v2.1/servers")
+        took = time.monotonic() - started
+        assert status in (502, 503) and took < 1.0
+        assert get(front.port, "/identity/v3")[0] == 200
+        assert get(front.port, "/compute/metadata/x")[0] == 200
+        assert get(front.port, "/image/v2/images")[0] == 200
+    finally:
+        apis.ctl("start", "compute")
+    assert get(front.port, "/compute/v2.1/servers")[0] == 200
+
+
+def test_reloading_the_front_end_restarts_no_api(apis, front):
+    before = {n: s["pid"] for n, s in apis.status().items()}
+    front.reload()
+    time.sleep(1)
+    assert get(front.port, "/identity/v3")[0] == 200
+    assert {n: s["pid"] for n, s in apis.status().items()} == before
+
+
+def test_sockets_belong_to_the_front_end_group_and_nobody_else(apis):
+    sock = apis.socket("identity")
+    st = sock.stat()
+    assert st.st_gid == 33 and (st.st_mode & 0o777) == 0o660
+    code = (
+        "import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+        f"try:\n    s.connect({str(sock)!r})\nexcept PermissionError:\n    sys.exit(13)\n"
+    )
+    as_www = subprocess.run(["/usr/bin/python3", "-c", code], user="www-data", group="www-data", extra_groups=[])
+    as_nobody = subprocess.run(["/usr/bin/python3", "-c", code], user="nobody", group="nogroup", extra_groups=[])
+    assert as_www.returncode == 0 and as_nobody.returncode == 13

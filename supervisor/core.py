@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from .emperor import Emperor
 from .layout import Layout
 from .logs import DAEMON_NAME, Drops, LogIntake
 from .manifest import Manifest
-from .procs import alive, describe_wait_status
+from .procs import alive, describe_wait_status, signal_tree
 from .sampler import Sampler
 from .service import TAIL_LINES, LogLine, ServiceRuntime
 from .states import State, allowed
@@ -43,7 +44,6 @@ MAX_FAILURES = 5  # failed starts in a row before giving up
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
 PROBE_INTERVAL = 0.2  # readiness probes while starting or reloading
-RELOAD_TIMEOUT_PER_WORKER = 30.0
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
 
 OK_START = frozenset({State.RUNNING})
@@ -90,6 +90,7 @@ class Supervisor:
         self.sampler = Sampler(self, config.sample_interval)
         self.started_at = time.time()
         self.metrics_address: str | None = None
+        self._state_pending = False
         self.state_listeners: list[Any] = []
         self.config_reloads = 0
         self.last_reload_ok: bool | None = None
@@ -174,8 +175,11 @@ class Supervisor:
         self.on_change(svc)
 
     def on_change(self, svc: ServiceRuntime) -> None:
-        """Tell the observers of state changes: systemd, `wsgictl supervise` watchers."""
+        """Tell the observers of state changes: systemd, `wsgictl supervise` watchers, the state file."""
         self.systemd.changed(svc)
+        if not self._state_pending:
+            self._state_pending = True
+            self.loop.call_later(0.2, self.save_state)
         for listener in list(self.state_listeners):
             listener(svc)
 
@@ -253,7 +257,8 @@ class Supervisor:
     def reload(self, name: str) -> asyncio.Future[tuple[bool, str]]:
         """Graceful reload: new workers with new code, the socket never closed."""
         svc = self.services[name]
-        if svc.state == State.RELOADING:
+        if svc.state in (State.RELOADING, State.STARTING):
+            # a starting service loads the current code anyway
             return self._wait(svc, OK_START)
         if svc.state != State.RUNNING:
             future: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
@@ -313,9 +318,9 @@ class Supervisor:
         svc.timer = self.loop.call_later(svc.spec.stop_timeout, self._stop_timed_out, svc.name, svc.pid)
 
     def _begin_reload(self, svc: ServiceRuntime) -> asyncio.Future[tuple[bool, str]]:
-        stats = svc.extra.get("stats")
-        svc.reload_from = frozenset(w.pid for w in stats.workers) if stats else frozenset()
-        if not self.driver(svc).ask_reload(svc):
+        if svc.kind == "api":
+            return self._begin_vassal_reload(svc)
+        if not self.workers.ask_reload(svc):
             future: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
             future.set_result((False, f"{svc.name}: the process did not take the reload request"))
             return future
@@ -324,11 +329,75 @@ class Supervisor:
             # it said nothing when it started, it will say nothing now: the signal is the reload
             self._set_state(svc, State.RUNNING, "reload signal sent")
             return self._wait(svc, OK_START)
-        workers = getattr(svc.spec, "processes", 1)
-        svc.timer = self.loop.call_later(
-            RELOAD_TIMEOUT_PER_WORKER * workers + svc.spec.start_timeout, self._reload_timed_out, svc.name
-        )
+        svc.timer = self.loop.call_later(svc.spec.start_timeout, self._reload_timed_out, svc.name)
         return self._wait(svc, OK_START)
+
+    def _begin_vassal_reload(self, svc: ServiceRuntime) -> asyncio.Future[tuple[bool, str]]:
+        """A second vassal on the same socket; the old one retires once the new one serves.
+
+        No request waits (the old workers serve until the new ones accept) and
+        none is lost (the old ones are paused before they stop). New code
+        that cannot start leaves the old vassal serving.
+        """
+        other = "" if svc.instance else "b"
+        svc.extra["reload"] = other
+        svc.extra.pop("reload_pid", None)
+        svc.failure_hint = None
+        svc.last_exception = None
+        try:
+            self.vassals.start_second(svc, other)
+        except (OSError, ValueError) as exc:
+            svc.extra.pop("reload", None)
+            future: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
+            future.set_result((False, f"cannot reload: {exc}"))
+            return future
+        self._set_state(svc, State.RELOADING)
+        svc.timer = self.loop.call_later(svc.spec.start_timeout, self._reload_timed_out, svc.name)
+        return self._wait(svc, OK_START)
+
+    def _reload_launched(self, svc: ServiceRuntime, pid: int) -> None:
+        svc.extra["reload_pid"] = pid
+        self.watcher.watch(pid, lambda p, status, name=svc.name: self._reload_vassal_exited(name, p))
+
+    def _reload_vassal_exited(self, name: str, pid: int) -> None:
+        svc = self.services.get(name)
+        if svc is None or svc.extra.get("reload_pid") != pid or svc.state != State.RELOADING:
+            return
+        why = svc.failure_hint or "the new vassal exited before it was ready"
+        if svc.last_exception:
+            why += f": {svc.last_exception}"
+        self._abandon_reload(svc, why)
+
+    def _abandon_reload(self, svc: ServiceRuntime, why: str) -> None:
+        """The new vassal did not come up: the old one goes on serving."""
+        svc.cancel_timer()
+        instance = svc.extra.pop("reload", None)
+        pid = svc.extra.pop("reload_pid", None)
+        if instance is not None:
+            self.vassals.remove_file(svc.name, instance)
+        if pid is not None:
+            self.watcher.unwatch(pid)
+            signal_tree(pid, signal.SIGKILL)
+        for future, _ in svc.waiters:
+            if not future.done():
+                future.set_result((False, f"reload failed, still serving the previous code: {why}"))
+        svc.waiters = []
+        self._set_state(svc, State.RUNNING, f"reload failed: {why}")
+
+    def _finish_vassal_reload(self, svc: ServiceRuntime, stats: uwsgi.VassalStats) -> None:
+        svc.cancel_timer()
+        old_pid, old_instance = svc.pid, svc.instance
+        new_pid = svc.extra.pop("reload_pid")
+        svc.instance = svc.extra.pop("reload")
+        self.watcher.unwatch(new_pid)
+        if old_pid is not None:
+            self.watcher.unwatch(old_pid)
+        self._track(svc, new_pid)
+        svc.extra["stats"] = stats
+        svc.up_since = time.time()
+        if old_pid is not None:
+            self.vassals.retire(svc, old_instance, old_pid)
+        self._set_state(svc, State.RUNNING, "reloaded")
 
     def _finish_stop(self, svc: ServiceRuntime) -> None:
         svc.cancel_timer()
@@ -345,11 +414,16 @@ class Supervisor:
 
     # -- events ----------------------------------------------------------------------
 
-    def on_launched(self, name: str, pid: int) -> tuple[bool, str]:
+    def on_launched(self, name: str, pid: int, instance: str = "") -> tuple[bool, str]:
         """A vassal's launcher called in: `pid` is the new master. May it run?"""
         svc = self.services.get(name)
         if svc is None:
             return False, f"{name} is not in the manifest"
+        if instance != svc.instance:
+            if svc.state == State.RELOADING and svc.extra.get("reload") == instance:
+                self._reload_launched(svc, pid)
+                return True, "ok"
+            return False, f"{name}: vassal {instance or 'a'} is not wanted"
         restarting = svc.state == State.STOPPING and svc.restart_pending
         if not svc.goal_running or (
             svc.state not in (State.STARTING, State.RUNNING, State.RELOADING) and not restarting
@@ -496,31 +570,36 @@ class Supervisor:
     def _reload_timed_out(self, name: str) -> None:
         svc = self.services[name]
         svc.timer = None
-        if svc.state == State.RELOADING:
+        if svc.state != State.RELOADING:
+            return
+        if svc.kind == "api":
+            self._abandon_reload(svc, f"the new vassal was not ready after {svc.spec.start_timeout:g}s")
+        else:
             self.say(svc, "reload did not finish in time; counting it as done", priority=4)
             self._set_state(svc, State.RUNNING, "reload timed out")
 
     def on_observed(self, svc: ServiceRuntime, stats: uwsgi.VassalStats) -> None:
-        """A stats sample of an API's vassal."""
+        """A stats sample of an API's vassal (the serving one, or the one a reload starts)."""
+        if svc.state == State.RELOADING and stats.pid == svc.extra.get("reload_pid") and stats.pid:
+            if stats.serving:
+                self._finish_vassal_reload(svc, stats)
+            return
         if stats.pid != svc.pid:
             return
         svc.extra["stats"] = stats
         self.sampler.observe_vassal(svc, stats)
         if svc.state == State.STARTING and stats.serving:
             self._became_ready(svc)
-        elif svc.state == State.RELOADING and stats.serving:
-            current = {w.pid for w in stats.workers}
-            if not current & svc.reload_from:
-                svc.cancel_timer()
-                self._set_state(svc, State.RUNNING, "reloaded")
 
     def _became_ready(self, svc: ServiceRuntime) -> None:
         svc.cancel_timer()
         now = time.monotonic()
         svc.ready_at = now
-        svc.up_since = time.time()
-        if svc.started_at is not None:
-            svc.ready_duration = now - svc.started_at
+        adopted = svc.extra.pop("adopted", False)
+        if not adopted or svc.up_since is None:  # an adopted vassal keeps its own history
+            svc.up_since = time.time()
+            if svc.started_at is not None:
+                svc.ready_duration = now - svc.started_at
         svc.next_retry = None
         svc.reason = None
         self._set_state(svc, State.RUNNING)
@@ -576,7 +655,9 @@ class Supervisor:
                     await asyncio.sleep(pause)
                     if svc.pid is None or svc.extra.get("waiting_for"):
                         break
-                    stats = await self.vassals.stats(svc.name)
+                    reloading = svc.state == State.RELOADING
+                    instance = svc.extra.get("reload", svc.instance) if reloading else svc.instance
+                    stats = await self.vassals.stats(svc.name, instance)
                     if stats is not None:
                         self.on_observed(svc, stats)
                     if svc.state not in (State.STARTING, State.RELOADING):
@@ -611,6 +692,34 @@ class Supervisor:
                 if svc.state != State.STARTING:
                     self._set_state(svc, State.STARTING, "the emperor died and was started again")
                 self._begin_start(svc)
+
+    # -- what a next daemon should know ---------------------------------------------------------
+
+    def save_state(self) -> None:
+        """Counts that should outlive this daemon (kept in the runtime dir, atomically)."""
+        self._state_pending = False
+        state = {
+            name: {
+                "restarts": svc.restarts,
+                "up_since": svc.up_since,
+                "ready_duration": svc.ready_duration,
+                "pid": svc.pid,
+                "instance": svc.instance,
+            }
+            for name, svc in self.services.items()
+        }
+        from .vassals import write_atomic
+
+        try:
+            write_atomic(self.layout.state_file, json.dumps({"services": state}), mode=0o600)
+        except OSError as exc:
+            log.warning("cannot save the state file: %s", exc)
+
+    def load_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            return json.loads(self.layout.state_file.read_text()).get("services", {})
+        except (OSError, ValueError):
+            return {}
 
     # -- start-up and shut-down ------------------------------------------------------------------
 
@@ -653,20 +762,40 @@ class Supervisor:
         """Take over the vassals a previous daemon left serving."""
         seen = await self.emperor.stats(timeout=5.0)
         vassals = seen[1] if seen else {}
-        for file in self.layout.vassal_dir.glob("*.ini"):
-            name = file.stem
+        previous = self.load_state()
+        for name, svc in self.services.items():
+            svc.restarts = int(previous.get(name, {}).get("restarts") or 0)
+        files = {f.stem: f for f in self.layout.vassal_dir.glob("*.ini")}
+        for ident, file in files.items():
+            name, _, instance = ident.partition(".")
             svc = self.services.get(name)
-            vassal = vassals.get(name)
+            vassal = vassals.get(ident)
             if svc is None or svc.kind != "api" or vassal is None or vassal.pid <= 0:
                 # not ours any more, or not running: the normal start decides
                 file.unlink()
                 continue
+            if svc.pid is not None:
+                # both vassals of a reload that the previous daemon did not finish:
+                # keep the one it had switched to, retire the other
+                keep_new = previous.get(name, {}).get("instance") == instance
+                if not keep_new:
+                    self.vassals.retire(svc, instance, vassal.pid)
+                    continue
+                self.vassals.retire(svc, svc.instance, svc.pid)
+                self.watcher.unwatch(svc.pid)
+                svc.pid = None
+            svc.instance = instance
             svc.goal_running = True
             self.vassals.take_over_socket(name, vassal.pid)
             self._track(svc, vassal.pid)
+            known = previous.get(name, {})
+            svc.extra["adopted"] = True
+            if known.get("pid") == vassal.pid:
+                svc.up_since = known.get("up_since")
+                svc.ready_duration = known.get("ready_duration")
             svc.started_at = time.monotonic()
             self._set_state(svc, State.STARTING, "adopted from the previous daemon")
-            if self.vassals.render(svc) != file.read_text():
+            if svc.state == State.STARTING and self.vassals.render(svc) != file.read_text():
                 # the manifest changed while no daemon ran: apply it
                 self.say(svc, "definition changed while the daemon was away: restarting it")
                 self.vassals.prepare(svc)
@@ -690,6 +819,8 @@ class Supervisor:
             self.driver(svc).disable(svc)
         stops = []
         for svc in self.services.values():
+            if svc.extra.get("reload_pid"):
+                self.vassals.retire(svc, svc.extra.pop("reload"), svc.extra.pop("reload_pid"))
             if svc.state in (State.STARTING, State.RUNNING, State.RELOADING, State.STOPPING):
                 if svc.state != State.STOPPING:
                     self._set_state(svc, State.STOPPING)

@@ -28,7 +28,7 @@ LAUNCH_PREFIX = "; wsgi-supervisor-launch "
 DROP = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
-def fetch_socket(control, name):
+def fetch_socket(control, name, instance):
     """The listening socket the daemon holds for `name`, or None.
 
     None when the daemon cannot be reached (it is restarting): uWSGI then
@@ -39,7 +39,7 @@ def fetch_socket(control, name):
     conn.settimeout(5)
     try:
         conn.connect(control)
-        conn.sendall(json.dumps({"cmd": "launch", "service": name}).encode() + b"\n")
+        conn.sendall(json.dumps({"cmd": "launch", "service": name, "instance": instance}).encode() + b"\n")
         data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 4)
     except OSError:
         return None
@@ -79,7 +79,7 @@ def main(argv):
     if emperor_fd == 3:  # fd 3 is where the listening socket goes
         emperor_fd = os.dup(3)
         os.set_inheritable(emperor_fd, True)
-    listen_fd = fetch_socket(spec["control"], name)
+    listen_fd = fetch_socket(spec["control"], name, spec.get("instance", ""))
 
     try:
         log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

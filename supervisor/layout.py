@@ -30,22 +30,29 @@ class Layout:
     def vassal_dir(self) -> Path:
         return self.runtime_dir / "vassals"
 
-    def vassal_file(self, name: str) -> Path:
-        return self.vassal_dir / f"{name}.ini"
+    # An API has up to two vassals at once while it reloads: instance "" (NAME.ini)
+    # and instance "b" (NAME.b.ini). Service names hold no dot, so these never clash.
+
+    @staticmethod
+    def instance_id(name: str, instance: str = "") -> str:
+        return f"{name}.{instance}" if instance else name
+
+    def vassal_file(self, name: str, instance: str = "") -> Path:
+        return self.vassal_dir / f"{self.instance_id(name, instance)}.ini"
 
     @property
     def stats_dir(self) -> Path:
         return self.runtime_dir / "stats"
 
-    def stats_socket(self, name: str) -> Path:
-        return self.stats_dir / f"{name}.sock"
+    def stats_socket(self, name: str, instance: str = "") -> Path:
+        return self.stats_dir / f"{self.instance_id(name, instance)}.sock"
 
     @property
     def fifo_dir(self) -> Path:
         return self.runtime_dir / "fifo"
 
-    def master_fifo(self, name: str) -> Path:
-        return self.fifo_dir / f"{name}.fifo"
+    def master_fifo(self, name: str, instance: str = "") -> Path:
+        return self.fifo_dir / f"{self.instance_id(name, instance)}.fifo"
 
     @property
     def notify_dir(self) -> Path:

@@ -174,7 +174,7 @@ class Sampler:
     async def sample_all(self) -> None:
         running = [s for s in self.sup.services.values() if s.pid is not None and s.state != State.STOPPED]
         apis = [s for s in running if s.kind == "api"]
-        stats = await asyncio.gather(*(self.sup.vassals.stats(s.name) for s in apis))
+        stats = await asyncio.gather(*(self.sup.vassals.stats(s.name, s.instance) for s in apis))
         for svc, st in zip(apis, stats, strict=True):
             if st is not None:
                 self.sup.on_observed(svc, st)  # the same path as readiness probes

@@ -43,8 +43,8 @@ class ServiceRuntime:
     ready_duration: float | None = None
     next_retry: float | None = None  # wall clock
     goal_running: bool = False
+    instance: str = ""  # which of an API's two vassal files is the serving one ("" or "b")
     restart_pending: bool = False
-    reload_from: frozenset[int] = frozenset()  # worker pids before a reload
     waiters: list[tuple[asyncio.Future[tuple[bool, str]], frozenset[State]]] = field(default_factory=list)
     tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     last_exception: str | None = None

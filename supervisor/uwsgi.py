@@ -22,9 +22,8 @@ from .manifest import ApiService, app_is_file, ini_safe
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
 
 # master FIFO commands (uWSGI "master-fifo")
+PAUSE = b"p"  # workers stop accepting once their request is done (a toggle)
 GRACEFUL_STOP = b"q"
-CHAIN_RELOAD = b"c"
-GRACEFUL_RELOAD = b"r"
 
 # imported in each worker before the app: makes its stdout a blocking write
 BOOT_FILE = Path(__file__).with_name("vassal_boot.py")
@@ -53,13 +52,16 @@ def interpreter(service: ApiService, default_venv: Path) -> tuple[Path, Path]:
     return venv / "bin" / "python3", venv / "bin" / "uwsgi"
 
 
-def launch_spec(name: str, service: ApiService, layout: Layout, default_venv: Path) -> dict[str, Any]:
+def launch_spec(
+    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = ""
+) -> dict[str, Any]:
     python, entry = interpreter(service, default_venv)
     env = {"PYTHONUNBUFFERED": "1", **service.environment}
     if service.venv:
         env.setdefault("VIRTUAL_ENV", str(service.venv))
     return {
         "service": name,
+        "instance": instance,
         "exec": [str(python), str(entry)],
         "path": str(python.parent),
         "env": env,
@@ -69,8 +71,8 @@ def launch_spec(name: str, service: ApiService, layout: Layout, default_venv: Pa
     }
 
 
-def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path) -> str:
-    """The vassal ini for one API. Pure: same service, same text."""
+def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "") -> str:
+    """The vassal ini for one API (one of its two instances). Pure: same service, same text."""
     python, _ = interpreter(service, default_venv)
     socket = str(layout.api_socket(name))
     stop = max(1, int(service.stop_timeout))
@@ -114,9 +116,9 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
         options.append(("chdir", service.chdir))
     options += [
         ("binary-path", python),
-        ("stats", layout.stats_socket(name)),
+        ("stats", layout.stats_socket(name, instance)),
         ("memory-report", True),
-        ("master-fifo", layout.master_fifo(name)),
+        ("master-fifo", layout.master_fifo(name, instance)),
         ("procname-prefix-spaced", f"[{name}]"),
         ("auto-procname", True),
         ("exit-on-reload", False),
@@ -151,7 +153,7 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
         for item in value if isinstance(value, list) else [value]:
             options.append((key, item))
 
-    spec = launch_spec(name, service, layout, default_venv)
+    spec = launch_spec(name, service, layout, default_venv, instance)
     lines = [LAUNCH_PREFIX + json.dumps(spec, sort_keys=True), "[uwsgi]"]
     lines += [f"{key} = {_value(value)}" for key, value in options]
     return "\n".join(lines) + "\n"
@@ -214,6 +216,11 @@ class VassalStats:
     workers: tuple[WorkerStats, ...]
 
     @property
+    def paused(self) -> bool:
+        """No worker will accept a connection: each is suspended or gone."""
+        return all(w.status == "pause" or w.pid <= 0 for w in self.workers)
+
+    @property
     def serving(self) -> bool:
         """Every worker has the app loaded and accepts requests."""
         return bool(self.workers) and all(
@@ -262,7 +269,7 @@ def parse_emperor_stats(raw: bytes) -> tuple[int, dict[str, EmperorVassal]]:
     for v in data.get("vassals", ()):
         ident = str(v.get("id", ""))
         if ident.endswith(".ini"):
-            name = ident[: -len(".ini")]
+            name = ident[: -len(".ini")]  # NAME, or NAME.b for the second instance
             vassals[name] = EmperorVassal(name=name, pid=int(v.get("pid", 0)), ready=bool(v.get("ready", 0)))
     return int(data.get("pid", 0)), vassals
 

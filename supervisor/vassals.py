@@ -1,11 +1,12 @@
 """API services as uWSGI emperor vassals: the actions the core asks for.
 
 Start: hold the socket, write the vassal file, poke the emperor (the
-launcher then calls in with the new master's pid). Stop: graceful stop
-through the master FIFO, the file removed so the emperor does not bring it
-back. Restart: graceful stop with the file left in place, so the emperor
-spawns a new vassal on the same socket. Reload: a chain reload (workers
-replaced one at a time: no stall, no refused request).
+launcher then calls in with the new master's pid). Stop: pause, then a
+graceful stop through the master FIFO, the file removed so the emperor does
+not bring it back. Restart: the same with the file left in place, so the
+emperor spawns a new vassal on the same socket. Reload: a second vassal
+(`NAME.b.ini`) on the same socket; the old one retires once the new one
+serves.
 """
 
 from __future__ import annotations
@@ -91,18 +92,55 @@ class VassalDriver:
 
     # -- actions ---------------------------------------------------------------
 
-    def render(self, svc: ServiceRuntime) -> str:
+    def render(self, svc: ServiceRuntime, instance: str | None = None) -> str:
         assert isinstance(svc.spec, ApiService)
-        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.sup.config.default_venv)
+        chosen = svc.instance if instance is None else instance
+        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.sup.config.default_venv, chosen)
 
     def prepare(self, svc: ServiceRuntime) -> None:
         self.hold_socket(svc)
-        write_atomic(self.layout.vassal_file(svc.name), self.render(svc), mtime=VASSAL_MTIME)
+        write_atomic(self.layout.vassal_file(svc.name, svc.instance), self.render(svc), mtime=VASSAL_MTIME)
+
+    def start_second(self, svc: ServiceRuntime, instance: str) -> None:
+        """A second vassal for a reload: the same socket, files of its own."""
+        self.hold_socket(svc)
+        path = self.layout.vassal_file(svc.name, instance)
+        write_atomic(path, self.render(svc, instance), mtime=VASSAL_MTIME)
+        self.sup.spawn_task(
+            self._poke_until(lambda: svc.extra.get("reload_pid") is not None or svc.extra.get("reload") != instance),
+            f"poke-{svc.name}-{instance}",
+        )
+
+    def retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        """Stop a vassal that no longer serves (the old one after a reload), gracefully."""
+        self.sup.spawn_task(self._retire(svc, instance, pid), f"retire-{svc.name}")
+
+    async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        if self._fifo(svc.name, uwsgi.PAUSE, instance):
+            await self._wait_paused(svc, instance, pid)
+        if not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        # removed once it is stopping: the emperor's own stop would not be graceful
+        self.remove_file(svc.name, instance)
+        gone = asyncio.get_running_loop().create_future()
+        self.sup.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(None))
+        try:
+            await asyncio.wait_for(gone, svc.spec.stop_timeout)
+        except TimeoutError:
+            self.sup.say(svc, f"the old vassal (pid {pid}) is still up {svc.spec.stop_timeout:g}s later: SIGKILL", 4)
+            signal_tree(pid, signal.SIGKILL)
+        finally:
+            self.sup.watcher.unwatch(pid)
+
+    def remove_file(self, name: str, instance: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.vassal_file(name, instance).unlink()
 
     def launch(self, svc: ServiceRuntime) -> None:
-        self.sup.spawn_task(self._poke_until_launched(svc), f"poke-{svc.name}")
+        self.sup.spawn_task(self._poke_until(lambda: svc.pid is not None or not svc.state.active), f"poke-{svc.name}")
 
-    async def _poke_until_launched(self, svc: ServiceRuntime) -> None:
+    async def _poke_until(self, done) -> None:
         """Make the emperor rescan until it has spawned the vassal.
 
         A rescan right after a vassal died can come before the emperor has
@@ -110,43 +148,62 @@ class VassalDriver:
         """
         delay = 0.005
         for _ in range(400):
-            if svc.pid is not None or not svc.state.active:
+            if done():
                 return
             await self.sup.emperor.poke()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
     def ask_stop(self, svc: ServiceRuntime) -> bool:
-        """Ask the vassal to stop gracefully; False when there is nothing to ask."""
+        """Ask the vassal to stop gracefully; False when there is nothing to ask.
+
+        Workers are paused first and stopped once none of them accepts any
+        more: uWSGI's graceful stop kills an idle worker at once, and one that
+        has just accepted a connection but not yet read it counts as idle, so
+        that connection would be reset. Paused workers accept nothing; what
+        arrives meanwhile waits in the socket's queue for the next vassal.
+        """
         if svc.pid is None:
             return False
-        if self._fifo(svc.name, uwsgi.GRACEFUL_STOP):
+        if self._fifo(svc.name, uwsgi.PAUSE, svc.instance):
+            self.sup.spawn_task(self._stop_when_paused(svc, svc.instance, svc.pid), f"stop-{svc.name}")
             return True
         # no master FIFO yet (still starting): SIGTERM is a graceful stop too
         with contextlib.suppress(ProcessLookupError):
             os.kill(svc.pid, signal.SIGTERM)
         return True
 
-    def ask_reload(self, svc: ServiceRuntime) -> bool:
-        return self._fifo(svc.name, uwsgi.CHAIN_RELOAD)
+    async def _wait_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        deadline = asyncio.get_running_loop().time() + min(5.0, svc.spec.stop_timeout / 2)
+        while asyncio.get_running_loop().time() < deadline:
+            stats = await self.stats(svc.name, instance, timeout=0.5)
+            if stats is None or stats.pid != pid or stats.paused:
+                return
+            await asyncio.sleep(0.005)
+
+    async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        await self._wait_paused(svc, instance, pid)
+        if svc.pid == pid and not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def kill(self, svc: ServiceRuntime) -> None:
         if svc.pid is not None:
             signal_tree(svc.pid, signal.SIGKILL)
 
     def disable(self, svc: ServiceRuntime) -> None:
-        """Remove the vassal file, so the emperor does not bring the vassal back."""
-        with contextlib.suppress(FileNotFoundError):
-            self.layout.vassal_file(svc.name).unlink()
+        """Remove the vassal files, so the emperor does not bring a vassal back."""
+        for instance in ("", "b"):
+            self.remove_file(svc.name, instance)
 
     def release(self, svc: ServiceRuntime) -> None:
         listener = self.listeners.pop(svc.name, None)
         if listener is not None:
             listener.close()
 
-    def _fifo(self, name: str, command: bytes) -> bool:
+    def _fifo(self, name: str, command: bytes, instance: str = "") -> bool:
         try:
-            fd = os.open(self.layout.master_fifo(name), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(self.layout.master_fifo(name, instance), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno not in (errno.ENXIO, errno.ENOENT):
                 log.warning("%s: master FIFO: %s", name, exc)
@@ -160,8 +217,8 @@ class VassalDriver:
             os.close(fd)
         return True
 
-    async def stats(self, name: str, timeout: float = 1.0) -> uwsgi.VassalStats | None:
-        raw = await read_unix(self.layout.stats_socket(name), timeout)
+    async def stats(self, name: str, instance: str = "", timeout: float = 1.0) -> uwsgi.VassalStats | None:
+        raw = await read_unix(self.layout.stats_socket(name, instance), timeout)
         if raw is None:
             return None
         try:

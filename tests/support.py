@@ -241,3 +241,58 @@ def wsgictl_as(user: str, group: str, runtime_dir: Path, *args: str) -> subproce
         cwd="/",
         timeout=30,
     )
+
+
+class Load:
+    """Steady load on one API socket: `threads` clients sending requests back to back.
+
+    Counts every request that did not get a 200 (status, reset, refused,
+    timeout) and keeps every latency, so a test can say how many failed
+    while something else was going on.
+    """
+
+    def __init__(self, sock_path, threads: int = 4, path: str = "/", timeout: float = 30.0):
+        import threading
+
+        self.sock_path = sock_path
+        self.path = path
+        self.timeout = timeout
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failures: list[str] = []
+        self.latencies: list[tuple[float, float]] = []  # (start, seconds)
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        while not self.stop_flag.is_set():
+            started = time.monotonic()
+            try:
+                status, _, _ = uwsgi_request(self.sock_path, self.path, timeout=self.timeout)
+                error = None if status == 200 else f"status {status}"
+            except OSError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            took = time.monotonic() - started
+            with self.lock:
+                self.latencies.append((started, took))
+                if error is None:
+                    self.ok += 1
+                else:
+                    self.failures.append(error)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(self.timeout + 5)
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        start = self.ok
+        while self.ok - start < n and time.monotonic() < deadline:
+            time.sleep(0.01)

@@ -944,7 +944,10 @@ class Supervisor:
             if svc.kind == "api":
                 info["listen_queue"] = sample.listen_queue
         if svc.kind == "api":
-            info["requests"] = self.sampler.totals_of(svc.name).value("requests")
+            totals = self.sampler.totals_of(svc.name)
+            info["requests"] = totals.value("requests")
+            info["harakiri"] = totals.value("harakiri")
+            info["worker_respawns"] = totals.respawns
         return info
 
 

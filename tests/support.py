@@ -55,6 +55,8 @@ def uwsgi_request(sock_path, path="/", method="GET", body=b"", timeout=10.0, hea
         data = b""
         while chunk := s.recv(65536):
             data += chunk
+    if not data:
+        raise ConnectionError("the connection closed without a response")
     head, _, payload = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])

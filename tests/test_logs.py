@@ -205,3 +205,28 @@ def test_an_api_that_prints_100000_lines_at_import_loses_none_and_lives(tmp_path
     numbers = [int(line.rsplit(" ", 1)[1]) for line in lines if "loud line" in line]
     assert numbers == list(range(100000))
     assert any("loud done" in line for line in lines)
+
+
+def test_a_full_disk_costs_log_lines_not_services(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "api.log").symlink_to("/dev/full")  # every write: ENOSPC
+    d = Daemon(tmp_path, extra_args=["--log-dir", str(logs), "--journal", "no"])
+    write_manifest(d.conf_dir, MANIFEST)
+    d.start()
+    try:
+        d.ctl("start", "api", "conductor")
+        for _ in range(5):
+            assert uwsgi_request(d.socket("api"), "/")[0] == 200
+        assert d.status()["api"]["state"] == "running"
+        out = d.ctl("logs", "wsgi-supervisor", "-n", "500").stdout
+        assert "log files: dropped lines" in out and "No space left on device" in out
+        ping = json.loads(
+            subprocess.run(
+                [str(WSGICTL), "--runtime-dir", str(d.runtime_dir), "status", "--json"], capture_output=True, text=True
+            ).stdout
+        )
+        assert ping  # the daemon still answers
+        assert (logs / "conductor.log").read_text()  # other services' files are written
+    finally:
+        d.stop()

@@ -180,3 +180,38 @@ def test_the_emperor_killed_is_brought_back_with_its_vassals(daemon):
     status = daemon.status()
     assert status["loaded"]["failures"] == 0  # not the app's fault
     time.sleep(0.5)
+
+
+def test_a_hung_worker_is_killed_by_harakiri_and_it_shows(tmp_path):
+    import socket as sk
+    import urllib.request
+
+    with sk.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = Daemon(tmp_path, extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--sample-interval", "0.5"])
+    write_manifest(
+        d.conf_dir,
+        f'[services.slow]\nkind = "api"\napp = "{PROBE}"\nprocesses = 1\nharakiri = 2\nmax_rss_mb = 100\n'
+        # uWSGI recycles only workers older than this (10 s by default)
+        'uwsgi = { "min-worker-lifetime" = 1 }\n',
+    )
+    d.start()
+    try:
+        d.ctl("start", "slow")
+        try:
+            status = uwsgi_request(d.socket("slow"), "/sleep?10", timeout=15)[0]
+        except OSError:
+            status = None
+        assert status != 200  # the worker was killed mid-request
+        d.wait_for(lambda s: s["slow"]["harakiri"] == 1, what="the harakiri counted")
+        # a worker that grows past max_rss_mb is recycled after its request
+        assert uwsgi_request(d.socket("slow"), "/grow?150")[0] == 200
+        assert uwsgi_request(d.socket("slow"), "/")[0] == 200  # uWSGI checks after the request it measured
+        d.wait_for(lambda s: s["slow"]["worker_respawns"] >= 2, what="the worker recycled")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'wsgi_harakiri_total{kind="api",service="slow"} 1.0' in text
+        assert d.status()["slow"]["state"] == "running"
+        assert "HARAKIRI" in d.ctl("logs", "slow", "-n", "200").stdout
+    finally:
+        d.stop()

@@ -17,6 +17,7 @@ if _flag and os.path.exists(_flag):
     raise RuntimeError(f"probe app refuses to import while {_flag} exists")
 
 IMPORTED_ENV = dict(os.environ)
+_HOARD = []
 print("probe app imported in pid", os.getpid(), flush=True)
 
 
@@ -25,6 +26,8 @@ def application(environ, start_response):
     query = environ.get("QUERY_STRING", "")
     if path == "/sleep":
         time.sleep(float(query or 1))
+    if path == "/grow":
+        _HOARD.append(b"\x01" * (int(query or 50) * 1024 * 1024))  # touched pages: real RSS
     if path == "/crash":
         os._exit(3)
     if path == "/log":

@@ -335,6 +335,26 @@ def cmd_units(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reexec(client: Client, args: argparse.Namespace) -> int:
+    """Ask the daemon to exec itself again (after an upgrade), then wait until it answers."""
+    before = client.request({"cmd": "reexec"})
+    if not before.get("ok"):
+        print(f"wsgictl: {before.get('error')}", file=sys.stderr)
+        return EXIT_FAILED
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            reply = Client(args.runtime_dir, timeout=5).request({"cmd": "ping"})
+        except Unreachable:
+            continue
+        if reply.get("ok"):
+            print(f"wsgi-supervisor re-executed (pid {reply['pid']}, {reply['services']} services adopted)")
+            return 0
+    print(f"wsgictl: wsgi-supervisor did not come back within {args.timeout:g}s", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def cmd_reload_config(client: Client, args: argparse.Namespace) -> int:
     reply = client.request({"cmd": "reload-config"}, timeout=None)
     if not reply.get("ok"):
@@ -421,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--reconnect", type=float, default=120.0, help="seconds to wait for a restarting daemon")
 
     sub.add_parser("reload-config", help="read the manifest again and apply the difference")
+    rx = sub.add_parser("daemon-reexec", help="the daemon execs itself again (after an upgrade); services keep running")
+    rx.add_argument("--timeout", type=float, default=60.0)
 
     un = sub.add_parser("units", help="systemd units")
     un_sub = un.add_subparsers(dest="units_cmd", required=True)
@@ -454,7 +476,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cmd_supervise(args))
     client = Client(args.runtime_dir)
     try:
-        commands = {"status": cmd_status, "logs": cmd_logs, "reload-config": cmd_reload_config}
+        commands = {
+            "status": cmd_status,
+            "logs": cmd_logs,
+            "reload-config": cmd_reload_config,
+            "daemon-reexec": cmd_reexec,
+        }
         code = commands.get(args.cmd, cmd_action)(client, args)
     except Unreachable as exc:
         print(f"wsgictl: {exc}", file=sys.stderr)

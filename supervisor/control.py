@@ -69,6 +69,7 @@ class ControlServer:
             "logs": self._logs,
             "watch": self._watch,
             "reload-config": self._reload_config,
+            "reexec": self._reexec,
         }
 
     def add_handler(self, cmd: str, handler: Any) -> None:
@@ -266,6 +267,11 @@ class ControlServer:
         finally:
             self.sup.log_sinks.remove(sink)
             closed.cancel()
+        raise ClientGone
+
+    async def _reexec(self, request: dict[str, Any], conn: socket.socket) -> None:
+        await self._send(conn, {"ok": True, "pid": os.getpid()})
+        self.loop.call_soon(self.sup.reexec)
         raise ClientGone
 
     async def _reload_config(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:

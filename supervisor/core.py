@@ -695,8 +695,9 @@ class Supervisor:
 
     # -- what a next daemon should know ---------------------------------------------------------
 
-    def save_state(self) -> None:
-        """Counts that should outlive this daemon (kept in the runtime dir, atomically)."""
+    def save_state(self, workers: dict[str, dict[str, int]] | None = None) -> None:
+        """Counts that should outlive this daemon (kept in the runtime dir, atomically);
+        with `workers`, what a re-exec hands over to the next image."""
         self._state_pending = False
         state = {
             name: {
@@ -711,15 +712,51 @@ class Supervisor:
         from .vassals import write_atomic
 
         try:
-            write_atomic(self.layout.state_file, json.dumps({"services": state}), mode=0o600)
+            body = {"services": state, "workers": workers or {}, "reexec": workers is not None}
+            write_atomic(self.layout.state_file, json.dumps(body), mode=0o600)
         except OSError as exc:
             log.warning("cannot save the state file: %s", exc)
 
     def load_state(self) -> dict[str, dict[str, Any]]:
+        return self._state_file().get("services", {})
+
+    def _state_file(self) -> dict[str, Any]:
         try:
-            return json.loads(self.layout.state_file.read_text()).get("services", {})
+            return json.loads(self.layout.state_file.read_text())
         except (OSError, ValueError):
             return {}
+
+    def reexec(self) -> None:
+        """Replace this daemon's program with itself (after an upgrade), costing no service anything.
+
+        The pid stays, so the emperor and the workers stay our children and
+        systemd keeps its main process; the new image adopts the vassals as
+        after any restart, and takes the workers' output pipes over.
+        """
+        self.save_state(workers=self.workers.handover())
+        log.info("re-executing %s", " ".join(sys.argv))
+        os.environ["WSGI_SUPERVISOR_REEXEC"] = "1"
+        os.execv(sys.argv[0], sys.argv)
+
+    def _adopt_workers(self) -> None:
+        state = self._state_file()
+        if not state.get("reexec") or not os.environ.pop("WSGI_SUPERVISOR_REEXEC", None):
+            return
+        for name, kept in state.get("workers", {}).items():
+            svc = self.services.get(name)
+            pid, fd = int(kept["pid"]), int(kept["fd"])
+            if svc is None or svc.kind != "worker" or not alive(pid):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                continue
+            svc.goal_running = True
+            self.workers.adopt(svc, pid, fd)
+            self._track(svc, pid)
+            svc.extra["adopted"] = True
+            svc.up_since = state.get("services", {}).get(name, {}).get("up_since")
+            self._set_state(svc, State.STARTING, "adopted after a re-exec")
+            self._became_ready(svc)
+            log.info("%s: adopted worker (pid %d)", name, pid)
 
     # -- start-up and shut-down ------------------------------------------------------------------
 
@@ -757,6 +794,7 @@ class Supervisor:
         self.emperor.adopt(running)
         self._watch_emperor()
         await self._adopt_vassals()
+        self._adopt_workers()
 
     async def _adopt_vassals(self) -> None:
         """Take over the vassals a previous daemon left serving."""

@@ -20,7 +20,7 @@ EXIT_NOT_RUNNING = 3
 EXIT_UNKNOWN = 4
 
 COMMANDS = frozenset(
-    {"ping", "status", "start", "stop", "restart", "reload", "logs", "watch", "reload-config", "launch"}
+    {"ping", "status", "start", "stop", "restart", "reload", "logs", "watch", "reload-config", "launch", "reexec"}
 )
 
 

@@ -195,6 +195,25 @@ class ProcessDriver:
         self.sup.loop.add_reader(read_fd, self._read_output, svc.name, read_fd)
         self.sup.on_spawned(svc, proc.pid)
 
+    def adopt(self, svc: ServiceRuntime, pid: int, pipe_fd: int) -> None:
+        """Take over a worker the previous image of this daemon started (after a re-exec)."""
+        self._open_notify(svc)
+        os.set_blocking(pipe_fd, False)
+        os.set_inheritable(pipe_fd, False)
+        self.pipes[svc.name] = (pipe_fd, bytearray())
+        self.sup.loop.add_reader(pipe_fd, self._read_output, svc.name, pipe_fd)
+
+    def handover(self) -> dict[str, dict[str, int]]:
+        """Workers and their output pipes, kept open across an exec of the daemon."""
+        kept = {}
+        for name, (fd, _) in self.pipes.items():
+            svc = self.sup.services.get(name)
+            if svc is None or svc.pid is None:
+                continue
+            os.set_inheritable(fd, True)
+            kept[name] = {"pid": svc.pid, "fd": fd}
+        return kept
+
     @staticmethod
     def _program(spec: WorkerService, path: str) -> str:
         program = spec.command[0]

@@ -215,3 +215,24 @@ def test_a_hung_worker_is_killed_by_harakiri_and_it_shows(tmp_path):
         assert "HARAKIRI" in d.ctl("logs", "slow", "-n", "200").stdout
     finally:
         d.stop()
+
+
+def test_a_daemon_reexec_costs_the_services_nothing(daemon):
+    write_manifest(daemon.conf_dir, manifest(n_others=1))
+    daemon.start()
+    daemon.ctl("start", "--all")
+    before = daemon.status()
+    with Load(daemon.socket("loaded")) as load:
+        out = daemon.ctl("daemon-reexec").stdout
+        assert f"pid {daemon.proc.pid}" in out  # the same process, a new program
+        daemon.ctl("start", "--all")
+        load.wait_for_requests(50)
+    after = daemon.status()
+    assert load.failures == []
+    for name in ("loaded", "other0", "conductor"):
+        assert after[name]["state"] == "running" and after[name]["pid"] == before[name]["pid"], name
+    # the worker's output still reaches the pipeline
+    daemon.ctl("reload", "conductor")
+    daemon.wait_for(lambda s: "reloading my configuration" in daemon.ctl("logs", "conductor").stdout, what="log")
+    daemon.ctl("stop", "conductor")
+    assert not alive(before["conductor"]["pid"])

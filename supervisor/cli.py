@@ -390,6 +390,69 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_files, to_toml
+
+    missing = [str(p) for p in args.files if not p.is_file()]
+    if missing:
+        print(f"wsgictl import: no such file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(to_toml(import_files(args.files)), end="")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """One API of the manifest in the foreground, on wsgiref, for debugging."""
+    import json as _json
+
+    from .manifest import ApiService, ManifestError, app_is_file, load
+
+    try:
+        manifest = load(args.conf_dir)
+    except ManifestError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    spec = manifest.services.get(args.name)
+    if spec is None:
+        print(f"wsgictl serve: unknown service: {args.name}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    if not isinstance(spec, ApiService):
+        print(
+            f"wsgictl serve: {args.name} is a worker; run its command instead: {' '.join(spec.command)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    try:
+        reply = Client(args.runtime_dir, timeout=5).request({"cmd": "status", "services": [args.name]})
+        running = reply.get("ok") and reply["services"][0]["state"] in ("starting", "running", "reloading")
+    except Unreachable:
+        running = False
+    if running and not args.force:
+        s = reply["services"][0]
+        print(
+            f"wsgictl serve: {args.name} is being served by wsgi-supervisor right now "
+            f"(pid {s['pid']}, socket {s['socket']}). Stop it first (wsgictl stop {args.name}), "
+            "or pass --force to run a second copy on a port.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    venv = Path(spec.venv) if spec.venv else Path(sys.prefix)
+    python = venv / "bin" / "python3"
+    payload = {
+        "name": args.name,
+        "app": spec.app,
+        "args": list(spec.args),
+        "env": {"PYTHONUNBUFFERED": "1", **spec.environment},
+        "mount": spec.mount,
+        "chdir": spec.chdir,
+        "file_dir": str(Path(spec.app).parent) if app_is_file(spec) else None,
+        "host": args.host,
+        "port": args.port,
+    }
+    runner = Path(__file__).with_name("serve_app.py")
+    os.execv(python, [str(python), str(runner), _json.dumps(payload)])
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .manifest import ManifestError, load  # pydantic: only this command needs it
 
@@ -459,6 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--key", help="TLS key file")
     px.add_argument("--timeout", type=int, default=300, help="proxy timeout in seconds (default %(default)s)")
 
+    im = sub.add_parser("import", help="uWSGI ini files, Apache vhosts, systemd units -> a manifest (TOML)")
+    im.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    se = sub.add_parser("serve", help="one API in the foreground on wsgiref (a breakpoint works)")
+    se.add_argument("name", metavar="NAME")
+    se.add_argument("--port", type=int, default=8000, help="TCP port on --host (default %(default)s)")
+    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--force", action="store_true", help="even while the daemon serves it")
+
     c = sub.add_parser("check", help="validate the manifest; starts nothing")
     c.add_argument("--conf-dir", type=Path, default=argparse.SUPPRESS)
     return p
@@ -472,6 +544,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cmd_units(args))
     if args.cmd == "proxy-config":
         sys.exit(cmd_proxy_config(args))
+    if args.cmd == "import":
+        sys.exit(cmd_import(args))
+    if args.cmd == "serve":
+        sys.exit(cmd_serve(args))
     if args.cmd == "supervise":
         sys.exit(cmd_supervise(args))
     client = Client(args.runtime_dir)

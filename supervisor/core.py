@@ -19,11 +19,10 @@ import sys
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import uwsgi
+from .config import Config
 from .emperor import Emperor
 from .layout import Layout
 from .logs import DAEMON_NAME, Drops, LogIntake
@@ -43,7 +42,10 @@ MIN_UPTIME = 10.0  # a crash after this long up is not a failed start
 MAX_FAILURES = 5  # failed starts in a row before giving up
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
-PROBE_INTERVAL = 0.2  # readiness probes while starting or reloading
+# readiness probes while starting or reloading: woken by the log line that says a
+# worker loaded the app; this is only the fallback, so 100 services starting at
+# once do not keep the daemon busy reading stats
+PROBE_INTERVAL = 1.0
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
 
 OK_START = frozenset({State.RUNNING})
@@ -51,27 +53,12 @@ STOPPED_ONLY = frozenset({State.STOPPED})
 END_START = frozenset({State.FAILED, State.STOPPED})
 
 
-@dataclass(frozen=True)
-class Config:
-    conf_dir: Path
-    runtime_dir: Path
-    socket_gid: int | None = None
-    socket_mode: int = 0o660
-    control_gid: int | None = None
-    control_mode: int = 0o660
-    log_dir: Path | None = None
-    journal: bool | None = None  # None: when journald is there
-    metrics_listen: str | None = "127.0.0.1:9180"
-    sample_interval: float = 5.0
-    default_venv: Path = field(default_factory=lambda: Path(sys.prefix))
-
-
 def backoff_delay(failures: int) -> float:
     return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
 
 
 class Supervisor:
-    def __init__(self, config: Config, manifest: Manifest):
+    def __init__(self, config: Config, manifest: Manifest, emperor: Emperor | None = None):
         self.config = config
         self.layout = Layout(config.runtime_dir)
         self.manifest = manifest
@@ -80,7 +67,7 @@ class Supervisor:
         }
         self.loop = asyncio.get_running_loop()
         self.watcher = ExitWatcher(self.loop)
-        self.emperor = Emperor(self.layout)
+        self.emperor = emperor or Emperor(self.layout)
         self.vassals = VassalDriver(self)
         self.workers = ProcessDriver(self)
         self.intake = LogIntake(self)
@@ -682,6 +669,7 @@ class Supervisor:
         log.error("the uWSGI emperor (pid %d) died (%s): starting a new one", pid, how)
         self.emperor_restarts += 1
         self.emperor.spawn()
+        log.info("emperor started (pid %d)", self.emperor.pid)
         self._watch_emperor()
         for svc in self.services.values():
             if svc.kind == "api" and svc.goal_running and svc.state.active and svc.state != State.STOPPING:
@@ -760,41 +748,22 @@ class Supervisor:
 
     # -- start-up and shut-down ------------------------------------------------------------------
 
-    def prepare_runtime_dir(self) -> None:
-        longest = max((len(str(self.layout.stats_socket(n))) for n in self.services), default=0)
+    def check_socket_paths(self) -> None:
+        longest = max((len(str(self.layout.stats_socket(n, "b"))) for n in self.services), default=0)
         if longest > MAX_SOCKET_PATH:
             raise RuntimeError(
                 f"the runtime dir {self.layout.runtime_dir} is too long: unix socket paths under it "
                 f"would pass {MAX_SOCKET_PATH} bytes; use a shorter --runtime-dir"
             )
-        rd = self.layout.runtime_dir
-        rd.mkdir(parents=True, exist_ok=True)
-        os.chmod(rd, 0o755)  # the front end must reach NAME.sock
-        for d in self.layout.private_dirs():
-            d.mkdir(exist_ok=True)
-            os.chmod(d, 0o700)
-        # services running as other users reach their notify socket (each checked by pid)
-        os.chmod(self.layout.daemon_dir, 0o711)
-        os.chmod(self.layout.notify_dir, 0o711)
-        source = (Path(__file__).parent / "launcher.py").read_text()
-        from .vassals import write_atomic
 
-        python = self.config.default_venv / "bin" / "python3"
-        write_atomic(self.layout.launcher, f"#!{python} -IS\n{source}", mode=0o700)
-
-    async def adopt_or_start_emperor(self) -> None:
-        running = self.emperor.find_running()
-        if running is None:
-            # a fresh start: forget vassals a dead emperor left behind
-            for stale in self.layout.vassal_dir.glob("*.ini"):
-                stale.unlink()
-            self.emperor.spawn()
-            self._watch_emperor()
-            return
-        self.emperor.adopt(running)
+    async def attach_emperor(self) -> None:
+        """Watch the emperor started (or adopted) before the manifest was read; adopt what runs."""
+        how = "adopted the running emperor" if self.emperor.adopted else "emperor started"
+        log.info("%s (pid %d)", how, self.emperor.pid)
         self._watch_emperor()
-        await self._adopt_vassals()
-        self._adopt_workers()
+        if self.emperor.adopted:
+            await self._adopt_vassals()
+            self._adopt_workers()
 
     async def _adopt_vassals(self) -> None:
         """Take over the vassals a previous daemon left serving."""

@@ -40,6 +40,26 @@ def own_uwsgi() -> tuple[Path, Path]:
     return python, entry
 
 
+def prepare_runtime_dir(layout: Layout, default_venv: Path) -> None:
+    """The runtime dir's tree with its modes, and the launcher the emperor runs for every vassal."""
+    rd = layout.runtime_dir
+    rd.mkdir(parents=True, exist_ok=True)
+    os.chmod(rd, 0o755)  # the front end must reach NAME.sock
+    for d in layout.private_dirs():
+        d.mkdir(exist_ok=True)
+        os.chmod(d, 0o700)
+    # services running as other users reach their notify socket (each checked by pid)
+    os.chmod(layout.daemon_dir, 0o711)
+    os.chmod(layout.notify_dir, 0o711)
+    source = (Path(__file__).parent / "launcher.py").read_text()
+    python = default_venv / "bin" / "python3"
+    text = f"#!{python} -IS\n{source}"
+    tmp = layout.launcher.with_name(".launcher.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o700)
+    os.replace(tmp, layout.launcher)
+
+
 class Emperor:
     def __init__(self, layout: Layout):
         self.layout = layout
@@ -90,7 +110,6 @@ class Emperor:
         self.pid = pid
         self.adopted = False
         self.layout.emperor_pidfile.write_text(f"{pid}\n")
-        log.info("emperor started (pid %d)", pid)
         return pid
 
     def find_running(self) -> int | None:
@@ -107,7 +126,26 @@ class Emperor:
     def adopt(self, pid: int) -> None:
         self.pid = pid
         self.adopted = True
-        log.info("adopted the running emperor (pid %d)", pid)
+
+    def start_or_adopt(self) -> None:
+        """Adopt the emperor a previous daemon left serving, or start one (with no vassal yet)."""
+        running = self.find_running()
+        if running is not None:
+            self.adopt(running)
+            return
+        for stale in self.layout.vassal_dir.glob("*.ini"):  # a dead emperor's leftovers
+            stale.unlink()
+        self.spawn()
+
+    def kill_if_ours(self) -> None:
+        """Undo a start that went no further (a bad manifest): it has no vassal yet."""
+        if self.pid is not None and not self.adopted:
+            self.signal(signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            with contextlib.suppress(FileNotFoundError):
+                self.layout.emperor_pidfile.unlink()
+            self.pid = None
 
     # -- talk ----------------------------------------------------------------
 

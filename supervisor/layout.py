@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+DAEMON_NAME = "wsgi-supervisor"  # the daemon's own name in the logs
 DEFAULT_RUNTIME_DIR = Path("/run/wsgi-supervisor")
 DEFAULT_CONF_DIR = Path("/etc/wsgi-supervisor/conf.d")
 # service names that would collide with files of the daemon's own

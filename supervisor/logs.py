@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from . import uwsgi
+from .layout import DAEMON_NAME
 from .listeners import bind_datagram
 from .service import LogLine
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsgi-supervisor")
 
-DAEMON_NAME = "wsgi-supervisor"
 MAX_DATAGRAM = 256 * 1024
 _CREDS = struct.calcsize("3i")
 

@@ -20,14 +20,16 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .control import ControlServer
-from .core import Config, Supervisor
-from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR, Layout
-from .logs import DAEMON_NAME, ConsoleSink, DaemonLogHandler, FileSink, JournalSink
-from .manifest import ManifestError, load
-from .metrics import MetricsServer
+from .config import Config
+from .emperor import Emperor, EmperorError, prepare_runtime_dir
+from .layout import DAEMON_NAME, DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR, Layout
+
+if TYPE_CHECKING:
+    from .core import Supervisor
+    from .logs import FileSink
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -112,8 +114,8 @@ def summary(sup: Supervisor) -> str:
     )
 
 
-async def serve(args: argparse.Namespace) -> int:
-    config = Config(
+def config_from(args: argparse.Namespace) -> Config:
+    return Config(
         conf_dir=args.conf_dir.resolve(),
         runtime_dir=args.runtime_dir.resolve(),
         socket_gid=_group(args.socket_group),
@@ -123,23 +125,45 @@ async def serve(args: argparse.Namespace) -> int:
         metrics_listen=args.metrics_listen or None,
         sample_interval=args.sample_interval,
     )
+
+
+def start_early(config: Config) -> tuple[Layout, int, Emperor]:
+    """Take the runtime dir and get the emperor going, before the heavy imports.
+
+    The emperor needs ~0.1 s to come up; the daemon spends about as long
+    importing and validating the manifest. Doing both at once is most of
+    what separates the daemon's start-up from a bare emperor's.
+    """
+    layout = Layout(config.runtime_dir)
+    layout.daemon_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = lock_runtime_dir(layout)
+    try:
+        prepare_runtime_dir(layout, config.default_venv)
+        emperor = Emperor(layout)
+        emperor.start_or_adopt()
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return layout, lock_fd, emperor
+
+
+async def serve(args: argparse.Namespace, config: Config, lock_fd: int, emperor: Emperor) -> int:
+    from .control import ControlServer
+    from .core import Supervisor
+    from .manifest import ManifestError, load
+    from .metrics import MetricsServer
+
     try:
         manifest = load(config.conf_dir)
     except ManifestError as exc:
         print(f"wsgi-supervisor: the manifest in {config.conf_dir} is not valid:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        emperor.kill_if_ours()  # an adopted emperor and its vassals keep serving
+        os.close(lock_fd)
         return 1
 
-    layout = Layout(config.runtime_dir)
-    layout.daemon_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        lock_fd = lock_runtime_dir(layout)
-    except AlreadyRunning as exc:
-        print(f"wsgi-supervisor: {exc}", file=sys.stderr)
-        return 1
-
-    sup = Supervisor(config, manifest)
+    sup = Supervisor(config, manifest, emperor)
     file_sink = setup_logging(sup, args)
     intake = sup.intake
     control = ControlServer(sup)
@@ -150,14 +174,14 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: sup.spawn_task(reload_config(sup), "sighup"))
     try:
-        sup.prepare_runtime_dir()
+        sup.check_socket_paths()
         intake.open()
         intake.open_emperor_fifo()
         control.open()
         if metrics is not None:
             await metrics.start()
             sup.metrics_address = metrics.address
-        await sup.adopt_or_start_emperor()
+        await sup.attach_emperor()
         sup.spawn_task(sup.sampler.run(), "sampler")
         boot = sup.start_enabled()
         if boot:
@@ -195,6 +219,8 @@ async def serve(args: argparse.Namespace) -> int:
 async def reload_config(sup: Supervisor) -> dict:
     """Read the manifest again and apply the difference; a manifest that does
     not validate changes nothing, and every problem is logged."""
+    from .manifest import ManifestError, load
+
     try:
         manifest = load(sup.config.conf_dir)
     except ManifestError as exc:
@@ -219,6 +245,8 @@ def journal_available() -> bool:
 
 def setup_logging(sup: Supervisor, args: argparse.Namespace) -> FileSink | None:
     """Sinks for every line: the terminal, journald, files; the daemon's logger joins the pipeline."""
+    from .logs import ConsoleSink, DaemonLogHandler, FileSink, JournalSink
+
     if not args.quiet:
         sup.log_sinks.append(ConsoleSink())
     use_journal = sup.config.journal if sup.config.journal is not None else journal_available()
@@ -239,13 +267,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # until the log pipeline is up (a bad manifest, say), messages go to stderr
     logging.basicConfig(level=logging.INFO, format=f"{DAEMON_NAME}: %(message)s")
+    config = config_from(args)
     try:
-        import uvloop
+        _layout, lock_fd, emperor = start_early(config)
+    except (AlreadyRunning, EmperorError, OSError) as exc:
+        print(f"wsgi-supervisor: {exc}", file=sys.stderr)
+        sys.exit(1)
+    import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        runner = asyncio.run
-    sys.exit(runner(serve(args)))
+    sys.exit(uvloop.run(serve(args, config, lock_fd, emperor)))
 
 
 if __name__ == "__main__":

@@ -215,10 +215,7 @@ class ApiService(_Service):
     @field_validator("app")
     @classmethod
     def _app(cls, value: str) -> str:
-        if _is_app_file(value):
-            if not Path(value).is_file():
-                raise ValueError(f"app file {value} does not exist")
-        elif not MODULE_APP.fullmatch(value):
+        if not _is_app_file(value) and not MODULE_APP.fullmatch(value):
             raise ValueError("must be 'package.module:callable' or an absolute path to a .py file")
         return value
 
@@ -499,6 +496,8 @@ def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) ->
                 grp.getgrnam(service.group)
             except KeyError:
                 problems.append(Problem(file, name, "group", f"no such group {service.group!r}"))
+        if isinstance(service, ApiService) and _is_app_file(service.app) and not Path(service.app).is_file():
+            problems.append(Problem(file, name, "app", f"app file {service.app} does not exist"))
         if service.chdir is not None and not Path(service.chdir).is_dir():
             problems.append(Problem(file, name, "chdir", f"{service.chdir} is not a directory"))
         if isinstance(service, WorkerService):

@@ -6,10 +6,12 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .manifest import Service
 from .states import State
+
+if TYPE_CHECKING:
+    from .manifest import Service
 
 TAIL_LINES = 200
 

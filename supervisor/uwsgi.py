@@ -13,10 +13,12 @@ import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .layout import Layout
-from .manifest import ApiService, app_is_file, ini_safe
+
+if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is rendered
+    from .manifest import ApiService
 
 # first line of every vassal file: what the launcher needs before uWSGI starts
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
@@ -38,6 +40,8 @@ class Raw(str):
 
 def _value(value: object) -> str:
     """Render one option value: refuse injection, escape uWSGI's `%` magic."""
+    from .manifest import ini_safe
+
     if isinstance(value, Raw):
         return str(value)
     if isinstance(value, bool):
@@ -65,14 +69,28 @@ def launch_spec(
         "exec": [str(python), str(entry)],
         "path": str(python.parent),
         "env": env,
-        "user": service.user,
         "control": str(layout.control_socket),
         "log": str(layout.log_socket),
     }
 
 
+def launch_line(spec: dict[str, Any]) -> str:
+    """The launcher's line: `key=hex` fields (lists and tables NUL-joined), parsed with no import."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            return "\0".join(f"{k}={v}" for k, v in value.items())
+        if isinstance(value, list):
+            return "\0".join(value)
+        return str(value)
+
+    return LAUNCH_PREFIX + " ".join(f"{key}={text(spec[key]).encode().hex()}" for key in sorted(spec))
+
+
 def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "") -> str:
     """The vassal ini for one API (one of its two instances). Pure: same service, same text."""
+    from .manifest import app_is_file
+
     python, _ = interpreter(service, default_venv)
     socket = str(layout.api_socket(name))
     stop = max(1, int(service.stop_timeout))
@@ -154,7 +172,7 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
             options.append((key, item))
 
     spec = launch_spec(name, service, layout, default_venv, instance)
-    lines = [LAUNCH_PREFIX + json.dumps(spec, sort_keys=True), "[uwsgi]"]
+    lines = [launch_line(spec), "[uwsgi]"]
     lines += [f"{key} = {_value(value)}" for key, value in options]
     return "\n".join(lines) + "\n"
 
@@ -166,10 +184,16 @@ def _primary_group(user: str) -> str:
 
 
 def read_launch_spec(text: str) -> dict[str, Any] | None:
+    """The launch line as the launcher reads it (lists and tables decoded)."""
+    from .launcher import parse_launch_line
+
     first = text.split("\n", 1)[0]
     if not first.startswith(LAUNCH_PREFIX):
         return None
-    return json.loads(first[len(LAUNCH_PREFIX) :])
+    spec: dict[str, Any] = parse_launch_line(first)
+    spec["exec"] = spec["exec"].split("\0")
+    spec["env"] = dict(item.split("=", 1) for item in spec["env"].split("\0") if item)
+    return spec
 
 
 def emperor_argv(uwsgi_entry: Path, python: Path, layout: Layout) -> list[str]:

@@ -13,7 +13,7 @@ Runs in the service's own Python: keep it to the standard library.
 import os as _os
 
 for _fd in (1, 2):
-    try:  # noqa: SIM105 - the fewest imports in the service's interpreter
+    try:
         _os.set_blocking(_fd, True)
     except OSError:
         pass

@@ -1,0 +1,127 @@
+"""Helpers for the benchmarks: statistics, timing, processes we start and stop by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from supervisor.procs import alive, descendants  # noqa: E402
+from support import DAEMON, WSGICTL, Daemon, Load, kill_leftovers, uwsgi_request  # noqa: E402
+
+BIN = Path(sys.executable).parent
+UWSGI = BIN / "uwsgi"
+PYTHON = BIN / "python3"
+HELLO = "supervisor.demo.hello:application"
+
+__all__ = [
+    "DAEMON",
+    "HELLO",
+    "PYTHON",
+    "UWSGI",
+    "WSGICTL",
+    "Daemon",
+    "Load",
+    "alive",
+    "descendants",
+    "kill_leftovers",
+    "uwsgi_request",
+]
+
+
+def median_spread(values: list[float]) -> tuple[float, float, float]:
+    """Median, and the min-max spread, of repeated measurements."""
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(values: list[float], unit: str = "s", digits: int = 3) -> str:
+    med, lo, hi = median_spread(values)
+    scale = {"s": 1, "ms": 1000}[unit]
+    return f"{med * scale:.{digits}f} {unit} ({lo * scale:.{digits}f}–{hi * scale:.{digits}f}, n={len(values)})"
+
+
+def hello_manifest(n: int, processes: int = 1) -> str:
+    return "".join(
+        f'[services.api{i:03d}]\nkind = "api"\napp = "{HELLO}"\nprocesses = {processes}\n\n' for i in range(n)
+    )
+
+
+def answers(path: Path) -> bool:
+    try:
+        return uwsgi_request(path, "/", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def wait_all_answer(paths: list[Path], timeout: float = 120) -> float:
+    """Seconds until every socket answers a request."""
+    started = time.monotonic()
+    pending = list(paths)
+    while pending:
+        pending = [p for p in pending if not answers(p)]
+        if pending:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{len(pending)} sockets never answered")
+            time.sleep(0.005)
+    return time.monotonic() - started
+
+
+def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Stop a process we started and everything below it, by pid."""
+    tree = [proc.pid, *descendants(proc.pid)]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for p in tree:
+        if alive(p):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
+def short_tmp(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def machine() -> str:
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        "?",
+    )
+    return (
+        f"{os.cpu_count()} cores ({model}), {mem} GiB RAM, Linux {os.uname().release}, Python {sys.version.split()[0]}"
+    )
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,540 @@
+"""wsgi-supervisor benchmarks, side by side with what operators would use instead.
+
+    make bench                      # everything (about 15 minutes), writes bench/results.md
+    .venv/bin/python bench/run.py startup control  # some sections only
+
+Each figure is a median over repeated runs with its spread (min–max), all
+measured in one run on this machine. Processes are started here and stopped
+here, by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from common import (
+    HELLO,
+    PYTHON,
+    ROOT,
+    UWSGI,
+    WSGICTL,
+    Daemon,
+    Load,
+    answers,
+    fmt,
+    free_port,
+    hello_manifest,
+    machine,
+    median_spread,
+    short_tmp,
+    stop_tree,
+    timed,
+    wait_all_answer,
+)
+
+RESULTS: list[str] = []
+SUPERVISORD_VENV = ROOT / ".cache" / "supervisord-venv"
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+    RESULTS.append(line)
+
+
+# -- contenders ---------------------------------------------------------------------------
+
+
+def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
+    """(daemon, seconds to all sockets answering, seconds to the daemon reporting all running).
+
+    The daemon's view is read over one control connection kept open, so the
+    measuring costs next to nothing (a `wsgictl` process per poll would eat
+    a core of this 2-core machine).
+    """
+    from supervisor.cli import Client, Unreachable
+
+    tmp = short_tmp("wsb-")
+    d = Daemon(tmp, extra_args=["--quiet", "--journal", "no"])
+    (d.conf_dir).mkdir(parents=True)
+    (d.conf_dir / "bench.toml").write_text(hello_manifest(n, processes))
+    socks = [d.runtime_dir / f"api{i:03d}.sock" for i in range(n)]
+    started = time.monotonic()
+    d.start(wait=False)
+    client = None
+    while True:
+        try:
+            if client is None:
+                client = Client(d.runtime_dir, timeout=5)
+                client.connect()
+            services = client.request({"cmd": "status"}).get("services", [])
+        except Unreachable:
+            client = None
+            services = []
+        if len(services) == n and all(s["state"] == "running" for s in services):
+            reported = time.monotonic() - started
+            break
+        time.sleep(0.005)
+    wait_all_answer(socks)
+    answered = time.monotonic() - started
+    return d, answered, reported
+
+
+def vassal_ini(path: Path, sock: Path, processes: int = 1) -> None:
+    path.write_text(
+        f"[uwsgi]\nmaster = true\nprocesses = {processes}\nsocket = {sock}\nmodule = {HELLO}\n"
+        f"binary-path = {PYTHON}\nneed-app = true\nlazy-apps = true\ndie-on-term = true\nstrict = true\n"
+    )
+
+
+def start_bare_emperor(n: int) -> tuple[subprocess.Popen, float, Path]:
+    tmp = short_tmp("wse-")
+    vassals = tmp / "vassals"
+    vassals.mkdir()
+    socks = []
+    for i in range(n):
+        sock = tmp / f"api{i:03d}.sock"
+        vassal_ini(vassals / f"api{i:03d}.ini", sock)
+        socks.append(sock)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(PYTHON), str(UWSGI), "--emperor", str(vassals), "--emperor-wrapper", str(UWSGI)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while not all(s.exists() for s in socks):
+        time.sleep(0.005)
+    wait_all_answer(socks)
+    took = time.monotonic() - started
+    return proc, took, tmp
+
+
+def masters_one_after_another(n: int) -> tuple[list[subprocess.Popen], float]:
+    tmp = short_tmp("wsm-")
+    procs = []
+    started = time.monotonic()
+    for i in range(n):
+        sock = tmp / f"api{i:03d}.sock"
+        ini = tmp / f"api{i:03d}.ini"
+        vassal_ini(ini, sock)
+        procs.append(
+            subprocess.Popen(
+                [str(PYTHON), str(UWSGI), "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+        while not sock.exists() or not answers(sock):
+            time.sleep(0.002)
+    return procs, time.monotonic() - started
+
+
+def supervisord_available() -> bool:
+    if (SUPERVISORD_VENV / "bin" / "supervisord").exists():
+        return True
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(SUPERVISORD_VENV)], check=True, capture_output=True)
+        subprocess.run(
+            [str(SUPERVISORD_VENV / "bin" / "pip"), "install", "-q", "supervisor"],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        return True
+    except (subprocess.SubprocessError, OSError):
+        return False
+
+
+def start_supervisord(n: int) -> tuple[subprocess.Popen, float, float, Path]:
+    tmp = short_tmp("wss-")
+    socks = []
+    programs = ""
+    for i in range(n):
+        sock = tmp / f"api{i:03d}.sock"
+        ini = tmp / f"api{i:03d}.ini"
+        vassal_ini(ini, sock)
+        socks.append(sock)
+        programs += (
+            f"[program:api{i:03d}]\ncommand={PYTHON} {UWSGI} --ini {ini}\nstopsignal=INT\n"
+            "stdout_logfile=NONE\nstderr_logfile=NONE\n\n"
+        )
+    conf = tmp / "supervisord.conf"
+    conf.write_text(
+        f"[supervisord]\nnodaemon=true\nlogfile={tmp}/supervisord.log\npidfile={tmp}/supervisord.pid\n"
+        f"[unix_http_server]\nfile={tmp}/supervisor.sock\n"
+        f"[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        f"[supervisorctl]\nserverurl=unix://{tmp}/supervisor.sock\n\n{programs}"
+    )
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(SUPERVISORD_VENV / "bin" / "supervisord"), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while not all(s.exists() for s in socks):
+        time.sleep(0.005)
+    wait_all_answer(socks)
+    answered = time.monotonic() - started
+    while True:
+        out = subprocess.run(
+            [str(SUPERVISORD_VENV / "bin" / "supervisorctl"), "-c", str(conf), "status"], capture_output=True, text=True
+        ).stdout
+        if out.count("RUNNING") == n:
+            break
+        time.sleep(0.05)
+    return proc, answered, time.monotonic() - started, tmp
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+def section_startup(sizes=(10, 20, 50, 100, 200), repeats=3) -> None:
+    say("## 1. Cold start to all ready (hello APIs, 1 worker each)")
+    say()
+    say(
+        "| N | wsgi-supervisor: all answering | wsgi-supervisor: all reported running | bare emperor | "
+        "supervisord: answering / RUNNING | masters one after another |"
+    )
+    say("| --- | --- | --- | --- | --- | --- |")
+    have_supervisord = supervisord_available()
+    for n in sizes:
+        ours_a, ours_r, bare, sup_a, sup_r, seq = [], [], [], [], [], []
+        for _ in range(repeats):
+            d, a, r = start_ours(n)
+            d.stop(timeout=60)
+            ours_a.append(a)
+            ours_r.append(r)
+            proc, took, tmp = start_bare_emperor(n)
+            stop_tree(proc, signal.SIGINT)
+            bare.append(took)
+            shutil.rmtree(tmp, ignore_errors=True)
+            procs, took = masters_one_after_another(n)
+            for p in procs:
+                stop_tree(p, signal.SIGINT)
+            seq.append(took)
+            if have_supervisord and n <= 20:  # supervisord stops programs one at a time: slow beyond
+                proc, a, r, tmp = start_supervisord(n)
+                stop_tree(proc, signal.SIGTERM, timeout=120)
+                sup_a.append(a)
+                sup_r.append(r)
+                shutil.rmtree(tmp, ignore_errors=True)
+        supd = f"{fmt(sup_a)} / {fmt(sup_r)}" if sup_a else "not installed"
+        say(f"| {n} | {fmt(ours_a)} | {fmt(ours_r)} | {fmt(bare)} | {supd} | {fmt(seq)} |")
+        extra = median_spread(ours_r)[0] - median_spread(bare)[0]
+        say(
+            f"|  | overhead over the bare emperor (reported running): {extra:+.3f} s, "
+            f"ratio {median_spread(ours_r)[0] / median_spread(bare)[0]:.2f} |  |  |  |  |"
+        )
+    say()
+
+
+def section_control(sizes=(10, 50, 100, 200)) -> None:
+    say("## 3 and 6. Control path, memory and idle CPU, by number of services")
+    say()
+    say(
+        "| N | `wsgictl status` (whole process) | control round trip | `/metrics` scrape | "
+        "daemon RSS | daemon idle CPU |"
+    )
+    say("| --- | --- | --- | --- | --- | --- |")
+    for n in sizes:
+        port = free_port()
+        tmp = short_tmp("wsc-")
+        d = Daemon(tmp, extra_args=["--quiet", "--journal", "no", "--metrics-listen", f"127.0.0.1:{port}"])
+        d.conf_dir.mkdir(parents=True)
+        (d.conf_dir / "bench.toml").write_text(hello_manifest(n))
+        d.start()
+        try:
+            d.ctl("start", "--all", timeout=600)
+            time.sleep(6)  # one full sample of every service
+            say(_measure_control(d, port, n))
+        finally:
+            d.stop(timeout=120)
+    say()
+
+
+def _measure_control(d: Daemon, port: int, n: int) -> str:
+    from supervisor.cli import Client
+
+    status_cmd = [str(WSGICTL), "--runtime-dir", str(d.runtime_dir), "status"]
+    status = [timed(lambda: subprocess.run(status_cmd, capture_output=True, check=False)) for _ in range(20)]
+    client = Client(d.runtime_dir)
+    client.connect()
+    trips = [timed(lambda: client.request({"cmd": "ping"})) for _ in range(200)]
+    url = f"http://127.0.0.1:{port}/metrics"
+    scrapes = [timed(lambda: urllib.request.urlopen(url, timeout=5).read()) for _ in range(50)]
+    rss = int(Path(f"/proc/{d.proc.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    window = 60 if n == 100 else 15
+    cpu0 = _cpu(d.proc.pid)
+    time.sleep(window)
+    cpu = (_cpu(d.proc.pid) - cpu0) / window
+    return (
+        f"| {n} | {fmt(status, 'ms', 1)} | {fmt(trips, 'ms', 2)} | {fmt(scrapes, 'ms', 1)} | "
+        f"{rss / 1024 / 1024:.1f} MiB | {cpu * 100:.2f}% of a core ({window} s) |"
+    )
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def section_operations(repeats=10) -> None:
+    say("## 5. Latency of the operations (hello API, 2 workers)")
+    say()
+    tmp = short_tmp("wso-")
+    d = Daemon(tmp, extra_args=["--quiet", "--journal", "no"])
+    d.conf_dir.mkdir(parents=True)
+    (d.conf_dir / "bench.toml").write_text(hello_manifest(3, processes=2))
+    d.start()
+    try:
+        d.ctl("start", "--all")
+        reloads = [timed(lambda: d.ctl("reload", "api000")) for _ in range(repeats)]
+        restarts = [timed(lambda: d.ctl("restart", "api000")) for _ in range(repeats)]
+        recover = []
+        for _ in range(5):
+            # a master that dies within 10 s of becoming ready counts as a failed
+            # start (backoff); one that has been up longer comes back at once
+            time.sleep(10.5)
+            pid = d.status()["api001"]["pid"]
+            started = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            while True:
+                s = d.status()["api001"]
+                if s["state"] == "running" and s["pid"] != pid and answers(d.socket("api001")):
+                    break
+                time.sleep(0.002)
+            recover.append(time.monotonic() - started)
+        changes = []
+        for i in range(repeats):
+            text = hello_manifest(3, processes=2).replace(
+                "processes = 2\n\n[services.api002]", f"processes = {2 + i % 2}\n\n[services.api002]"
+            )
+            (d.conf_dir / "bench.toml").write_text(text)
+            changes.append(timed(lambda: d.ctl("reload-config")))
+    finally:
+        d.stop()
+    say("| operation | wall time |")
+    say("| --- | --- |")
+    say(f"| `wsgictl reload` until the new vassal serves (the old one retires behind it) | {fmt(reloads)} |")
+    say(f"| `wsgictl restart` until ready | {fmt(restarts)} |")
+    say(f"| `kill -9` of a vassal master until it serves again | {fmt(recover)} |")
+    say(f"| a manifest change applied (`wsgictl reload-config`, one service restarted) | {fmt(changes)} |")
+    say()
+
+
+def section_throughput(seconds=5, repeats=3) -> None:
+    say("## 2. Throughput through nginx: the daemon is not in the request path")
+    say()
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        say("wrk or nginx is missing: skipped")
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from frontends import Nginx
+
+    tmp = short_tmp("wst-")
+    d = Daemon(tmp, extra_args=["--quiet", "--journal", "no", "--socket-group", "www-data"])
+    d.conf_dir.mkdir(parents=True)
+    (d.conf_dir / "bench.toml").write_text(
+        f'[services.hello]\nkind = "api"\napp = "{HELLO}"\nprocesses = 2\nmount = "/hello"\nrequest_log = false\n'
+    )
+    port = free_port()
+    site = subprocess.run(
+        [
+            str(WSGICTL),
+            "--runtime-dir",
+            str(d.runtime_dir),
+            "--conf-dir",
+            str(d.conf_dir),
+            "proxy-config",
+            "nginx",
+            "--vhost",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    nginx = Nginx(tmp / "nginx", site, port)
+
+    def wrk() -> float:
+        out = subprocess.run(
+            ["wrk", "-t1", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/hello/"], capture_output=True, text=True
+        ).stdout
+        return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+
+    supervised, bare = [], []
+    d.start()
+    try:
+        d.ctl("start", "hello")
+        ini = (d.runtime_dir / "vassals" / "hello.ini").read_text()
+        nginx.start()
+        for _ in range(repeats):
+            supervised.append(wrk())
+    finally:
+        d.stop()
+    # the same vassal file, run by hand with no daemon (it binds the socket itself)
+    standalone = tmp / "hello-standalone.ini"
+    standalone.write_text(ini)
+    os.makedirs(d.runtime_dir / "stats", exist_ok=True)
+    os.makedirs(d.runtime_dir / "fifo", exist_ok=True)
+    proc = subprocess.Popen(
+        [str(PYTHON), str(UWSGI), "--ini", str(standalone)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        sock = d.runtime_dir / "hello.sock"
+        while not sock.exists() or not answers(sock):
+            time.sleep(0.01)
+        shutil.chown(sock, group="www-data")
+        for _ in range(repeats):
+            bare.append(wrk())
+    finally:
+        stop_tree(proc, signal.SIGINT)
+        nginx.stop()
+    med_s, med_b = statistics.median(supervised), statistics.median(bare)
+    say("| setup | requests/s (wrk -t1 -c16, nginx → unix socket) |")
+    say("| --- | --- |")
+    say(f"| supervised by wsgi-supervisor | {med_s:.0f} ({min(supervised):.0f}–{max(supervised):.0f}) |")
+    say(f"| the same vassal file, no daemon | {med_b:.0f} ({min(bare):.0f}–{max(bare):.0f}) |")
+    say(f"| ratio | {med_s / med_b:.3f} |")
+    say()
+
+
+def section_reliability(reloads=50, restarts=20) -> None:
+    say("## Reliability under load (4 clients back to back on the socket)")
+    say()
+    say("| scenario | requests served | failed | added latency (worst − usual p99) |")
+    say("| --- | --- | --- | --- |")
+    tmp = short_tmp("wsr-")
+    d = Daemon(tmp, extra_args=["--quiet", "--journal", "no"])
+    d.conf_dir.mkdir(parents=True)
+    manifest = hello_manifest(3, processes=2) + (
+        f'[services.conductor]\nkind = "worker"\ncommand = ["{sys.executable}", "-c", '
+        '"import time\\nwhile True: time.sleep(1)"]\nready_after = 0.2\n'
+    )
+    (d.conf_dir / "bench.toml").write_text(manifest)
+    d.start()
+    d.ctl("start", "--all")
+    sock = d.socket("api000")
+
+    def run(name: str, action, count: int = 1) -> None:
+        with Load(sock) as base:
+            time.sleep(2)
+        usual = sorted(t for _, t in base.latencies)[int(len(base.latencies) * 0.99)]
+        with Load(sock) as load:
+            for _ in range(count):
+                action()
+                load.wait_for_requests(10)
+        worst = max(t for _, t in load.latencies)
+        say(f"| {name} | {load.ok} | {len(load.failures)} | {(worst - usual) * 1000:.0f} ms |")
+
+    try:
+        run(f"{reloads} × `wsgictl reload` of the loaded API", lambda: d.ctl("reload", "api000"), reloads)
+        run(f"{restarts} × `wsgictl restart` of the loaded API", lambda: d.ctl("restart", "api000"), restarts)
+
+        def others():
+            d.ctl("reload", "api001")
+            d.ctl("restart", "api002")
+            d.ctl("stop", "api001")
+            d.ctl("start", "api001")
+            d.ctl("restart", "conductor")
+            (d.conf_dir / "bench.toml").write_text(
+                manifest.replace("processes = 2\n\n[services.conductor]", "processes = 1\n\n[services.conductor]")
+            )
+            d.ctl("reload-config")
+
+        run("reload, restart, stop, start of other services and a manifest change to another", others)
+
+        def kill_and_restart_daemon():
+            d.remember_processes()
+            d.proc.send_signal(signal.SIGKILL)
+            d.proc.wait()
+            time.sleep(1)
+            d.start()
+            d.ctl("start", "--all")
+
+        run("the daemon killed with SIGKILL, started again (adopts the vassals)", kill_and_restart_daemon)
+        run("`wsgictl daemon-reexec` (an upgrade in place)", lambda: d.ctl("daemon-reexec"))
+    finally:
+        d.stop()
+    # the bare uWSGI ways, for comparison
+    tmp2 = short_tmp("wsu-")
+    sock2 = tmp2 / "api.sock"
+    ini = tmp2 / "api.ini"
+    vassal_ini(ini, sock2, processes=2)
+    with open(ini, "a") as f:
+        f.write(f"master-fifo = {tmp2}/api.fifo\nhook-master-start = unix_signal:15 gracefully_kill_them_all\n")
+    proc = subprocess.Popen(
+        [str(PYTHON), str(UWSGI), "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while not sock2.exists() or not answers(sock2):
+            time.sleep(0.01)
+        sock = sock2
+
+        def hup():
+            master = proc.pid
+            os.kill(master, signal.SIGHUP)
+            time.sleep(1.2)
+
+        run("devstack's way: 20 × `kill -HUP` of a standalone master (for comparison)", hup, 20)
+
+        def chain():
+            fd = os.open(tmp2 / "api.fifo", os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"c")
+            os.close(fd)
+            time.sleep(2.5)
+
+        run("uWSGI chain reload, 20 × (master FIFO `c`, for comparison)", chain, 20)
+    finally:
+        stop_tree(proc, signal.SIGINT)
+    say()
+
+
+def section_shutdown(n=20, repeats=3) -> None:
+    say(f"## Stopping the daemon with {n} APIs running (graceful)")
+    say()
+    took = []
+    for _ in range(repeats):
+        d, _, _ = start_ours(n, processes=2)
+        took.append(d.stop(timeout=60))
+    proc, _, _tmp = start_bare_emperor(n)
+    started = time.monotonic()
+    stop_tree(proc, signal.SIGINT, timeout=60)
+    bare = time.monotonic() - started
+    say(f"wsgi-supervisor, SIGTERM to exit: {fmt(took)}; the bare emperor, SIGINT to exit: {bare:.2f} s")
+    say()
+
+
+SECTIONS = {
+    "startup": section_startup,
+    "throughput": section_throughput,
+    "control": section_control,
+    "operations": section_operations,
+    "reliability": section_reliability,
+    "shutdown": section_shutdown,
+}
+
+
+def main() -> None:
+    # a stopped benchmark still stops what it started (the `finally:` blocks)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    chosen = sys.argv[1:] or list(SECTIONS)
+    say(f"# Benchmark results ({time.strftime('%Y-%m-%d')})")
+    say()
+    say(f"Machine: {machine()}")
+    say()
+    for name in chosen:
+        SECTIONS[name]()
+    out = ROOT / "bench" / ("results.md" if not sys.argv[1:] else f"results-{'-'.join(chosen)}.md")
+    out.write_text("\n".join(RESULTS) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""`wsgictl import`: existing deployments into a manifest.
+
+Reads uWSGI ini files (devstack, openstack-ansible and kolla styles),
+Apache vhosts (mod_wsgi `WSGIDaemonProcess`/`WSGIScriptAlias`, and
+`ProxyPass` lines that give uWSGI sockets their URL prefix) and systemd
+units of worker services, and writes TOML that `wsgictl check` accepts,
+with a comment for every option it could not carry over.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .manifest import RESERVED_UWSGI_OPTIONS, SERVICE_NAME, UWSGI_OPTION_NAME, ini_safe
+
+# options whose job wsgi-supervisor does itself: dropped with a word
+MANAGED = {
+    "master",
+    "die-on-term",
+    "lazy-apps",
+    "lazy",
+    "need-app",
+    "enable-threads",
+    "thunder-lock",
+    "strict",
+    "vacuum",
+    "chmod-socket",
+    "chown-socket",
+    "pidfile",
+    "pidfile2",
+    "daemonize",
+    "logto",
+    "logto2",
+    "stats",
+    "stats-server",
+    "master-fifo",
+    "exit-on-reload",
+    "worker-reload-mercy",
+    "reload-mercy",
+    "hook-master-start",
+    "plugins",
+    "plugin",
+    "buffer-size",
+    "add-header",
+    "ignore-sigpipe",
+    "ignore-write-errors",
+    "disable-write-exception",
+    "log-master",
+    "logger",
+    "req-logger",
+    "binary-path",
+    "memory-report",
+    "procname-prefix",
+    "procname-prefix-spaced",
+    "auto-procname",
+    "http-auto-chunked",
+    "http-raw-body",
+    "chunked-input-limit",
+    "http-manage-expect",
+    "manage-script-name",
+    "uwsgi-socket",
+    "socket-timeout",
+    "start-time",
+    "listen",
+}
+
+
+@dataclass
+class Imported:
+    name: str
+    source: str
+    table: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    socket: str | None = None
+
+
+def service_name(stem: str) -> str:
+    """`keystone-uwsgi-public` -> `keystone-public`; `nova-api-uwsgi` -> `nova-api`."""
+    parts = [p for p in re.split(r"[^a-z0-9]+", stem.lower()) if p and p not in ("uwsgi", "wsgi", "ini")]
+    name = "-".join(parts) or "service"
+    return name if SERVICE_NAME.fullmatch(name) else f"s-{name}"
+
+
+def _ini_options(text: str) -> list[tuple[str, str]]:
+    """`key = value` pairs of the [uwsgi] section, repeated keys kept in order."""
+    options = []
+    section = "uwsgi"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in ";#":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        if section != "uwsgi" or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        options.append((key.replace("_", "-"), value))
+    return options
+
+
+def _safe(value: str) -> bool:
+    try:
+        ini_safe(value)
+    except ValueError:
+        return False
+    return True
+
+
+def from_uwsgi_ini(path: Path) -> Imported:
+    svc = Imported(service_name(path.stem), str(path))
+    t = svc.table
+    t["kind"] = "api"
+    extra: dict[str, list[Any]] = {}
+    env: dict[str, str] = {}
+    for key, value in _ini_options(path.read_text()):
+        if key in ("module", "wsgi"):
+            t["app"] = value if ":" in value else f"{value}:application"
+        elif key in ("wsgi-file", "file"):
+            t["app"] = value
+        elif key == "mount" and "=" in value:
+            prefix, app = value.split("=", 1)
+            t["mount"] = prefix.rstrip("/") or "/"
+            t["app"] = app if (":" in app or "/" in app) else f"{app}:application"
+        elif key in ("processes", "workers"):
+            t["processes"] = int(value)
+        elif key == "threads":
+            t["threads"] = int(value)
+        elif key in ("socket", "http-socket", "uwsgi-socket"):
+            svc.socket = value
+            if key == "http-socket":
+                t["protocol"] = "http"
+            svc.notes.append(f"{key} = {value}: now <runtime-dir>/{svc.name}.sock (point the front end there)")
+        elif key == "env" and "=" in value:
+            k, v = value.split("=", 1)
+            env[k] = v
+        elif key == "pyargv":
+            t["args"] = value.split()
+        elif key in ("virtualenv", "home", "venv", "pyhome"):
+            t["venv"] = value
+        elif key == "uid":
+            t["user"] = value
+        elif key == "gid":
+            t["group"] = value
+        elif key == "chdir":
+            t["chdir"] = value
+        elif key == "harakiri":
+            t["harakiri"] = int(value)
+        elif key == "reload-on-rss":
+            t["max_rss_mb"] = int(value)
+        elif key in MANAGED:
+            svc.notes.append(f"{key} = {value}: wsgi-supervisor sets this itself")
+        elif key in RESERVED_UWSGI_OPTIONS or not UWSGI_OPTION_NAME.fullmatch(key) or not _safe(value):
+            svc.notes.append(f"{key} = {value}: not carried over (managed by wsgi-supervisor, or unsafe in a manifest)")
+        else:
+            extra.setdefault(key, []).append(_typed(value))
+    if env:
+        t["environment"] = env
+    if extra:
+        t["uwsgi"] = {k: v[0] if len(v) == 1 else v for k, v in extra.items()}
+    if "app" not in t:
+        svc.notes.append("no module, wsgi-file or mount: set `app` by hand")
+    return svc
+
+
+def _typed(value: str) -> Any:
+    if value.isdigit():
+        return int(value)
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+_DIRECTIVE = re.compile(r"^\s*(\w+)\s+(.*)$")
+
+
+def from_apache(path: Path) -> tuple[list[Imported], dict[str, str]]:
+    """mod_wsgi services, and {socket path: URL prefix} from ProxyPass lines."""
+    daemons: dict[str, dict[str, str]] = {}
+    aliases: list[tuple[str, str, str | None]] = []
+    proxied: dict[str, str] = {}
+    group = None
+    for raw in path.read_text().splitlines():
+        match = _DIRECTIVE.match(raw)
+        if not match:
+            continue
+        directive, rest = match.group(1), match.group(2)
+        words = shlex.split(rest)
+        if directive == "WSGIDaemonProcess" and words:
+            daemons[words[0]] = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        elif directive == "WSGIProcessGroup" and words:
+            group = words[0]
+        elif directive == "WSGIScriptAlias" and len(words) >= 2:
+            opts = dict(w.split("=", 1) for w in words[2:] if "=" in w)
+            aliases.append((words[0], words[1], opts.get("process-group")))
+        elif directive == "ProxyPass" and len(words) >= 2 and words[1].startswith("unix:"):
+            sock = words[1][len("unix:") :].split("|", 1)[0]
+            proxied[sock] = words[0].rstrip("/") or "/"
+    services = []
+    for prefix, script, named in aliases:
+        pg = named or group or Path(script).stem
+        svc = Imported(service_name(pg), str(path))
+        t = svc.table
+        t.update(kind="api", app=script, mount=prefix.rstrip("/") or "/")
+        opts = daemons.get(pg, {})
+        for key, value in opts.items():
+            if key == "processes":
+                t["processes"] = int(value)
+            elif key == "threads":
+                t["threads"] = int(value)
+            elif key == "user":
+                t["user"] = value
+            elif key == "group":
+                t["group"] = value
+            elif key == "python-home":
+                t["venv"] = value
+            elif key == "python-path":
+                t.setdefault("environment", {})["PYTHONPATH"] = value
+            else:
+                svc.notes.append(f"WSGIDaemonProcess {key}={value}: no equivalent, not carried over")
+        svc.notes.append("mod_wsgi served it in-process: Apache now proxies to its socket (wsgictl proxy-config)")
+        services.append(svc)
+    return services, proxied
+
+
+def from_systemd_unit(path: Path) -> Imported:
+    """A worker service from a unit such as devstack@n-cond.service."""
+    name = path.stem.split("@", 1)[-1]
+    svc = Imported(service_name(name), str(path))
+    t = svc.table
+    t["kind"] = "worker"
+    env: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if "=" not in line or line.startswith(("#", ";", "[")):
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if key == "ExecStart":
+            t["command"] = shlex.split(value.lstrip("-@:+!"))
+        elif key == "User":
+            t["user"] = value
+        elif key == "Group":
+            t["group"] = value
+        elif key == "WorkingDirectory":
+            t["chdir"] = value
+        elif key == "Environment":
+            for item in shlex.split(value):
+                if "=" in item:
+                    k, v = item.split("=", 1)
+                    env[k] = v
+        elif key == "Type" and value == "notify":
+            t["notify"] = True
+        elif key == "KillSignal":
+            t["stop_signal"] = value if value.startswith("SIG") else f"SIG{value}"
+        elif key == "TimeoutStopSec" and value.rstrip("s").isdigit():
+            t["stop_timeout"] = int(value.rstrip("s"))
+        elif key in ("ExecReload", "Restart", "NotifyAccess", "KillMode", "SyslogIdentifier"):
+            svc.notes.append(f"{key}={value}: the daemon does this itself")
+    if env:
+        t["environment"] = env
+    return svc
+
+
+def import_files(paths: list[Path]) -> list[Imported]:
+    services: list[Imported] = []
+    prefixes: dict[str, str] = {}
+    for path in paths:
+        text = path.read_text(errors="replace")
+        if path.suffix == ".service":
+            services.append(from_systemd_unit(path))
+        elif path.suffix == ".ini" or "[uwsgi]" in text:
+            services.append(from_uwsgi_ini(path))
+        else:
+            found, proxied = from_apache(path)
+            services.extend(found)
+            prefixes.update(proxied)
+    for svc in services:
+        if svc.socket and svc.socket in prefixes and "mount" not in svc.table:
+            svc.table["mount"] = prefixes[svc.socket]
+    seen: dict[str, int] = {}
+    for svc in services:  # names stay unique
+        if svc.name in seen:
+            seen[svc.name] += 1
+            svc.name = f"{svc.name}-{seen[svc.name]}"
+        else:
+            seen[svc.name] = 1
+    return services
+
+
+# --- TOML out ----------------------------------------------------------------------------
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+ORDER = [
+    "kind",
+    "app",
+    "command",
+    "args",
+    "mount",
+    "protocol",
+    "processes",
+    "threads",
+    "venv",
+    "user",
+    "group",
+    "chdir",
+    "notify",
+    "stop_signal",
+    "stop_timeout",
+    "harakiri",
+    "max_rss_mb",
+    "environment",
+    "uwsgi",
+]
+
+
+def to_toml(services: list[Imported]) -> str:
+    out = ["# imported by `wsgictl import`; check it with `wsgictl check`"]
+    for svc in services:
+        out.append("")
+        out.append(f"# from {svc.source}")
+        for note in svc.notes:
+            out.append(f"#   {note}")
+        out.append(f"[services.{svc.name}]")
+        for key in sorted(svc.table, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
+            out.append(f"{key} = {_toml(svc.table[key])}")
+    return "\n".join(out) + "\n"

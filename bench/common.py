@@ -96,8 +96,17 @@ def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float 
                 os.kill(p, signal.SIGKILL)
 
 
+# runtime dirs on tmpfs, as /run is on a real host (here / is one disk, where a
+# rename costs about a millisecond)
+TMPFS = "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp"
+
+
 def short_tmp(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=TMPFS))
+
+
+def bench_daemon(tmp: Path, *args: str) -> Daemon:
+    return Daemon(tmp, extra_args=["--quiet", "--journal", "no", *args], runtime_base=TMPFS)
 
 
 def machine() -> str:

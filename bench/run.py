@@ -29,6 +29,7 @@ from common import (
     Daemon,
     Load,
     answers,
+    bench_daemon,
     fmt,
     free_port,
     hello_manifest,
@@ -62,7 +63,7 @@ def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
     from supervisor.cli import Client, Unreachable
 
     tmp = short_tmp("wsb-")
-    d = Daemon(tmp, extra_args=["--quiet", "--journal", "no"])
+    d = bench_daemon(tmp)
     (d.conf_dir).mkdir(parents=True)
     (d.conf_dir / "bench.toml").write_text(hello_manifest(n, processes))
     socks = [d.runtime_dir / f"api{i:03d}.sock" for i in range(n)]
@@ -244,7 +245,7 @@ def section_control(sizes=(10, 50, 100, 200)) -> None:
     for n in sizes:
         port = free_port()
         tmp = short_tmp("wsc-")
-        d = Daemon(tmp, extra_args=["--quiet", "--journal", "no", "--metrics-listen", f"127.0.0.1:{port}"])
+        d = bench_daemon(tmp, "--metrics-listen", f"127.0.0.1:{port}")
         d.conf_dir.mkdir(parents=True)
         (d.conf_dir / "bench.toml").write_text(hello_manifest(n))
         d.start()
@@ -287,7 +288,7 @@ def section_operations(repeats=10) -> None:
     say("## 5. Latency of the operations (hello API, 2 workers)")
     say()
     tmp = short_tmp("wso-")
-    d = Daemon(tmp, extra_args=["--quiet", "--journal", "no"])
+    d = bench_daemon(tmp)
     d.conf_dir.mkdir(parents=True)
     (d.conf_dir / "bench.toml").write_text(hello_manifest(3, processes=2))
     d.start()
@@ -337,7 +338,7 @@ def section_throughput(seconds=5, repeats=3) -> None:
     from frontends import Nginx
 
     tmp = short_tmp("wst-")
-    d = Daemon(tmp, extra_args=["--quiet", "--journal", "no", "--socket-group", "www-data"])
+    d = bench_daemon(tmp, "--socket-group", "www-data")
     d.conf_dir.mkdir(parents=True)
     (d.conf_dir / "bench.toml").write_text(
         f'[services.hello]\nkind = "api"\napp = "{HELLO}"\nprocesses = 2\nmount = "/hello"\nrequest_log = false\n'
@@ -411,7 +412,7 @@ def section_reliability(reloads=50, restarts=20) -> None:
     say("| scenario | requests served | failed | added latency (worst − usual p99) |")
     say("| --- | --- | --- | --- |")
     tmp = short_tmp("wsr-")
-    d = Daemon(tmp, extra_args=["--quiet", "--journal", "no"])
+    d = bench_daemon(tmp)
     d.conf_dir.mkdir(parents=True)
     manifest = hello_manifest(3, processes=2) + (
         f'[services.conductor]\nkind = "worker"\ncommand = ["{sys.executable}", "-c", '

@@ -248,26 +248,17 @@ class ControlServer:
                 except asyncio.QueueFull:
                     dropped += 1
 
+        def message(line: LogLine) -> bytes:
+            nonlocal dropped
+            out = encode({"dropped": dropped}) if dropped else b""
+            dropped = 0
+            return out + encode(_line_message(line))
+
         self.sup.log_sinks.append(sink)
-        closed = self.loop.create_task(self.loop.sock_recv(conn, 1))
         try:
-            while not closed.done():
-                getter = self.loop.create_task(queue.get())
-                await asyncio.wait([getter, closed], return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    break
-                line = getter.result()
-                if dropped:
-                    await self.loop.sock_sendall(conn, encode({"dropped": dropped}))
-                    dropped = 0
-                await self.loop.sock_sendall(conn, encode(_line_message(line)))
-        except OSError:
-            pass
+            await self._stream(conn, queue, message)
         finally:
             self.sup.log_sinks.remove(sink)
-            closed.cancel()
-        raise ClientGone
 
     async def _reexec(self, request: dict[str, Any], conn: socket.socket) -> None:
         await self._send(conn, {"ok": True, "pid": os.getpid()})
@@ -294,21 +285,27 @@ class ControlServer:
             if svc.name == name:
                 queue.put_nowait(self.sup.describe(svc))
 
+        queue.put_nowait(self.sup.describe(self.sup.services[name]))
         self.sup.state_listeners.append(listener)
+        try:
+            await self._stream(conn, queue, encode)
+        finally:
+            self.sup.state_listeners.remove(listener)
+
+    async def _stream(self, conn: socket.socket, queue: asyncio.Queue[Any], render: Any) -> None:
+        """Send what arrives on `queue` until the client hangs up; then end the connection."""
         closed = self.loop.create_task(self.loop.sock_recv(conn, 1))
         try:
-            await self.loop.sock_sendall(conn, encode(self.sup.describe(self.sup.services[name])))
             while not closed.done():
                 getter = self.loop.create_task(queue.get())
                 await asyncio.wait([getter, closed], return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
                     getter.cancel()
                     break
-                await self.loop.sock_sendall(conn, encode(getter.result()))
+                await self.loop.sock_sendall(conn, render(getter.result()))
         except OSError:
             pass
         finally:
-            self.sup.state_listeners.remove(listener)
             closed.cancel()
         raise ClientGone
 

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,8 +42,9 @@ def write_atomic(path: Path, text: str, mode: int = 0o600, mtime: int | None = N
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
+        # no fsync: the runtime dir is rebuilt at every boot (tmpfs under /run);
+        # the rename is what keeps a reader from seeing half a file
         os.write(fd, text.encode())
-        os.fsync(fd)
     finally:
         os.close(fd)
     if mtime is not None:
@@ -55,6 +57,8 @@ class VassalDriver:
         self.sup = sup
         self.layout = sup.layout
         self.listeners: dict[str, Listener] = {}
+        self.pending: list[Callable[[], bool]] = []
+        self.poker: asyncio.Task[None] | None = None
 
     # -- the socket the daemon holds -------------------------------------------
 
@@ -106,10 +110,7 @@ class VassalDriver:
         self.hold_socket(svc)
         path = self.layout.vassal_file(svc.name, instance)
         write_atomic(path, self.render(svc, instance), mtime=VASSAL_MTIME)
-        self.sup.spawn_task(
-            self._poke_until(lambda: svc.extra.get("reload_pid") is not None or svc.extra.get("reload") != instance),
-            f"poke-{svc.name}-{instance}",
-        )
+        self._want_spawn(lambda: svc.extra.get("reload_pid") is not None or svc.extra.get("reload") != instance)
 
     def retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         """Stop a vassal that no longer serves (the old one after a reload), gracefully."""
@@ -138,21 +139,33 @@ class VassalDriver:
             self.layout.vassal_file(name, instance).unlink()
 
     def launch(self, svc: ServiceRuntime) -> None:
-        self.sup.spawn_task(self._poke_until(lambda: svc.pid is not None or not svc.state.active), f"poke-{svc.name}")
+        self._want_spawn(lambda: svc.pid is not None or not svc.state.active)
 
-    async def _poke_until(self, done) -> None:
-        """Make the emperor rescan until it has spawned the vassal.
+    def _want_spawn(self, done: Callable[[], bool]) -> None:
+        """Have the emperor rescan until every vassal asked for has been spawned.
 
-        A rescan right after a vassal died can come before the emperor has
-        buried it, so one poke is not always enough.
+        One poke (a connection to the emperor's stats socket) makes it scan the
+        whole vassal dir, so all the vassals written meanwhile share one poker:
+        a poke per vassal would cost the emperor a stats dump of every vassal
+        each time, which grows with the square of their number.
         """
+        self.pending.append(done)
+        if self.poker is None or self.poker.done():
+            self.poker = self.sup.spawn_task(self._poke(), "poke-emperor")
+
+    async def _poke(self) -> None:
         delay = 0.005
         for _ in range(400):
-            if done():
+            await asyncio.sleep(0)  # let the files of this round be written first
+            self.pending = [done for done in self.pending if not done()]
+            if not self.pending:
                 return
             await self.sup.emperor.poke()
             await asyncio.sleep(delay)
+            # a rescan right after a vassal died can come before the emperor has
+            # buried it, so it takes more than one poke at times
             delay = min(delay * 2, 0.5)
+        self.pending.clear()
 
     def ask_stop(self, svc: ServiceRuntime) -> bool:
         """Ask the vassal to stop gracefully; False when there is nothing to ask.

@@ -105,10 +105,10 @@ def write_manifest(conf_dir: Path, text: str, name: str = "services.toml") -> No
 class Daemon:
     """A wsgi-supervisor process on a private runtime dir, stopped and checked for leftovers."""
 
-    def __init__(self, tmp: Path, extra_args=(), wrapper=()):
+    def __init__(self, tmp: Path, extra_args=(), wrapper=(), runtime_base="/tmp"):
         self.conf_dir = tmp / "conf.d"
         # unix socket paths are limited to 107 bytes: keep the runtime dir short
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="wsr-", dir="/tmp"))
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="wsr-", dir=runtime_base))
         self.log_path = tmp / "daemon.log"
         self.extra_args = list(extra_args)
         if "--metrics-listen" not in self.extra_args:

@@ -55,7 +55,10 @@ class Client:
         if timeout is not None:
             self.sock.settimeout(timeout)
         try:
-            self.sock.sendall(encode(message))
+            # the daemon may have answered (a refusal) and hung up before we were
+            # done sending: read what it said
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.sock.sendall(encode(message))
             return self.receive()
         except TimeoutError:
             raise Unreachable(f"wsgi-supervisor at {self.path} did not answer in time") from None

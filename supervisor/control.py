@@ -101,6 +101,10 @@ class ControlServer:
             pid, uid, gid = peer_credentials(conn)
             if not self.allowed(pid, uid, gid):
                 log.warning("control: refused a client with uid %d (pid %d): not in the control group", uid, pid)
+                # take its request first, so that it is listening when the answer comes
+                with contextlib.suppress(TimeoutError, OSError):
+                    async with asyncio.timeout(1):
+                        await self.loop.sock_recv(conn, protocol.MAX_REQUEST)
                 await self._send(conn, error("permission denied: not root and not in the control group"))
                 return
             buffer = b""

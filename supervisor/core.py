@@ -166,7 +166,7 @@ class Supervisor:
         self.systemd.changed(svc)
         if not self._state_pending:
             self._state_pending = True
-            self.loop.call_later(1.0, self.save_state)
+            self.loop.call_later(0.2, self.save_state)
         for listener in list(self.state_listeners):
             listener(svc)
 

@@ -224,7 +224,11 @@ def section_startup(sizes=(10, 20, 50, 100, 200), repeats=3) -> None:
                 sup_a.append(a)
                 sup_r.append(r)
                 shutil.rmtree(tmp, ignore_errors=True)
-        supd = f"{fmt(sup_a)} / {fmt(sup_r)}" if sup_a else "not installed"
+        supd = (
+            f"{fmt(sup_a)} / {fmt(sup_r)}"
+            if sup_a
+            else ("not run: stops one program at a time" if have_supervisord else "not installed")
+        )
         say(f"| {n} | {fmt(ours_a)} | {fmt(ours_r)} | {fmt(bare)} | {supd} | {fmt(seq)} |")
         extra = median_spread(ours_r)[0] - median_spread(bare)[0]
         say(

@@ -105,8 +105,8 @@ def short_tmp(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=TMPFS))
 
 
-def bench_daemon(tmp: Path, *args: str) -> Daemon:
-    return Daemon(tmp, extra_args=["--quiet", "--journal", "no", *args], runtime_base=TMPFS)
+def bench_daemon(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:
+    return Daemon(tmp, extra_args=["--quiet", "--journal", "no", *args], runtime_base=TMPFS, env=env)
 
 
 def machine() -> str:

@@ -19,4 +19,5 @@ class Config:
     journal: bool | None = None  # None: when journald is there
     metrics_listen: str | None = "127.0.0.1:9180"
     sample_interval: float = 5.0
+    units: bool = True  # under systemd, mirror each service into its wsgi@NAME unit
     default_venv: Path = field(default_factory=lambda: Path(sys.prefix))

@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="127.0.0.1:9180",
         help="HOST:PORT of the Prometheus endpoint, /metrics (default %(default)s; empty: off)",
     )
+    p.add_argument(
+        "--no-units",
+        dest="units",
+        action="store_false",
+        help="under systemd, do not mirror each service into a wsgi@NAME unit (for hosts without units/wsgi@.service)",
+    )
     p.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples of the services")
     p.add_argument("--version", action="version", version=f"wsgi-supervisor {__version__}")
     return p.parse_args(argv)
@@ -124,6 +130,7 @@ def config_from(args: argparse.Namespace) -> Config:
         journal={"auto": None, "yes": True, "no": False}[args.journal],
         metrics_listen=args.metrics_listen or None,
         sample_interval=args.sample_interval,
+        units=args.units,
     )
 
 

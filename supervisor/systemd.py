@@ -30,7 +30,7 @@ class Systemd:
         self._notify = None
         self._status_pending = False
         self._units_pending: set[str] = set()
-        self.units_enabled = self.active
+        self.units_enabled = self.active and sup.config.units
         if self.active:
             from systemd import daemon
 

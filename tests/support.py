@@ -105,7 +105,7 @@ def write_manifest(conf_dir: Path, text: str, name: str = "services.toml") -> No
 class Daemon:
     """A wsgi-supervisor process on a private runtime dir, stopped and checked for leftovers."""
 
-    def __init__(self, tmp: Path, extra_args=(), wrapper=(), runtime_base="/tmp"):
+    def __init__(self, tmp: Path, extra_args=(), wrapper=(), runtime_base="/tmp", env=None):
         self.conf_dir = tmp / "conf.d"
         # unix socket paths are limited to 107 bytes: keep the runtime dir short
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="wsr-", dir=runtime_base))
@@ -114,6 +114,7 @@ class Daemon:
         if "--metrics-listen" not in self.extra_args:
             self.extra_args += ["--metrics-listen", ""]  # tests that scrape ask for a port of their own
         self.wrapper = list(wrapper)
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.seen: set[int] = set()
 
@@ -133,6 +134,7 @@ class Daemon:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=self.env,
         )
         if wait:
             self.wait_control(timeout)

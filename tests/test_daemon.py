@@ -283,3 +283,29 @@ def test_control_group_members_are_let_in(tmp_path):
         assert os.stat(d.runtime_dir / "control.sock").st_gid == 65534
     finally:
         d.stop()
+
+
+def test_ready_is_sent_once_every_service_runs(tmp_path):
+    """Type=notify: READY=1 reaches $NOTIFY_SOCKET only when the boot start is done.
+
+    --no-units keeps a host without systemd from being asked for wsgi@NAME units.
+    """
+    import socket as socketlib
+
+    notify = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    d = Daemon(tmp_path, extra_args=["--no-units"], env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    two_apis(d)
+    try:
+        d.start(wait=False)
+        with notify:
+            message = ""
+            while "READY=1" not in message.splitlines():  # STATUS= updates may come first
+                message = notify.recv(4096).decode()
+            assert "STATUS=2 running" in message, message
+            states = {s["state"] for s in d.status().values()}
+        assert states == {"running"}
+        assert "systemctl" not in d.output()
+    finally:
+        d.stop()

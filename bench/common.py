@@ -79,14 +79,22 @@ def wait_all_answer(paths: list[Path], timeout: float = 120) -> float:
 
 def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
     """Stop a process we started and everything below it, by pid."""
-    tree = [proc.pid, *descendants(proc.pid)]
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_trees([proc], sig, timeout)
+
+
+def stop_trees(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Stop processes we started, all at once (not one after another), and everything below them."""
+    tree = [pid for proc in procs for pid in (proc.pid, *descendants(proc.pid))]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     deadline = time.monotonic() + 5
     while any(alive(p) for p in tree) and time.monotonic() < deadline:
         time.sleep(0.05)

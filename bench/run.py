@@ -38,6 +38,7 @@ from common import (
     median_spread,
     short_tmp,
     stop_tree,
+    stop_trees,
     timed,
     wait_all_answer,
 )
@@ -216,8 +217,7 @@ def section_startup(sizes=(10, 20, 50, 100, 200), repeats=3) -> None:
             bare.append(took)
             shutil.rmtree(tmp, ignore_errors=True)
             procs, took = masters_one_after_another(n)
-            for p in procs:
-                stop_tree(p, signal.SIGINT)
+            stop_trees(procs, signal.SIGINT)
             seq.append(took)
             if have_supervisord and n <= 20:  # supervisord stops programs one at a time: slow beyond
                 proc, a, r, tmp = start_supervisord(n)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -110,7 +112,10 @@ TMPFS = "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp"
 
 
 def short_tmp(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=TMPFS))
+    """A private dir on tmpfs with a short path (unix socket paths are short), removed when the bench ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=TMPFS))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def bench_daemon(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:

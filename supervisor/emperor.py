@@ -60,6 +60,16 @@ def prepare_runtime_dir(layout: Layout, default_venv: Path) -> None:
     os.replace(tmp, layout.launcher)
 
 
+def clear_runtime_dir(layout: Layout) -> None:
+    """After a clean stop (no vassal left): the sockets that only running processes use."""
+    for path in (layout.log_socket, layout.emperor_stats, *layout.stats_dir.glob("*.sock")):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    for path in layout.fifo_dir.glob("*.fifo"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 class Emperor:
     def __init__(self, layout: Layout):
         self.layout = layout

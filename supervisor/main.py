@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import Config
-from .emperor import Emperor, EmperorError, prepare_runtime_dir
+from .emperor import Emperor, EmperorError, clear_runtime_dir, prepare_runtime_dir
 from .layout import DAEMON_NAME, DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR, Layout
 
 if TYPE_CHECKING:
@@ -212,6 +212,8 @@ async def serve(args: argparse.Namespace, config: Config, lock_fd: int, emperor:
             await metrics.close()
         await control.close()
         intake.close()
+        if sup.emperor.pid is None:  # stopped with every vassal: nothing uses their sockets any more
+            clear_runtime_dir(sup.layout)
         sup.watcher.close()
         for task in list(sup.tasks):
             task.cancel()

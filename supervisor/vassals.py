@@ -133,6 +133,14 @@ class VassalDriver:
             signal_tree(pid, signal.SIGKILL)
         finally:
             self.sup.watcher.unwatch(pid)
+        if instance not in (svc.instance, svc.extra.get("reload")):  # not in use again already
+            self.forget(svc.name, instance)
+
+    def forget(self, name: str, instance: str) -> None:
+        """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO."""
+        for path in (self.layout.stats_socket(name, instance), self.layout.master_fifo(name, instance)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def remove_file(self, name: str, instance: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -210,9 +218,11 @@ class VassalDriver:
             self.remove_file(svc.name, instance)
 
     def release(self, svc: ServiceRuntime) -> None:
+        """The service is down (stopped, failed, waiting to retry): its socket goes, and its vassal's files."""
         listener = self.listeners.pop(svc.name, None)
         if listener is not None:
             listener.close()
+        self.forget(svc.name, svc.instance)
 
     def _fifo(self, name: str, command: bytes, instance: str = "") -> bool:
         try:

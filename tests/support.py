@@ -192,8 +192,11 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.seen.update(descendants(self.proc.pid))
 
-    def stop(self, timeout=20.0) -> float:
-        """SIGTERM the daemon; returns how long it took. Kills and fails on leftovers."""
+    def stop(self, timeout=20.0, remove=True) -> float:
+        """SIGTERM the daemon; returns how long it took. Kills and fails on leftovers.
+
+        The runtime dir is removed, unless `remove` is false (the test looks into it, then removes it).
+        """
         if self.proc is None:
             return 0.0
         self.remember_processes()
@@ -209,7 +212,8 @@ class Daemon:
         self.log.close()
         leftovers = kill_leftovers(self.seen, self.runtime_dir)
         self.proc = None
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if remove:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
         assert not leftovers, f"processes left behind: {leftovers}"
         return took
 

@@ -166,6 +166,20 @@ def test_services_under_a_real_systemd(machine):
     assert after["conductor"]["state"] == "running"
     assert is_active(c, "wsgi@conductor") == "active"
 
+    # an upgrade in place: the daemon re-execs with the same pid, so systemd sees nothing happen,
+    # and no service moves
+    def main_pid():
+        return c.run("systemctl", "show", "-p", "MainPID", "--value", "wsgi-supervisor").stdout.strip()
+
+    daemon_pid, before = main_pid(), status(c)
+    c.run(CTL, "--runtime-dir", RUN, "daemon-reexec")
+    after = status(c)
+    assert {n: s["pid"] for n, s in after.items()} == {n: s["pid"] for n, s in before.items()}
+    assert main_pid() == daemon_pid and is_active(c, "wsgi-supervisor") == "active"
+    assert is_active(c, "wsgi@api") == is_active(c, "wsgi@conductor") == "active"
+    assert request(c, "api") == 200
+    assert "running" in c.run("systemctl", "show", "-p", "StatusText", "wsgi-supervisor").stdout
+
     # stop everything: no process of ours is left
     c.run("systemctl", "stop", "wsgi-supervisor")
     assert is_active(c, "wsgi@api") == "inactive"

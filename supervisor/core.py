@@ -793,6 +793,7 @@ class Supervisor:
                 svc.pid = None
             svc.instance = instance
             svc.goal_running = True
+            self.vassals.install_launcher(svc)  # the emperor may have to start it again, with this version's
             self.vassals.take_over_socket(name, vassal.pid)
             self._track(svc, vassal.pid)
             known = previous.get(name, {})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -24,6 +25,8 @@ log = logging.getLogger("wsgi-supervisor")
 
 # what the emperor and so every vassal inherit from the daemon's environment
 PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "HOME", "TMPDIR")
+# what every vassal gets: set in the emperor, the launchers' interpreters start with it already
+EMPEROR_ENV = {"PYTHONUNBUFFERED": "1"}
 
 
 class EmperorError(RuntimeError):
@@ -51,13 +54,44 @@ def prepare_runtime_dir(layout: Layout, default_venv: Path) -> None:
     # services running as other users reach their notify socket (each checked by pid)
     os.chmod(layout.daemon_dir, 0o711)
     os.chmod(layout.notify_dir, 0o711)
-    source = (Path(__file__).parent / "launcher.py").read_text()
-    python = default_venv / "bin" / "python3"
-    text = f"#!{python} -IS\n{source}"
-    tmp = layout.launcher.with_name(".launcher.tmp")
+    _install(layout.launcher, DISPATCHER)
+
+
+# The emperor's wrapper runs for every vassal start, so it is the cheapest
+# thing that can pick the service's own Python: the shell, with no value from
+# the manifest in it (the vassal file's name is the service's, [a-z0-9_-]).
+DISPATCHER = """#!/bin/sh
+# wsgi-supervisor: start this vassal through its service's launcher
+for ini do :; done
+name=${ini##*/}; name=${name%.ini}; name=${name%.b}
+exec "${0%/*}/launch/$name" "$@"
+"""
+
+
+def install_service_launcher(layout: Layout, name: str, python: Path, default_python: Path) -> None:
+    """The launcher of one service, started by the service's own Python (the kernel reads the `#!` line).
+
+    On that interpreter the launcher can run pyuwsgi in its own process:
+    one Python start per vassal instead of two. A path the `#!` line cannot
+    carry (spaces, too long) gets the daemon's Python, and the launcher then
+    execs the service's.
+    """
+    shebang = str(python)
+    if len(shebang) > 200 or any(c.isspace() for c in shebang):
+        shebang = str(default_python)
+    _install(layout.service_launcher(name), f"#!{shebang}\n{_launcher_source()}")
+
+
+@functools.cache
+def _launcher_source() -> str:
+    return (Path(__file__).parent / "launcher.py").read_text()
+
+
+def _install(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.chmod(tmp, 0o700)
-    os.replace(tmp, layout.launcher)
+    os.replace(tmp, path)
 
 
 def clear_runtime_dir(layout: Layout) -> None:
@@ -95,7 +129,7 @@ class Emperor:
     def spawn(self) -> int:
         python, entry = own_uwsgi()
         argv = uwsgi.emperor_argv(entry, python, self.layout)
-        env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
+        env = {k: v for k, v in os.environ.items() if k in PASS_ENV} | EMPEROR_ENV
         env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         out = self._log_fifo()
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

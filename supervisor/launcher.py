@@ -1,9 +1,10 @@
-"""The emperor's wrapper: runs between the emperor's fork and uWSGI.
+"""The vassal's launcher: runs between the emperor's fork and uWSGI.
 
-The daemon installs this file (with a `#!python -IS` line) as the emperor's
-`--emperor-wrapper`, so it runs for every vassal start, whoever asked for it:
-the daemon, or the emperor bringing back a master that died. It reads the
-launch line that heads the vassal file, then
+The daemon installs a copy per service (`daemon/launch/NAME`) whose `#!`
+line is the service's own Python; the emperor's wrapper (a shell line)
+runs it for every vassal start, whoever asked for it: the daemon, or the
+emperor bringing back a master that died. It reads the launch line that
+heads the vassal file, then
 
 - starts a new session, so that a stop can reach every process of the vassal;
 - sends uWSGI's early output (before its logger starts) to the daemon's log
@@ -12,12 +13,13 @@ launch line that heads the vassal file, then
   systemd way (LISTEN_FDS), so the socket outlives any one vassal and
   requests wait in its queue across a restart instead of being refused;
 - builds the service's environment (visible to the app from its first
-  import, which uWSGI's `env =` cannot do) and execs the service venv's
-  pyuwsgi.
+  import, which uWSGI's `env =` cannot do) and becomes the service's uWSGI
+  master: in this very process when it can (one Python start per vassal,
+  not two), else by exec of the venv's pyuwsgi.
 
-It runs on every vassal start, so it imports nothing beyond what the
-interpreter has already loaded (`_socket` rather than `socket`, a hex-coded
-launch line rather than JSON): about 10 ms less per vassal.
+It runs on every vassal start and in the service's Python (any version), so
+it imports nothing beyond what the interpreter has already loaded (`_socket`
+rather than `socket`, a hex-coded launch line rather than JSON).
 """
 
 import _socket
@@ -126,7 +128,36 @@ def main(argv):
             except OSError:
                 pass
     argv0 = spec["exec"].split("\0")
+    if runs_here(argv0, env):
+        run_here(argv0 + argv[1:], env)
     os.execve(argv0[0], argv0 + argv[1:], env)
+
+
+def runs_here(argv0, env):
+    """Whether the service's pyuwsgi can run in this process rather than in a new interpreter.
+
+    It can on the service's own Python (the same path: every venv's python
+    resolves to the same binary), when nothing that an interpreter reads
+    only as it starts (PYTHONPATH, PYTHONWARNINGS…) differs from what this
+    one started with.
+    """
+    if len(argv0) != 2 or argv0[0] != sys.executable:
+        return False
+    keys = [k for k in env if k.startswith("PYTHON")] + [k for k in os.environ if k.startswith("PYTHON")]
+    return all(env.get(k) == os.environ.get(k) for k in keys)
+
+
+def run_here(argv, env):
+    """Become the vassal's uWSGI master as the venv's `uwsgi` script would; returns only if pyuwsgi is missing."""
+    try:
+        import pyuwsgi
+    except ImportError:
+        return
+    os.environ.clear()
+    os.environ.update(env)  # putenv too: uWSGI reads UWSGI_EMPEROR_FD and LISTEN_FDS with getenv
+    sys.argv = argv[1:]
+    sys.path[0] = os.path.dirname(argv[1])
+    sys.exit(pyuwsgi.run())
 
 
 def _open_fds():

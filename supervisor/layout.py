@@ -72,7 +72,16 @@ class Layout:
 
     @property
     def launcher(self) -> Path:
+        """The emperor's wrapper: a shell line that runs the vassal's service launcher."""
         return self.daemon_dir / "launcher"
+
+    @property
+    def launch_dir(self) -> Path:
+        return self.daemon_dir / "launch"
+
+    def service_launcher(self, name: str) -> Path:
+        """The launcher of one service, on that service's Python."""
+        return self.launch_dir / name
 
     @property
     def emperor_pidfile(self) -> Path:
@@ -95,4 +104,4 @@ class Layout:
         return self.daemon_dir / "state.json"
 
     def private_dirs(self) -> list[Path]:
-        return [self.vassal_dir, self.stats_dir, self.fifo_dir, self.notify_dir, self.daemon_dir]
+        return [self.vassal_dir, self.stats_dir, self.fifo_dir, self.notify_dir, self.daemon_dir, self.launch_dir]

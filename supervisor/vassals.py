@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import uwsgi
-from .emperor import read_unix
+from .emperor import install_service_launcher, read_unix
 from .listeners import Listener, listen
 from .manifest import ApiService
 from .procs import signal_tree, take_listener
@@ -101,13 +101,21 @@ class VassalDriver:
         chosen = svc.instance if instance is None else instance
         return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.sup.config.default_venv, chosen)
 
+    def install_launcher(self, svc: ServiceRuntime) -> None:
+        assert isinstance(svc.spec, ApiService)
+        default_venv = self.sup.config.default_venv
+        python, _ = uwsgi.interpreter(svc.spec, default_venv)
+        install_service_launcher(self.layout, svc.name, python, default_venv / "bin" / "python3")
+
     def prepare(self, svc: ServiceRuntime) -> None:
         self.hold_socket(svc)
+        self.install_launcher(svc)
         write_atomic(self.layout.vassal_file(svc.name, svc.instance), self.render(svc), mtime=VASSAL_MTIME)
 
     def start_second(self, svc: ServiceRuntime, instance: str) -> None:
         """A second vassal for a reload: the same socket, files of its own."""
         self.hold_socket(svc)
+        self.install_launcher(svc)
         path = self.layout.vassal_file(svc.name, instance)
         write_atomic(path, self.render(svc, instance), mtime=VASSAL_MTIME)
         self._want_spawn(lambda: svc.extra.get("reload_pid") is not None or svc.extra.get("reload") != instance)

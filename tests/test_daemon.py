@@ -29,8 +29,12 @@ app = "{PROBE}"
 protocol = "http"
 processes = 2
 args = ["--config-file", "/etc/beta/beta.conf", "100%"]
-environment = {{ PROBE_SETTING = "from-the-manifest", OS_BETA_CONFIG_DIR = "/etc/beta" }}
 {extra}
+
+[services.beta.environment]
+PROBE_SETTING = "from-the-manifest"
+OS_BETA_CONFIG_DIR = "/etc/beta"
+PYTHONWARNINGS = "ignore::UserWarning"
 """,
     )
 
@@ -50,6 +54,8 @@ def test_apis_serve_on_their_sockets(daemon):
     # environment is there at import time, and pyargv reaches sys.argv with '%' intact
     assert answer["env"] == {"PROBE_SETTING": "from-the-manifest", "OS_BETA_CONFIG_DIR": "/etc/beta"}
     assert answer["argv"][1:] == ["--config-file", "/etc/beta/beta.conf", "100%"]
+    # PYTHON* variables reach the interpreter as it starts (the launcher execs a new one for them)
+    assert answer["warnoptions"] == ["ignore::UserWarning"]
     assert answer["path_info"] == "/x" and answer["query"] == "y=1"
 
     for name in ("alpha", "beta"):

@@ -793,7 +793,7 @@ class Supervisor:
                 svc.pid = None
             svc.instance = instance
             svc.goal_running = True
-            self.vassals.install_launcher(svc)  # the emperor may have to start it again, with this version's
+            self.vassals.install_launcher(svc)  # the emperor may start it again: with this version's launcher
             self.vassals.take_over_socket(name, vassal.pid)
             self._track(svc, vassal.pid)
             known = previous.get(name, {})

@@ -96,10 +96,8 @@ def _install(path: Path, text: str) -> None:
 
 def clear_runtime_dir(layout: Layout) -> None:
     """After a clean stop (no vassal left): the sockets that only running processes use."""
-    for path in (layout.log_socket, layout.emperor_stats, *layout.stats_dir.glob("*.sock")):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    for path in layout.fifo_dir.glob("*.fifo"):
+    stale = (layout.log_socket, layout.emperor_stats, *layout.stats_dir.glob("*.sock"), *layout.fifo_dir.glob("*.fifo"))
+    for path in stale:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 

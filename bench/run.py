@@ -538,6 +538,47 @@ def section_shutdown(n=20, repeats=3) -> None:
     say()
 
 
+def section_adoption(n=20, repeats=5) -> None:
+    """The daemon SIGKILLed under load and started again: how soon does `wsgictl status` answer?"""
+    from supervisor.cli import Client
+
+    say(f"## Adoption: the daemon killed with SIGKILL and started again, {n} APIs, one under load")
+    say()
+    d, _, _ = start_ours(n, processes=2)
+    answered, adopted = [], []
+    try:
+        with Load(d.runtime_dir / "api000.sock", threads=4):
+            for _ in range(repeats):
+                d.remember_processes()
+                d.proc.send_signal(signal.SIGKILL)
+                d.proc.wait()
+                time.sleep(0.5)
+                started = time.monotonic()
+                d.start(wait=False)
+                first = None
+                while True:
+                    try:
+                        client = Client(d.runtime_dir, timeout=5)
+                        reply = client.request({"cmd": "status"})
+                        if client.sock is not None:
+                            client.sock.close()
+                    except Exception:  # not listening yet
+                        time.sleep(0.005)
+                        continue
+                    now = time.monotonic()
+                    if first is None:
+                        first = now - started
+                    if {s["state"] for s in reply["services"]} == {"running"}:
+                        adopted.append(now - started)
+                        break
+                    time.sleep(0.01)
+                answered.append(first)
+    finally:
+        d.stop()
+    say(f"`wsgictl status` first answers: {fmt(answered)}; every service adopted and `running`: {fmt(adopted)}")
+    say()
+
+
 SECTIONS = {
     "startup": section_startup,
     "throughput": section_throughput,
@@ -545,6 +586,7 @@ SECTIONS = {
     "operations": section_operations,
     "reliability": section_reliability,
     "shutdown": section_shutdown,
+    "adoption": section_adoption,
 }
 
 

@@ -224,9 +224,12 @@ def _describe_state(s: dict[str, Any]) -> str:
 def cmd_supervise(args: argparse.Namespace) -> int:
     """The main process of wsgi@NAME.service: start NAME, say READY=1 when it is, mirror its state.
 
-    Exits 0 when the service is stopped (by wsgictl or SIGTERM, which asks
-    the daemon for a graceful stop) and 1 when the daemon gives up on it, so
-    that systemd reports the same as `wsgictl status`.
+    The unit stays `activating` for as long as the daemon keeps trying to
+    start the service (a backoff after a reboot can outlast any timeout: the
+    database may come up later), with each attempt in STATUS=. Exits 0 when
+    the service is stopped (by wsgictl or SIGTERM, which asks the daemon for
+    a graceful stop) and 1 when the daemon gives up on it, so that systemd
+    reports the same as `wsgictl status`.
     """
     name = args.name
 
@@ -236,15 +239,12 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     try:
-        client = Client(args.runtime_dir, timeout=None)
-        reply = client.request({"cmd": "start", "services": [name], "wait": True, "timeout": args.timeout})
-        result = reply.get("results", {}).get(name)
-        if not reply.get("ok") or not result:
-            why = result["message"] if result else reply.get("error", "failed")
+        reply = Client(args.runtime_dir).request({"cmd": "start", "services": [name], "wait": False})
+        if not reply.get("ok"):
+            why = reply.get("error", "failed")
             print(f"{name}: cannot start: {why}", file=sys.stderr)
             sd_notify(f"STATUS=failed to start: {why}")
             return EXIT_FAILED
-        sd_notify("READY=1\nSTATUS=running")
         return _mirror(args, name)
     except _Terminated:
         sd_notify("STOPPING=1\nSTATUS=stopping")
@@ -261,6 +261,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
 def _mirror(args: argparse.Namespace, name: str) -> int:
     reconnect_until = None
+    ready = False
     while True:
         try:
             client = Client(args.runtime_dir, timeout=None)
@@ -270,12 +271,19 @@ def _mirror(args: argparse.Namespace, name: str) -> int:
                 if "state" not in state:
                     print(f"{name}: {state.get('error', state)}", file=sys.stderr)
                     return EXIT_FAILED
+                if state["state"] == "running" and not ready:
+                    ready = True
+                    sd_notify("READY=1")
                 sd_notify(f"STATUS={_describe_state(state)}")
                 if state["state"] == "failed":
                     print(f"{name}: failed: {state.get('reason')}", file=sys.stderr)
                     return EXIT_FAILED
                 if state["state"] == "stopped":
-                    return 0
+                    if ready:
+                        return 0
+                    # stopped before it was ever ready (what it comes after failed): not started
+                    print(f"{name}: cannot start: {state.get('reason') or 'stopped'}", file=sys.stderr)
+                    return EXIT_FAILED
                 state = client.receive()
         except Unreachable:
             # the daemon restarts: its vassals keep serving; wait for it a while
@@ -503,7 +511,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("supervise", help="the main process of wsgi@NAME.service (used by the unit)")
     sv.add_argument("name", metavar="NAME")
-    sv.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ready")
     sv.add_argument("--reconnect", type=float, default=120.0, help="seconds to wait for a restarting daemon")
 
     sub.add_parser("reload-config", help="read the manifest again and apply the difference")

@@ -220,6 +220,9 @@ class ControlServer:
                 ok, message = future.result()
             else:
                 ok, message = False, f"still {svc.state} after {timeout:g}s"
+                if svc.failures and svc.goal_running:
+                    attempts = f"{svc.failures} failed attempt{'s' if svc.failures > 1 else ''}"
+                    message += f" ({attempts}, the last: {svc.last_failure}; the daemon keeps retrying)"
             results[name] = {"ok": ok, "message": message, "state": str(svc.state)}
         all_ok = all(r["ok"] for r in results.values())
         return {"ok": all_ok, "results": results, "code": 0 if all_ok else EXIT_FAILED}

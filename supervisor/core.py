@@ -29,7 +29,7 @@ from .logs import DAEMON_NAME, Drops, LogIntake
 from .manifest import Manifest
 from .procs import alive, describe_wait_status, signal_tree
 from .sampler import Sampler
-from .service import TAIL_LINES, LogLine, ServiceRuntime
+from .service import TAIL_LINES, LogLine, ServiceRuntime, Waiter
 from .states import State, allowed
 from .systemd import Systemd
 from .vassals import VassalDriver
@@ -39,9 +39,7 @@ from .workers import ProcessDriver
 log = logging.getLogger("wsgi-supervisor")
 
 MIN_UPTIME = 10.0  # a crash after this long up is not a failed start
-MAX_FAILURES = 5  # failed starts in a row before giving up
 BACKOFF_BASE = 1.0
-BACKOFF_CAP = 30.0
 # readiness probes while starting or reloading: woken by the log line that says a
 # worker loaded the app; this is only the fallback, so 100 services starting at
 # once do not keep the daemon busy reading stats
@@ -53,8 +51,9 @@ STOPPED_ONLY = frozenset({State.STOPPED})
 END_START = frozenset({State.FAILED, State.STOPPED})
 
 
-def backoff_delay(failures: int) -> float:
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1))
+def backoff_delay(failures: int, cap: float) -> float:
+    """1, 2, 4… seconds between attempts, never more than `cap` (the service's `backoff_max`)."""
+    return min(cap, BACKOFF_BASE * 2 ** min(30, max(0, failures - 1)))
 
 
 class Supervisor:
@@ -130,6 +129,7 @@ class Supervisor:
             hint = uwsgi.failure_hint(part)
             if hint:
                 svc.failure_hint = hint
+                svc.config_error = hint.startswith("unknown uWSGI option")
             exc = uwsgi.exception_line(part)
             if exc:
                 svc.last_exception = exc
@@ -164,39 +164,49 @@ class Supervisor:
     def on_change(self, svc: ServiceRuntime) -> None:
         """Tell the observers of state changes: systemd, `wsgictl supervise` watchers, the state file."""
         self.systemd.changed(svc)
-        if not self._state_pending:
-            self._state_pending = True
-            self.loop.call_later(0.2, self.save_state)
+        self.save_soon()
         for listener in list(self.state_listeners):
             listener(svc)
 
+    def save_soon(self) -> None:
+        """Write the state file within 0.2 s (one write for every change meanwhile)."""
+        if not self._state_pending:
+            self._state_pending = True
+            self.loop.call_later(0.2, self.save_state)
+
     def _resolve_waiters(self, svc: ServiceRuntime) -> None:
         keep = []
-        for future, ok_states in svc.waiters:
+        for waiter in svc.waiters:
+            future, ok_states = waiter.future, waiter.ok_states
             if future.done():
                 continue
             if svc.state in ok_states:
                 future.set_result((True, str(svc.state)))
             elif ok_states == OK_START and svc.state in END_START:
                 future.set_result((False, svc.reason or str(svc.state)))
+            elif ok_states == OK_START and svc.state == State.BACKOFF and waiter.settle_in_backoff:
+                future.set_result((False, f"in backoff, the daemon keeps retrying: {svc.reason}"))
             elif ok_states == STOPPED_ONLY and svc.goal_running and svc.state == State.STARTING:
                 future.set_result((False, "started again by another request"))
             else:
-                keep.append((future, ok_states))
+                keep.append(waiter)
         svc.waiters = keep
 
-    def _wait(self, svc: ServiceRuntime, ok_states: frozenset[State]) -> asyncio.Future[tuple[bool, str]]:
+    def _wait(
+        self, svc: ServiceRuntime, ok_states: frozenset[State], settle_in_backoff: bool = False
+    ) -> asyncio.Future[tuple[bool, str]]:
         future: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
         if svc.state in ok_states:
             future.set_result((True, str(svc.state)))
         else:
-            svc.waiters.append((future, ok_states))
+            svc.waiters.append(Waiter(future, ok_states, settle_in_backoff))
         return future
 
     # -- commands ------------------------------------------------------------------
 
-    def start(self, name: str) -> asyncio.Future[tuple[bool, str]]:
-        """Start `name` (and what it comes after); resolves once it is ready or has failed."""
+    def start(self, name: str, settle_in_backoff: bool = False) -> asyncio.Future[tuple[bool, str]]:
+        """Start `name` (and what it comes after); resolves once it is ready or `failed`
+        (with `settle_in_backoff`, also once an attempt failed: the daemon keeps retrying)."""
         svc = self.services[name]
         svc.goal_running = True
         if svc.state in (State.FAILED, State.STOPPED):
@@ -212,7 +222,7 @@ class Supervisor:
             self._begin_start(svc)
         elif svc.state in (State.STOPPED, State.FAILED):
             self._begin_start(svc)
-        return self._wait(svc, OK_START)
+        return self._wait(svc, OK_START, settle_in_backoff)
 
     def stop(self, name: str) -> asyncio.Future[tuple[bool, str]]:
         svc = self.services[name]
@@ -263,12 +273,12 @@ class Supervisor:
         svc.next_retry = None
         pending = self._deps_pending(svc)
         svc.failure_hint = None
+        svc.config_error = False
         svc.last_exception = None
         if pending:
             # not started yet: it waits in `starting`, its process not asked for
             svc.extra["waiting_for"] = pending
-            if svc.state != State.STARTING:
-                self._set_state(svc, State.STARTING, f"waiting for {', '.join(pending)}")
+            self._starting(svc, f"waiting for {', '.join(pending)}")
             return
         svc.extra.pop("waiting_for", None)
         drv = self.driver(svc)
@@ -282,10 +292,17 @@ class Supervisor:
             return
         svc.started_at = time.monotonic()
         svc.ready_at = None
-        if svc.state != State.STARTING:
-            self._set_state(svc, State.STARTING)
+        self._starting(svc, drv.awaiting(svc))
         svc.timer = self.loop.call_later(svc.spec.start_timeout, self._start_timed_out, svc.name, svc.started_at)
         drv.launch(svc)
+
+    def _starting(self, svc: ServiceRuntime, reason: str) -> None:
+        """In `starting`, with the reason saying what it waits for now (status shows it)."""
+        if svc.state != State.STARTING:
+            self._set_state(svc, State.STARTING, reason)
+        elif svc.reason != reason:
+            svc.reason = reason
+            self.on_change(svc)
 
     def _begin_stop(self, svc: ServiceRuntime, then_start: bool = False) -> None:
         svc.cancel_timer()
@@ -365,9 +382,10 @@ class Supervisor:
         if pid is not None:
             self.watcher.unwatch(pid)
             signal_tree(pid, signal.SIGKILL)
-        for future, _ in svc.waiters:
-            if not future.done():
-                future.set_result((False, f"reload failed, still serving the previous code: {why}"))
+            self.sampler.master_gone(svc.name, pid)
+        for waiter in svc.waiters:
+            if not waiter.future.done():
+                waiter.future.set_result((False, f"reload failed, still serving the previous code: {why}"))
         svc.waiters = []
         self._set_state(svc, State.RUNNING, f"reload failed: {why}")
 
@@ -484,6 +502,8 @@ class Supervisor:
         svc.last_exit = describe_wait_status(status) if status is not None else None
         if svc.kind == "worker":
             self.workers.reaped(svc, status)
+        else:
+            self.sampler.master_gone(name, pid)
         if svc.state == State.STOPPING:
             self._finish_stop(svc)
             return
@@ -514,18 +534,26 @@ class Supervisor:
             self._begin_start(svc)
             return
         svc.failures += 1
+        svc.last_failure = why
         drv = self.driver(svc)
         drv.disable(svc)
-        if svc.failures >= MAX_FAILURES:
-            drv.release(svc)
-            svc.goal_running = False
-            self._set_state(svc, State.FAILED, f"{why}; gave up after {svc.failures} failed starts")
-            return
-        delay = backoff_delay(svc.failures)
-        svc.next_retry = time.time() + delay
         # refuse connections while it cannot serve: the front end answers 502/503 at once
         drv.release(svc)
-        self._set_state(svc, State.BACKOFF, f"{why}; retry {svc.failures}/{MAX_FAILURES - 1} in {delay:.0f}s")
+        limit = svc.spec.start_limit
+        if svc.config_error:
+            # the manifest itself is wrong: no number of retries can help
+            svc.goal_running = False
+            self._set_state(svc, State.FAILED, f"{why}; not retried: fix the manifest, then `wsgictl start`")
+            return
+        if limit and svc.failures >= limit:
+            svc.goal_running = False
+            self._set_state(svc, State.FAILED, f"{why}; gave up after {svc.failures} failed starts (start_limit)")
+            return
+        # what failed may need something that is not there yet (a database
+        # after a reboot): keep trying, ever more slowly, up to backoff_max
+        delay = backoff_delay(svc.failures, svc.spec.backoff_max)
+        svc.next_retry = time.time() + delay
+        self._set_state(svc, State.BACKOFF, f"{why}; attempt {svc.failures} failed, next in {delay:.0f}s")
         svc.timer = self.loop.call_later(delay, self._retry, svc.name)
 
     def _retry(self, name: str) -> None:
@@ -541,18 +569,17 @@ class Supervisor:
         if svc.state != State.STARTING or svc.started_at != started_at or svc.extra.get("waiting_for"):
             return
         svc.failure_hint = f"not ready after {svc.spec.start_timeout:g}s"
-        self.say(svc, f"{svc.failure_hint}: killing it", priority=3)
         if svc.pid is not None:
-            self.driver(svc).kill(svc)  # the exit is handled as a crash
+            self.driver(svc).kill(svc, svc.failure_hint)  # the exit is handled as a crash
         else:
+            self.say(svc, svc.failure_hint, priority=3)
             self._crashed(svc)
 
     def _stop_timed_out(self, name: str, pid: int | None) -> None:
         svc = self.services[name]
         svc.timer = None
         if svc.state == State.STOPPING and svc.pid is not None and svc.pid == pid:
-            self.say(svc, f"still up {svc.spec.stop_timeout:g}s after the stop request: SIGKILL", priority=4)
-            self.driver(svc).kill(svc)
+            self.driver(svc).kill(svc, f"still up {svc.spec.stop_timeout:g}s after the stop request")
 
     def _reload_timed_out(self, name: str) -> None:
         svc = self.services[name]
@@ -694,6 +721,7 @@ class Supervisor:
                 "ready_duration": svc.ready_duration,
                 "pid": svc.pid,
                 "instance": svc.instance,
+                "totals": self.sampler.totals[name].to_json() if name in self.sampler.totals else None,
             }
             for name, svc in self.services.items()
         }
@@ -761,17 +789,29 @@ class Supervisor:
         how = "adopted the running emperor" if self.emperor.adopted else "emperor started"
         log.info("%s (pid %d)", how, self.emperor.pid)
         self._watch_emperor()
+        self._restore_counts()
         if self.emperor.adopted:
             await self._adopt_vassals()
             self._adopt_workers()
+
+    def _restore_counts(self) -> None:
+        """Counters carry on from what the previous daemon saved (a re-exec, a crash, a restart):
+        they never go down while the runtime dir lives."""
+        from .sampler import Totals
+
+        for name, kept in self.load_state().items():
+            svc = self.services.get(name)
+            if svc is None or not isinstance(kept, dict):
+                continue
+            svc.restarts = int(kept.get("restarts") or 0)
+            if svc.kind == "api" and isinstance(kept.get("totals"), dict):
+                self.sampler.totals[name] = Totals.from_json(kept["totals"])
 
     async def _adopt_vassals(self) -> None:
         """Take over the vassals a previous daemon left serving."""
         seen = await self.emperor.stats(timeout=5.0)
         vassals = seen[1] if seen else {}
         previous = self.load_state()
-        for name, svc in self.services.items():
-            svc.restarts = int(previous.get(name, {}).get("restarts") or 0)
         files = {f.stem: f for f in self.layout.vassal_dir.glob("*.ini")}
         for ident, file in files.items():
             name, _, instance = ident.partition(".")
@@ -812,7 +852,7 @@ class Supervisor:
 
     def start_enabled(self) -> list[asyncio.Future[tuple[bool, str]]]:
         return [
-            self.start(name)
+            self.start(name, settle_in_backoff=True)
             for name in self.manifest.start_order()
             if self.services[name].spec.enabled and not self.services[name].state.active
         ]
@@ -847,10 +887,10 @@ class Supervisor:
             if pending:
                 for svc in self.services.values():
                     if svc.pid is not None:
-                        self.say(svc, "did not stop in time: SIGKILL", priority=4)
-                        self.driver(svc).kill(svc)
+                        self.driver(svc).kill(svc, "did not stop in time")
                 await asyncio.wait(pending, timeout=2)
         await self._stop_emperor()
+        self.save_state()  # the last counts, for the next daemon
         self.vassals.close()
         self.workers.close()
 
@@ -956,6 +996,7 @@ class Supervisor:
             info["requests"] = totals.value("requests")
             info["harakiri"] = totals.value("harakiri")
             info["worker_respawns"] = totals.respawns
+            info["requests_killed"] = totals.killed
         return info
 
 

@@ -111,8 +111,9 @@ class LogIntake:
         self.sup.loop.add_reader(self.fifo_fd, self._read_fifo)
 
     def _owner_of(self, pid: int) -> str | None:
+        """The service whose master is `pid`: the serving one, or the new one of a reload."""
         for svc in self.sup.services.values():
-            if svc.pid == pid:
+            if pid in (svc.pid, svc.extra.get("reload_pid")):
                 return svc.name
         return None
 

@@ -177,6 +177,12 @@ class _Service(BaseModel):
         120.0, gt=0, le=3600, description="seconds a start may take to become ready before it counts as failed"
     )
     enabled: StrictBool = Field(True, description="start with the daemon (false: only on `wsgictl start`)")
+    backoff_max: Seconds = Field(
+        60.0, ge=1, le=3600, description="longest pause between two attempts to start a service that fails to start"
+    )
+    start_limit: StrictInt = Field(
+        0, ge=0, le=1000, description="failed starts in a row before the service is `failed` (0: keep retrying)"
+    )
 
     @field_validator("environment")
     @classmethod

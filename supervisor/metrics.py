@@ -60,6 +60,11 @@ class SupervisorCollector:
         harakiri = CounterMetricFamily("wsgi_harakiri", "Workers killed for taking too long (harakiri)", labels=labels)
         respawns = CounterMetricFamily("wsgi_worker_respawns", "uWSGI workers replaced", labels=labels)
         tx = CounterMetricFamily("wsgi_response_bytes", "Bytes sent in responses", labels=labels)
+        killed = CounterMetricFamily(
+            "wsgi_requests_killed",
+            "Requests still in flight when a stop or a reload's retirement had to SIGKILL the vassal",
+            labels=labels,
+        )
         workers = GaugeMetricFamily("wsgi_workers", "uWSGI workers by status", labels=[*labels, "status"])
         avg_rt = GaugeMetricFamily(
             "wsgi_average_response_time_seconds", "uWSGI's moving average of response time", labels=labels
@@ -92,6 +97,7 @@ class SupervisorCollector:
             harakiri.add_metric(values, totals.value("harakiri"))
             tx.add_metric(values, totals.value("tx"))
             respawns.add_metric(values, totals.respawns)
+            killed.add_metric(values, totals.killed)
             if svc.pid is not None:
                 for status in WORKER_STATUSES:
                     workers.add_metric([*values, status], sample.workers.get(status, 0))
@@ -102,7 +108,7 @@ class SupervisorCollector:
                 queue_max.add_metric(values, sample.listen_queue_max or 0)
 
         yield from (info, up, state, restarts, start_time, ready_duration, rss, cpu)
-        yield from (requests, exceptions, harakiri, respawns, tx, workers, avg_rt, queue, queue_max)
+        yield from (requests, exceptions, harakiri, respawns, tx, killed, workers, avg_rt, queue, queue_max)
 
         build = InfoMetricFamily("wsgi_supervisor_build", "The daemon's version")
         build.add_metric([], {"version": __version__})

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import uwsgi
 from .sockdiag import listen_queues
@@ -32,44 +32,78 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+COUNTERS = ("requests", "exceptions", "harakiri", "tx")
+
+
 class Totals:
     """Monotonic totals over uWSGI's per-worker counters.
 
     uWSGI keeps a counter per worker slot of a master: it may carry on
     across a respawn of the worker, and it starts again from zero with a
-    new master (a restart, a crash). Counters are followed per (master,
-    slot); whatever a slot had counted when it went back down, or when its
-    master went away, is kept in `base`.
+    new master (a restart, a crash, a reload's second vassal). Counters are
+    followed per (master, slot), for every master still around (during a
+    reload two serve at once); whatever a slot had counted when it went back
+    down, or when its master was retired, is kept in `base`. The whole of
+    it goes into the state file, so a re-exec or a restart of the daemon
+    carries on from the same figures.
     """
 
     def __init__(self) -> None:
         self.base: Counter[str] = Counter()
-        self.master: int | None = None
-        self.last: dict[int, dict[str, int]] = {}  # slot id -> counters
-        self.pids: dict[int, int] = {}  # slot id -> worker pid
+        self.masters: dict[int, dict[int, dict[str, int]]] = {}  # master pid -> slot id -> counters
+        self.pids: dict[int, dict[int, int]] = {}  # master pid -> slot id -> worker pid
         self.respawns = 0
+        self.killed = 0  # requests still in flight when a stop or a retirement had to SIGKILL
 
     def update(self, master: int, workers: tuple[uwsgi.WorkerStats, ...]) -> None:
-        if master != self.master:
-            for values in self.last.values():
-                self.base.update(values)
-            self.master, self.last, self.pids = master, {}, {}
+        last = self.masters.setdefault(master, {})
+        pids = self.pids.setdefault(master, {})
         for w in workers:
             now = {"requests": w.requests, "exceptions": w.exceptions, "harakiri": w.harakiri_count, "tx": w.tx}
-            before = self.last.get(w.id)
+            before = last.get(w.id)
             if before is not None:
                 for key, value in before.items():
                     if now[key] < value:
                         self.base[key] += value  # the slot started again from zero
-            self.last[w.id] = now
+            last[w.id] = now
             if w.pid > 0:
-                old = self.pids.get(w.id)
+                old = pids.get(w.id)
                 if old is not None and old != w.pid:
                     self.respawns += 1
-                self.pids[w.id] = w.pid
+                pids[w.id] = w.pid
+
+    def retire(self, master: int) -> None:
+        """The master is gone: what it counted stays in the totals."""
+        for values in self.masters.pop(master, {}).values():
+            self.base.update(values)
+        self.pids.pop(master, None)
 
     def value(self, key: str) -> int:
-        return self.base[key] + sum(v[key] for v in self.last.values())
+        return self.base[key] + sum(v[key] for slots in self.masters.values() for v in slots.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": dict(self.base),
+            "masters": {str(m): {str(i): v for i, v in slots.items()} for m, slots in self.masters.items()},
+            "respawns": self.respawns,
+            "killed": self.killed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Totals:
+        """Totals as a state file kept them; anything malformed counts as nothing."""
+        totals = cls()
+        try:
+            totals.base.update({k: int(v) for k, v in data.get("base", {}).items() if k in COUNTERS})
+            for master, slots in data.get("masters", {}).items():
+                totals.masters[int(master)] = {
+                    int(i): {k: int(v.get(k, 0)) for k in COUNTERS} for i, v in slots.items()
+                }
+            totals.respawns = int(data.get("respawns", 0))
+            totals.killed = int(data.get("killed", 0))
+        except (AttributeError, TypeError, ValueError):
+            return cls()
+        return totals
 
 
 @dataclass
@@ -191,11 +225,24 @@ class Sampler:
 
     def observe_vassal(self, svc: ServiceRuntime, stats: uwsgi.VassalStats) -> None:
         """Fold a vassal's stats into the totals (also fed by readiness probes)."""
-        self.totals_of(svc.name).update(stats.pid, stats.workers)
+        self.fold(svc.name, stats)
         sample = self.sample_of(svc.name)
         sample.workers = Counter(_worker_status(w.status) for w in stats.workers)
         times = [w.avg_rt_us for w in stats.workers if w.requests and w.avg_rt_us]
         sample.avg_response_s = (sum(times) / len(times) / 1e6) if times else None
+
+    def fold(self, name: str, stats: uwsgi.VassalStats) -> None:
+        """Count what a vassal's stats say it served (the serving one, or one that retires)."""
+        self.totals_of(name).update(stats.pid, stats.workers)
+        self.sup.save_soon()
+
+    def master_gone(self, name: str, pid: int) -> None:
+        self.totals_of(name).retire(pid)
+        self.sup.save_soon()
+
+    def count_killed(self, name: str, requests: int) -> None:
+        self.totals_of(name).killed += requests
+        self.sup.save_soon()
 
     def sample_queues(self) -> None:
         """Connections waiting on each API socket, straight from the kernel (cheap: one netlink dump)."""

@@ -27,6 +27,20 @@ class LogLine:
 
 
 @dataclass
+class Waiter:
+    """A command waiting for a service to reach one of `ok_states`.
+
+    `settle_in_backoff`: a failed attempt ends the wait too (the daemon's own
+    boot, which must tell systemd it is up while a service waits for its
+    database); an operator's start waits on through backoff, up to its timeout.
+    """
+
+    future: asyncio.Future[tuple[bool, str]]
+    ok_states: frozenset[State]
+    settle_in_backoff: bool = False
+
+
+@dataclass
 class ServiceRuntime:
     name: str
     spec: Service
@@ -34,7 +48,7 @@ class ServiceRuntime:
     ready: bool = False
     pid: int | None = None
     restarts: int = 0
-    failures: int = 0  # failed starts in a row
+    failures: int = 0  # failed starts in a row (the attempt count while in backoff)
     reason: str | None = None  # why it last failed or stopped on its own
     last_exit: str | None = None  # "exited with status 1", "killed by SIGKILL"
     status_text: str | None = None  # a worker's STATUS=
@@ -47,10 +61,12 @@ class ServiceRuntime:
     goal_running: bool = False
     instance: str = ""  # which of an API's two vassal files is the serving one ("" or "b")
     restart_pending: bool = False
-    waiters: list[tuple[asyncio.Future[tuple[bool, str]], frozenset[State]]] = field(default_factory=list)
+    waiters: list[Waiter] = field(default_factory=list)
     tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     last_exception: str | None = None
     failure_hint: str | None = None
+    last_failure: str | None = None  # why the last failed start failed
+    config_error: bool = False  # the last failure is the manifest's own (retrying cannot help)
     timer: asyncio.TimerHandle | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -140,8 +140,10 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
         ("procname-prefix-spaced", f"[{name}]"),
         ("auto-procname", True),
         ("exit-on-reload", False),
-        ("worker-reload-mercy", stop),
-        ("reload-mercy", stop),
+        # a little longer than the daemon's own bound: the daemon's SIGKILL comes
+        # first, and it counts the requests it ends
+        ("worker-reload-mercy", stop + 2),
+        ("reload-mercy", stop + 2),
         ("buffer-size", 65535),
         ("add-header", "Connection: close"),
         ("ignore-sigpipe", True),
@@ -232,6 +234,7 @@ class WorkerStats:
     tx: int
     apps: int
     last_spawn: int
+    in_flight: int = 0  # requests this worker is serving now (busy cores)
 
 
 @dataclass(frozen=True)
@@ -251,9 +254,19 @@ class VassalStats:
             w.accepting and w.apps > 0 and w.pid > 0 and w.status != "cheap" for w in self.workers
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being served right now, by every worker."""
+        return sum(w.in_flight for w in self.workers)
+
     def spawned_since(self, when: float) -> bool:
         """Every worker was (re)spawned at or after `when` (whole seconds)."""
         return all(w.last_spawn >= int(when) for w in self.workers)
+
+
+def _in_flight(worker: dict[str, Any]) -> int:
+    cores = sum(1 for core in worker.get("cores", ()) if core.get("in_request"))
+    return cores or (1 if worker.get("status") == "busy" else 0)
 
 
 def parse_stats(raw: bytes) -> VassalStats:
@@ -273,6 +286,7 @@ def parse_stats(raw: bytes) -> VassalStats:
             tx=int(w.get("tx", 0)),
             apps=len(w.get("apps", ())),
             last_spawn=int(w.get("last_spawn", 0)),
+            in_flight=_in_flight(w),
         )
         for w in data.get("workers", ())
     )

@@ -59,6 +59,7 @@ class VassalDriver:
         self.listeners: dict[str, Listener] = {}
         self.pending: list[Callable[[], bool]] = []
         self.poker: asyncio.Task[None] | None = None
+        self.final_stats: dict[tuple[str, str], uwsgi.VassalStats] = {}  # (name, instance) of stopping vassals
 
     # -- the socket the daemon holds -------------------------------------------
 
@@ -127,6 +128,7 @@ class VassalDriver:
     async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         if self._fifo(svc.name, uwsgi.PAUSE, instance):
             await self._wait_paused(svc, instance, pid)
+        await self._count_final(svc, instance, pid)
         if not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -137,15 +139,46 @@ class VassalDriver:
         try:
             await asyncio.wait_for(gone, svc.spec.stop_timeout)
         except TimeoutError:
-            self.sup.say(svc, f"the old vassal (pid {pid}) is still up {svc.spec.stop_timeout:g}s later: SIGKILL", 4)
-            signal_tree(pid, signal.SIGKILL)
+            await self._kill_counting(
+                svc,
+                instance,
+                pid,
+                f"the old vassal (pid {pid}) is still up {svc.spec.stop_timeout:g}s after the reload",
+            )
         finally:
             self.sup.watcher.unwatch(pid)
+        self.sup.sampler.master_gone(svc.name, pid)
         if instance not in (svc.instance, svc.extra.get("reload")):  # not in use again already
             self.forget(svc.name, instance)
 
+    async def _count_final(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        """The vassal's last counts, once its workers are paused: what it served after the
+        last sample is counted too (uWSGI's counters go with the master). Kept, since a
+        stopping master answers no stats: a SIGKILL later counts what was in flight here."""
+        stats = await self.stats(svc.name, instance, timeout=0.5)
+        if stats is not None and stats.pid == pid:
+            self.sup.sampler.fold(svc.name, stats)
+            self.final_stats[svc.name, instance] = stats
+
+    async def _kill_counting(self, svc: ServiceRuntime, instance: str, pid: int, why: str) -> None:
+        """SIGKILL a vassal that did not stop in time, saying how many requests that ends."""
+        stats = await self.stats(svc.name, instance, timeout=0.3)
+        if stats is not None and stats.pid == pid:
+            self.sup.sampler.fold(svc.name, stats)
+        else:
+            stats = self.final_stats.get((svc.name, instance)) or svc.extra.get("stats")
+        in_flight = stats.in_flight if stats is not None and stats.pid == pid else 0
+        if in_flight:
+            self.sup.sampler.count_killed(svc.name, in_flight)
+            what = f"{in_flight} request{'s' if in_flight != 1 else ''} still in flight ended"
+            self.sup.say(svc, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
+        else:
+            self.sup.say(svc, f"{why}: SIGKILL", 4)
+        signal_tree(pid, signal.SIGKILL)
+
     def forget(self, name: str, instance: str) -> None:
         """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO."""
+        self.final_stats.pop((name, instance), None)
         for path in (self.layout.stats_socket(name, instance), self.layout.master_fifo(name, instance)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -153,6 +186,10 @@ class VassalDriver:
     def remove_file(self, name: str, instance: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.layout.vassal_file(name, instance).unlink()
+
+    def awaiting(self, svc: ServiceRuntime) -> str:
+        """What a start waits for once launched, as status shows it."""
+        return "waiting for every worker to load the app and accept"
 
     def launch(self, svc: ServiceRuntime) -> None:
         self._want_spawn(lambda: svc.pid is not None or not svc.state.active)
@@ -212,13 +249,14 @@ class VassalDriver:
 
     async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         await self._wait_paused(svc, instance, pid)
+        await self._count_final(svc, instance, pid)
         if svc.pid == pid and not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    def kill(self, svc: ServiceRuntime) -> None:
+    def kill(self, svc: ServiceRuntime, why: str) -> None:
         if svc.pid is not None:
-            signal_tree(svc.pid, signal.SIGKILL)
+            self.sup.spawn_task(self._kill_counting(svc, svc.instance, svc.pid, why), f"kill-{svc.name}")
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Remove the vassal files, so the emperor does not bring a vassal back."""

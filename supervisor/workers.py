@@ -165,6 +165,14 @@ class ProcessDriver:
             creds["group"] = grp.getgrnam(spec.group).gr_gid if not spec.group.isdigit() else int(spec.group)
         return creds
 
+    def awaiting(self, svc: ServiceRuntime) -> str:
+        """What a start waits for once launched, as status shows it."""
+        spec = svc.spec
+        assert isinstance(spec, WorkerService)
+        if spec.notify:
+            return "waiting for READY=1 from the service"
+        return f"ready once up {spec.ready_after:g}s"
+
     def launch(self, svc: ServiceRuntime) -> None:
         spec = svc.spec
         assert isinstance(spec, WorkerService)
@@ -255,8 +263,9 @@ class ProcessDriver:
             os.kill(svc.pid, sig)
         return True
 
-    def kill(self, svc: ServiceRuntime) -> None:
+    def kill(self, svc: ServiceRuntime, why: str) -> None:
         if svc.pid is not None:
+            self.sup.say(svc, f"{why}: SIGKILL", priority=4)
             signal_tree(svc.pid, signal.SIGKILL)
         self._end_strays(svc.name)
 

@@ -193,6 +193,7 @@ def test_app_that_fails_to_import_backs_off_then_fails_then_starts(daemon, tmp_p
 kind = "api"
 app = "{PROBE}"
 processes = 1
+start_limit = 5
 environment = {{ PROBE_FAIL_IF_EXISTS = "{flag}" }}
 """,
     )
@@ -204,7 +205,7 @@ environment = {{ PROBE_FAIL_IF_EXISTS = "{flag}" }}
     assert "next try in" in detail
     assert "refuses to import while" in detail  # the last lines show the traceback
     s = daemon.wait_state("broken", "failed", timeout=60)
-    assert "gave up after 5 failed starts" in s["reason"]
+    assert "gave up after 5 failed starts (start_limit)" in s["reason"]
     assert f"RuntimeError: probe app refuses to import while {flag} exists" in s["reason"]
     assert not daemon.socket("broken").exists()
     assert daemon.ctl("status", "broken", check=False).returncode == 3
@@ -216,6 +217,58 @@ environment = {{ PROBE_FAIL_IF_EXISTS = "{flag}" }}
     daemon.ctl("start", "broken")
     assert daemon.status()["broken"]["state"] == "running"
     assert uwsgi_request(daemon.socket("broken"))[0] == 200
+
+
+def test_an_api_that_needs_what_comes_later_comes_up_by_itself(daemon, tmp_path):
+    """After a reboot the database may come up minutes after the APIs: no limit unless asked for."""
+    needed = tmp_path / "database-up"
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[services.late]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+enabled = false
+backoff_max = 5
+environment = {{ PROBE_NEEDS_FILE = "{needed}" }}
+""",
+    )
+    daemon.start()
+    started = daemon.ctl("start", "late", "--timeout", "3", check=False)
+    assert started.returncode == 1
+    assert "after 3s (" in started.stderr and "failed attempt" in started.stderr
+    assert "the daemon keeps retrying" in started.stderr
+    assert f"cannot import without {needed}" in started.stderr
+    time.sleep(60)
+    s = daemon.status()["late"]
+    assert s["state"] in ("backoff", "starting")
+    assert s["failures"] > 5  # past the five tries an earlier version stopped at
+    if s["state"] == "backoff":
+        assert f"attempt {s['failures']} failed, next in" in s["reason"]
+        assert 0 < s["next_retry"] - time.time() <= 5  # capped at backoff_max
+    needed.write_text("")
+    s = daemon.wait_state("late", "running", timeout=30)
+    assert s["reason"] is None
+    assert uwsgi_request(daemon.socket("late"))[0] == 200
+
+
+def test_a_bad_uwsgi_option_is_not_retried(daemon):
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[services.typo]
+kind = "api"
+app = "{PROBE}"
+processes = 1
+uwsgi = {{ "no-such-option-here" = 1 }}
+""",
+    )
+    daemon.start()
+    s = daemon.wait_state("typo", "failed")
+    assert "unknown uWSGI option 'no-such-option-here'" in s["reason"]
+    assert "fix the manifest" in s["reason"]
+    assert s["failures"] == 1
 
 
 def test_stop_during_backoff_and_unknown_socket_in_use(daemon):

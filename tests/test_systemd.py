@@ -38,6 +38,7 @@ kind = "api"
 app = "{APPS / "probe.py"}"
 processes = 1
 enabled = false
+start_limit = 3
 environment = {{ PROBE_FAIL_IMPORT = "no database" }}
 """
 

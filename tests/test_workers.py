@@ -49,7 +49,7 @@ def test_killed_worker_comes_back_with_backoff_and_a_crash_loop_fails(daemon):
     write_manifest(
         daemon.conf_dir,
         worker("conductor", "ready_after = 0.2")
-        + worker("flaky", "ready_after = 0.2", 'WORKER_EXIT_AFTER = "0.1", WORKER_EXIT_CODE = "7"'),
+        + worker("flaky", "ready_after = 0.2\nstart_limit = 5", 'WORKER_EXIT_AFTER = "0.1", WORKER_EXIT_CODE = "7"'),
     )
     daemon.start()
     daemon.ctl("start", "conductor")

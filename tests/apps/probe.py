@@ -1,7 +1,8 @@
 """Test app: answers with what the process and the request look like.
 
 /sleep?N holds the worker N seconds; /crash exits the worker; /env shows the
-environment; anything else echoes. Import fails when PROBE_FAIL_IMPORT is set.
+environment; anything else echoes. Import fails when PROBE_FAIL_IMPORT is set,
+while the file PROBE_FAIL_IF_EXISTS exists, or until the file PROBE_NEEDS_FILE does.
 """
 
 import hashlib
@@ -12,6 +13,9 @@ import time
 
 if os.environ.get("PROBE_FAIL_IMPORT"):
     raise RuntimeError("probe app refuses to import: " + os.environ["PROBE_FAIL_IMPORT"])
+_needed = os.environ.get("PROBE_NEEDS_FILE")
+if _needed and not os.path.exists(_needed):
+    raise RuntimeError(f"probe app cannot import without {_needed}")
 _flag = os.environ.get("PROBE_FAIL_IF_EXISTS")
 if _flag and os.path.exists(_flag):
     raise RuntimeError(f"probe app refuses to import while {_flag} exists")

@@ -19,6 +19,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proxy_config(daemon, server: str, port: int) -> str:
+    """`wsgictl proxy-config SERVER --vhost` for a daemon under test, listening on 127.0.0.1:PORT."""
+    from support import WSGICTL
+
+    return subprocess.run(
+        [
+            str(WSGICTL),
+            "--runtime-dir",
+            str(daemon.runtime_dir),
+            "--conf-dir",
+            str(daemon.conf_dir),
+            "proxy-config",
+            server,
+            "--vhost",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 class FrontEnd:
     name = ""
 

@@ -9,9 +9,9 @@ import subprocess
 import time
 
 import pytest
-from frontends import Apache, Nginx, free_port
+from frontends import Apache, Nginx, free_port, proxy_config
 
-from support import APPS, WSGICTL, Daemon, write_manifest
+from support import APPS, Daemon, write_manifest
 
 PROBE = APPS / "probe.py"
 PLAIN = APPS / "plain.py"  # a PEP 3333 app that reads wsgi.input and knows nothing of uWSGI
@@ -69,32 +69,12 @@ def apis(tmp_path_factory):
     d.stop()
 
 
-def config(apis, server, port):
-    return subprocess.run(
-        [
-            str(WSGICTL),
-            "--runtime-dir",
-            str(apis.runtime_dir),
-            "--conf-dir",
-            str(apis.conf_dir),
-            "proxy-config",
-            server,
-            "--vhost",
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-
 @pytest.fixture(params=sorted(SERVERS))
 def front(request, apis, tmp_path):
     if shutil.which("apache2" if request.param == "apache" else "nginx") is None:
         pytest.skip(f"{request.param} is not installed")
     port = free_port()
-    fe = SERVERS[request.param](tmp_path / request.param, config(apis, request.param, port), port)
+    fe = SERVERS[request.param](tmp_path / request.param, proxy_config(apis, request.param, port), port)
     checked = fe.check()
     assert checked.returncode == 0, checked.stdout + checked.stderr  # apache2 -t / nginx -t
     fe.start()

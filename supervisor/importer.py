@@ -77,6 +77,7 @@ class Imported:
     table: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     socket: str | None = None
+    callable: str | None = None
 
 
 def service_name(stem: str) -> str:
@@ -149,6 +150,8 @@ def from_uwsgi_ini(path: Path) -> Imported:
             t["group"] = value
         elif key == "chdir":
             t["chdir"] = value
+        elif key == "callable":
+            svc.callable = value
         elif key == "harakiri":
             t["harakiri"] = int(value)
         elif key == "reload-on-rss":
@@ -165,6 +168,11 @@ def from_uwsgi_ini(path: Path) -> Imported:
         t["uwsgi"] = {k: v[0] if len(v) == 1 else v for k, v in extra.items()}
     if "app" not in t:
         svc.notes.append("no module, wsgi-file or mount: set `app` by hand")
+    elif svc.callable and svc.callable != "application":
+        if t["app"].endswith(":application"):
+            t["app"] = t["app"][: -len("application")] + svc.callable
+        else:
+            svc.notes.append(f"callable = {svc.callable}: a file app must define `application`; set `app` by hand")
     return svc
 
 

@@ -67,6 +67,10 @@ RESERVED_UWSGI_OPTIONS = frozenset(
         "module",
         "wsgi-file",
         "file",
+        # the vassal loads vassal_app.py under its own callable and mount: `app` and `mount` say these
+        "wsgi",
+        "callable",
+        "mount",
         "pyargv",
         "virtualenv",
         "home",

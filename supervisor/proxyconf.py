@@ -10,6 +10,7 @@ socket, so its mount answers 503 at once while the others keep answering.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .layout import Layout
@@ -66,6 +67,17 @@ def apache(manifest: Manifest, layout: Layout, vhost: Vhost | None = None, timeo
         lines.append(f'ProxyPass "{m.prefix}" "{target}{slash}" {params}')
         if m.protocol == "http":
             lines.append(f'ProxyPassReverse "{m.prefix}" "{scheme}://{m.name}{path}"')
+            # Apache 2.4.40+ forwards `Expect: 100-continue` and waits for the backend's 100,
+            # which uWSGI's http-socket never sends: curl's uploads over 1 MiB got a 502 after
+            # uWSGI's socket timeout. Off: Apache answers 100 itself and streams the body on.
+            match = "^/" if m.prefix == "/" else f"^{re.escape(m.prefix)}(/|$)"
+            lines += [
+                "<IfDirective Proxy100Continue>",
+                f'    <LocationMatch "{match}">',
+                "        Proxy100Continue Off",
+                "    </LocationMatch>",
+                "</IfDirective>",
+            ]
     body = "\n".join(lines) + "\n"
     if vhost is None:
         return body

@@ -29,6 +29,11 @@ GRACEFUL_STOP = b"q"
 
 # imported in each worker before the app: makes its stdout a blocking write
 BOOT_FILE = Path(__file__).with_name("vassal_boot.py")
+# the WSGI file of every vassal: imports the service's app, gives it chunked bodies in wsgi.input
+APP_FILE = Path(__file__).with_name("vassal_app.py")
+# where the launcher tells APP_FILE which app to import and what the socket speaks
+APP_VARIABLE = "WSGI_SUPERVISOR_APP"
+PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
 
 # one request log line: fixed fields first, the URI last (it may hold spaces)
 REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(uri)"
@@ -63,6 +68,8 @@ def launch_spec(
     env = {"PYTHONUNBUFFERED": "1", **service.environment}
     if service.venv:
         env.setdefault("VIRTUAL_ENV", str(service.venv))
+    env[APP_VARIABLE] = service.app
+    env[PROTOCOL_VARIABLE] = service.protocol
     return {
         "service": name,
         "instance": instance,
@@ -89,7 +96,6 @@ def launch_line(spec: dict[str, Any]) -> str:
 
 def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "") -> str:
     """The vassal ini for one API (one of its two instances). Pure: same service, same text."""
-    from .manifest import app_is_file
 
     python, _ = interpreter(service, default_venv)
     socket = str(layout.api_socket(name))
@@ -114,20 +120,20 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
             ("protocol", "http"),
             ("http-auto-chunked", True),
             ("http-raw-body", True),
+            # the largest chunk uwsgi.chunked_read() takes (vassal_app.py reads them)
             ("chunked-input-limit", 10 * 1024 * 1024),
-            # a number: `true` reads as 0 and does nothing (see notes)
-            ("http-manage-expect", 1),
+            # no http-manage-expect: it answers `Expect: 100-continue` only in uWSGI's
+            # HTTP router, never on an http-socket; the front end answers it instead
         ]
     else:
         options.append(("socket", socket))
+    # uWSGI loads APP_FILE, which imports service.app (named in the launch line's environment)
     if service.mount and service.mount != "/":
         # the app under its URL prefix: uWSGI splits SCRIPT_NAME/PATH_INFO itself, so a
         # front end passes the full path (nginx does); other paths reach it unsplit
-        options += [("mount", f"{service.mount}={service.app}"), ("manage-script-name", True)]
-    elif app_is_file(service):
-        options.append(("wsgi-file", service.app))
+        options += [("mount", f"{service.mount}={APP_FILE}"), ("manage-script-name", True)]
     else:
-        options.append(("module", service.app))
+        options.append(("wsgi-file", APP_FILE))
     if service.args:
         options.append(("pyargv", " ".join(service.args)))
     if service.chdir:

@@ -6,6 +6,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +17,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def proxy_config(daemon, server: str, port: int) -> str:
+    """`wsgictl proxy-config SERVER --vhost` for a daemon under test, listening on 127.0.0.1:PORT."""
+    from support import WSGICTL
+
+    return subprocess.run(
+        [
+            str(WSGICTL),
+            "--runtime-dir",
+            str(daemon.runtime_dir),
+            "--conf-dir",
+            str(daemon.conf_dir),
+            "proxy-config",
+            server,
+            "--vhost",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 class FrontEnd:
@@ -93,11 +117,18 @@ Include {self.dir}/site.conf
 class Nginx(FrontEnd):
     name = "nginx"
 
+    temp: Path | None = None
+
     def conf(self) -> Path:
         shutil.copy("/etc/nginx/uwsgi_params", self.dir / "uwsgi_params")
+        if self.temp is None:
+            # nginx's workers (www-data) spool request bodies there (a chunked body to a uwsgi
+            # backend is always spooled): outside pytest's dirs, which are root's alone (0700)
+            self.temp = Path(tempfile.mkdtemp(prefix="ngx-temp-"))
+            self.temp.chmod(0o711)
         temps = ""
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            path = self.dir / f"{kind}_temp"
+            path = self.temp / kind
             path.mkdir(exist_ok=True)
             shutil.chown(path, "www-data", "www-data")
             temps += f"    {kind}_temp_path {path};\n"
@@ -135,3 +166,9 @@ http {{
     def reload(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.temp is not None:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            self.temp = None

@@ -167,3 +167,18 @@ def test_check_is_light(tmp_path):
     code += "('pydantic', 'uvloop', 'prometheus_client', 'systemd')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_options_of_the_app_wrapper_are_reserved(tmp_path):
+    # every vassal loads vassal_app.py as `application` under `mount`: `app` and `mount` set these
+    found = problems(tmp_path, a='[services.a]\nkind = "api"\napp = "x.y"\nuwsgi = { callable = "app" }\n')
+    assert any("'callable' is set by wsgi-supervisor" in p[3] for p in found), found
+
+
+def test_import_folds_callable_into_app(tmp_path):
+    from supervisor.importer import from_uwsgi_ini
+
+    ini = tmp_path / "nova-api.ini"
+    ini.write_text("[uwsgi]\ncallable = app\nmodule = nova.wsgi.osapi_compute\n")
+    svc = from_uwsgi_ini(ini)
+    assert svc.table["app"] == "nova.wsgi.osapi_compute:app" and "uwsgi" not in svc.table

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from supervisor.layout import Layout
 from supervisor.manifest import ApiService
-from supervisor.uwsgi import parse_request, read_launch_spec, render_vassal, split_datagram
+from supervisor.uwsgi import APP_FILE, parse_request, read_launch_spec, render_vassal, split_datagram
 
 LAYOUT = Layout(Path("/run/wsgi-supervisor"))
 VENV = Path("/opt/venv")
@@ -28,19 +28,36 @@ def test_the_vassal_has_the_options_deployments_converged_on():
         "die-on-term": "true",
         "processes": "4",
         "socket": "/run/wsgi-supervisor/keystone.sock",
-        "module": "keystone.wsgi.api",
+        "wsgi-file": str(APP_FILE),
         "binary-path": "/opt/venv/bin/python3",
         "stats": "/run/wsgi-supervisor/stats/keystone.sock",
         "master-fifo": "/run/wsgi-supervisor/fifo/keystone.fifo",
     }.items():
         assert opts[key] == value, key
-    assert "http-socket" not in opts
+    assert "http-socket" not in opts and "module" not in opts
+    # the wrapper imports the app the manifest names
+    env = read_launch_spec(render(processes=4))["env"]
+    assert env["WSGI_SUPERVISOR_APP"] == "keystone.wsgi.api" and env["WSGI_SUPERVISOR_PROTOCOL"] == "uwsgi"
+
+
+def test_a_mount_loads_the_wrapper_under_its_prefix():
+    text = render_vassal(
+        "keystone",
+        ApiService(kind="api", app="/srv/keystone/wsgi.py", mount="/identity"),
+        LAYOUT,
+        VENV,
+    )
+    opts = dict(options(text))
+    assert opts["mount"] == f"/identity={APP_FILE}" and opts["manage-script-name"] == "true"
+    assert read_launch_spec(text)["env"]["WSGI_SUPERVISOR_APP"] == "/srv/keystone/wsgi.py"
 
 
 def test_http_protocol_and_chunked_uploads():
     opts = dict(options(render(protocol="http")))
     assert opts["http-socket"] == "/run/wsgi-supervisor/keystone.sock"
-    assert opts["http-manage-expect"] == "1"  # a number: `true` would silently be 0
+    # inert on an http-socket (only uWSGI's HTTP router answers 100-continue): the front end does
+    assert "http-manage-expect" not in opts
+    assert read_launch_spec(render(protocol="http"))["env"]["WSGI_SUPERVISOR_PROTOCOL"] == "http"
     assert opts["http-auto-chunked"] == "true" and opts["http-raw-body"] == "true"
 
 

@@ -1,0 +1,190 @@
+"""The WSGI callable every vassal loads: the service's own app, with whole request bodies.
+
+uWSGI 2.0 leaves a chunked request body (`Transfer-Encoding: chunked`, no
+Content-Length) out of `wsgi.input`: a plain PEP 3333 app reads 0 bytes and
+never knows. Only an app that calls `uwsgi.chunked_read()` itself (glance
+does) sees the body. This wrapper imports the real app (named by
+WSGI_SUPERVISOR_APP, which the launcher sets) and, for such a request,
+hands the app a `wsgi.input` that reads the chunks as the app asks for
+them: nothing is read unless the app reads, so an app that calls
+`uwsgi.chunked_read()` itself still gets every chunk, and a body is never
+held whole in memory unless the app asks for all of it at once.
+
+In the uwsgi protocol the front end has already taken the chunks apart
+(nginx buffers the body and sends CONTENT_LENGTH): the framing left is
+CONTENT_LENGTH, so the stale `Transfer-Encoding: chunked` header is dropped
+there, or an app that trusts it would call `uwsgi.chunked_read()` on a body
+that is not chunked.
+
+Loaded by uWSGI as `wsgi-file` (or the file of a `mount`), so uWSGI's
+SCRIPT_NAME/PATH_INFO split is untouched. An app that fails to import
+raises here, at uWSGI's import of this file: uWSGI logs the traceback and
+"unable to load app" as it would for the app itself.
+
+Runs in the service's own Python: keep it to the standard library.
+"""
+
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+APP_VARIABLE = "WSGI_SUPERVISOR_APP"
+PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
+
+
+def load(target):
+    """The WSGI callable of `package.module[:callable]` or of a Python file (its `application`)."""
+    if target.endswith(".py") or "/" in target:
+        path = os.path.abspath(target)
+        # a name of the kind uWSGI gives a wsgi-file; files without .py (old pbr scripts) load too
+        name = "uwsgi_file_" + "".join(c if c.isalnum() else "_" for c in path)
+        loader = importlib.machinery.SourceFileLoader(name, path)
+        spec = importlib.util.spec_from_loader(name, loader, origin=path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        attribute = "application"
+    else:
+        module_name, _, attribute = target.partition(":")
+        module = importlib.import_module(module_name)
+        attribute = attribute or "application"
+    app = module
+    for part in attribute.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise AttributeError(f"{target} has no WSGI callable {attribute!r}") from None
+    if not callable(app):
+        raise TypeError(f"{target}: {attribute!r} is not callable (a {type(app).__name__})")
+    return app
+
+
+class ChunkedInput:
+    """A read-only file over `uwsgi.chunked_read()`: a chunk is read only when the app needs more.
+
+    read(n) returns n bytes unless the body ends first; read() and
+    readlines() return the rest of the body; b"" at the end. Holds at most
+    what the app asked for plus one chunk (uWSGI's chunked-input-limit).
+    """
+
+    def __init__(self, chunked_read):
+        self._chunked_read = chunked_read
+        self._buffer = bytearray()
+        self._done = False
+
+    def _more(self):
+        """Append the next chunk to the buffer; False once the body has ended."""
+        if self._done:
+            return False
+        # uWSGI's socket-timeout bounds the wait, as it does for a Content-Length body
+        chunk = self._chunked_read()
+        if not chunk:
+            self._done = True
+            return False
+        self._buffer += chunk
+        return True
+
+    def _take(self, size):
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            while self._more():
+                pass
+            return self._take(len(self._buffer))
+        while len(self._buffer) < size and self._more():
+            pass
+        return self._take(size)
+
+    def readline(self, size=-1):
+        if size is None:
+            size = -1
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end >= 0:
+                end += 1
+                break
+            if 0 <= size <= len(self._buffer):
+                end = size
+                break
+            start = len(self._buffer)
+            if not self._more():
+                end = len(self._buffer)
+                break
+        if size >= 0:
+            end = min(end, size)
+        return self._take(end)
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def readable(self):
+        return True
+
+    def close(self):
+        pass
+
+
+def wrap(app, chunked_read, framed_by_length):
+    """`app` with every request body in wsgi.input.
+
+    `chunked_read` is uWSGI's; `framed_by_length`: the socket speaks the
+    uwsgi protocol, where a body is always framed by CONTENT_LENGTH.
+    """
+
+    def application(environ, start_response):
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and environ.get("CONTENT_LENGTH"):
+            if framed_by_length:
+                del environ["HTTP_TRANSFER_ENCODING"]
+        elif chunked:
+            environ["wsgi.input"] = ChunkedInput(chunked_read)
+        # uWSGI's own input ends at CONTENT_LENGTH (no body: at once), and ours at the last chunk
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+
+    return application
+
+
+def _main(uwsgi):
+    # popped: the app and what it starts see the environment the manifest gave them
+    target = os.environ.pop(APP_VARIABLE, "")
+    protocol = os.environ.pop(PROTOCOL_VARIABLE, "uwsgi")
+    if not target:
+        raise RuntimeError(f"{APP_VARIABLE} is not set: the vassal has no app to load")
+    return wrap(load(target), uwsgi.chunked_read, protocol != "http")
+
+
+try:
+    import uwsgi as _uwsgi
+except ImportError:  # imported outside uWSGI (the daemon's own tests)
+    _uwsgi = None
+if _uwsgi is not None:
+    application = _main(_uwsgi)

@@ -1,0 +1,209 @@
+"""End to end with real glance from PyPI: image uploads through real Apache and nginx.
+
+glance serves `protocol = "http"` (its chunked uploads read uwsgi.chunked_read()
+themselves), with the file store, SQLite and the paste pipeline without keystone.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from frontends import Apache, Nginx, free_port, proxy_config
+
+from support import ROOT, Daemon, write_manifest
+
+VENV = ROOT / ".cache" / "glance-venv"
+SERVERS = {"apache": Apache, "nginx": Nginx}
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("apache2") is None or shutil.which("nginx") is None or shutil.which("curl") is None,
+    reason="needs apache2, nginx and curl",
+)
+
+
+@pytest.fixture(scope="session")
+def glance_venv():
+    """glance and pyuwsgi in a venv of their own (made once, ~2 min)."""
+    marker = VENV / ".ready"
+    if not marker.exists():
+        shutil.rmtree(VENV, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "glance", "pyuwsgi"], check=True)
+        marker.write_text("")
+    return VENV
+
+
+@pytest.fixture(scope="module")
+def glance(glance_venv, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("glance")
+    conf = tmp / "etc"
+    conf.mkdir()
+    images = tmp / "images"
+    for store in ("images", "staging", "tasks"):
+        (tmp / store).mkdir()
+    (conf / "glance-api.conf").write_text(
+        f"""
+[DEFAULT]
+enabled_backends = fs:file
+[glance_store]
+default_backend = fs
+[fs]
+filesystem_store_datadir = {images}
+[os_glance_staging_store]
+filesystem_store_datadir = {tmp / "staging"}
+[os_glance_tasks_store]
+filesystem_store_datadir = {tmp / "tasks"}
+[database]
+connection = sqlite:///{tmp / "glance.sqlite"}
+[oslo_policy]
+policy_file = {conf / "policy.yaml"}
+[paste_deploy]
+config_file = {glance_venv / "etc" / "glance" / "glance-api-paste.ini"}
+"""
+    )
+    # no keystone: the pipeline's context has no roles, so the image calls are opened to it
+    rules = ("add_image", "get_image", "get_images", "modify_image", "upload_image", "download_image")
+    (conf / "policy.yaml").write_text("".join(f'"{rule}": ""\n' for rule in rules))
+    subprocess.run(
+        [str(glance_venv / "bin" / "glance-manage"), "--config-file", str(conf / "glance-api.conf"), "db_sync"],
+        check=True,
+        capture_output=True,
+    )
+    d = Daemon(tmp, extra_args=["--socket-group", "www-data"])
+    write_manifest(
+        d.conf_dir,
+        f"""
+[services.glance]
+kind = "api"
+app = "glance.wsgi.api:application"
+venv = "{glance_venv}"
+processes = 2
+protocol = "http"
+mount = "/image"
+# a reload retires the old vassal: it gets this long to finish an upload in flight
+stop_timeout = 60
+environment = {{ OS_GLANCE_CONFIG_DIR = "{conf}" }}
+""",
+    )
+    d.start()
+    d.ctl("start", "glance", "--timeout", "120")
+    fronts = {}
+    try:
+        for name, cls in SERVERS.items():
+            port = free_port()
+            fe = cls(tmp / name, proxy_config(d, name, port), port)
+            checked = fe.check()
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            fronts[name] = fe.start()
+        yield d, fronts
+    finally:
+        for fe in fronts.values():
+            fe.stop()
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "image.raw"
+    path.write_bytes(os.urandom(20 * 1024 * 1024))
+    return path
+
+
+def api(port, method, path, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, "/image" + path, body=json.dumps(body) if body is not None else None, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def new_image(port):
+    status, body = api(port, "POST", "/v2/images", {"name": "cirros", "disk_format": "raw", "container_format": "bare"})
+    assert status == 201, body
+    return json.loads(body)["id"]
+
+
+def upload(port, image_id, path, chunked, rate=None):
+    cmd = ["curl", "-sS", "-v", "-X", "PUT", "-T", str(path), "-H", "Content-Type: application/octet-stream"]
+    cmd += ["-o", "/dev/null", "-w", "%{http_code}"]
+    if chunked:
+        cmd += ["-H", "Transfer-Encoding: chunked"]
+    if rate:
+        cmd += ["--limit-rate", rate]
+    cmd.append(f"http://127.0.0.1:{port}/image/v2/images/{image_id}/file")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc):
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "> Expect: 100-continue" in err  # curl asked for a 100 before sending the body
+    return int(out)
+
+
+def download_sha256(port, image_id):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", f"/image/v2/images/{image_id}/file")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        digest = hashlib.sha256()
+        while chunk := resp.read(1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        conn.close()
+
+
+def check_stored(port, image_id, path):
+    data = path.read_bytes()
+    status, body = api(port, "GET", f"/v2/images/{image_id}")
+    assert status == 200
+    image = json.loads(body)
+    assert image["status"] == "active" and image["size"] == len(data)
+    assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()  # what glance computed as it stored
+    assert download_sha256(port, image_id) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_a_20mb_image_upload_through_each_front_end(glance, image_file, server, chunked):
+    _, fronts = glance
+    port = fronts[server].port
+    image_id = new_image(port)
+    assert finished(upload(port, image_id, image_file, chunked)) == 204
+    check_stored(port, image_id, image_file)
+
+
+def test_a_reload_while_an_upload_is_in_flight_loses_nothing(glance, image_file):
+    d, fronts = glance
+    port = fronts["apache"].port
+    before = {w["pid"] for w in d.status()["glance"]["workers"]}
+    image_id = new_image(port)
+    proc = upload(port, image_id, image_file, chunked=True, rate="4M")  # ~5 s for 20 MB
+    deadline = time.monotonic() + 30
+    while json.loads(api(port, "GET", f"/v2/images/{image_id}")[1])["status"] != "saving":
+        assert proc.poll() is None and time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.1)
+    d.ctl("reload", "glance", "--timeout", "120")
+    assert proc.poll() is None, "the upload ended before the reload did: nothing was in flight"
+    assert finished(proc) == 204
+    check_stored(port, image_id, image_file)
+    s = d.status()["glance"]
+    assert s["state"] == "running" and not before & {w["pid"] for w in s["workers"]}  # new workers serve now
+    check_stored(port, new_image_uploaded(port, image_file), image_file)
+
+
+def new_image_uploaded(port, path):
+    image_id = new_image(port)
+    assert finished(upload(port, image_id, path, chunked=False)) == 204
+    return image_id

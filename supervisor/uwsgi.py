@@ -30,6 +30,10 @@ GRACEFUL_STOP = b"q"
 # imported in each worker before the app: makes its stdout a blocking write
 BOOT_FILE = Path(__file__).with_name("vassal_boot.py")
 
+# the app of a `paste` service under a mount: uWSGI's `mount` cannot name a paste app (`#NAME`)
+PASTE_LOADER = Path(__file__).with_name("paste_mount.py")
+PASTE_ENV = "WSGI_SUPERVISOR_PASTE"
+
 # one request log line: fixed fields first, the URI last (it may hold spaces)
 REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(uri)"
 
@@ -59,10 +63,14 @@ def interpreter(service: ApiService, default_venv: Path) -> tuple[Path, Path]:
 def launch_spec(
     name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = ""
 ) -> dict[str, Any]:
+    from .manifest import paste_uri
+
     python, entry = interpreter(service, default_venv)
     env = {"PYTHONUNBUFFERED": "1", **service.environment}
     if service.venv:
         env.setdefault("VIRTUAL_ENV", str(service.venv))
+    if _paste_mounted(service):
+        env[PASTE_ENV] = paste_uri(service)
     return {
         "service": name,
         "instance": instance,
@@ -89,7 +97,7 @@ def launch_line(spec: dict[str, Any]) -> str:
 
 def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "") -> str:
     """The vassal ini for one API (one of its two instances). Pure: same service, same text."""
-    from .manifest import app_is_file
+    from .manifest import app_is_file, paste_uri
 
     python, _ = interpreter(service, default_venv)
     socket = str(layout.api_socket(name))
@@ -120,7 +128,12 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
         ]
     else:
         options.append(("socket", socket))
-    if service.mount and service.mount != "/":
+    if service.paste:
+        if _paste_mounted(service):
+            options += [("mount", f"{service.mount}={PASTE_LOADER}"), ("manage-script-name", True)]
+        else:
+            options.append(("paste", paste_uri(service)))  # uWSGI's own paste.deploy loader
+    elif service.mount and service.mount != "/":
         # the app under its URL prefix: uWSGI splits SCRIPT_NAME/PATH_INFO itself, so a
         # front end passes the full path (nginx does); other paths reach it unsplit
         options += [("mount", f"{service.mount}={service.app}"), ("manage-script-name", True)]
@@ -175,6 +188,10 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
     lines = [launch_line(spec), "[uwsgi]"]
     lines += [f"{key} = {_value(value)}" for key, value in options]
     return "\n".join(lines) + "\n"
+
+
+def _paste_mounted(service: ApiService) -> bool:
+    return bool(service.paste and service.mount and service.mount != "/")
 
 
 def _primary_group(user: str) -> str:

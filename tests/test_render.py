@@ -4,7 +4,14 @@ from pathlib import Path
 
 from supervisor.layout import Layout
 from supervisor.manifest import ApiService
-from supervisor.uwsgi import parse_request, read_launch_spec, render_vassal, split_datagram
+from supervisor.uwsgi import (
+    PASTE_ENV,
+    PASTE_LOADER,
+    parse_request,
+    read_launch_spec,
+    render_vassal,
+    split_datagram,
+)
 
 LAYOUT = Layout(Path("/run/wsgi-supervisor"))
 VENV = Path("/opt/venv")
@@ -71,3 +78,18 @@ def test_datagrams_and_request_lines():
         12,
         "/v3/auth tokens?x=1",
     )
+
+
+def test_paste_apps_use_uwsgis_paste_loader_or_the_mount_loader():
+    def paste(**fields):
+        return render_vassal("barbican", ApiService(kind="api", paste="/etc/b/paste.ini", **fields), LAYOUT, VENV)
+
+    opts = dict(options(paste()))
+    assert opts["paste"] == "config:/etc/b/paste.ini" and "module" not in opts and "mount" not in opts
+    assert dict(options(paste(paste_app="main-api")))["paste"] == "config:/etc/b/paste.ini#main-api"
+    # uWSGI's mount reads config:FILE#NAME as a module: a mounted paste app is loaded by a file of ours
+    text = paste(paste_app="admin", mount="/key-manager")
+    opts = dict(options(text))
+    assert opts["mount"] == f"/key-manager={PASTE_LOADER}" and "paste" not in opts
+    assert read_launch_spec(text)["env"][PASTE_ENV] == "config:/etc/b/paste.ini#admin"
+    assert PASTE_ENV not in read_launch_spec(paste())["env"]

@@ -130,7 +130,7 @@ class Supervisor:
             hint = uwsgi.failure_hint(part)
             if hint:
                 svc.failure_hint = hint
-            exc = uwsgi.exception_line(part)
+            exc = svc.extra.setdefault("exceptions", uwsgi.ExceptionReader()).feed(part)
             if exc:
                 svc.last_exception = exc
             if uwsgi.app_loaded(part):

@@ -82,3 +82,12 @@ def test_chained_tracebacks_end_with_the_last_exception():
         "RuntimeError: config is incomplete",
     ]
     assert read(lines)[-1] == "RuntimeError: config is incomplete"
+
+
+def test_real_oslo_log_output():
+    """barbican 23.0.0's own output (oslo.log), from an exception in a request: a chained traceback."""
+    lines = (ROOT / "tests" / "fixtures" / "oslo-log" / "barbican-unhandled.log").read_text().splitlines()
+    found = read(lines)
+    assert found[0] == "AttributeError: request_id"  # the CRITICAL "Unhandled error: …" line
+    assert "KeyError: 'request_id'" in found and found[-1] == "AttributeError: request_id"
+    assert all(":" in f and not f.startswith(("File", "Traceback", "During")) for f in found), found

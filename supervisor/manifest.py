@@ -70,6 +70,7 @@ RESERVED_UWSGI_OPTIONS = frozenset(
         "module",
         "wsgi-file",
         "file",
+        "paste",
         "pyargv",
         "virtualenv",
         "home",

@@ -112,6 +112,7 @@ after = ["loop1"]
         ('mount = "/x\\nsocket = /tmp/evil"', "mount", "control char"),
         ('uwsgi = { "route" = "^/ break:200\\nexec-asap = id" }', "uwsgi", "option 'route' contains the control"),
         ('uwsgi = { "socket" = "/tmp/other.sock" }', "uwsgi", "is set by wsgi-supervisor"),
+        ('uwsgi = { "paste" = "config:/etc/x.ini" }', "uwsgi", "use the manifest key for it instead"),
         ('uwsgi = { "exec asap" = "x" }', "uwsgi", "not a uWSGI option name"),
         ('uwsgi = { "attach-daemon" = "!/bin/sh" }', "uwsgi", "option 'attach-daemon' starts with '!'"),
         ('user = "root\\nuid = 0"', "user", "control char"),

@@ -416,7 +416,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """One API of the manifest in the foreground, on wsgiref, for debugging."""
     import json as _json
 
-    from .manifest import ApiService, ManifestError, app_is_file, load
+    from .manifest import ApiService, ManifestError, app_is_file, load, paste_uri
 
     try:
         manifest = load(args.conf_dir)
@@ -452,6 +452,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     payload = {
         "name": args.name,
         "app": spec.app,
+        "paste": paste_uri(spec),
         "args": list(spec.args),
         "env": {"PYTHONUNBUFFERED": "1", **spec.environment},
         "mount": spec.mount,
@@ -461,7 +462,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "port": args.port,
     }
     runner = Path(__file__).with_name("serve_app.py")
-    os.execv(python, [str(python), str(runner), _json.dumps(payload)])
+    # the environment from the start, as the launcher gives it: PYTHONPATH and the like are read only then
+    os.execve(python, [str(python), str(runner), _json.dumps(payload)], {**os.environ, **payload["env"]})
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -130,7 +130,7 @@ class Supervisor:
             if hint:
                 svc.failure_hint = hint
                 svc.config_error = hint.startswith("unknown uWSGI option")
-            exc = uwsgi.exception_line(part)
+            exc = svc.extra.setdefault("exceptions", uwsgi.ExceptionReader()).feed(part)
             if exc:
                 svc.last_exception = exc
             if uwsgi.app_loaded(part):

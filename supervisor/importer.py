@@ -124,10 +124,17 @@ def from_uwsgi_ini(path: Path) -> Imported:
             t["app"] = value if ":" in value else f"{value}:application"
         elif key in ("wsgi-file", "file"):
             t["app"] = value
+        elif key == "paste":
+            _paste(svc, value)
+        elif key == "paste-logger":
+            svc.notes.append(f"{key} = {value}: not carried over (the daemon takes the app's log lines)")
         elif key == "mount" and "=" in value:
             prefix, app = value.split("=", 1)
             t["mount"] = prefix.rstrip("/") or "/"
-            t["app"] = app if (":" in app or "/" in app) else f"{app}:application"
+            if app.startswith("config:"):
+                _paste(svc, app)
+            else:
+                t["app"] = app if (":" in app or "/" in app) else f"{app}:application"
         elif key in ("processes", "workers"):
             t["processes"] = int(value)
         elif key == "threads":
@@ -166,14 +173,25 @@ def from_uwsgi_ini(path: Path) -> Imported:
         t["environment"] = env
     if extra:
         t["uwsgi"] = {k: v[0] if len(v) == 1 else v for k, v in extra.items()}
-    if "app" not in t:
-        svc.notes.append("no module, wsgi-file or mount: set `app` by hand")
-    elif svc.callable and svc.callable != "application":
+    if "app" not in t and "paste" not in t:
+        svc.notes.append("no module, wsgi-file, paste or mount: set `app` by hand")
+    elif "app" in t and svc.callable and svc.callable != "application":
         if t["app"].endswith(":application"):
             t["app"] = t["app"][: -len("application")] + svc.callable
         else:
             svc.notes.append(f"callable = {svc.callable}: a file app must define `application`; set `app` by hand")
     return svc
+
+
+def _paste(svc: Imported, uri: str) -> None:
+    """`config:FILE#NAME` (uWSGI's `paste` option) as the `paste` and `paste_app` keys."""
+    if not uri.startswith("config:"):
+        svc.notes.append(f"paste = {uri}: only config: URIs are carried over; set `paste` by hand")
+        return
+    path, _, name = uri[len("config:") :].partition("#")
+    svc.table["paste"] = path
+    if name and name != "main":
+        svc.table["paste_app"] = name
 
 
 def _typed(value: str) -> Any:
@@ -322,6 +340,8 @@ def _key(key: str) -> str:
 ORDER = [
     "kind",
     "app",
+    "paste",
+    "paste_app",
     "command",
     "args",
     "mount",

@@ -8,6 +8,7 @@ fixes a broken manifest in one pass.
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .layout import RESERVED_SERVICE_NAMES
@@ -35,6 +37,7 @@ MAX_NAME = 64
 RESERVED_NAMES = frozenset({"wsgi-supervisor"}) | RESERVED_SERVICE_NAMES
 UWSGI_OPTION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 MODULE_APP = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_.]*)?")
+PASTE_APP = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MOUNT = re.compile(r"/|(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+")
 ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]*\$?|[0-9]+")
@@ -71,6 +74,7 @@ RESERVED_UWSGI_OPTIONS = frozenset(
         "wsgi",
         "callable",
         "mount",
+        "paste",
         "pyargv",
         "virtualenv",
         "home",
@@ -210,7 +214,11 @@ class ApiService(_Service):
     """A WSGI application served by its own uWSGI vassal on a unix socket."""
 
     kind: Literal["api"]
-    app: SafeStr = Field(description="'package.module:callable' or a path to a .py file defining `application`")
+    app: SafeStr | None = Field(
+        None, description="'package.module:callable' or a path to a .py file defining `application`"
+    )
+    paste: SafeStr | None = Field(None, description="a paste-deploy ini file that builds the app (instead of `app`)")
+    paste_app: SafeStr | None = Field(None, description="the app of the `paste` file to load (paste-deploy's 'main')")
     args: tuple[ArgStr, ...] = Field((), description="sys.argv of the app (uWSGI pyargv)")
     processes: StrictInt = Field(2, ge=1, le=512, description="uWSGI worker processes")
     threads: StrictInt = Field(1, ge=1, le=256, description="threads per worker")
@@ -224,10 +232,42 @@ class ApiService(_Service):
 
     @field_validator("app")
     @classmethod
-    def _app(cls, value: str) -> str:
-        if not _is_app_file(value) and not MODULE_APP.fullmatch(value):
+    def _app(cls, value: str | None) -> str | None:
+        if value is not None and not _is_app_file(value) and not MODULE_APP.fullmatch(value):
             raise ValueError("must be 'package.module:callable' or an absolute path to a .py file")
         return value
+
+    @field_validator("paste")
+    @classmethod
+    def _paste(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value.startswith(("config:", "egg:", "call:")):
+            raise ValueError(
+                "is the path of the paste ini file, without a 'config:' scheme; "
+                '\'config:FILE#NAME\' is written paste = "FILE" and paste_app = "NAME"'
+            )
+        if "#" in value:
+            raise ValueError("must not contain '#': name the app with paste_app = \"NAME\"")
+        if not value.startswith("/"):
+            raise ValueError("must be a path to a paste ini file (relative to the manifest file, or absolute)")
+        return value
+
+    @field_validator("paste_app")
+    @classmethod
+    def _paste_app(cls, value: str | None) -> str | None:
+        if value is not None and not PASTE_APP.fullmatch(value):
+            raise ValueError("must be the name of an [app:NAME], [pipeline:NAME] or [composite:NAME] section")
+        return value
+
+    @model_validator(mode="after")
+    def _one_app(self) -> ApiService:
+        # `load` reports these as located problems before the model sees them
+        if (self.app is None) == (self.paste is None):
+            raise ValueError("an api service needs exactly one of 'app' and 'paste'")
+        if self.paste_app is not None and self.paste is None:
+            raise ValueError("'paste_app' needs 'paste'")
+        return self
 
     @field_validator("mount")
     @classmethod
@@ -291,7 +331,14 @@ def _is_app_file(app: str) -> bool:
 
 
 def app_is_file(service: ApiService) -> bool:
-    return _is_app_file(service.app)
+    return service.app is not None and _is_app_file(service.app)
+
+
+def paste_uri(service: ApiService) -> str | None:
+    """The paste-deploy URI of a `paste` service (`config:FILE` or `config:FILE#NAME`), else None."""
+    if service.paste is None:
+        return None
+    return f"config:{service.paste}" + (f"#{service.paste_app}" if service.paste_app else "")
 
 
 @dataclass(frozen=True)
@@ -354,6 +401,37 @@ def _describe(error: dict[str, Any], kind: str) -> tuple[str | None, str]:
     return key, msg
 
 
+def _one_app(file: str, name: str, table: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """`app` or `paste`, exactly one, as located problems (the model would only say the service is wrong)."""
+    problems = []
+    if "app" in table and "paste" in table:
+        problems.append(
+            Problem(
+                file,
+                name,
+                "paste",
+                "cannot be used together with 'app': 'app' names the WSGI callable, 'paste' a paste-deploy ini "
+                "file that builds it; keep one",
+            )
+        )
+        table = {k: v for k, v in table.items() if k not in ("paste", "paste_app")}
+    elif "app" not in table and "paste" not in table:
+        problems.append(
+            Problem(
+                file,
+                name,
+                "app",
+                "required for an api service: 'package.module:callable' or a path to a .py file "
+                "(or 'paste' for a paste-deploy ini file)",
+            )
+        )
+        table = {**table, "app": "missing.app"}  # the other keys are still checked
+    elif "paste_app" in table and "paste" not in table:
+        problems.append(Problem(file, name, "paste_app", "needs 'paste' (the paste ini file that has this app)"))
+        table = {k: v for k, v in table.items() if k != "paste_app"}
+    return table, problems
+
+
 def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None, list[Problem]]:
     problems: list[Problem] = []
     if not SERVICE_NAME.fullmatch(name) or len(name) > MAX_NAME:
@@ -377,6 +455,12 @@ def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None,
     if isinstance(app, str) and _is_app_file(app) and not app.startswith("/"):
         # a relative app file is relative to the manifest that names it
         table = {**table, "app": str((Path(file).parent / app).resolve())}
+    paste = table.get("paste")
+    if kind == "api" and isinstance(paste, str) and paste and not paste.startswith(("/", "config:", "egg:", "call:")):
+        table = {**table, "paste": str((Path(file).parent / paste).resolve())}
+    if kind == "api":
+        table, found = _one_app(file, name, table)
+        problems.extend(found)
     try:
         service = model.model_validate(table)
     except ValidationError as exc:
@@ -506,8 +590,21 @@ def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) ->
                 grp.getgrnam(service.group)
             except KeyError:
                 problems.append(Problem(file, name, "group", f"no such group {service.group!r}"))
-        if isinstance(service, ApiService) and _is_app_file(service.app) and not Path(service.app).is_file():
+        if isinstance(service, ApiService) and app_is_file(service) and not Path(service.app or "").is_file():
             problems.append(Problem(file, name, "app", f"app file {service.app} does not exist"))
+        if isinstance(service, ApiService) and service.paste is not None:
+            if not Path(service.paste).is_file():
+                problems.append(Problem(file, name, "paste", f"paste ini file {service.paste} does not exist"))
+            if not _has_paste_deploy(service.venv):
+                where = service.venv or sys.prefix
+                problems.append(
+                    Problem(
+                        file,
+                        name,
+                        "paste",
+                        f"PasteDeploy is not installed in {where}: run '{where}/bin/pip install PasteDeploy'",
+                    )
+                )
         if service.chdir is not None and not Path(service.chdir).is_dir():
             problems.append(Problem(file, name, "chdir", f"{service.chdir} is not a directory"))
         if isinstance(service, WorkerService):
@@ -521,6 +618,26 @@ def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) ->
             elif shutil.which(program, path=search) is None:
                 problems.append(Problem(file, name, "command", f"program {program!r} is not on the PATH"))
     return problems
+
+
+def _has_paste_deploy(venv: str | None) -> bool:
+    """paste.deploy importable by the Python that serves the service, read from its files (no process started).
+
+    Without a `venv`, the service runs on the daemon's own Python: this installation's.
+    """
+    if venv is None:
+        import importlib.util
+
+        try:
+            return importlib.util.find_spec("paste.deploy") is not None
+        except ImportError:
+            return False
+    root = Path(venv)
+    patterns = (
+        "lib*/python3*/site-packages/paste/deploy/__init__.py",
+        "lib*/python3*/dist-packages/paste/deploy/__init__.py",
+    )
+    return any(next(root.glob(p), None) is not None for p in patterns)
 
 
 def load(conf_dir: Path, check_host: bool = True) -> Manifest:

@@ -16,7 +16,11 @@ import sys
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 
-def load(app):
+def load(app, paste=None):
+    if paste:
+        from paste.deploy import loadapp  # in the service's venv, as the vassal needs it
+
+        return loadapp(paste)
     if app.endswith(".py") or "/" in app:
         namespace = runpy.run_path(app, run_name="__wsgi__")
         return namespace["application"]
@@ -50,10 +54,10 @@ def main():
     os.environ.update(spec["env"])
     if spec.get("chdir"):
         os.chdir(spec["chdir"])
-    sys.argv = [spec["app"], *spec["args"]]
+    sys.argv = [spec["app"] or spec["paste"], *spec["args"]]
     if spec.get("file_dir"):
         sys.path.insert(0, spec["file_dir"])
-    app = mounted(load(spec["app"]), spec.get("mount"))
+    app = mounted(load(spec["app"], spec.get("paste")), spec.get("mount"))
     with make_server(spec["host"], spec["port"], app, handler_class=Handler) as server:
         sys.stderr.write(f"serving {spec['name']} on http://{spec['host']}:{server.server_port}/ (Ctrl-C stops)\n")
         sys.stderr.flush()

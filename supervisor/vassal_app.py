@@ -4,7 +4,8 @@ uWSGI 2.0 leaves a chunked request body (`Transfer-Encoding: chunked`, no
 Content-Length) out of `wsgi.input`: a plain PEP 3333 app reads 0 bytes and
 never knows. Only an app that calls `uwsgi.chunked_read()` itself (glance
 does) sees the body. This wrapper imports the real app (named by
-WSGI_SUPERVISOR_APP, which the launcher sets) and, for such a request,
+WSGI_SUPERVISOR_APP, which the launcher sets: a module, a file or a
+paste-deploy URI, so paste apps work under a mount too) and, for such a request,
 hands the app a `wsgi.input` that reads the chunks as the app asks for
 them: nothing is read unless the app reads, so an app that calls
 `uwsgi.chunked_read()` itself still gets every chunk, and a body is never
@@ -35,7 +36,12 @@ PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
 
 
 def load(target):
-    """The WSGI callable of `package.module[:callable]` or of a Python file (its `application`)."""
+    """The WSGI callable of `package.module[:callable]`, of a Python file (its `application`),
+    or of a paste-deploy URI (`config:FILE[#NAME]`, with PasteDeploy in the service's venv)."""
+    if target.startswith("config:"):
+        from paste.deploy import loadapp
+
+        return loadapp(target)
     if target.endswith(".py") or "/" in target:
         path = os.path.abspath(target)
         # a name of the kind uWSGI gives a wsgi-file; files without .py (old pbr scripts) load too

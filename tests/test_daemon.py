@@ -379,3 +379,16 @@ def test_ready_is_sent_once_every_service_runs(tmp_path):
         assert "systemctl" not in d.output()
     finally:
         d.stop()
+
+
+def test_the_reason_is_the_exception_as_oslo_log_prints_it(daemon):
+    """An excepthook like oslo.log's leaves no line starting with `TypeError:`; the banner must not stand in."""
+    write_manifest(daemon.conf_dir, f'[services.aodh]\nkind = "api"\napp = "{APPS / "oslo_like.py"}"\nprocesses = 1\n')
+    daemon.start()
+    s = daemon.wait_state("aodh", "backoff")
+    assert s["reason"].startswith(
+        "the app failed to load: TypeError: sequence item 0: expected str instance, bytes found"
+    ), s["reason"]
+    detail = daemon.ctl("status", "aodh", check=False).stdout
+    assert "the app failed to load: TypeError: sequence item 0" in detail
+    assert "machine:" not in s["reason"]

@@ -112,6 +112,7 @@ after = ["loop1"]
         ('mount = "/x\\nsocket = /tmp/evil"', "mount", "control char"),
         ('uwsgi = { "route" = "^/ break:200\\nexec-asap = id" }', "uwsgi", "option 'route' contains the control"),
         ('uwsgi = { "socket" = "/tmp/other.sock" }', "uwsgi", "is set by wsgi-supervisor"),
+        ('uwsgi = { "paste" = "config:/etc/x.ini" }', "uwsgi", "use the manifest key for it instead"),
         ('uwsgi = { "exec asap" = "x" }', "uwsgi", "not a uWSGI option name"),
         ('uwsgi = { "attach-daemon" = "!/bin/sh" }', "uwsgi", "option 'attach-daemon' starts with '!'"),
         ('user = "root\\nuid = 0"', "user", "control char"),
@@ -182,3 +183,94 @@ def test_import_folds_callable_into_app(tmp_path):
     ini.write_text("[uwsgi]\ncallable = app\nmodule = nova.wsgi.osapi_compute\n")
     svc = from_uwsgi_ini(ini)
     assert svc.table["app"] == "nova.wsgi.osapi_compute:app" and "uwsgi" not in svc.table
+
+
+PASTE_INI = APPS / "pasteapp.ini"
+
+
+def test_paste_services(tmp_path):
+    (tmp_path / "a.toml").write_text(
+        f"""
+[services.root]
+kind = "api"
+paste = "{PASTE_INI}"
+
+[services.named]
+kind = "api"
+paste = "../{tmp_path.name}-apps/pasteapp.ini"
+paste_app = "admin"
+mount = "/admin"
+"""
+    )
+    apps = tmp_path.parent / f"{tmp_path.name}-apps"
+    apps.mkdir()
+    (apps / "pasteapp.ini").write_text(PASTE_INI.read_text())
+    manifest = load(tmp_path)
+    assert manifest.services["root"].paste == str(PASTE_INI) and manifest.services["root"].app is None
+    # a relative paste file is relative to the manifest, like an app file
+    assert manifest.services["named"].paste == str(apps / "pasteapp.ini")
+    assert manifest.services["named"].paste_app == "admin"
+
+
+def test_paste_mistakes_are_located(tmp_path):
+    found = problems(
+        tmp_path,
+        a=f"""
+[services.both]
+kind = "api"
+app = "a.b"
+paste = "{PASTE_INI}"
+
+[services.orphan-name]
+kind = "api"
+app = "a.b"
+paste_app = "main"
+
+[services.uri]
+kind = "api"
+paste = "config:{PASTE_INI}#main"
+
+[services.hash]
+kind = "api"
+paste = "{PASTE_INI}#main"
+
+[services.missing]
+kind = "api"
+paste = "{tmp_path}/nowhere.ini"
+
+[services.noname]
+kind = "api"
+paste = "{PASTE_INI}"
+paste_app = "has space"
+
+[services.w]
+kind = "worker"
+command = ["true"]
+paste = "{PASTE_INI}"
+""",
+    )
+    assert any(f[:3] == ("a.toml", "both", "paste") and "cannot be used together with 'app'" in f[3] for f in found)
+    assert ("a.toml", "orphan-name", "paste_app", "needs 'paste' (the paste ini file that has this app)") in found
+    assert any(f[:3] == ("a.toml", "uri", "paste") and 'paste_app = "NAME"' in f[3] for f in found), found
+    assert any(f[:3] == ("a.toml", "hash", "paste") and "must not contain '#'" in f[3] for f in found)
+    assert ("a.toml", "missing", "paste", f"paste ini file {tmp_path}/nowhere.ini does not exist") in found
+    assert any(f[:3] == ("a.toml", "noname", "paste_app") for f in found)
+    assert any(f[:3] == ("a.toml", "w", "paste") and "belongs to the other kind" in f[3] for f in found)
+    # each of those is one problem, not one more about the service as a whole
+    assert not [f for f in found if f[2] is None]
+
+
+def test_paste_needs_paste_deploy_in_the_service_venv(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for exe in ("python3", "uwsgi"):
+        (venv / "bin" / exe).write_text("")
+    (tmp_path / "conf").mkdir()
+    found = problems(tmp_path / "conf", a=f'[services.x]\nkind = "api"\npaste = "{PASTE_INI}"\nvenv = "{venv}"\n')
+    assert found == [
+        ("a.toml", "x", "paste", f"PasteDeploy is not installed in {venv}: run '{venv}/bin/pip install PasteDeploy'")
+    ]
+    site = venv / "lib" / "python3.11" / "site-packages" / "paste" / "deploy"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("")
+    assert load(tmp_path / "conf").services["x"].paste == str(PASTE_INI)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from supervisor.layout import Layout
 from supervisor.manifest import ApiService
-from supervisor.uwsgi import APP_FILE, parse_request, read_launch_spec, render_vassal, split_datagram
+from supervisor.uwsgi import APP_FILE, APP_VARIABLE, parse_request, read_launch_spec, render_vassal, split_datagram
 
 LAYOUT = Layout(Path("/run/wsgi-supervisor"))
 VENV = Path("/opt/venv")
@@ -88,3 +88,17 @@ def test_datagrams_and_request_lines():
         12,
         "/v3/auth tokens?x=1",
     )
+
+
+def test_paste_apps_load_through_the_same_wrapper_with_or_without_a_mount():
+    def paste(**fields):
+        return render_vassal("barbican", ApiService(kind="api", paste="/etc/b/paste.ini", **fields), LAYOUT, VENV)
+
+    text = paste()
+    assert dict(options(text))["wsgi-file"] == str(APP_FILE) and "paste" not in dict(options(text))
+    assert read_launch_spec(text)["env"][APP_VARIABLE] == "config:/etc/b/paste.ini"
+    assert read_launch_spec(paste(paste_app="main-api"))["env"][APP_VARIABLE] == "config:/etc/b/paste.ini#main-api"
+    # under a mount as well: uWSGI's own mount would read config:FILE#NAME as a module name
+    text = paste(paste_app="admin", mount="/key-manager")
+    assert dict(options(text))["mount"] == f"/key-manager={APP_FILE}"
+    assert read_launch_spec(text)["env"][APP_VARIABLE] == "config:/etc/b/paste.ini#admin"

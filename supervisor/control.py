@@ -319,7 +319,7 @@ class ControlServer:
     async def _launch(self, conn: socket.socket, request: dict[str, Any], pid: int) -> None:
         """A vassal's launcher asks for its service's socket; its pid becomes the master's."""
         name = str(request.get("service", ""))
-        ok, why = self.sup.on_launched(name, pid, str(request.get("instance", "")))
+        ok, why = await self.sup.launched(name, pid, str(request.get("instance", "")))
         fd = self.sup.vassals.listener_fd(name) if ok else None
         if not ok:
             await self._send(conn, error(why))

@@ -107,6 +107,11 @@ class Emperor:
         self.layout = layout
         self.pid: int | None = None
         self.adopted = False
+        self.stopping = False  # the daemon stops it: its death is no news
+        self.restarts = 0  # times it died and was started again
+
+    def alive(self) -> bool:
+        return self.pid is not None and alive(self.pid)
 
     # -- start / adopt --------------------------------------------------------
 

@@ -10,6 +10,7 @@ worker driver. All become `LogLine`s handed to `Supervisor.emit`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,6 +18,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from . import uwsgi
@@ -25,7 +27,7 @@ from .listeners import bind_datagram
 from .service import LogLine
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from .layout import Layout
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -87,35 +89,38 @@ def format_request(text: str) -> str:
 
 
 class LogIntake:
-    def __init__(self, sup: Supervisor):
-        self.sup = sup
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        layout: Layout,
+        emit: Callable[[LogLine], None],
+        owner_of: Callable[[int], str | None],
+        known: Callable[[str], bool],
+    ):
+        self.loop = loop
+        self.layout = layout
+        self.emit = emit
+        self.owner_of = owner_of  # the service whose main process has this pid
+        self.known = known
         self.sock: socket.socket | None = None
         self.fifo_fd: int | None = None
         self.fifo_buffer = b""
 
     def open(self) -> None:
-        layout = self.sup.layout
-        self.sock = bind_datagram(layout.log_socket, 0o660)
+        self.sock = bind_datagram(self.layout.log_socket, 0o660)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self.sock.setblocking(False)
-        self.sup.loop.add_reader(self.sock.fileno(), self._read_datagrams)
+        self.loop.add_reader(self.sock.fileno(), self._read_datagrams)
 
     def open_emperor_fifo(self) -> None:
-        path = self.sup.layout.emperor_log
+        path = self.layout.emperor_log
         if not path.exists():
             os.mkfifo(path, 0o600)
         # read-write so that the FIFO never reports EOF while the emperor restarts
         self.fifo_fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self.sup.loop.add_reader(self.fifo_fd, self._read_fifo)
-
-    def _owner_of(self, pid: int) -> str | None:
-        """The service whose master is `pid`: the serving one, or the new one of a reload."""
-        for svc in self.sup.services.values():
-            if pid in (svc.pid, svc.extra.get("reload_pid")):
-                return svc.name
-        return None
+        self.loop.add_reader(self.fifo_fd, self._read_fifo)
 
     def _read_datagrams(self) -> None:
         assert self.sock is not None
@@ -133,8 +138,8 @@ class LogIntake:
                     pid = struct.unpack("3i", cdata[:_CREDS])[0]
             name, stream, payload = uwsgi.split_datagram(data)
             if name is None:
-                name = self._owner_of(pid) if pid else None
-            if name is None or name not in self.sup.services:
+                name = self.owner_of(pid) if pid else None
+            if name is None or not self.known(name):
                 name = DAEMON_NAME
             self.take(name, stream, payload)
 
@@ -146,10 +151,10 @@ class LogIntake:
                 if line.strip():
                     req = uwsgi.parse_request(line)
                     priority = 6 if req is None or req.status < 500 else 4
-                    self.sup.emit(LogLine(now, name, "r", format_request(line), priority, req))
+                    self.emit(LogLine(now, name, "r", format_request(line), priority, req))
             return
         for entry in split_entries(text):
-            self.sup.emit(LogLine(now, name, "o", entry, priority_of(entry)))
+            self.emit(LogLine(now, name, "o", entry, priority_of(entry)))
 
     def _read_fifo(self) -> None:
         assert self.fifo_fd is not None
@@ -163,15 +168,15 @@ class LogIntake:
         for raw in lines:
             text = raw.decode("utf-8", errors="replace").rstrip()
             if text:
-                self.sup.emit(LogLine(now, DAEMON_NAME, "o", f"emperor: {text}", priority_of(text)))
+                self.emit(LogLine(now, DAEMON_NAME, "o", f"emperor: {text}", priority_of(text)))
 
     def close(self) -> None:
         if self.sock is not None:
-            self.sup.loop.remove_reader(self.sock.fileno())
+            self.loop.remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
         if self.fifo_fd is not None:
-            self.sup.loop.remove_reader(self.fifo_fd)
+            self.loop.remove_reader(self.fifo_fd)
             os.close(self.fifo_fd)
             self.fifo_fd = None
 

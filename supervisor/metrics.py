@@ -130,7 +130,7 @@ class SupervisorCollector:
         emperor = CounterMetricFamily(
             "wsgi_supervisor_emperor_restarts", "Times the uWSGI emperor had to be started again"
         )
-        emperor.add_metric([], sup.emperor_restarts)
+        emperor.add_metric([], sup.emperor.restarts)
         yield emperor
 
 
@@ -171,7 +171,7 @@ class MetricsServer:
             elif parts[1].split("?")[0] not in ("/metrics", "/"):
                 await self._reply(writer, 404, b"see /metrics\n", "text/plain")
             else:
-                self.sup.sampler.sample_queues()  # the kernel answers at once
+                self.sup.sampler.refresh()  # the kernel answers at once
                 body = generate_latest(self.registry)
                 await self._reply(writer, 200, body if parts[0] == "GET" else b"", CONTENT_TYPE_LATEST)
         except (TimeoutError, ConnectionError, OSError):

@@ -14,17 +14,16 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import uwsgi
-from .sockdiag import listen_queues
 from .states import State
 
 if TYPE_CHECKING:
-    from .core import Supervisor
-    from .service import ServiceRuntime
+    from .drivers import Context
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -110,7 +109,7 @@ class Totals:
 class Sample:
     """One service's numbers, as last sampled."""
 
-    at: float = 0.0
+    stats: uwsgi.VassalStats | None = None  # the serving vassal's, as last read
     workers: Counter[str] = field(default_factory=Counter)
     avg_response_s: float | None = None
     rss_bytes: int = 0
@@ -183,12 +182,19 @@ def tree_usage(pid: int, children: dict[int, list[int]]) -> tuple[int, float]:
 
 
 class Sampler:
-    def __init__(self, sup: Supervisor, interval: float = 5.0):
-        self.sup = sup
-        self.interval = interval
+    """Keeps the snapshot: RSS and CPU of every service's process tree, and what the
+    drivers' own sources add (an API's uWSGI counters and socket queue)."""
+
+    def __init__(self, context: Context, save_soon: Callable[[], None]):
+        self.records = context.services
+        self.save_soon = save_soon
+        self.interval = context.config.sample_interval
+        self.sources: list[Callable[[], Awaitable[None]]] = []  # each sample runs these
+        self.instant: list[Callable[[], None]] = []  # cheap enough to run at every scrape
         self.samples: dict[str, Sample] = {}
         self.totals: dict[str, Totals] = {}
         self.usage: dict[str, Usage] = {}
+        self._wake: asyncio.Event | None = None
 
     def sample_of(self, name: str) -> Sample:
         return self.samples.setdefault(name, Sample())
@@ -197,36 +203,47 @@ class Sampler:
         return self.totals.setdefault(name, Totals())
 
     async def run(self) -> None:
+        self._wake = asyncio.Event()
         while True:
             started = time.monotonic()
             try:
                 await self.sample_all()
             except Exception:  # never let sampling take the daemon down
                 log.exception("sampling failed")
-            await asyncio.sleep(max(0.5, self.interval - (time.monotonic() - started)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.5, self.interval - (time.monotonic() - started))):
+                    await self._wake.wait()
+                    await asyncio.sleep(0.1)  # what else changes meanwhile, in the same sample
+            self._wake.clear()
+
+    def soon(self) -> None:
+        """Sample again now rather than at the next interval (a service just came up)."""
+        if self._wake is not None:
+            self._wake.set()
 
     async def sample_all(self) -> None:
-        running = [s for s in self.sup.services.values() if s.pid is not None and s.state != State.STOPPED]
-        apis = [s for s in running if s.kind == "api"]
-        stats = await asyncio.gather(*(self.sup.vassals.stats(s.name, s.instance) for s in apis))
-        for svc, st in zip(apis, stats, strict=True):
-            if st is not None:
-                self.sup.on_observed(svc, st)  # the same path as readiness probes
+        for source in self.sources:
+            await source()
+        # one pass over /proc, off the event loop: with hundreds of processes it takes a while
         children = await asyncio.get_running_loop().run_in_executor(None, process_table)
-        for svc in running:
-            if svc.pid is None:
+        for svc in self.records():
+            if svc.pid is None or svc.state == State.STOPPED:
                 continue
             rss, cpu = tree_usage(svc.pid, children)
             sample = self.sample_of(svc.name)
             sample.rss_bytes = rss
             sample.cpu_seconds = self.usage.setdefault(svc.name, Usage()).update(svc.pid, cpu)
-            sample.at = time.time()
-        self.sample_queues()
 
-    def observe_vassal(self, svc: ServiceRuntime, stats: uwsgi.VassalStats) -> None:
-        """Fold a vassal's stats into the totals (also fed by readiness probes)."""
-        self.fold(svc.name, stats)
-        sample = self.sample_of(svc.name)
+    def refresh(self) -> None:
+        """What can be read at once, read now (a scrape)."""
+        for source in self.instant:
+            source()
+
+    def observe_vassal(self, name: str, stats: uwsgi.VassalStats) -> None:
+        """Fold a vassal's stats into the totals and the snapshot (also fed by readiness probes)."""
+        self.fold(name, stats)
+        sample = self.sample_of(name)
+        sample.stats = stats
         sample.workers = Counter(_worker_status(w.status) for w in stats.workers)
         times = [w.avg_rt_us for w in stats.workers if w.requests and w.avg_rt_us]
         sample.avg_response_s = (sum(times) / len(times) / 1e6) if times else None
@@ -234,29 +251,19 @@ class Sampler:
     def fold(self, name: str, stats: uwsgi.VassalStats) -> None:
         """Count what a vassal's stats say it served (the serving one, or one that retires)."""
         self.totals_of(name).update(stats.pid, stats.workers)
-        self.sup.save_soon()
+        self.save_soon()
 
     def master_gone(self, name: str, pid: int) -> None:
         self.totals_of(name).retire(pid)
-        self.sup.save_soon()
+        self.save_soon()
 
     def count_killed(self, name: str, requests: int) -> None:
         self.totals_of(name).killed += requests
-        self.sup.save_soon()
+        self.save_soon()
 
-    def sample_queues(self) -> None:
-        """Connections waiting on each API socket, straight from the kernel (cheap: one netlink dump)."""
-        try:
-            queues = listen_queues()
-        except OSError as exc:
-            log.debug("sock_diag: %s", exc)
-            return
-        for name, listener in list(self.sup.vassals.listeners.items()):
-            with contextlib.suppress(OSError):
-                inode = os.fstat(listener.fileno()).st_ino
-                waiting, limit = queues.get(inode, (None, None))
-                sample = self.sample_of(name)
-                sample.listen_queue, sample.listen_queue_max = waiting, limit
+    def queue_depth(self, name: str, waiting: int | None, limit: int | None) -> None:
+        sample = self.sample_of(name)
+        sample.listen_queue, sample.listen_queue_max = waiting, limit
 
     def forget(self, name: str) -> None:
         for table in (self.samples, self.totals, self.usage):

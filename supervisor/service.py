@@ -27,6 +27,18 @@ class LogLine:
 
 
 @dataclass
+class ReloadAttempt:
+    """A reload under way: a second instance of the service (`instance`) that takes over once ready.
+
+    `pid` is its main process once it has called in. A driver that reloads
+    in place (a signal to a worker) makes none.
+    """
+
+    instance: str
+    pid: int | None = None
+
+
+@dataclass
 class Waiter:
     """A command waiting for a service to reach one of `ok_states`.
 
@@ -68,7 +80,10 @@ class ServiceRuntime:
     last_failure: str | None = None  # why the last failed start failed
     config_error: bool = False  # the last failure is the manifest's own (retrying cannot help)
     timer: asyncio.TimerHandle | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    reload: ReloadAttempt | None = None
+    waiting_for: tuple[str, ...] = ()  # what it waits for before its process is asked for
+    adopted: bool = False  # taken over from a previous daemon, not started by this one
+    exceptions: Any = None  # the driver's reader of exception lines in its output
 
     @property
     def kind(self) -> str:

@@ -5,12 +5,15 @@
        │            crash │  │ retry     crash│  └────reloaded────┘
        │                  ▼  │                ▼
        │               backoff ◀──────── (counted failure)
-       │                  │
-       │        too many  ▼
-       └───stop───── failed        any running state ──stop──▶ stopping ──exited──▶ stopped
+       │
+       └───stop───── failed ◀── start_limit reached, or a start that cannot work
+
+    any running state ──stop──▶ stopping ──exited──▶ stopped
 
 `restart` is stopping followed by starting. A crash after a long, healthy
-run is not a failure: the service goes straight back to starting.
+run is not a failure: the service goes straight back to starting. A
+service in backoff is retried for as long as it takes, unless its
+`start_limit` says otherwise.
 """
 
 from __future__ import annotations
@@ -38,8 +41,6 @@ class State(StrEnum):
         return self in (State.RUNNING, State.RELOADING)
 
 
-ALL_STATES = tuple(State)
-
 # every edge the supervisor may take; anything else is a bug worth a loud log
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING}),
@@ -47,7 +48,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.RUNNING: frozenset({State.RELOADING, State.STOPPING, State.STARTING, State.BACKOFF, State.FAILED}),
     State.RELOADING: frozenset({State.RUNNING, State.STOPPING, State.STARTING, State.BACKOFF, State.FAILED}),
     State.STOPPING: frozenset({State.STOPPED, State.STARTING}),
-    State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.FAILED}),
+    State.BACKOFF: frozenset({State.STARTING, State.STOPPED}),
     State.FAILED: frozenset({State.STARTING, State.STOPPED}),
 }
 

@@ -12,25 +12,34 @@ import asyncio
 import logging
 import os
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .states import State
 
 if TYPE_CHECKING:
-    from .core import Supervisor
     from .service import ServiceRuntime
 
 log = logging.getLogger("wsgi-supervisor")
 
 
 class Systemd:
-    def __init__(self, sup: Supervisor):
-        self.sup = sup
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        units: bool,
+        spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
+        records: Callable[[], Iterable[ServiceRuntime]],
+    ):
+        self.loop = loop
+        self.spawn = spawn
+        self.records = records
         self.active = bool(os.environ.get("NOTIFY_SOCKET"))
         self._notify = None
         self._status_pending = False
         self._units_pending: set[str] = set()
-        self.units_enabled = self.active and sup.config.units
+        self._units_started: set[str] = set()  # services whose wsgi@ unit this daemon started
+        self.units_enabled = self.active and units
         if self.active:
             from systemd import daemon
 
@@ -58,14 +67,14 @@ class Systemd:
 
         def ping() -> None:
             self.notify("WATCHDOG=1")
-            self.sup.loop.call_later(interval, ping)
+            self.loop.call_later(interval, ping)
 
         ping()
 
     # -- status ------------------------------------------------------------------
 
     def summary(self) -> str:
-        counts = Counter(str(svc.state) for svc in self.sup.services.values())
+        counts = Counter(str(svc.state) for svc in self.records())
         order = [str(s) for s in State]
         parts = [f"{counts[s]} {s}" for s in order if counts[s]]
         return ", ".join(parts) if parts else "no services"
@@ -75,14 +84,14 @@ class Systemd:
             return
         if not self._status_pending:
             self._status_pending = True
-            self.sup.loop.call_later(0.1, self._send_status)
-        if self.units_enabled and svc.state == State.STARTING and not svc.extra.get("unit_started"):
-            svc.extra["unit_started"] = True
+            self.loop.call_later(0.1, self._send_status)
+        if self.units_enabled and svc.state == State.STARTING and svc.name not in self._units_started:
+            self._units_started.add(svc.name)
             self._units_pending.add(svc.name)
             if len(self._units_pending) == 1:
-                self.sup.loop.call_later(0.05, self._start_units)
+                self.loop.call_later(0.05, self._start_units)
         elif svc.state in (State.STOPPED, State.FAILED):
-            svc.extra.pop("unit_started", None)
+            self._units_started.discard(svc.name)
 
     def _send_status(self) -> None:
         self._status_pending = False
@@ -92,7 +101,7 @@ class Systemd:
         names = sorted(self._units_pending)
         self._units_pending.clear()
         if names:
-            self.sup.spawn_task(self._systemctl_start(names), "units")
+            self.spawn(self._systemctl_start(names), "units")
 
     async def _systemctl_start(self, names: list[str]) -> None:
         units = [f"wsgi@{name}.service" for name in names]

@@ -23,6 +23,15 @@ if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is r
 # first line of every vassal file: what the launcher needs before uWSGI starts
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
 
+# An API has up to two vassals at once while it reloads: instance "" (NAME.ini)
+# and instance "b" (NAME.b.ini); each reload starts the one not serving.
+INSTANCES = ("", "b")
+
+
+def other_instance(instance: str) -> str:
+    return "" if instance else "b"
+
+
 # master FIFO commands (uWSGI "master-fifo")
 PAUSE = b"p"  # workers stop accepting once their request is done (a toggle)
 GRACEFUL_STOP = b"q"
@@ -190,9 +199,11 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
 
 
 def _primary_group(user: str) -> str:
-    if user.isdigit():
-        return str(pwd.getpwuid(int(user)).pw_gid)
-    return str(pwd.getpwnam(user).pw_gid)
+    try:
+        account = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"the user {user!r} does not exist on this host") from None
+    return str(account.pw_gid)
 
 
 def read_launch_spec(text: str) -> dict[str, Any] | None:
@@ -326,24 +337,6 @@ def parse_emperor_stats(raw: bytes) -> tuple[int, dict[str, EmperorVassal]]:
 
 LOG_PREFIX = re.compile(rb"([a-z0-9][a-z0-9_-]*)\|([or])\|")
 _APP_FAILED = re.compile(r"unable to load app \d+|no app loaded\. GAME OVER|failed loading app in worker")
-# an exception class as Python prints it: `KeyError`, `oslo_config.cfg.ConfigFilesNotFoundError`
-_CLASS = r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*"
-_KNOWN_CLASS = (
-    r"(?:(?:[A-Za-z_]\w*\.)*(?:[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Warning)"
-    r"|Exception|BaseException|StopIteration|StopAsyncIteration))"
-)
-# `SomeError: message` (or a bare `SomeError`) by its class name alone
-_KNOWN_EXCEPTION = re.compile(rf"{_KNOWN_CLASS}(?::\s.*\S.*)?")
-# an ERROR/CRITICAL message that names an exception: oslo.log's excepthook writes "Unhandled error: TypeError: …"
-_NAMED_EXCEPTION = re.compile(rf"(?:^|:\s)({_KNOWN_CLASS}:\s.*\S.*)")
-# whatever class ends a traceback, once its frames are past
-_TRACEBACK_END = re.compile(rf"{_CLASS}(?::(?:\s.*)?)?")
-# Python logging and oslo.log: `2026-11-30 12:00:01.123 4242 CRITICAL aodh [-] message`; the logger name is
-# followed by one space, so the indentation of traceback lines it prefixes is kept
-_LOG_PREFIX = re.compile(
-    r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s+(?:\d+\s+)?"
-    r"(?P<level>CRITICAL|ERROR|WARNING|INFO|DEBUG|TRACE)\s+(?P<logger>\S+) (?:\[[^\]]*\] )?"
-)
 _OPTION_ERROR = re.compile(r"\[strict-mode\] unknown config directive: (\S+)")
 
 
@@ -381,6 +374,11 @@ def parse_request(line: str) -> Request | None:
         return None
 
 
+def is_config_error(line: str) -> bool:
+    """The vassal refuses its own options (strict mode): no retry can help."""
+    return _OPTION_ERROR.search(line) is not None
+
+
 def failure_hint(line: str) -> str | None:
     """A short reason when a log line says why a vassal is going down."""
     match = _OPTION_ERROR.search(line)
@@ -389,55 +387,6 @@ def failure_hint(line: str) -> str | None:
     if _APP_FAILED.search(line):
         return "the app failed to load"
     return None
-
-
-def _unprefixed(line: str) -> tuple[str | None, str]:
-    """(level, message) of a line that Python logging or oslo.log prefixed; (None, line) otherwise."""
-    match = _LOG_PREFIX.match(line)
-    if match:
-        return match.group("level"), line[match.end() :].rstrip()
-    return None, line.rstrip()
-
-
-def exception_line(line: str, after_frames: bool = False) -> str | None:
-    """The exception a line reports, as `SomeError: message`, or None.
-
-    Only real exception lines count, never a `word: value` line of uWSGI's
-    banner (`machine: x86_64`): the line that ends a traceback
-    (`after_frames`: any class name), a known exception class with its
-    message (`TypeError: …`), and the same as oslo.log prefixes it, or
-    names it in an ERROR/CRITICAL message (`… CRITICAL aodh [-] Unhandled
-    error: TypeError: …`).
-    """
-    level, text = _unprefixed(line)
-    if after_frames and _TRACEBACK_END.fullmatch(text):
-        return text
-    if _KNOWN_EXCEPTION.fullmatch(text):
-        return text
-    if level in ("ERROR", "CRITICAL"):
-        match = _NAMED_EXCEPTION.search(text)
-        if match:
-            return match.group(1)
-    return None
-
-
-class ExceptionReader:
-    """Follows one service's output line by line and keeps the exception it last reported."""
-
-    def __init__(self) -> None:
-        self.in_frames = False
-
-    def feed(self, line: str) -> str | None:
-        _, text = _unprefixed(line)
-        if text.startswith("Traceback (most recent call last)"):
-            self.in_frames = True
-            return None
-        if self.in_frames:
-            if text[:1] in (" ", "\t"):
-                return None  # a frame, its code, or its ^^^ marks
-            self.in_frames = False
-            return exception_line(line, after_frames=True)
-        return exception_line(line)
 
 
 def app_loaded(line: str) -> bool:

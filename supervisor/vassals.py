@@ -1,4 +1,4 @@
-"""API services as uWSGI emperor vassals: the actions the core asks for.
+"""API services as uWSGI emperor vassals: the driver the lifecycle asks to act.
 
 Start: hold the socket, write the vassal file, poke the emperor (the
 launcher then calls in with the new master's pid). Stop: pause, then a
@@ -6,7 +6,9 @@ graceful stop through the master FIFO, the file removed so the emperor does
 not bring it back. Restart: the same with the file left in place, so the
 emperor spawns a new vassal on the same socket. Reload: a second vassal
 (`NAME.b.ini`) on the same socket; the old one retires once the new one
-serves.
+serves. Readiness: the vassal's stats, sampled while it starts (woken by
+the log line that says a worker loaded the app). It reports what it sees
+as events and never changes a service's record.
 """
 
 from __future__ import annotations
@@ -18,48 +20,48 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import uwsgi
-from .emperor import install_service_launcher, read_unix
+from .drivers import Context, Failure
+from .emperor import Emperor, install_service_launcher, read_unix
+from .events import Adopted, Lost, Ready
+from .files import write_atomic
 from .listeners import Listener, listen
 from .manifest import ApiService
-from .procs import signal_tree, take_listener
-from .service import ServiceRuntime
+from .procs import describe_wait_status, signal_tree, take_listener
+from .service import ReloadAttempt, ServiceRuntime
+from .sockdiag import listen_queues
+from .states import State
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from .sampler import Sampler
 
 log = logging.getLogger("wsgi-supervisor")
 
 # vassal files keep one fixed mtime: the emperor reloads a vassal when the
 # mtime grows, and the daemon wants to decide every reload itself
 VASSAL_MTIME = 946684800  # 2000-01-01
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o600, mtime: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        # no fsync: the runtime dir is rebuilt at every boot (tmpfs under /run);
-        # the rename is what keeps a reader from seeing half a file
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    if mtime is not None:
-        os.utime(tmp, (mtime, mtime))
-    os.replace(tmp, path)
+# readiness probes while starting or reloading: woken by the log line that says a
+# worker loaded the app; this is only the fallback, so 100 services starting at
+# once do not keep the daemon busy reading stats
+PROBE_INTERVAL = 1.0
 
 
 class VassalDriver:
-    def __init__(self, sup: Supervisor):
-        self.sup = sup
-        self.layout = sup.layout
+    def __init__(self, context: Context, sampler: Sampler, emperor: Emperor):
+        self.ctx = context
+        self.layout = context.layout
+        self.config = context.config
+        self.sampler = sampler
+        self.emperor = emperor
         self.listeners: dict[str, Listener] = {}
         self.pending: list[Callable[[], bool]] = []
         self.poker: asyncio.Task[None] | None = None
         self.final_stats: dict[tuple[str, str], uwsgi.VassalStats] = {}  # (name, instance) of stopping vassals
+        self.probes: dict[str, asyncio.Event] = {}
+        sampler.sources.append(self.sample)
+        sampler.instant.append(self.sample_queues)
 
     # -- the socket the daemon holds -------------------------------------------
 
@@ -74,7 +76,7 @@ class VassalDriver:
         if listener is not None:
             listener.close(unlink=False)
         self.listeners[svc.name] = listen(
-            self.layout.api_socket(svc.name), self.sup.config.socket_mode, self.sup.config.socket_gid
+            self.layout.api_socket(svc.name), self.config.socket_mode, self.config.socket_gid
         )
 
     def take_over_socket(self, name: str, master_pid: int) -> bool:
@@ -100,11 +102,11 @@ class VassalDriver:
     def render(self, svc: ServiceRuntime, instance: str | None = None) -> str:
         assert isinstance(svc.spec, ApiService)
         chosen = svc.instance if instance is None else instance
-        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.sup.config.default_venv, chosen)
+        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.config.default_venv, chosen)
 
     def install_launcher(self, svc: ServiceRuntime) -> None:
         assert isinstance(svc.spec, ApiService)
-        default_venv = self.sup.config.default_venv
+        default_venv = self.config.default_venv
         python, _ = uwsgi.interpreter(svc.spec, default_venv)
         install_service_launcher(self.layout, svc.name, python, default_venv / "bin" / "python3")
 
@@ -113,17 +115,33 @@ class VassalDriver:
         self.install_launcher(svc)
         write_atomic(self.layout.vassal_file(svc.name, svc.instance), self.render(svc), mtime=VASSAL_MTIME)
 
-    def start_second(self, svc: ServiceRuntime, instance: str) -> None:
+    def reload(self, svc: ServiceRuntime) -> ReloadAttempt:
         """A second vassal for a reload: the same socket, files of its own."""
+        attempt = ReloadAttempt(uwsgi.other_instance(svc.instance))
         self.hold_socket(svc)
         self.install_launcher(svc)
-        path = self.layout.vassal_file(svc.name, instance)
-        write_atomic(path, self.render(svc, instance), mtime=VASSAL_MTIME)
-        self._want_spawn(lambda: svc.extra.get("reload_pid") is not None or svc.extra.get("reload") != instance)
+        path = self.layout.vassal_file(svc.name, attempt.instance)
+        write_atomic(path, self.render(svc, attempt.instance), mtime=VASSAL_MTIME)
+        self._want_spawn(lambda: attempt.pid is not None or svc.reload is not attempt)
+        return attempt
+
+    def reports_reload(self, svc: ServiceRuntime) -> bool:
+        return True
+
+    def switch(self, svc: ServiceRuntime, attempt: ReloadAttempt, old_pid: int | None) -> None:
+        if old_pid is not None:
+            self.retire(svc, uwsgi.other_instance(attempt.instance), old_pid)
+
+    def abandon(self, svc: ServiceRuntime, attempt: ReloadAttempt) -> None:
+        self.remove_file(svc.name, attempt.instance)
+        if attempt.pid is not None:
+            signal_tree(attempt.pid, signal.SIGKILL)
+            self.sampler.master_gone(svc.name, attempt.pid)
+        self.forget(svc.name, attempt.instance)
 
     def retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         """Stop a vassal that no longer serves (the old one after a reload), gracefully."""
-        self.sup.spawn_task(self._retire(svc, instance, pid), f"retire-{svc.name}")
+        self.ctx.spawn(self._retire(svc, instance, pid), f"retire-{svc.name}")
 
     async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         if self._fifo(svc.name, uwsgi.PAUSE, instance):
@@ -135,7 +153,7 @@ class VassalDriver:
         # removed once it is stopping: the emperor's own stop would not be graceful
         self.remove_file(svc.name, instance)
         gone = asyncio.get_running_loop().create_future()
-        self.sup.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(None))
+        self.ctx.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(None))
         try:
             await asyncio.wait_for(gone, svc.spec.stop_timeout)
         except TimeoutError:
@@ -146,9 +164,9 @@ class VassalDriver:
                 f"the old vassal (pid {pid}) is still up {svc.spec.stop_timeout:g}s after the reload",
             )
         finally:
-            self.sup.watcher.unwatch(pid)
-        self.sup.sampler.master_gone(svc.name, pid)
-        if instance not in (svc.instance, svc.extra.get("reload")):  # not in use again already
+            self.ctx.watcher.unwatch(pid)
+        self.sampler.master_gone(svc.name, pid)
+        if instance != svc.instance and (svc.reload is None or svc.reload.instance != instance):  # not in use again
             self.forget(svc.name, instance)
 
     async def _count_final(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
@@ -157,23 +175,23 @@ class VassalDriver:
         stopping master answers no stats: a SIGKILL later counts what was in flight here."""
         stats = await self.stats(svc.name, instance, timeout=0.5)
         if stats is not None and stats.pid == pid:
-            self.sup.sampler.fold(svc.name, stats)
+            self.sampler.fold(svc.name, stats)
             self.final_stats[svc.name, instance] = stats
 
     async def _kill_counting(self, svc: ServiceRuntime, instance: str, pid: int, why: str) -> None:
         """SIGKILL a vassal that did not stop in time, saying how many requests that ends."""
         stats = await self.stats(svc.name, instance, timeout=0.3)
         if stats is not None and stats.pid == pid:
-            self.sup.sampler.fold(svc.name, stats)
+            self.sampler.fold(svc.name, stats)
         else:
-            stats = self.final_stats.get((svc.name, instance)) or svc.extra.get("stats")
+            stats = self.final_stats.get((svc.name, instance)) or self.sampler.sample_of(svc.name).stats
         in_flight = stats.in_flight if stats is not None and stats.pid == pid else 0
         if in_flight:
-            self.sup.sampler.count_killed(svc.name, in_flight)
+            self.sampler.count_killed(svc.name, in_flight)
             what = f"{in_flight} request{'s' if in_flight != 1 else ''} still in flight ended"
-            self.sup.say(svc, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
+            self.ctx.say(svc.name, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
         else:
-            self.sup.say(svc, f"{why}: SIGKILL", 4)
+            self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
         signal_tree(pid, signal.SIGKILL)
 
     def forget(self, name: str, instance: str) -> None:
@@ -191,6 +209,94 @@ class VassalDriver:
         """What a start waits for once launched, as status shows it."""
         return "waiting for every worker to load the app and accept"
 
+    def watch_ready(self, svc: ServiceRuntime) -> None:
+        if svc.name in self.probes:
+            self.probes[svc.name].set()
+            return
+        self.probes[svc.name] = asyncio.Event()
+        self.ctx.spawn(self._probe(svc), f"probe-{svc.name}")
+
+    async def _probe(self, svc: ServiceRuntime) -> None:
+        """Sample a vassal's stats while it starts or reloads; report Ready once it serves.
+
+        Woken early by the log line that says a worker loaded the app, then
+        sampled in a short burst, since the worker accepts a moment later.
+        """
+        wake = self.probes[svc.name]
+        reported: set[int] = set()
+        try:
+            while svc.state in (State.STARTING, State.RELOADING) and not self.emperor.stopping:
+                woke = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PROBE_INTERVAL):
+                        await wake.wait()
+                        woke = True
+                wake.clear()
+                for pause in (0.0, 0.01, 0.03, 0.06) if woke else (0.0,):
+                    await asyncio.sleep(pause)
+                    attempt = svc.reload
+                    pid, instance = (attempt.pid, attempt.instance) if attempt else (svc.pid, svc.instance)
+                    if pid is None or svc.waiting_for or pid in reported:
+                        break
+                    stats = await self.stats(svc.name, instance)
+                    if stats is None or stats.pid != pid:
+                        continue
+                    if attempt is None:
+                        self.sampler.observe_vassal(svc.name, stats)
+                    if stats.serving:
+                        reported.add(pid)
+                        self.ctx.report(Ready(svc.name, pid))
+                        break
+        finally:
+            self.probes.pop(svc.name, None)
+
+    def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
+        if uwsgi.app_loaded(text):
+            wake = self.probes.get(svc.name)
+            if wake is not None:
+                wake.set()
+            return None
+        hint = uwsgi.failure_hint(text)
+        if hint is None:
+            return None
+        return Failure(hint, retry_helps=not uwsgi.is_config_error(text))
+
+    def exited(self, svc: ServiceRuntime, pid: int, status: int | None) -> str | None:
+        self.sampler.master_gone(svc.name, pid)
+        if not self.emperor.alive():
+            return "the emperor died"  # it is started again, and the service with it
+        return None
+
+    def describe_exit(self, svc: ServiceRuntime) -> str:
+        return "exited unexpectedly" + (f" ({svc.last_exit})" if svc.last_exit else "")
+
+    def endpoint(self, svc: ServiceRuntime) -> str | None:
+        return str(self.layout.api_socket(svc.name))
+
+    async def sample(self) -> None:
+        """The serving vassals' counters and every held socket's queue, for the snapshot."""
+        serving = [s for s in self._mine() if s.pid is not None and s.state != State.STOPPED]
+        stats = await asyncio.gather(*(self.stats(s.name, s.instance) for s in serving))
+        for svc, st in zip(serving, stats, strict=True):
+            if st is not None and st.pid == svc.pid:
+                self.sampler.observe_vassal(svc.name, st)
+        self.sample_queues()
+
+    def sample_queues(self) -> None:
+        """Connections waiting on each held socket (cheap: a scrape asks for it fresh)."""
+        try:
+            queues = listen_queues()  # one netlink dump, as `ss -xl` reads it: uWSGI's own figure is 0
+        except OSError as exc:
+            log.debug("sock_diag: %s", exc)
+            return
+        for name, listener in list(self.listeners.items()):
+            with contextlib.suppress(OSError):
+                waiting, limit = queues.get(os.fstat(listener.fileno()).st_ino, (None, None))
+                self.sampler.queue_depth(name, waiting, limit)
+
+    def _mine(self) -> list[ServiceRuntime]:
+        return [s for s in self.ctx.services() if isinstance(s.spec, ApiService)]
+
     def launch(self, svc: ServiceRuntime) -> None:
         self._want_spawn(lambda: svc.pid is not None or not svc.state.active)
 
@@ -204,7 +310,7 @@ class VassalDriver:
         """
         self.pending.append(done)
         if self.poker is None or self.poker.done():
-            self.poker = self.sup.spawn_task(self._poke(), "poke-emperor")
+            self.poker = self.ctx.spawn(self._poke(), "poke-emperor")
 
     async def _poke(self) -> None:
         delay = 0.005
@@ -213,7 +319,7 @@ class VassalDriver:
             self.pending = [done for done in self.pending if not done()]
             if not self.pending:
                 return
-            await self.sup.emperor.poke()
+            await self.emperor.poke()
             await asyncio.sleep(delay)
             # a rescan right after a vassal died can come before the emperor has
             # buried it, so it takes more than one poke at times
@@ -232,7 +338,7 @@ class VassalDriver:
         if svc.pid is None:
             return False
         if self._fifo(svc.name, uwsgi.PAUSE, svc.instance):
-            self.sup.spawn_task(self._stop_when_paused(svc, svc.instance, svc.pid), f"stop-{svc.name}")
+            self.ctx.spawn(self._stop_when_paused(svc, svc.instance, svc.pid), f"stop-{svc.name}")
             return True
         # no master FIFO yet (still starting): SIGTERM is a graceful stop too
         with contextlib.suppress(ProcessLookupError):
@@ -256,11 +362,11 @@ class VassalDriver:
 
     def kill(self, svc: ServiceRuntime, why: str) -> None:
         if svc.pid is not None:
-            self.sup.spawn_task(self._kill_counting(svc, svc.instance, svc.pid, why), f"kill-{svc.name}")
+            self.ctx.spawn(self._kill_counting(svc, svc.instance, svc.pid, why), f"kill-{svc.name}")
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Remove the vassal files, so the emperor does not bring a vassal back."""
-        for instance in ("", "b"):
+        for instance in uwsgi.INSTANCES:
             self.remove_file(svc.name, instance)
 
     def release(self, svc: ServiceRuntime) -> None:
@@ -294,6 +400,76 @@ class VassalDriver:
             return uwsgi.parse_stats(raw)
         except ValueError:
             return None
+
+    # -- the emperor, and what a previous daemon left running -------------------------------
+
+    async def attach(self, kept: dict[str, Any]) -> None:
+        """Watch the emperor started (or adopted) before the manifest was read; adopt what runs."""
+        how = "adopted the running emperor" if self.emperor.adopted else "emperor started"
+        log.info("%s (pid %d)", how, self.emperor.pid)
+        self._watch_emperor()
+        if self.emperor.adopted:
+            await self._adopt(kept.get("services", {}))
+
+    def _watch_emperor(self) -> None:
+        assert self.emperor.pid is not None
+        self.ctx.watcher.watch(self.emperor.pid, self._emperor_exited)
+
+    def _emperor_exited(self, pid: int, status: int | None) -> None:
+        if self.emperor.stopping or pid != self.emperor.pid:
+            return
+        how = describe_wait_status(status) if status is not None else "gone"
+        log.error("the uWSGI emperor (pid %d) died (%s): starting a new one", pid, how)
+        self.emperor.restarts += 1
+        self.emperor.spawn()
+        log.info("emperor started (pid %d)", self.emperor.pid)
+        self._watch_emperor()
+        for svc in self._mine():
+            self.ctx.report(Lost(svc.name, "the emperor died and was started again"))
+
+    async def _adopt(self, previous: dict[str, Any]) -> None:
+        """Take over the vassals a previous daemon left serving; report each as Adopted."""
+        seen = await self.emperor.stats(timeout=5.0)
+        running = seen[1] if seen else {}
+        mine = {svc.name: svc for svc in self._mine()}
+        found: dict[str, dict[str, int]] = {}
+        for file in self.layout.vassal_dir.glob("*.ini"):
+            name, _, instance = file.stem.partition(".")
+            vassal = running.get(file.stem)
+            if name not in mine or vassal is None or vassal.pid <= 0:
+                file.unlink()  # not ours any more, or not running: the normal start decides
+                continue
+            found.setdefault(name, {})[instance] = vassal.pid
+        for name, instances in found.items():
+            svc = mine[name]
+            # both vassals of a reload the previous daemon did not finish: keep the one it had switched to
+            keep = previous.get(name, {}).get("instance", "")
+            keep = keep if keep in instances else next(iter(instances))
+            for instance, pid in instances.items():
+                if instance != keep:
+                    self.retire(svc, instance, pid)
+            pid = instances[keep]
+            self.install_launcher(svc)  # the emperor may start it again: with this version's launcher
+            self.take_over_socket(name, pid)
+            changed = self.render(svc, keep) != self.layout.vassal_file(name, keep).read_text()
+            self.ctx.report(Adopted(name, pid, keep, changed=changed))
+            log.info("%s: adopted vassal (master pid %d)", name, pid)
+
+    async def stop_emperor(self) -> None:
+        """No vassal is left: stop the emperor without waiting for its slow shutdown loop (a second a pass)."""
+        pid = self.emperor.pid
+        if pid is None:
+            return
+        self.emperor.stopping = True
+        gone = asyncio.get_running_loop().create_future()
+        self.ctx.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(s))
+        self.emperor.signal(signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gone, 5)
+        self.ctx.watcher.unwatch(pid)
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.emperor_pidfile.unlink()
+        self.emperor.pid = None
 
     def close(self) -> None:
         for listener in self.listeners.values():

@@ -14,6 +14,7 @@ started sessions of their own or were orphaned by a double fork.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import grp
@@ -24,16 +25,20 @@ import signal
 import socket
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .events import Adopted, Ready, Reloading, Spawned, SpawnFailed, StatusText
 from .listeners import bind_datagram
 from .manifest import WorkerService
-from .procs import signal_tree
-from .service import ServiceRuntime
+from .procs import alive, signal_tree
+from .service import ReloadAttempt, ServiceRuntime
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from .drivers import Context, Failure
+
+Take = Callable[[str, str, bytes], None]  # (service, stream, payload): into the log intake
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -70,12 +75,18 @@ def tagged(tag: str) -> list[int]:
 
 
 class ProcessDriver:
-    def __init__(self, sup: Supervisor):
-        self.sup = sup
-        self.layout = sup.layout
+    """Worker services: the daemon's own children, each with its notify socket and output pipe."""
+
+    def __init__(self, context: Context, take: Take):
+        self.ctx = context
+        self.loop = context.loop
+        self.layout = context.layout
+        self.take = take
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pipes: dict[str, tuple[int, bytearray]] = {}
         self.notify: dict[str, socket.socket] = {}
+        self.adopted: dict[str, int] = {}  # main pids taken over after a re-exec (no Popen of ours)
+        self.ready_timers: dict[str, asyncio.TimerHandle] = {}
 
     def tag(self, name: str) -> str:
         return f"{self.layout.runtime_dir}:{name}"
@@ -91,12 +102,11 @@ class ProcessDriver:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         sock.setblocking(False)
         self.notify[svc.name] = sock
-        self.sup.loop.add_reader(sock.fileno(), self._read_notify, svc.name)
+        self.loop.add_reader(sock.fileno(), self._read_notify, svc.name)
 
     def _read_notify(self, name: str) -> None:
         sock = self.notify.get(name)
-        svc = self.sup.services.get(name)
-        if sock is None or svc is None:
+        if sock is None:
             return
         for _ in range(64):
             try:
@@ -112,7 +122,18 @@ class ProcessDriver:
             if pid is None or not self._belongs(name, pid):
                 continue
             fields = dict(line.split("=", 1) for line in data.decode(errors="replace").splitlines() if "=" in line)
-            self.sup.on_notify(svc, fields)
+            self._notified(name, fields)
+
+    def _notified(self, name: str, fields: dict[str, str]) -> None:
+        """sd_notify fields from a worker's NOTIFY_SOCKET, as events."""
+        if "STATUS" in fields:
+            self.ctx.report(StatusText(name, fields["STATUS"]))
+        if fields.get("RELOADING") == "1":
+            self.ctx.report(Reloading(name))
+        proc = self.procs.get(name)
+        main = proc.pid if proc is not None else self.adopted.get(name)
+        if fields.get("READY") == "1" and main is not None:
+            self.ctx.report(Ready(name, main))
 
     def _belongs(self, name: str, pid: int) -> bool:
         proc = self.procs.get(name)
@@ -127,7 +148,27 @@ class ProcessDriver:
     # -- actions -------------------------------------------------------------------------
 
     def prepare(self, svc: ServiceRuntime) -> None:
+        assert isinstance(svc.spec, WorkerService)
+        self._credentials(svc.spec)  # a user or group gone since the manifest was checked: say so now
         self._open_notify(svc)
+
+    def awaiting(self, svc: ServiceRuntime) -> str:
+        spec = svc.spec
+        assert isinstance(spec, WorkerService)
+        if spec.notify:
+            return "waiting for READY=1 from the service"
+        return f"ready once up {spec.ready_after:g}s"
+
+    def watch_ready(self, svc: ServiceRuntime) -> None:
+        """A worker that sends READY=1 reports it itself; the others are ready once up `ready_after`."""
+        spec = svc.spec
+        assert isinstance(spec, WorkerService)
+        if spec.notify or svc.pid is None:
+            return
+        old = self.ready_timers.pop(svc.name, None)
+        if old is not None:
+            old.cancel()
+        self.ready_timers[svc.name] = self.loop.call_later(spec.ready_after, self.ctx.report, Ready(svc.name, svc.pid))
 
     def _environment(self, svc: ServiceRuntime) -> dict[str, str]:
         spec = svc.spec
@@ -157,21 +198,19 @@ class ProcessDriver:
             return {}
         creds: dict[str, object] = {}
         if spec.user:
-            account = pwd.getpwnam(spec.user) if not spec.user.isdigit() else pwd.getpwuid(int(spec.user))
+            try:
+                account = pwd.getpwnam(spec.user) if not spec.user.isdigit() else pwd.getpwuid(int(spec.user))
+            except KeyError:
+                raise ValueError(f"the user {spec.user!r} does not exist on this host") from None
             creds["user"] = account.pw_uid
             creds["group"] = account.pw_gid
             creds["extra_groups"] = os.getgrouplist(account.pw_name, account.pw_gid)
         if spec.group:
-            creds["group"] = grp.getgrnam(spec.group).gr_gid if not spec.group.isdigit() else int(spec.group)
+            try:
+                creds["group"] = grp.getgrnam(spec.group).gr_gid if not spec.group.isdigit() else int(spec.group)
+            except KeyError:
+                raise ValueError(f"the group {spec.group!r} does not exist on this host") from None
         return creds
-
-    def awaiting(self, svc: ServiceRuntime) -> str:
-        """What a start waits for once launched, as status shows it."""
-        spec = svc.spec
-        assert isinstance(spec, WorkerService)
-        if spec.notify:
-            return "waiting for READY=1 from the service"
-        return f"ready once up {spec.ready_after:g}s"
 
     def launch(self, svc: ServiceRuntime) -> None:
         spec = svc.spec
@@ -191,35 +230,49 @@ class ProcessDriver:
                 preexec_fn=_die_with_parent,
                 **self._credentials(spec),  # type: ignore[arg-type]
             )
-        except (OSError, subprocess.SubprocessError, KeyError) as exc:
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
             os.close(read_fd)
             os.close(write_fd)
-            self.sup.loop.call_soon(self.sup.on_spawn_failed, svc, f"cannot run {spec.command[0]}: {exc}")
+            self.ctx.report(SpawnFailed(svc.name, f"cannot run {spec.command[0]}: {exc}"))
             return
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self.procs[svc.name] = proc
+        self.adopted.pop(svc.name, None)
         self.pipes[svc.name] = (read_fd, bytearray())
-        self.sup.loop.add_reader(read_fd, self._read_output, svc.name, read_fd)
-        self.sup.on_spawned(svc, proc.pid)
+        self.loop.add_reader(read_fd, self._read_output, svc.name, read_fd)
+        self.ctx.report(Spawned(svc.name, proc.pid))
 
-    def adopt(self, svc: ServiceRuntime, pid: int, pipe_fd: int) -> None:
-        """Take over a worker the previous image of this daemon started (after a re-exec)."""
-        self._open_notify(svc)
-        os.set_blocking(pipe_fd, False)
-        os.set_inheritable(pipe_fd, False)
-        self.pipes[svc.name] = (pipe_fd, bytearray())
-        self.sup.loop.add_reader(pipe_fd, self._read_output, svc.name, pipe_fd)
+    def attach(self, kept: dict[str, Any], reexec: bool) -> None:
+        """After a re-exec: take over the workers the previous image started, and their output pipes."""
+        if not (reexec and kept.get("reexec")):
+            return
+        mine = {svc.name: svc for svc in self.ctx.services() if isinstance(svc.spec, WorkerService)}
+        for name, handed in kept.get("workers", {}).items():
+            pid, fd = int(handed["pid"]), int(handed["fd"])
+            svc = mine.get(name)
+            if svc is None or not alive(pid):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                continue
+            self._open_notify(svc)
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+            self.pipes[name] = (fd, bytearray())
+            self.adopted[name] = pid
+            self.loop.add_reader(fd, self._read_output, name, fd)
+            self.ctx.report(Adopted(name, pid, ready=True))
+            log.info("%s: adopted worker (pid %d)", name, pid)
 
     def handover(self) -> dict[str, dict[str, int]]:
         """Workers and their output pipes, kept open across an exec of the daemon."""
         kept = {}
+        pids = {svc.name: svc.pid for svc in self.ctx.services()}
         for name, (fd, _) in self.pipes.items():
-            svc = self.sup.services.get(name)
-            if svc is None or svc.pid is None:
+            if pids.get(name) is None:
                 continue
             os.set_inheritable(fd, True)
-            kept[name] = {"pid": svc.pid, "fd": fd}
+            kept[name] = {"pid": pids[name], "fd": fd}
         return kept
 
     @staticmethod
@@ -233,12 +286,21 @@ class ProcessDriver:
                 return str(candidate)
         raise FileNotFoundError(f"{program!r} is not on the PATH ({path})")
 
-    def reaped(self, svc: ServiceRuntime, status: int | None) -> None:
+    def exited(self, svc: ServiceRuntime, pid: int, status: int | None) -> str | None:
         """The main process is gone (the watcher reaped it): let Popen know, and end the strays."""
+        timer = self.ready_timers.pop(svc.name, None)
+        if timer is not None:
+            timer.cancel()
+        self.adopted.pop(svc.name, None)
         proc = self.procs.pop(svc.name, None)
         if proc is not None and status is not None:
             proc.returncode = os.waitstatus_to_exitcode(status)
         self._end_strays(svc.name)
+        return None
+
+    def describe_exit(self, svc: ServiceRuntime) -> str:
+        why = svc.last_exit or "exited unexpectedly"
+        return why + (f": {svc.last_exception}" if svc.last_exception else "")
 
     def _end_strays(self, name: str) -> None:
         strays = [p for p in tagged(self.tag(name)) if p != os.getpid()]
@@ -255,7 +317,8 @@ class ProcessDriver:
         signal_tree(svc.pid, sig)
         return True
 
-    def ask_reload(self, svc: ServiceRuntime) -> bool:
+    def reload(self, svc: ServiceRuntime) -> ReloadAttempt | bool:
+        """In place: the reload signal (SIGHUP); oslo.service reloads its config on it."""
         if svc.pid is None:
             return False
         sig = getattr(signal, getattr(svc.spec, "reload_signal", "SIGHUP"))
@@ -263,9 +326,24 @@ class ProcessDriver:
             os.kill(svc.pid, sig)
         return True
 
+    def reports_reload(self, svc: ServiceRuntime) -> bool:
+        return bool(getattr(svc.spec, "notify", False))
+
+    def switch(self, svc: ServiceRuntime, attempt: ReloadAttempt, old_pid: int | None) -> None:
+        """Never asked: a worker reloads in place."""
+
+    def abandon(self, svc: ServiceRuntime, attempt: ReloadAttempt) -> None:
+        """Never asked: a worker reloads in place."""
+
+    def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
+        return None
+
+    def endpoint(self, svc: ServiceRuntime) -> str | None:
+        return None
+
     def kill(self, svc: ServiceRuntime, why: str) -> None:
         if svc.pid is not None:
-            self.sup.say(svc, f"{why}: SIGKILL", priority=4)
+            self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
             signal_tree(svc.pid, signal.SIGKILL)
         self._end_strays(svc.name)
 
@@ -275,7 +353,7 @@ class ProcessDriver:
     def release(self, svc: ServiceRuntime) -> None:
         sock = self.notify.pop(svc.name, None)
         if sock is not None:
-            self.sup.loop.remove_reader(sock.fileno())
+            self.loop.remove_reader(sock.fileno())
             sock.close()
             with contextlib.suppress(FileNotFoundError):
                 self.layout.notify_socket(svc.name).unlink()
@@ -294,28 +372,28 @@ class ProcessDriver:
             return
         buffer = entry[1]
         if not chunk:
-            self.sup.loop.remove_reader(fd)
+            self.loop.remove_reader(fd)
             os.close(fd)
             del self.pipes[name]
             if buffer:
-                self.sup.intake.take(name, "o", bytes(buffer))
+                self.take(name, "o", bytes(buffer))
             return
         buffer.extend(chunk)
         cut = buffer.rfind(b"\n")
         if cut >= 0:
             complete = bytes(buffer[: cut + 1])
             del buffer[: cut + 1]
-            self.sup.intake.take(name, "o", complete)
+            self.take(name, "o", complete)
         elif len(buffer) > 64 * 1024:  # a very long line without a newline: pass it on as it is
-            self.sup.intake.take(name, "o", bytes(buffer))
+            self.take(name, "o", bytes(buffer))
             buffer.clear()
 
     def close(self) -> None:
         for name in list(self.notify):
             sock = self.notify.pop(name)
-            self.sup.loop.remove_reader(sock.fileno())
+            self.loop.remove_reader(sock.fileno())
             sock.close()
         for fd, _ in list(self.pipes.values()):
-            self.sup.loop.remove_reader(fd)
+            self.loop.remove_reader(fd)
             os.close(fd)
         self.pipes.clear()

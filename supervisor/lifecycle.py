@@ -1,0 +1,608 @@
+"""One service's lifecycle: the only code that changes a service's record.
+
+It turns commands (start, stop, restart, reload) and the events its driver
+and timers report into state changes and driver calls. Every change goes
+through `_set_state`, which logs it and tells the supervisor. It never asks
+what kind of service it drives: that is the driver's business.
+
+The supervisor calls these methods one event at a time from its queue, so
+nothing here runs concurrently and nothing here awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from .drivers import Driver
+from .events import Adopted, Timeout
+from .exceptions import ExceptionReader
+from .procs import describe_wait_status
+from .service import ReloadAttempt, ServiceRuntime, Waiter
+from .states import State, allowed
+
+log = logging.getLogger("wsgi-supervisor")
+
+MIN_UPTIME = 10.0  # a crash after this long up is not a failed start
+BACKOFF_BASE = 1.0
+
+OK_START = frozenset({State.RUNNING})
+STOPPED_ONLY = frozenset({State.STOPPED})
+END_START = frozenset({State.FAILED, State.STOPPED})
+
+Result = asyncio.Future[tuple[bool, str]]
+
+
+def backoff_delay(failures: int, cap: float) -> float:
+    """1, 2, 4… seconds between attempts, never more than `cap` (the service's `backoff_max`)."""
+    return min(cap, BACKOFF_BASE * 2 ** min(30, max(0, failures - 1)))
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+
+class Host(Protocol):
+    """What a lifecycle needs of the supervisor around it."""
+
+    clock: Clock
+    shutting_down: bool
+
+    def future(self) -> Result: ...
+
+    def arm(self, delay: float, event: Timeout) -> asyncio.TimerHandle: ...
+
+    def pending_for(self, svc: ServiceRuntime) -> list[str]: ...
+
+    def start_dependencies(self, svc: ServiceRuntime) -> None: ...
+
+    def state_changed(self, svc: ServiceRuntime, old: State) -> None: ...
+
+    def touched(self, svc: ServiceRuntime) -> None: ...
+
+    def say(self, name: str, text: str, priority: int = 6) -> None: ...
+
+    def watch(self, svc: ServiceRuntime, pid: int) -> None: ...
+
+    def unwatch(self, pid: int) -> None: ...
+
+
+class Lifecycle:
+    def __init__(self, svc: ServiceRuntime, driver: Driver, host: Host):
+        self.svc = svc
+        self.driver = driver
+        self.host = host
+        self._token: object | None = None
+        svc.exceptions = ExceptionReader()
+
+    # -- the one place that changes state -----------------------------------------------
+
+    def _set_state(self, state: State, reason: str | None = None) -> None:
+        svc = self.svc
+        old = svc.state
+        if not allowed(old, state):
+            log.error("%s: unexpected state change %s -> %s", svc.name, old, state)
+        svc.state = state
+        svc.since = self.host.clock.time()
+        svc.ready = state in (State.RUNNING, State.RELOADING)
+        if reason is not None:
+            svc.reason = reason
+        if old != state:
+            text = f"{old} -> {state}" + (f" ({reason})" if reason else "")
+            self.host.say(svc.name, text, 3 if state == State.FAILED else 6)
+        self._resolve_waiters()
+        self.host.state_changed(svc, old)
+
+    def _starting(self, reason: str) -> None:
+        """In `starting`, with the reason saying what it waits for now (status shows it)."""
+        if self.svc.state != State.STARTING:
+            self._set_state(State.STARTING, reason)
+        elif self.svc.reason != reason:
+            self.svc.reason = reason
+            self.host.touched(self.svc)
+
+    # -- waiting for an outcome ----------------------------------------------------------
+
+    def _resolve_waiters(self) -> None:
+        svc = self.svc
+        keep = []
+        for waiter in svc.waiters:
+            future, ok_states = waiter.future, waiter.ok_states
+            if future.done():
+                continue
+            if svc.state in ok_states:
+                future.set_result((True, str(svc.state)))
+            elif ok_states == OK_START and svc.state in END_START:
+                future.set_result((False, svc.reason or str(svc.state)))
+            elif ok_states == OK_START and svc.state == State.BACKOFF and waiter.settle_in_backoff:
+                future.set_result((False, f"in backoff, the daemon keeps retrying: {svc.reason}"))
+            elif ok_states == STOPPED_ONLY and svc.goal_running and svc.state == State.STARTING:
+                future.set_result((False, "started again by another request"))
+            else:
+                keep.append(waiter)
+        svc.waiters = keep
+
+    def _wait(self, ok_states: frozenset[State], settle_in_backoff: bool = False) -> Result:
+        future = self.host.future()
+        if self.svc.state in ok_states:
+            future.set_result((True, str(self.svc.state)))
+        elif ok_states == OK_START and self.svc.state in END_START:  # it failed at once (cannot start)
+            future.set_result((False, self.svc.reason or str(self.svc.state)))
+        else:
+            self.svc.waiters.append(Waiter(future, ok_states, settle_in_backoff))
+        return future
+
+    def _settle(self, message: str) -> None:
+        for waiter in self.svc.waiters:
+            if not waiter.future.done():
+                waiter.future.set_result((False, message))
+        self.svc.waiters = []
+
+    def _done(self, ok: bool, message: str) -> Result:
+        future = self.host.future()
+        future.set_result((ok, message))
+        return future
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _arm(self, what: str, delay: float) -> None:
+        self._cancel_timer()
+        self._token = token = object()
+        self.svc.timer = self.host.arm(delay, Timeout(self.svc.name, what, token))
+
+    def _cancel_timer(self) -> None:
+        self._token = None
+        self.svc.cancel_timer()
+
+    def on_timeout(self, event: Timeout) -> None:
+        if event.token is not self._token:
+            return  # cancelled after it fired
+        self._token = None
+        self.svc.timer = None
+        handler: Callable[[], None] = getattr(self, f"_{event.what}_timed_out")
+        handler()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def start(self, settle_in_backoff: bool = False) -> Result:
+        """Start it (and what it comes after); settles once it is ready or `failed` (with
+        `settle_in_backoff`, also once an attempt failed: the daemon keeps retrying)."""
+        svc = self.svc
+        svc.goal_running = True
+        if svc.state in (State.FAILED, State.STOPPED):
+            svc.failures = 0
+        self.host.start_dependencies(svc)
+        if svc.state == State.STOPPING:
+            svc.restart_pending = True
+        elif svc.state in (State.BACKOFF, State.STOPPED, State.FAILED):
+            self._begin_start()
+        return self._wait(OK_START, settle_in_backoff)
+
+    def stop(self) -> Result:
+        svc = self.svc
+        svc.goal_running = False
+        svc.restart_pending = False
+        if svc.state in (State.BACKOFF, State.FAILED):
+            self._cancel_timer()
+            self.driver.disable(svc)
+            self.driver.release(svc)
+            self._set_state(State.STOPPED)
+        elif svc.state == State.STOPPED:
+            self._set_state(State.STOPPED)  # fails waiters of a pending start
+        elif svc.state != State.STOPPING:
+            self._begin_stop()
+        return self._wait(STOPPED_ONLY)
+
+    def restart(self) -> Result:
+        svc = self.svc
+        if svc.state in (State.STARTING, State.RUNNING, State.RELOADING) and svc.pid is not None:
+            svc.goal_running = True
+            self._begin_stop(then_start=True)
+            return self._wait(OK_START)
+        if svc.state == State.STOPPING:
+            svc.goal_running = True
+            svc.restart_pending = True
+            return self._wait(OK_START)
+        return self.start()
+
+    def reload(self) -> Result:
+        """New code without a gap: a second instance that takes over, or the process's own reload."""
+        svc = self.svc
+        if svc.state in (State.RELOADING, State.STARTING):
+            return self._wait(OK_START)  # a starting service loads the current code anyway
+        if svc.state != State.RUNNING:
+            return self._done(False, f"{svc.name} is {svc.state}, not running: nothing to reload")
+        svc.failure_hint = None
+        svc.last_exception = None
+        try:
+            attempt = self.driver.reload(svc)
+        except (OSError, ValueError) as exc:
+            return self._done(False, f"cannot reload: {exc}")
+        if attempt is False:
+            return self._done(False, f"{svc.name}: the process did not take the reload request")
+        self._set_state(State.RELOADING)
+        if isinstance(attempt, ReloadAttempt):
+            svc.reload = attempt
+            self.driver.watch_ready(svc)
+        elif not self.driver.reports_reload(svc):
+            # it said nothing when it started, it will say nothing now: the signal is the reload
+            self._set_state(State.RUNNING, "reload signal sent")
+            return self._wait(OK_START)
+        self._arm("reload", svc.spec.start_timeout)
+        return self._wait(OK_START)
+
+    def remove(self) -> Result:
+        """Taken out of the manifest: stopped for good."""
+        return self.stop()
+
+    # -- transitions ---------------------------------------------------------------------------
+
+    def begin_start(self) -> None:
+        """Start now if nothing it waits for is pending (the supervisor calls this when one is done)."""
+        if self.svc.goal_running and self.svc.waiting_for and self.svc.state == State.STARTING:
+            self._begin_start()
+
+    def _begin_start(self) -> None:
+        svc = self.svc
+        self._cancel_timer()
+        svc.next_retry = None
+        svc.failure_hint = None
+        svc.config_error = False
+        svc.last_exception = None
+        pending = self.host.pending_for(svc)
+        if pending:
+            # not started yet: it waits in `starting`, its process not asked for
+            svc.waiting_for = tuple(pending)
+            self._starting(f"waiting for {', '.join(pending)}")
+            return
+        svc.waiting_for = ()
+        try:
+            self.driver.prepare(svc)
+        except (OSError, ValueError, KeyError) as exc:
+            svc.goal_running = False
+            if svc.state != State.STARTING:
+                self._set_state(State.STARTING)
+            why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            self._set_state(State.FAILED, f"cannot start: {why}")
+            return
+        svc.started_at = self.host.clock.monotonic()
+        svc.ready_at = None
+        self._starting(self.driver.awaiting(svc))
+        self._arm("start", svc.spec.start_timeout)
+        self.driver.launch(svc)
+
+    def _begin_stop(self, then_start: bool = False) -> None:
+        svc = self.svc
+        self._cancel_timer()
+        svc.restart_pending = then_start
+        if svc.waiting_for and svc.pid is None:
+            svc.waiting_for = ()  # never launched: nothing to stop
+            self._set_state(State.STOPPED)
+            return
+        if not then_start:
+            self.driver.disable(svc)
+        self._abandon_reload("stopped")
+        self._set_state(State.STOPPING)
+        if not self.driver.ask_stop(svc) and svc.pid is None:
+            # asked for but not launched yet: the launcher will be refused
+            self._finish_stop()
+            return
+        self._arm("stop", svc.spec.stop_timeout)
+
+    def _finish_stop(self) -> None:
+        svc = self.svc
+        self._cancel_timer()
+        if svc.restart_pending and svc.goal_running and not self.host.shutting_down:
+            svc.restart_pending = False
+            svc.restarts += 1
+            self._set_state(State.STARTING)
+            self._begin_start()
+            return
+        self.driver.disable(svc)
+        self.driver.release(svc)
+        self._set_state(State.STOPPED)
+
+    def _became_ready(self) -> None:
+        svc = self.svc
+        self._cancel_timer()
+        now = self.host.clock.monotonic()
+        svc.ready_at = now
+        if not svc.adopted or svc.up_since is None:  # an adopted process keeps its own history
+            svc.up_since = self.host.clock.time()
+            if svc.started_at is not None:
+                svc.ready_duration = now - svc.started_at
+        svc.adopted = False
+        svc.next_retry = None
+        svc.reason = None
+        self._set_state(State.RUNNING)
+        self._arm("stable", MIN_UPTIME)  # a start that lasts is no longer a failure
+
+    def _crashed(self) -> None:
+        svc = self.svc
+        self._cancel_timer()
+        now = self.host.clock.monotonic()
+        uptime = now - (svc.ready_at or svc.started_at or now)
+        was_ready = svc.ready_at is not None
+        if svc.failure_hint:
+            why = svc.failure_hint + (f": {svc.last_exception}" if svc.last_exception else "")
+        else:
+            why = self.driver.describe_exit(svc)
+        svc.ready_at = None
+        if was_ready and uptime >= MIN_UPTIME:
+            # a healthy service died: bring it back at once, no failure counted
+            svc.failures = 0
+            svc.restarts += 1
+            self.host.say(svc.name, f"died after {uptime:.0f}s up: {why}; starting it again", 4)
+            self._set_state(State.STARTING, why)
+            self._begin_start()
+            return
+        svc.failures += 1
+        svc.last_failure = why
+        self.driver.disable(svc)
+        # refuse connections while it cannot serve: the front end answers 502/503 at once
+        self.driver.release(svc)
+        if svc.config_error:
+            # the definition itself is wrong: no number of retries can help
+            svc.goal_running = False
+            self._set_state(State.FAILED, f"{why}; not retried: fix the manifest, then `wsgictl start`")
+            return
+        limit = svc.spec.start_limit
+        if limit and svc.failures >= limit:
+            svc.goal_running = False
+            self._set_state(State.FAILED, f"{why}; gave up after {svc.failures} failed starts (start_limit)")
+            return
+        # what failed may need something that is not there yet (a database
+        # after a reboot): keep trying, ever more slowly, up to backoff_max
+        delay = backoff_delay(svc.failures, svc.spec.backoff_max)
+        svc.next_retry = self.host.clock.time() + delay
+        self._set_state(State.BACKOFF, f"{why}; attempt {svc.failures} failed, next in {delay:.0f}s")
+        self._arm("retry", delay)
+
+    def _abandon_reload(self, why: str) -> None:
+        """The new instance did not come up (or is no longer wanted): the current one goes on."""
+        attempt = self.svc.reload
+        if attempt is None:
+            return
+        self.svc.reload = None
+        if attempt.pid is not None:
+            self.host.unwatch(attempt.pid)
+        self.driver.abandon(self.svc, attempt)
+        self._settle(f"reload failed, still serving the previous code: {why}")
+
+    def _finish_reload(self, attempt: ReloadAttempt) -> None:
+        svc = self.svc
+        assert attempt.pid is not None
+        self._cancel_timer()
+        old_pid = svc.pid
+        svc.reload = None
+        svc.instance = attempt.instance
+        if old_pid is not None:
+            self.host.unwatch(old_pid)
+        self._track(attempt.pid)
+        svc.up_since = self.host.clock.time()
+        self.driver.switch(svc, attempt, old_pid)
+        self._set_state(State.RUNNING, "reloaded")
+
+    def _track(self, pid: int) -> None:
+        self.svc.pid = pid
+        self.host.watch(self.svc, pid)
+
+    # -- timers firing ---------------------------------------------------------------------------
+
+    def _retry_timed_out(self) -> None:
+        if self.svc.state == State.BACKOFF and self.svc.goal_running:
+            self.svc.restarts += 1
+            self._begin_start()
+
+    def _start_timed_out(self) -> None:
+        svc = self.svc
+        if svc.state != State.STARTING or svc.waiting_for:
+            return
+        svc.failure_hint = f"not ready after {svc.spec.start_timeout:g}s"
+        if svc.pid is not None:
+            self.driver.kill(svc, svc.failure_hint)  # the exit is handled as a crash
+        else:
+            self.host.say(svc.name, svc.failure_hint, 3)
+            self._crashed()
+
+    def _stop_timed_out(self) -> None:
+        svc = self.svc
+        if svc.state == State.STOPPING and svc.pid is not None:
+            self.driver.kill(svc, f"still up {svc.spec.stop_timeout:g}s after the stop request")
+
+    def _reload_timed_out(self) -> None:
+        svc = self.svc
+        if svc.state != State.RELOADING:
+            return
+        if svc.reload is not None:
+            why = f"the new instance was not ready after {svc.spec.start_timeout:g}s"
+            self._abandon_reload(why)
+            self._set_state(State.RUNNING, f"reload failed: {why}")
+        else:
+            self.host.say(svc.name, "reload did not finish in time; counting it as done", 4)
+            self._set_state(State.RUNNING, "reload timed out")
+
+    def _stable_timed_out(self) -> None:
+        if self.svc.ready_at is not None and self.svc.state.up:
+            self.svc.failures = 0
+
+    # -- what the driver reports ---------------------------------------------------------------
+
+    def on_launched(self, pid: int, instance: str) -> tuple[bool, str]:
+        """The launcher of a new main process called in: may it run?"""
+        svc = self.svc
+        attempt = svc.reload
+        if instance != svc.instance:
+            if svc.state == State.RELOADING and attempt is not None and attempt.instance == instance:
+                attempt.pid = pid
+                self.host.watch(svc, pid)
+                return True, "ok"
+            return False, f"{svc.name}: instance {instance or 'a'} is not wanted"
+        restarting = svc.state == State.STOPPING and svc.restart_pending
+        if not svc.goal_running or (
+            svc.state not in (State.STARTING, State.RUNNING, State.RELOADING) and not restarting
+        ):
+            return False, f"{svc.name} is {svc.state}"
+        if svc.waiting_for:
+            return False, f"{svc.name} waits for {', '.join(svc.waiting_for)}"
+        if restarting:
+            # a new master came before the old one was seen to exit
+            if svc.pid is not None:
+                self.host.unwatch(svc.pid)
+                svc.pid = None
+            self._finish_stop()
+        if svc.pid is not None and svc.pid != pid:
+            self.host.unwatch(svc.pid)  # replaced before it was seen to die
+        self._track(pid)
+        if svc.state != State.STARTING:
+            svc.restarts += 1
+            svc.started_at = self.host.clock.monotonic()
+            self._set_state(State.STARTING, "a new main process was started")
+        self.driver.watch_ready(svc)
+        return True, "ok"
+
+    def on_spawned(self, pid: int) -> None:
+        self._track(pid)
+        self.driver.watch_ready(self.svc)
+
+    def on_spawn_failed(self, why: str) -> None:
+        if self.svc.state == State.STARTING:
+            self.svc.failure_hint = why
+            self._crashed()
+
+    def on_ready(self, pid: int) -> None:
+        svc = self.svc
+        attempt = svc.reload
+        if svc.state == State.RELOADING and attempt is not None:
+            if pid == attempt.pid:
+                self._finish_reload(attempt)
+            return
+        if pid != svc.pid:
+            return
+        if svc.state == State.STARTING:
+            self._became_ready()
+        elif svc.state == State.RELOADING:  # an in-place reload said it is done
+            self._cancel_timer()
+            self._set_state(State.RUNNING, "reloaded")
+
+    def on_reloading(self) -> None:
+        if self.svc.state == State.RUNNING:
+            self._set_state(State.RELOADING, "the service reloads")
+
+    def on_status_text(self, text: str) -> None:
+        self.svc.status_text = text
+        self.host.touched(self.svc)
+
+    def on_exit(self, pid: int, status: int | None) -> None:
+        svc = self.svc
+        attempt = svc.reload
+        if attempt is not None and pid == attempt.pid:
+            if svc.state == State.RELOADING:
+                why = svc.failure_hint or "the new instance exited before it was ready"
+                if svc.last_exception:
+                    why += f": {svc.last_exception}"
+                self._cancel_timer()
+                self._abandon_reload(why)
+                self._set_state(State.RUNNING, f"reload failed: {why}")
+            return
+        if pid != svc.pid:
+            return
+        svc.pid = None
+        svc.last_exit = describe_wait_status(status) if status is not None else None
+        not_its_fault = self.driver.exited(svc, pid, status)
+        if svc.state == State.STOPPING:
+            self._finish_stop()
+        elif self.host.shutting_down:
+            return
+        elif not_its_fault:
+            svc.reason = not_its_fault  # what took it down brings it back (a Lost event)
+            self.host.touched(svc)
+        else:
+            self._crashed()
+
+    def on_lost(self, why: str) -> None:
+        """What ran the process died with it and was started again: so is the service."""
+        svc = self.svc
+        if not (svc.goal_running and svc.state.active and svc.state != State.STOPPING):
+            return
+        if svc.pid is not None:
+            self.host.unwatch(svc.pid)
+            svc.pid = None
+        svc.reload = None
+        svc.restarts += 1
+        if svc.state != State.STARTING:
+            self._set_state(State.STARTING, why)
+        self._begin_start()
+
+    def on_adopted(self, event: Adopted, up_since: float | None, ready_duration: float | None) -> None:
+        """A process a previous daemon left running: ours now, with its history when it is the same one."""
+        svc = self.svc
+        if svc.pid is not None:
+            return
+        svc.instance = event.instance
+        svc.goal_running = True
+        svc.adopted = True
+        self._track(event.pid)
+        svc.up_since, svc.ready_duration = up_since, ready_duration
+        svc.started_at = self.host.clock.monotonic()
+        self._set_state(State.STARTING, "adopted from the previous daemon")
+        if event.changed:
+            self.host.say(svc.name, "definition changed while the daemon was away: restarting it")
+            self.driver.prepare(svc)
+            self._begin_stop(then_start=True)
+        elif event.ready:
+            self._became_ready()
+        else:
+            self.driver.watch_ready(svc)
+
+    def on_line(self, text: str) -> None:
+        """Facts from its output: why it is going down, the exception it reported."""
+        svc = self.svc
+        for part in text.splitlines():
+            failure = self.driver.on_line(svc, part)
+            if failure is not None:
+                svc.failure_hint = failure.reason
+                svc.config_error = not failure.retry_helps
+            exc = svc.exceptions.feed(part)
+            if exc:
+                svc.last_exception = exc
+
+    # -- what it comes after ------------------------------------------------------------------
+
+    def dependency_down(self, name: str, state: State) -> None:
+        svc = self.svc
+        if svc.waiting_for and name in svc.waiting_for and svc.state == State.STARTING:
+            svc.waiting_for = ()
+            svc.goal_running = False
+            self._set_state(State.STOPPED, f"{name} is {state}")
+
+    # -- the daemon stops ---------------------------------------------------------------------
+
+    def shut_down(self) -> Result | None:
+        """Stop for the daemon's own stop: every service at once; None when it is down already."""
+        svc = self.svc
+        svc.goal_running = False
+        svc.restart_pending = False
+        self._cancel_timer()
+        self.driver.disable(svc)
+        self._abandon_reload("the daemon stops")
+        if svc.state in (State.STARTING, State.RUNNING, State.RELOADING, State.STOPPING):
+            if svc.state != State.STOPPING:
+                self._set_state(State.STOPPING)
+                self.driver.ask_stop(svc)
+            future = self._wait(STOPPED_ONLY)
+            if svc.pid is None:
+                self._finish_stop()
+            return future
+        if svc.state in (State.BACKOFF, State.FAILED):
+            self.driver.release(svc)
+            self._set_state(State.STOPPED)
+        return None
+
+    def kill(self, why: str) -> None:
+        if self.svc.pid is not None:
+            self.driver.kill(self.svc, why)

@@ -1,0 +1,74 @@
+"""`daemon/state.json`: what should outlive one daemon.
+
+Restart counts, when each service became ready, its main pid and instance,
+the request totals, and after `wsgictl daemon-reexec` the worker processes
+and their output pipes the new image takes over. Written atomically, read
+once at start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .files import write_atomic
+from .layout import Layout
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
+    from .sampler import Sampler
+    from .service import ServiceRuntime
+
+log = logging.getLogger("wsgi-supervisor")
+
+
+def save(
+    layout: Layout, services: Iterable[ServiceRuntime], sampler: Sampler, handover: dict[str, Any] | None = None
+) -> None:
+    """Write the state file; with `handover`, what a re-exec hands the next image."""
+    state = {
+        svc.name: {
+            "restarts": svc.restarts,
+            "up_since": svc.up_since,
+            "ready_duration": svc.ready_duration,
+            "pid": svc.pid,
+            "instance": svc.instance,
+            "totals": sampler.totals[svc.name].to_json() if svc.name in sampler.totals else None,
+        }
+        for svc in services
+    }
+    body = {"services": state, "workers": handover or {}, "reexec": handover is not None}
+    try:
+        write_atomic(layout.state_file, json.dumps(body), mode=0o600)
+    except OSError as exc:
+        log.warning("cannot save the state file: %s", exc)
+
+
+def load(layout: Layout) -> dict[str, Any]:
+    try:
+        data = json.loads(layout.state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def service(layout: Layout, name: str) -> dict[str, Any]:
+    """What the previous daemon knew of one service."""
+    kept = load(layout).get("services", {}).get(name)
+    return kept if isinstance(kept, dict) else {}
+
+
+def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler: Sampler) -> None:
+    """Counters carry on from what the previous daemon saved (a re-exec, a crash, a restart):
+    they never go down while the runtime dir lives."""
+    from .sampler import Totals
+
+    for name, kept in load(layout).get("services", {}).items():
+        lc = lifecycles.get(name)
+        if lc is None or not isinstance(kept, dict):
+            continue
+        lc.svc.restarts = int(kept.get("restarts") or 0)
+        if isinstance(kept.get("totals"), dict):
+            sampler.totals[name] = Totals.from_json(kept["totals"])

@@ -1,0 +1,47 @@
+"""What `wsgictl status --json` (and a `watch`) says of one service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .drivers import Driver
+    from .sampler import Sampler
+    from .service import ServiceRuntime
+
+
+def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str, Any]:
+    spec = svc.spec
+    info: dict[str, Any] = {
+        "name": svc.name,
+        "kind": svc.kind,
+        "state": str(svc.state),
+        "ready": svc.ready,
+        "pid": svc.pid,
+        "restarts": svc.restarts,
+        "socket": driver.endpoint(svc),
+        "mount": getattr(spec, "mount", None),
+        "since": svc.since,
+        "uptime": svc.uptime(),
+        "reason": svc.reason,
+        "last_exit": svc.last_exit,
+        "failures": svc.failures,
+        "next_retry": svc.next_retry,
+        "status_text": svc.status_text,
+        "ready_duration": svc.ready_duration,
+    }
+    sample = sampler.samples.get(svc.name)
+    if sample is not None and svc.pid is not None:
+        if sample.stats is not None and sample.stats.pid == svc.pid:
+            info["workers"] = [{"pid": w.pid, "status": w.status, "requests": w.requests} for w in sample.stats.workers]
+        info["rss_bytes"] = sample.rss_bytes
+        if info["socket"] is not None:
+            info["listen_queue"] = sample.listen_queue
+    totals = sampler.totals.get(svc.name)
+    if totals is not None or info["socket"] is not None:
+        totals = sampler.totals_of(svc.name)
+        info["requests"] = totals.value("requests")
+        info["harakiri"] = totals.value("harakiri")
+        info["worker_respawns"] = totals.respawns
+        info["requests_killed"] = totals.killed
+    return info

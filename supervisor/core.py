@@ -814,6 +814,7 @@ class Supervisor:
         previous = self.load_state()
         files = {f.stem: f for f in self.layout.vassal_dir.glob("*.ini")}
         for ident, file in files.items():
+            await asyncio.sleep(0)  # control requests are answered meanwhile, one vassal at a time
             name, _, instance = ident.partition(".")
             svc = self.services.get(name)
             vassal = vassals.get(ident)

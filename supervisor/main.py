@@ -158,7 +158,6 @@ async def serve(args: argparse.Namespace, config: Config, lock_fd: int, emperor:
     from .control import ControlServer
     from .core import Supervisor
     from .manifest import ManifestError, load
-    from .metrics import MetricsServer
 
     try:
         manifest = load(config.conf_dir)
@@ -174,7 +173,11 @@ async def serve(args: argparse.Namespace, config: Config, lock_fd: int, emperor:
     file_sink = setup_logging(sup, args)
     intake = sup.intake
     control = ControlServer(sup)
-    metrics = MetricsServer(sup, config.metrics_listen) if config.metrics_listen else None
+    metrics = None
+    if config.metrics_listen:
+        from .metrics import MetricsServer  # prometheus-client: imported only when it serves
+
+        metrics = MetricsServer(sup, config.metrics_listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -152,3 +152,32 @@ def describe_wait_status(status: int) -> str:
     if os.WIFEXITED(status):
         return f"exited with status {os.WEXITSTATUS(status)}"
     return f"wait status {status}"
+
+
+# poll(2) and ppoll(2) by architecture: uWSGI's paused worker waits in poll(NULL, 0, 10000)
+_POLL_SYSCALLS = {"x86_64": (7, 271), "aarch64": (73,)}.get(os.uname().machine, ())
+
+
+def in_pause_loop(pid: int) -> bool | None:
+    """Whether uWSGI worker `pid` waits in its pause loop (a poll on no fd at all), where it
+    accepts nothing until it is resumed; None when this cannot be told (no /proc/PID/syscall
+    access, an unknown architecture)."""
+    if not _POLL_SYSCALLS:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except FileNotFoundError:
+        return True  # gone: it accepts nothing either
+    except OSError:
+        return None
+    if len(fields) < 3 or not fields[0].isdigit():
+        return False  # "running", or the task is at no syscall
+    return int(fields[0]) in _POLL_SYSCALLS and int(fields[1], 16) == 0 and int(fields[2], 16) == 0
+
+
+def stopped(pid: int) -> bool:
+    """Whether `pid` is stopped by a signal (state T), or gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "Z", "X")
+    except (OSError, IndexError):
+        return True

@@ -36,6 +36,7 @@ class Systemd:
         self.records = records
         self.active = bool(os.environ.get("NOTIFY_SOCKET"))
         self._notify = None
+        self._notify_failed = False
         self._status_pending = False
         self._units_pending: set[str] = set()
         self._units_started: set[str] = set()  # services whose wsgi@ unit this daemon started
@@ -46,8 +47,16 @@ class Systemd:
             self._notify = daemon.notify
 
     def notify(self, message: str) -> None:
-        if self._notify is not None:
+        if self._notify is None:
+            return
+        try:
             self._notify(message)
+        except OSError as exc:
+            # systemd (or whoever set NOTIFY_SOCKET) stopped listening: that costs
+            # the services nothing, so it must not take the daemon down
+            if not self._notify_failed:
+                log.warning("sd_notify to %s failed: %s", os.environ.get("NOTIFY_SOCKET"), exc)
+            self._notify_failed = True
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from .events import Adopted, Lost, Ready
 from .files import write_atomic
 from .listeners import Listener, listen
 from .manifest import ApiService
-from .procs import describe_wait_status, signal_tree, take_listener
+from .procs import describe_wait_status, in_pause_loop, signal_tree, stopped, take_listener
 from .service import ReloadAttempt, ServiceRuntime
 from .sockdiag import listen_queues
 from .states import State
@@ -346,12 +346,58 @@ class VassalDriver:
         return True
 
     async def _wait_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        deadline = asyncio.get_running_loop().time() + min(5.0, svc.spec.stop_timeout / 2)
-        while asyncio.get_running_loop().time() < deadline:
+        """Until every worker of the vassal waits in uWSGI's pause loop, where it accepts nothing.
+
+        The stats' `pause` is not enough: it is the master's flag, shown as soon as the
+        master has signalled the workers, for every worker that is not in a request. A
+        worker that had passed its pause check already (waiting for the accept lock, or
+        in epoll_wait) still takes one more connection, and a graceful stop that reaches
+        it between that accept and reading the request closes the connection unread
+        (issue 13: one request in ~14,000 lost across restarts on a busy machine). So
+        each worker is checked where it actually waits (/proc/PID/syscall). One that sits
+        idle in epoll_wait, where the pause signal did not reach it, is stopped and
+        continued: that makes epoll_wait return (EINTR, signal(7)) and the worker then
+        sees the pause; a stop and continue restarts every other call it could be in.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(5.0, svc.spec.stop_timeout / 2)
+        idle_since: dict[int, float] = {}
+        while loop.time() < deadline:
             stats = await self.stats(svc.name, instance, timeout=0.5)
-            if stats is None or stats.pid != pid or stats.paused:
+            if stats is None or stats.pid != pid:
                 return
+            if stats.paused:
+                where = {w.pid: in_pause_loop(w.pid) for w in stats.workers if w.pid > 0}
+                if None in where.values():
+                    return  # cannot look (no /proc access): the master's word has to do
+                waiting = [p for p, paused in where.items() if not paused]
+                if not waiting:
+                    return
+                now = loop.time()
+                for worker in waiting:
+                    # give a worker that accepted one last connection time to read it
+                    if now - idle_since.setdefault(worker, now) >= 0.02:
+                        idle_since[worker] = now
+                        await self._nudge(worker)
+            else:
+                idle_since.clear()
             await asyncio.sleep(0.005)
+
+    @staticmethod
+    async def _nudge(worker: int) -> None:
+        """Stop and continue a worker: once it has really stopped, so the stop is not discarded."""
+        try:
+            os.kill(worker, signal.SIGSTOP)
+        except OSError:
+            return
+        try:
+            for _ in range(100):
+                if stopped(worker):
+                    break
+                await asyncio.sleep(0.001)
+        finally:
+            with contextlib.suppress(OSError):
+                os.kill(worker, signal.SIGCONT)
 
     async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         await self._wait_paused(svc, instance, pid)
@@ -434,6 +480,7 @@ class VassalDriver:
         mine = {svc.name: svc for svc in self._mine()}
         found: dict[str, dict[str, int]] = {}
         for file in self.layout.vassal_dir.glob("*.ini"):
+            await asyncio.sleep(0)  # control requests are answered meanwhile, one vassal at a time
             name, _, instance = file.stem.partition(".")
             vassal = running.get(file.stem)
             if name not in mine or vassal is None or vassal.pid <= 0:

@@ -1,6 +1,7 @@
 """Under steady load, the operations operators do every day fail no request."""
 
 import os
+import re
 import signal
 import sys
 import time
@@ -69,8 +70,9 @@ def test_a_reload_with_broken_code_keeps_the_old_code_serving(daemon, tmp_path):
     assert load.failures == []
 
 
-def test_restarts_under_load_fail_nothing(daemon):
+def test_restarts_under_load_fail_nothing(daemon, tmp_path):
     write_manifest(daemon.conf_dir, manifest())
+    daemon.extra_args += ["--log-dir", str(tmp_path / "logs")]
     daemon.start()
     daemon.ctl("start", "--all")
     pids = set()
@@ -81,6 +83,22 @@ def test_restarts_under_load_fail_nothing(daemon):
             load.wait_for_requests(20)
     assert load.failures == [] and load.ok > 100
     assert len(pids) == 20  # twenty new masters, never refused (no start limit)
+    # what makes a loss possible at all, however rare (issue 13): a graceful stop that reaches
+    # a worker not yet in its pause loop, which may have accepted a connection it has not read
+    assert _suspended_before_each_stop(tmp_path / "logs" / "loaded.log") == [2] * 20
+
+
+def _suspended_before_each_stop(log_file):
+    """For each graceful stop of a vassal, how many of its workers had said they were suspended."""
+    counts, suspended = [], set()
+    for line in log_file.read_text().splitlines():
+        if "*** PAUSE" in line:
+            suspended = set()
+        elif match := re.search(r"\*\*\* worker (\d+) suspended \*\*\*", line):
+            suspended.add(match.group(1))
+        elif "graceful shutdown triggered" in line:
+            counts.append(len(suspended))
+    return counts
 
 
 def test_operations_on_other_services_do_not_touch_the_loaded_one(daemon):

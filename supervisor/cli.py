@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import protocol
 from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
 from .protocol import EXIT_FAILED, EXIT_UNKNOWN, encode
 
@@ -47,6 +48,8 @@ class Client:
         self.sock = sock
 
     def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one request (a command of protocol.COMMANDS, with its fields) and read the first reply."""
+        data = encode(protocol.request(**message))
         if self.sock is None:
             self.connect()
         assert self.sock is not None
@@ -56,7 +59,7 @@ class Client:
             # the daemon may have answered (a refusal) and hung up before we were
             # done sending: read what it said
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.sock.sendall(encode(message))
+                self.sock.sendall(data)
             return self.receive()
         except TimeoutError:
             raise Unreachable(f"wsgi-supervisor at {self.path} did not answer in time") from None

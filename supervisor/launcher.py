@@ -28,6 +28,8 @@ import os
 import sys
 
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
+# when the emperor passes no PATH: config.DEFAULT_PATH, which this file cannot import (a test keeps them equal)
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DROP = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
@@ -114,7 +116,7 @@ def main(argv):
     env = {k: v for k, v in os.environ.items() if k not in DROP}
     if emperor_fd >= 0:
         env["UWSGI_EMPEROR_FD"] = str(emperor_fd)
-    env["PATH"] = spec["path"] + ":" + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["PATH"] = spec["path"] + ":" + (env.get("PATH") or DEFAULT_PATH)
     for item in filter(None, spec.get("env", "").split("\0")):
         key, _, value = item.partition("=")
         env[key] = value

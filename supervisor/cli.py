@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import protocol
+from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
 from .protocol import EXIT_FAILED, EXIT_UNKNOWN, encode
-
-DEFAULT_RUNTIME_DIR = Path("/run/wsgi-supervisor")
-DEFAULT_CONF_DIR = Path("/etc/wsgi-supervisor/conf.d")
 
 
 class Unreachable(Exception):
@@ -49,6 +48,8 @@ class Client:
         self.sock = sock
 
     def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one request (a command of protocol.COMMANDS, with its fields) and read the first reply."""
+        data = encode(protocol.request(**message))
         if self.sock is None:
             self.connect()
         assert self.sock is not None
@@ -58,7 +59,7 @@ class Client:
             # the daemon may have answered (a refusal) and hung up before we were
             # done sending: read what it said
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.sock.sendall(encode(message))
+                self.sock.sendall(data)
             return self.receive()
         except TimeoutError:
             raise Unreachable(f"wsgi-supervisor at {self.path} did not answer in time") from None
@@ -483,49 +484,89 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _path_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--runtime-dir and --conf-dir: on the main parser with their defaults, and on every
+    subcommand with none (SUPPRESS), so that a value given after the subcommand wins and
+    one left out keeps the main parser's."""
+    for flag, variable, default, what in (
+        ("--runtime-dir", "WSGI_RUNTIME_DIR", DEFAULT_RUNTIME_DIR, "the daemon's runtime dir"),
+        ("--conf-dir", "WSGI_CONF_DIR", DEFAULT_CONF_DIR, "the manifest dir"),
+    ):
+        value = os.environ.get(variable)
+        now = f"; now {value}" if value else ""
+        parser.add_argument(
+            flag,
+            type=Path,
+            metavar="DIR",
+            default=Path(value or default) if defaults else argparse.SUPPRESS,
+            help=f"{what} (default: ${variable}, else {default}{now})",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wsgictl", description="Control wsgi-supervisor and its services.")
-    p.add_argument("--runtime-dir", type=Path, default=Path(os.environ.get("WSGI_RUNTIME_DIR", DEFAULT_RUNTIME_DIR)))
-    p.add_argument("--conf-dir", type=Path, default=Path(os.environ.get("WSGI_CONF_DIR", DEFAULT_CONF_DIR)))
+    p = argparse.ArgumentParser(
+        prog="wsgictl",
+        description="Control wsgi-supervisor and its services.",
+        epilog="--runtime-dir and --conf-dir go before or after the command.",
+    )
+    _path_options(p, defaults=True)
+    paths = argparse.ArgumentParser(add_help=False)
+    _path_options(paths, defaults=False)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("status", help="state of services (exit 0 when all named are running)")
+    def command(name: str, text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=text, description=text, parents=[paths])
+
+    s = command("status", "state of services (exit 0 when every named one is running, 3 when one is not)")
     s.add_argument("names", nargs="*", metavar="NAME")
     s.add_argument("--json", action="store_true", help="machine-readable output")
 
     for verb, text in (
-        ("start", "start services and wait until they are ready"),
-        ("stop", "stop services gracefully"),
-        ("restart", "replace services with new processes, the socket kept open"),
-        ("reload", "graceful reload: workers replaced one by one, no request refused"),
+        ("start", "start services; wait until they are ready (or failed)"),
+        ("stop", "stop services gracefully (in-flight requests finish; killed past their stop_timeout)"),
+        (
+            "restart",
+            "stop, then start: an API gets a new vassal on the socket the daemon holds "
+            "(requests wait in its queue); a worker a new process",
+        ),
+        (
+            "reload",
+            "graceful reload: an API starts a second vassal on the socket the daemon holds and retires "
+            "the old one once the new one serves (new code that fails leaves the old serving); "
+            "a worker is sent its reload_signal",
+        ),
     ):
-        a = sub.add_parser(verb, help=text)
+        a = command(verb, text)
         a.add_argument("names", nargs="*", metavar="NAME")
         a.add_argument("--all", action="store_true", help="every service of the manifest")
         a.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default %(default)s)")
-        a.add_argument("--no-block", action="store_true", help="return without waiting")
-        a.add_argument("-q", "--quiet", action="store_true")
+        a.add_argument("--no-block", action="store_true", help="return once the daemon has the request")
+        a.add_argument("-q", "--quiet", action="store_true", help="print only failures")
 
-    lg = sub.add_parser("logs", help="recent lines of services, in time order (and follow with -f)")
+    lg = command("logs", "recent lines of services, in time order (and follow with -f)")
     lg.add_argument("names", nargs="*", metavar="NAME", help="services (default: all, and the daemon)")
     lg.add_argument("-n", "--lines", type=int, default=20, help="how many recent lines (default %(default)s)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
 
-    sv = sub.add_parser("supervise", help="the main process of wsgi@NAME.service (used by the unit)")
+    sv = command("supervise", "the main process of wsgi@NAME.service (used by the unit)")
     sv.add_argument("name", metavar="NAME")
-    sv.add_argument("--reconnect", type=float, default=120.0, help="seconds to wait for a restarting daemon")
+    sv.add_argument(
+        "--reconnect", type=float, default=120.0, help="seconds to wait for a restarting daemon (default %(default)s)"
+    )
 
-    sub.add_parser("reload-config", help="read the manifest again and apply the difference")
-    rx = sub.add_parser("daemon-reexec", help="the daemon execs itself again (after an upgrade); services keep running")
-    rx.add_argument("--timeout", type=float, default=60.0)
+    command("reload-config", "read the manifest again and apply the difference")
+    rx = command("daemon-reexec", "the daemon execs itself again (after an upgrade); services keep running")
+    rx.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for it to answer again (default %(default)s)"
+    )
 
-    un = sub.add_parser("units", help="systemd units")
-    un_sub = un.add_subparsers(dest="units_cmd", required=True)
-    ui = un_sub.add_parser("install", help="write the units, pointing at this installation")
-    ui.add_argument("--dest", type=Path, default=Path("/etc/systemd/system"))
+    un = command("units", "systemd units")
+    un_sub = un.add_subparsers(dest="units_cmd", required=True, metavar="COMMAND")
+    ui = command("install", "write the units, pointing at this installation", un_sub)
+    ui.add_argument("--dest", type=Path, default=Path("/etc/systemd/system"), help="(default %(default)s)")
     ui.add_argument("--socket-group", help="group of the API sockets (default: www-data if it exists)")
 
-    px = sub.add_parser("proxy-config", help="Apache or nginx config for every API with a mount")
+    px = command("proxy-config", "Apache or nginx config for every API with a mount")
     px.add_argument("server", choices=("apache", "nginx"))
     px.add_argument("--vhost", action="store_true", help="a whole VirtualHost / server block, not a snippet")
     px.add_argument("--listen", default="127.0.0.1:80", help="ADDR:PORT of the vhost (default %(default)s)")
@@ -534,17 +575,16 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--key", help="TLS key file")
     px.add_argument("--timeout", type=int, default=300, help="proxy timeout in seconds (default %(default)s)")
 
-    im = sub.add_parser("import", help="uWSGI ini files, Apache vhosts, systemd units -> a manifest (TOML)")
+    im = command("import", "uWSGI ini files, Apache vhosts, systemd units -> a manifest (TOML)")
     im.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
-    se = sub.add_parser("serve", help="one API in the foreground on wsgiref (a breakpoint works)")
+    se = command("serve", "one API in the foreground on wsgiref (a breakpoint works)")
     se.add_argument("name", metavar="NAME")
     se.add_argument("--port", type=int, default=8000, help="TCP port on --host (default %(default)s)")
-    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--host", default="127.0.0.1", help="(default %(default)s)")
     se.add_argument("--force", action="store_true", help="even while the daemon serves it")
 
-    c = sub.add_parser("check", help="validate the manifest; starts nothing")
-    c.add_argument("--conf-dir", type=Path, default=argparse.SUPPRESS)
+    command("check", "validate the manifest and what it names on this host (users, files, programs); starts nothing")
     return p
 
 

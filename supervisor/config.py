@@ -1,23 +1,210 @@
-"""The daemon's settings, from its command line (light: read before the heavy imports)."""
+"""The daemon's settings, each declared once: name, type, default and help.
+
+`Config`'s fields are the declaration. The daemon's command line
+(`add_arguments`), the `Config` it builds (`from_arguments`) and the table of
+options in README.md (`options_table`, checked by a test; `python -m
+supervisor.config README.md` rewrites it) are derived from them, so a default
+is written in one place. Light (standard library only): read before the heavy
+imports.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import grp
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
+
+# The PATH a worker runs with (after its venv's bin/; manifest.worker_path), so the one
+# `wsgictl check` looks its command up on, and the emperor's and so the vassals' when the
+# daemon has none. launcher.py, which imports nothing of ours, keeps a copy; a test checks
+# that the two agree.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a setting appears on the command line."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] | None = None  # the command line's text -> the value; None: a switch
+    metavar: str | None = None
+    shown: str | None = None  # the default as one would write it on the command line
+
+
+def option(
+    flag: str,
+    help: str,
+    parse: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+    shown: str | None = None,
+) -> dict[str, Option]:
+    """A setting's field metadata: `field(default=…, metadata=option(…))`."""
+    return {"option": Option(flag, help, parse, metavar, shown)}
+
+
+def _directory(value: str) -> Path:
+    return Path(value).resolve()
+
+
+def _group(value: str) -> int | None:
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such group {value!r}") from None
+
+
+def _auto_yes_no(value: str) -> bool | None:
+    try:
+        return {"auto": None, "yes": True, "no": False}[value]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, yes, no") from None
+
+
+def _address(value: str) -> str | None:
+    return value or None
 
 
 @dataclass(frozen=True)
 class Config:
-    conf_dir: Path
-    runtime_dir: Path
-    socket_gid: int | None = None
+    conf_dir: Path = field(
+        default=DEFAULT_CONF_DIR,
+        metadata=option("--conf-dir", "the manifest: every .toml file in DIR", _directory, metavar="DIR"),
+    )
+    runtime_dir: Path = field(
+        default=DEFAULT_RUNTIME_DIR,
+        metadata=option("--runtime-dir", "sockets and state", _directory, metavar="DIR"),
+    )
+    socket_gid: int | None = field(
+        default=None,
+        metadata=option(
+            "--socket-group", "group that may use the API sockets (the front end's, e.g. www-data)", _group, "GROUP"
+        ),
+    )
+    control_gid: int | None = field(
+        default=None,
+        metadata=option("--control-group", "group that may use the control socket besides root", _group, "GROUP"),
+    )
+    log_dir: Path | None = field(
+        default=None,
+        metadata=option("--log-dir", "write each service's log to DIR/NAME.log (rotated by size)", Path, "DIR"),
+    )
+    log_max_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=option("--log-max-bytes", "rotate a service's log file before it passes this size", int, "BYTES"),
+    )
+    log_keep: int = field(
+        default=5,
+        metadata=option("--log-keep", "rotated files kept per service (NAME.log.1 … NAME.log.N)", int, "N"),
+    )
+    journal: bool | None = field(
+        default=None,
+        metadata=option(
+            "--journal",
+            "send every line to journald (auto: when its socket is there)",
+            _auto_yes_no,
+            "{auto,yes,no}",
+            shown="auto",
+        ),
+    )
+    quiet: bool = field(
+        default=False, metadata=option("--quiet", "do not echo service lines (and the summary) on stdout")
+    )
+    metrics_listen: str | None = field(
+        default="127.0.0.1:9180",
+        metadata=option(
+            "--metrics-listen",
+            "HOST:PORT of the Prometheus endpoint, /metrics, and of /health (empty: off)",
+            _address,
+            "HOST:PORT",
+        ),
+    )
+    sample_interval: float = field(
+        default=5.0,
+        metadata=option(
+            "--sample-interval", "seconds between samples of the services (metrics, status)", float, "SECONDS"
+        ),
+    )
+    units: bool = field(
+        default=True,
+        metadata=option(
+            "--no-units",
+            "under systemd, do not mirror each service into a wsgi@NAME unit (for hosts without units/wsgi@.service)",
+        ),
+    )
+    # not on the command line
     socket_mode: int = 0o660
-    control_gid: int | None = None
     control_mode: int = 0o660
-    log_dir: Path | None = None
-    journal: bool | None = None  # None: when journald is there
-    metrics_listen: str | None = "127.0.0.1:9180"
-    sample_interval: float = 5.0
-    units: bool = True  # under systemd, mirror each service into its wsgi@NAME unit
     default_venv: Path = field(default_factory=lambda: Path(sys.prefix))
+
+
+def options() -> list[tuple[dataclasses.Field[Any], Option]]:
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(Config) if "option" in f.metadata]
+
+
+def shown_default(f: dataclasses.Field[Any], o: Option) -> str | None:
+    """The default as written on the command line; None for a switch or a setting that is off by default."""
+    if o.shown is not None:
+        return o.shown
+    if o.parse is None or f.default is None:
+        return None
+    return str(f.default)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for f, o in options():
+        shown = shown_default(f, o)
+        text = o.help if shown is None else f"{o.help} (default: {shown})"
+        if o.parse is None:
+            action = "store_false" if f.default else "store_true"
+            parser.add_argument(o.flag, dest=f.name, action=action, help=text)
+        else:
+            # a text default goes through `parse` like a value given on the command line
+            default = shown if shown is not None else f.default
+            parser.add_argument(o.flag, dest=f.name, type=o.parse, default=default, metavar=o.metavar, help=text)
+
+
+def from_arguments(args: argparse.Namespace) -> Config:
+    return Config(**{f.name: getattr(args, f.name) for f, _ in options()})
+
+
+def options_table() -> str:
+    """The daemon's options as a markdown table, for README.md."""
+    rows = ["| option | default | what |", "| --- | --- | --- |"]
+    for f, o in options():
+        usage = f"`{o.flag} {o.metavar}`" if o.metavar else f"`{o.flag}`"
+        shown = shown_default(f, o)
+        rows.append(f"| {usage} | {f'`{shown}`' if shown is not None else '-'} | {o.help} |")
+    return "\n".join(rows) + "\n"
+
+
+README_BEGIN = "<!-- daemon options, from supervisor/config.py (python -m supervisor.config README.md) -->\n"
+README_END = "<!-- end of daemon options -->\n"
+
+
+def with_options_table(readme: str) -> str:
+    """README's text with its table of daemon options made from the declaration."""
+    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(readme):
+        raise ValueError("README has no table of daemon options (its markers are missing)")
+    return pattern.sub(lambda _: README_BEGIN + options_table() + README_END, readme)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        path = Path(sys.argv[1])
+        path.write_text(with_options_table(path.read_text()))
+    else:
+        print(options_table(), end="")

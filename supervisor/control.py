@@ -1,10 +1,20 @@
-"""The control socket: transport, peer check and request handlers.
+"""The control and launch sockets: transport, peer checks and request handlers.
 
-`<runtime>/control.sock`, mode 0660 with a configurable group. A peer is
-let in when it is root, the daemon's own user, or a member of the control
-group (checked through SO_PEERCRED, not trusted from the message). One JSON
-request per line; garbage, oversize or slow requests get an error reply or
-a closed connection and never disturb other clients.
+`<runtime>/control.sock`, mode 0660 with a configurable group, is for
+`wsgictl` and wsgi@.service: a peer is let in when it is root, the
+daemon's own user, or a member of the control group (checked through
+SO_PEERCRED, not trusted from the message).
+
+`<runtime>/daemon/launch.sock`, mode 0600, is for the vassals' launchers
+alone, which ask for their service's listening socket: a peer is let in
+when it runs as root or the daemon's user and is a process below the
+daemon's emperor (the launcher of a vassal the emperor started), so that
+nobody else can take an API's socket or pose as its master.
+
+Which command each socket takes, and which method answers it, is
+`protocol.COMMANDS`. One JSON request per line; garbage, oversize or slow
+requests get an error reply or a closed connection and never disturb other
+clients.
 """
 
 from __future__ import annotations
@@ -16,12 +26,13 @@ import os
 import socket
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import protocol
-from .listeners import listen
+from .listeners import Listener, listen
 from .logs import DAEMON_NAME
-from .protocol import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_UNKNOWN, ProtocolError, encode, error
+from .procs import is_descendant
+from .protocol import CONTROL, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_UNKNOWN, LAUNCH, ProtocolError, encode, error
 from .service import LogLine
 
 if TYPE_CHECKING:
@@ -32,10 +43,18 @@ log = logging.getLogger("wsgi-supervisor")
 IDLE_TIMEOUT = 30.0  # a client that sends nothing for this long is dropped
 FOLLOW_QUEUE = 10000  # lines a slow `logs -f` reader may lag behind before lines are skipped for it
 DEFAULT_WAIT = 120.0
+LAUNCH_MODE = 0o600  # the emperor runs the launchers as the daemon's user (root)
 
 
 class ClientGone(Exception):
-    """A streaming request ended because its client went away: close quietly."""
+    """A request ended the connection (its client went away, or it was a one-shot): close quietly."""
+
+
+class Peer(NamedTuple):
+    socket: str  # CONTROL or LAUNCH: where it connected
+    pid: int
+    uid: int
+    gid: int
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -57,55 +76,55 @@ class ControlServer:
     def __init__(self, sup: Supervisor):
         self.sup = sup
         self.loop = asyncio.get_running_loop()
-        self.listener = None
+        self.listeners: dict[str, Listener] = {}
+        self.accepting: list[asyncio.Task[None]] = []
         self.clients: set[asyncio.Task[Any]] = set()
-        self.handlers = {
-            "ping": self._ping,
-            "status": self._status,
-            "start": self._verb,
-            "stop": self._verb,
-            "restart": self._verb,
-            "reload": self._verb,
-            "logs": self._logs,
-            "watch": self._watch,
-            "reload-config": self._reload_config,
-            "reexec": self._reexec,
-        }
-
-    def add_handler(self, cmd: str, handler: Any) -> None:
-        self.handlers[cmd] = handler
+        # one handler per command of the table, each called as handler(request, conn, peer)
+        self.handlers = {name: getattr(self, f"_{c.handler}") for name, c in protocol.COMMANDS.items()}
 
     def open(self) -> None:
         cfg = self.sup.config
-        self.listener = listen(self.sup.layout.control_socket, cfg.control_mode, cfg.control_gid)
-        self.listener.sock.setblocking(False)
-        self.accepting = self.loop.create_task(self._accept(), name="control-accept")
+        layout = self.sup.layout
+        self.listeners[CONTROL] = listen(layout.control_socket, cfg.control_mode, cfg.control_gid)
+        self.listeners[LAUNCH] = listen(layout.launch_socket, LAUNCH_MODE)
+        for kind, listener in self.listeners.items():
+            listener.sock.setblocking(False)
+            self.accepting.append(self.loop.create_task(self._accept(kind, listener), name=f"{kind}-accept"))
 
-    async def _accept(self) -> None:
-        assert self.listener is not None
+    async def _accept(self, kind: str, listener: Listener) -> None:
         while True:
-            conn, _ = await self.loop.sock_accept(self.listener.sock)
+            conn, _ = await self.loop.sock_accept(listener.sock)
             conn.setblocking(False)
-            task = self.loop.create_task(self._serve(conn), name="control-client")
+            task = self.loop.create_task(self._serve(kind, conn), name=f"{kind}-client")
             self.clients.add(task)
             task.add_done_callback(self.clients.discard)
 
-    def allowed(self, pid: int, uid: int, gid: int) -> bool:
-        if uid in (0, os.getuid()):
-            return True
+    def refusal(self, peer: Peer) -> str | None:
+        """Why this peer may not use the socket it connected to; None when it may."""
+        trusted = peer.uid in (0, os.getuid())
+        if peer.socket == LAUNCH:
+            emperor = self.sup.emperor.pid
+            if trusted and emperor is not None and is_descendant(peer.pid, emperor):
+                return None
+            return "permission denied: only the launchers of the daemon's emperor use this socket"
+        if trusted:
+            return None
         group = self.sup.config.control_gid
-        return group is not None and (gid == group or group in _groups_of(pid))
+        if group is not None and (peer.gid == group or group in _groups_of(peer.pid)):
+            return None
+        return "permission denied: not root and not in the control group"
 
-    async def _serve(self, conn: socket.socket) -> None:
+    async def _serve(self, kind: str, conn: socket.socket) -> None:
         try:
-            pid, uid, gid = peer_credentials(conn)
-            if not self.allowed(pid, uid, gid):
-                log.warning("control: refused a client with uid %d (pid %d): not in the control group", uid, pid)
+            peer = Peer(kind, *peer_credentials(conn))
+            refused = self.refusal(peer)
+            if refused is not None:
+                log.warning("%s: refused a client with uid %d (pid %d): %s", kind, peer.uid, peer.pid, refused)
                 # take its request first, so that it is listening when the answer comes
                 with contextlib.suppress(TimeoutError, OSError):
                     async with asyncio.timeout(1):
                         await self.loop.sock_recv(conn, protocol.MAX_REQUEST)
-                await self._send(conn, error("permission denied: not root and not in the control group"))
+                await self._send(conn, error(refused))
                 return
             buffer = b""
             while True:
@@ -119,7 +138,7 @@ class ControlServer:
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
-                    if not await self._handle_line(conn, line, pid):
+                    if not await self._handle_line(conn, line, peer):
                         return
                 if len(buffer) > protocol.MAX_REQUEST:
                     await self._send(conn, error(f"request larger than {protocol.MAX_REQUEST} bytes"))
@@ -129,26 +148,23 @@ class ControlServer:
         finally:
             conn.close()
 
-    async def _handle_line(self, conn: socket.socket, line: bytes, pid: int) -> bool:
+    async def _handle_line(self, conn: socket.socket, line: bytes, peer: Peer) -> bool:
         """Answer one request; False ends the connection."""
         try:
             request = protocol.decode_request(line)
         except ProtocolError as exc:
             await self._send(conn, error(f"bad request: {exc}"))
             return True
-        if request["cmd"] == "launch":
-            await self._launch(conn, request, pid)
-            return False
-        handler = self.handlers.get(request["cmd"])
-        if handler is None:
-            await self._send(conn, error(f"the daemon does not handle {request['cmd']!r}"))
+        cmd = request["cmd"]
+        if protocol.COMMANDS[cmd].socket != peer.socket:
+            await self._send(conn, error(f"{cmd!r} is not a command of the {peer.socket} socket"))
             return True
         try:
-            result = await handler(request, conn)
+            result = await self.handlers[cmd](request, conn, peer)
         except (ClientGone, OSError):
             return False
         except Exception as exc:  # a bug must not take the daemon down
-            log.exception("control: %s failed", request["cmd"])
+            log.exception("%s: %s failed", peer.socket, cmd)
             result = error(f"internal error: {exc}")
         if result is not None:
             await self._send(conn, result)
@@ -172,7 +188,7 @@ class ControlServer:
             )
         return None
 
-    async def _ping(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+    async def _ping(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         return {
             "ok": True,
             "pid": os.getpid(),
@@ -181,7 +197,7 @@ class ControlServer:
             "log_lines_dropped": self.sup.drops.count,
         }
 
-    async def _status(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+    async def _status(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         names = request.get("services") or []
         bad = self._unknown(names)
         if bad:
@@ -195,7 +211,7 @@ class ControlServer:
         code = 0 if all(s["state"] == "running" for s in services) else EXIT_NOT_RUNNING
         return {"ok": True, "services": services, "code": code}
 
-    async def _verb(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+    async def _verb(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         cmd = request["cmd"]
         names = list(request.get("services") or [])
         if request.get("all"):
@@ -227,7 +243,7 @@ class ControlServer:
         all_ok = all(r["ok"] for r in results.values())
         return {"ok": all_ok, "results": results, "code": 0 if all_ok else EXIT_FAILED}
 
-    async def _logs(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any] | None:
+    async def _logs(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any] | None:
         """Recent lines of services, merged in time order; with `follow`, new ones as they come."""
         names = list(request.get("services") or [])
         known = set(self.sup.services) | {DAEMON_NAME}
@@ -267,19 +283,19 @@ class ControlServer:
         finally:
             self.sup.log_sinks.remove(sink)
 
-    async def _reexec(self, request: dict[str, Any], conn: socket.socket) -> None:
+    async def _reexec(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> None:
         await self._send(conn, {"ok": True, "pid": os.getpid()})
         self.loop.call_soon(self.sup.reexec)
         raise ClientGone
 
-    async def _reload_config(self, request: dict[str, Any], conn: socket.socket) -> dict[str, Any]:
+    async def _reload_config(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         from .main import reload_config
 
         result = await reload_config(self.sup)
         result.setdefault("code", 0 if result["ok"] else EXIT_FAILED)
         return result
 
-    async def _watch(self, request: dict[str, Any], conn: socket.socket) -> None:
+    async def _watch(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> None:
         """The state of one service now, then every change, until the client goes."""
         names = list(request.get("services") or [])
         if len(names) != 1 or names[0] not in self.sup.services:
@@ -316,31 +332,34 @@ class ControlServer:
             closed.cancel()
         raise ClientGone
 
-    async def _launch(self, conn: socket.socket, request: dict[str, Any], pid: int) -> None:
+    async def _launch(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> None:
         """A vassal's launcher asks for its service's socket; its pid becomes the master's."""
         name = str(request.get("service", ""))
-        ok, why = await self.sup.launched(name, pid, str(request.get("instance", "")))
-        fd = self.sup.vassals.listener_fd(name) if ok else None
+        ok, why = await self.sup.launched(name, peer.pid, str(request.get("instance", "")))
         if not ok:
             await self._send(conn, error(why))
-            return
+            raise ClientGone
+        fd = self.sup.vassals.listener_fd(name)
         payload = encode({"ok": True})
         with contextlib.suppress(OSError):
             if fd is None:
                 await self.loop.sock_sendall(conn, payload)
             else:
                 socket.send_fds(conn, [payload], [fd])
+        raise ClientGone
 
     async def close(self) -> None:
-        if self.listener is None:
-            return
-        self.accepting.cancel()
+        for task in self.accepting:
+            task.cancel()
         for task in list(self.clients):
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.accepting
-        self.listener.close()
-        self.listener = None
+        for task in self.accepting:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.accepting.clear()
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners.clear()
 
 
 def _line_message(line: LogLine) -> dict[str, Any]:

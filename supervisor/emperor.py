@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from . import uwsgi
+from .config import DEFAULT_PATH
 from .layout import Layout
 from .procs import alive, cmdline
 
@@ -133,7 +134,7 @@ class Emperor:
         python, entry = own_uwsgi()
         argv = uwsgi.emperor_argv(entry, python, self.layout)
         env = {k: v for k, v in os.environ.items() if k in PASS_ENV} | EMPEROR_ENV
-        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        env.setdefault("PATH", DEFAULT_PATH)
         out = self._log_fifo()
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:

@@ -9,12 +9,13 @@ with a comment for every option it could not carry over.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from .manifest import RESERVED_UWSGI_OPTIONS, SERVICE_NAME, UWSGI_OPTION_NAME, ini_safe
 
@@ -321,20 +322,13 @@ def import_files(paths: list[Path]) -> list[Imported]:
 # --- TOML out ----------------------------------------------------------------------------
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+# TOML allows no control character but tab in a comment
+_NOT_IN_COMMENTS = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+def _comment(text: str) -> str:
+    """One comment line; a control character from the imported file is written as its escape."""
+    return "# " + _NOT_IN_COMMENTS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 ORDER = [
@@ -363,13 +357,12 @@ ORDER = [
 
 
 def to_toml(services: list[Imported]) -> str:
-    out = ["# imported by `wsgictl import`; check it with `wsgictl check`"]
+    """The manifest, written by tomli-w (which escapes what TOML needs escaped), with our comments."""
+    out = [_comment("imported by `wsgictl import`; check it with `wsgictl check`")]
     for svc in services:
         out.append("")
-        out.append(f"# from {svc.source}")
-        for note in svc.notes:
-            out.append(f"#   {note}")
-        out.append(f"[services.{svc.name}]")
-        for key in sorted(svc.table, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
-            out.append(f"{key} = {_toml(svc.table[key])}")
+        out.append(_comment(f"from {svc.source}"))
+        out.extend(_comment(f"  {note}") for note in svc.notes)
+        keys = sorted(svc.table, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
+        out.append(tomli_w.dumps({"services": {svc.name: {k: svc.table[k] for k in keys}}}).rstrip("\n"))
     return "\n".join(out) + "\n"

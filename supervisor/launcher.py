@@ -9,8 +9,9 @@ heads the vassal file, then
 - starts a new session, so that a stop can reach every process of the vassal;
 - sends uWSGI's early output (before its logger starts) to the daemon's log
   socket;
-- asks the daemon for the service's listening socket and passes it on the
-  systemd way (LISTEN_FDS), so the socket outlives any one vassal and
+- asks the daemon, on its launch socket (`daemon/launch.sock`, root only),
+  for the service's listening socket and passes it on the systemd way
+  (LISTEN_FDS), so the socket outlives any one vassal and
   requests wait in its queue across a restart instead of being refused;
 - builds the service's environment (visible to the app from its first
   import, which uWSGI's `env =` cannot do) and becomes the service's uWSGI
@@ -27,6 +28,8 @@ import os
 import sys
 
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
+# when the emperor passes no PATH: config.DEFAULT_PATH, which this file cannot import (a test keeps them equal)
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DROP = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
@@ -39,7 +42,14 @@ def parse_launch_line(line):
     return fields
 
 
-def fetch_socket(control, name, instance):
+def launch_socket(spec):
+    """The daemon's launch socket; a vassal file of an earlier version names only the control socket."""
+    if "launch" in spec:
+        return spec["launch"]
+    return os.path.join(os.path.dirname(spec["control"]), "daemon", "launch.sock")
+
+
+def fetch_socket(path, name, instance):
     """The listening socket the daemon holds for `name`, or None.
 
     None when the daemon cannot be reached (it is restarting): uWSGI then
@@ -49,7 +59,7 @@ def fetch_socket(control, name, instance):
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     conn.settimeout(5)
     try:
-        conn.connect(control)
+        conn.connect(path)
         # names are [a-z0-9_-] and instances "" or "b": nothing to escape
         conn.sendall(('{"cmd":"launch","service":"%s","instance":"%s"}\n' % (name, instance)).encode())
         data, ancdata, _flags, _addr = conn.recvmsg(65536, _socket.CMSG_SPACE(16))
@@ -92,7 +102,7 @@ def main(argv):
     if emperor_fd == 3:  # fd 3 is where the listening socket goes
         emperor_fd = os.dup(3)
         os.set_inheritable(emperor_fd, True)
-    listen_fd = fetch_socket(spec["control"], name, spec.get("instance", ""))
+    listen_fd = fetch_socket(launch_socket(spec), name, spec.get("instance", ""))
 
     try:
         log = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
@@ -106,7 +116,7 @@ def main(argv):
     env = {k: v for k, v in os.environ.items() if k not in DROP}
     if emperor_fd >= 0:
         env["UWSGI_EMPEROR_FD"] = str(emperor_fd)
-    env["PATH"] = spec["path"] + ":" + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["PATH"] = spec["path"] + ":" + (env.get("PATH") or DEFAULT_PATH)
     for item in filter(None, spec.get("env", "").split("\0")):
         key, _, value = item.partition("=")
         env[key] = value

@@ -67,6 +67,11 @@ class Layout:
         return self.runtime_dir / "daemon"
 
     @property
+    def launch_socket(self) -> Path:
+        """Where the vassals' launchers ask for their service's socket (root only, 0600)."""
+        return self.daemon_dir / "launch.sock"
+
+    @property
     def log_socket(self) -> Path:
         return self.daemon_dir / "log.sock"
 

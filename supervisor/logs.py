@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
 import socket
 import struct
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import uwsgi
@@ -256,56 +258,65 @@ def format_line(line: LogLine) -> str:
     return f"{stamp} {line.service} {stream} {_LEVEL_NAMES.get(line.priority, '?')} {text}\n"
 
 
-class FileSink:
-    """`<log-dir>/NAME.log` per service, rotated by size (NAME.log.1 … NAME.log.N)."""
+class _ServiceFile(logging.handlers.RotatingFileHandler):
+    """One service's file. A failed write is kept for the sink to count, not printed to stderr."""
 
-    def __init__(self, directory, drops: Drops, max_bytes: int = 10 * 1024 * 1024, keep: int = 5):
-        self.directory = directory
+    terminator = ""  # format_line ends every entry
+
+    def __init__(self, path: Path, max_bytes: int, keep: int):
+        super().__init__(path, maxBytes=max_bytes, backupCount=keep, encoding="utf-8", errors="replace")
+        self.failure: BaseException | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failure = sys.exception()
+
+
+class FileSink:
+    """`<log-dir>/NAME.log` per service, rotated by size (NAME.log.1 … NAME.log.N).
+
+    Rotation is the standard library's RotatingFileHandler: a file is rotated
+    before a line would take it past `max_bytes`, and `keep` rotated files are
+    kept. A line that cannot be written (a full disk) is counted in `drops`,
+    and the file is opened again for the next one.
+    """
+
+    def __init__(self, directory: Path, drops: Drops, max_bytes: int, keep: int):
+        self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.keep = keep
         self.drops = drops
-        self.files: dict[str, tuple[TextIO, int]] = {}
+        self.files: dict[str, _ServiceFile] = {}
 
-    def _open(self, name: str) -> tuple[TextIO, int]:
-        entry = self.files.get(name)
-        if entry is None:
+    def _file(self, name: str) -> _ServiceFile:
+        handler = self.files.get(name)
+        if handler is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            f = open(self.directory / f"{name}.log", "a", encoding="utf-8", errors="replace")  # noqa: SIM115
-            entry = (f, f.tell())
-            self.files[name] = entry
-        return entry
-
-    def _rotate(self, name: str) -> None:
-        f, _ = self.files.pop(name)
-        f.close()
-        base = self.directory / f"{name}.log"
-        for i in range(self.keep - 1, 0, -1):
-            older = base.with_name(f"{name}.log.{i}")
-            if older.exists():
-                older.replace(base.with_name(f"{name}.log.{i + 1}"))
-        base.replace(base.with_name(f"{name}.log.1"))
+            handler = self.files[name] = _ServiceFile(self.directory / f"{name}.log", self.max_bytes, self.keep)
+        return handler
 
     def __call__(self, line: LogLine) -> None:
         if self.drops.saying and line.service == DAEMON_NAME:
             return
         try:
-            f, size = self._open(line.service)
-            text = format_line(line)
-            f.write(text)
-            f.flush()
-            size += len(text.encode("utf-8", errors="replace"))
-            self.files[line.service] = (f, size)
-            if size >= self.max_bytes:
-                self._rotate(line.service)
+            handler = self._file(line.service)
         except OSError as exc:
-            self.files.pop(line.service, None)
             self.drops.add("files", exc)
+            return
+        handler.emit(logging.makeLogRecord({"msg": format_line(line), "args": None}))
+        if handler.failure is not None:
+            failure, handler.failure = handler.failure, None
+            self._forget(line.service)
+            self.drops.add("files", failure)
+
+    def _forget(self, name: str) -> None:
+        handler = self.files.pop(name, None)
+        if handler is not None:
+            with contextlib.suppress(Exception):
+                handler.close()
 
     def close(self) -> None:
-        for f, _ in self.files.values():
-            with contextlib.suppress(OSError):
-                f.close()
-        self.files.clear()
+        for name in list(self.files):
+            self._forget(name)
 
 
 class DaemonLogHandler(logging.Handler):

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
-import grp
 import logging
 import os
 import signal
@@ -22,10 +21,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, config
 from .config import Config
 from .emperor import Emperor, EmperorError, clear_runtime_dir, prepare_runtime_dir
-from .layout import DAEMON_NAME, DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR, Layout
+from .layout import DAEMON_NAME, Layout
 
 if TYPE_CHECKING:
     from .core import Supervisor
@@ -34,45 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsgi-supervisor")
 
 
-def _group(value: str | None) -> int | None:
-    if not value:
-        return None
-    if value.isdigit():
-        return int(value)
-    try:
-        return grp.getgrnam(value).gr_gid
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"no such group {value!r}") from None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="wsgi-supervisor", description=__doc__.splitlines()[0])
-    p.add_argument("--conf-dir", type=Path, default=DEFAULT_CONF_DIR, help="manifest dir (default: %(default)s)")
-    p.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME_DIR, help="sockets and state (%(default)s)")
-    p.add_argument("--socket-group", help="group that may use the API sockets (the front end's, e.g. www-data)")
-    p.add_argument("--control-group", help="group that may use the control socket besides root")
-    p.add_argument("--log-dir", type=Path, help="write each service's log to DIR/NAME.log (rotated by size)")
-    p.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024, help="rotate a log file past this size")
-    p.add_argument("--log-keep", type=int, default=5, help="rotated files kept per service (default %(default)s)")
-    p.add_argument(
-        "--journal",
-        choices=("auto", "yes", "no"),
-        default="auto",
-        help="send every line to journald (auto: when its socket is there)",
-    )
-    p.add_argument("--quiet", action="store_true", help="do not echo service lines on stdout")
-    p.add_argument(
-        "--metrics-listen",
-        default="127.0.0.1:9180",
-        help="HOST:PORT of the Prometheus endpoint, /metrics (default %(default)s; empty: off)",
-    )
-    p.add_argument(
-        "--no-units",
-        dest="units",
-        action="store_false",
-        help="under systemd, do not mirror each service into a wsgi@NAME unit (for hosts without units/wsgi@.service)",
-    )
-    p.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples of the services")
+    config.add_arguments(p)  # every setting, as config.py declares it
     p.add_argument("--version", action="version", version=f"wsgi-supervisor {__version__}")
     return p.parse_args(argv)
 
@@ -120,20 +83,6 @@ def summary(sup: Supervisor) -> str:
     )
 
 
-def config_from(args: argparse.Namespace) -> Config:
-    return Config(
-        conf_dir=args.conf_dir.resolve(),
-        runtime_dir=args.runtime_dir.resolve(),
-        socket_gid=_group(args.socket_group),
-        control_gid=_group(args.control_group),
-        log_dir=args.log_dir,
-        journal={"auto": None, "yes": True, "no": False}[args.journal],
-        metrics_listen=args.metrics_listen or None,
-        sample_interval=args.sample_interval,
-        units=args.units,
-    )
-
-
 def start_early(config: Config) -> tuple[Layout, int, Emperor]:
     """Take the runtime dir and get the emperor going, before the heavy imports.
 
@@ -154,7 +103,7 @@ def start_early(config: Config) -> tuple[Layout, int, Emperor]:
     return layout, lock_fd, emperor
 
 
-async def serve(args: argparse.Namespace, config: Config, lock_fd: int, emperor: Emperor) -> int:
+async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
     from .control import ControlServer
     from .core import Supervisor
     from .manifest import ManifestError, load
@@ -170,7 +119,7 @@ async def serve(args: argparse.Namespace, config: Config, lock_fd: int, emperor:
         return 1
 
     sup = Supervisor(config, manifest, emperor)
-    file_sink = setup_logging(sup, args)
+    file_sink = setup_logging(sup)
     intake = sup.intake
     control = ControlServer(sup)
     metrics = None
@@ -199,7 +148,7 @@ async def serve(args: argparse.Namespace, config: Config, lock_fd: int, emperor:
             await asyncio.wait([waiting, loop.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         sup.systemd.ready()
         if not stop.is_set():
-            if not args.quiet:
+            if not config.quiet:
                 print(summary(sup), flush=True)
             await stop.wait()
         sup.systemd.stopping()
@@ -255,18 +204,18 @@ def journal_available() -> bool:
     return Path("/run/systemd/journal/socket").exists()
 
 
-def setup_logging(sup: Supervisor, args: argparse.Namespace) -> FileSink | None:
+def setup_logging(sup: Supervisor) -> FileSink | None:
     """Sinks for every line: the terminal, journald, files; the daemon's logger joins the pipeline."""
     from .logs import ConsoleSink, DaemonLogHandler, FileSink, JournalSink
 
-    if not args.quiet:
+    if not sup.config.quiet:
         sup.log_sinks.append(ConsoleSink())
     use_journal = sup.config.journal if sup.config.journal is not None else journal_available()
     if use_journal:
         sup.log_sinks.append(JournalSink(sup.kind_of, sup.drops))
     file_sink = None
     if sup.config.log_dir is not None:
-        file_sink = FileSink(sup.config.log_dir, sup.drops, args.log_max_bytes, args.log_keep)
+        file_sink = FileSink(sup.config.log_dir, sup.drops, sup.config.log_max_bytes, sup.config.log_keep)
         sup.log_sinks.append(file_sink)
     root = logging.getLogger("wsgi-supervisor")
     root.handlers[:] = [DaemonLogHandler(sup.emit)]
@@ -276,18 +225,17 @@ def setup_logging(sup: Supervisor, args: argparse.Namespace) -> FileSink | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    settings = config.from_arguments(parse_args(argv))
     # until the log pipeline is up (a bad manifest, say), messages go to stderr
     logging.basicConfig(level=logging.INFO, format=f"{DAEMON_NAME}: %(message)s")
-    config = config_from(args)
     try:
-        _layout, lock_fd, emperor = start_early(config)
+        _layout, lock_fd, emperor = start_early(settings)
     except (AlreadyRunning, EmperorError, OSError) as exc:
         print(f"wsgi-supervisor: {exc}", file=sys.stderr)
         sys.exit(1)
     import uvloop
 
-    sys.exit(uvloop.run(serve(args, config, lock_fd, emperor)))
+    sys.exit(uvloop.run(serve(settings, lock_fd, emperor)))
 
 
 if __name__ == "__main__":

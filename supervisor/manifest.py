@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from .config import DEFAULT_PATH
 from .layout import RESERVED_SERVICE_NAMES
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -609,15 +610,20 @@ def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) ->
             problems.append(Problem(file, name, "chdir", f"{service.chdir} is not a directory"))
         if isinstance(service, WorkerService):
             program = service.command[0]
-            search = None
-            if service.venv is not None:
-                search = f"{service.venv}/bin:/usr/local/bin:/usr/bin:/bin"
+            search = worker_path(service)  # where the worker will look for it
             if "/" in program:
                 if not Path(program).is_file():
                     problems.append(Problem(file, name, "command", f"program {program} does not exist"))
             elif shutil.which(program, path=search) is None:
-                problems.append(Problem(file, name, "command", f"program {program!r} is not on the PATH"))
+                problems.append(Problem(file, name, "command", f"program {program!r} is not on the PATH ({search})"))
     return problems
+
+
+def worker_path(service: WorkerService) -> str:
+    """The PATH a worker runs with: its `environment`'s, else its venv's bin/ before the default."""
+    if "PATH" in service.environment:
+        return service.environment["PATH"]
+    return f"{service.venv}/bin:{DEFAULT_PATH}" if service.venv else DEFAULT_PATH
 
 
 def _has_paste_deploy(venv: str | None) -> bool:

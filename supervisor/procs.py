@@ -74,6 +74,28 @@ def _parents() -> dict[int, int]:
     return parents
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def is_descendant(pid: int, ancestor: int) -> bool:
+    """Whether `pid` is a live process below `ancestor` (its child, grandchild…)."""
+    seen = 0
+    while pid > 1 and seen < 64:
+        parent = parent_of(pid)
+        if parent is None:
+            return False
+        if parent == ancestor:
+            return True
+        pid = parent
+        seen += 1
+    return False
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below `pid`, children first (a /proc snapshot)."""
     children: dict[int, list[int]] = {}

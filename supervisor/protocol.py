@@ -1,14 +1,21 @@
-"""The control socket's wire format, shared by the daemon and `wsgictl`.
+"""The daemon's wire format and its one table of commands, shared by the daemon and `wsgictl`.
 
 One JSON object per line each way. A request names a `cmd`; a reply has
 `ok` and, when not ok, `error` (a sentence for a person) and `code` (the
 exit status `wsgictl` should use). Standard library only: `wsgictl` imports
 this on every run.
+
+`COMMANDS` is the one list of what the daemon answers: for each command,
+the method of `control.ControlServer` that handles it, the socket it is
+accepted on, and the fields a request carries. The server binds its
+handlers from it; `wsgictl` builds its requests with `request()`, which
+refuses a command or a field that is not in it.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 MAX_REQUEST = 64 * 1024
@@ -19,9 +26,37 @@ EXIT_FAILED = 1
 EXIT_NOT_RUNNING = 3
 EXIT_UNKNOWN = 4
 
-COMMANDS = frozenset(
-    {"ping", "status", "start", "stop", "restart", "reload", "logs", "watch", "reload-config", "launch", "reexec"}
-)
+# the sockets that take requests
+CONTROL = "control"  # <runtime>/control.sock: wsgictl and wsgi@.service (root, the daemon's user, the control group)
+LAUNCH = "launch"  # <runtime>/daemon/launch.sock: the launchers of vassals that the daemon's emperor started
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: str  # the ControlServer method that answers it
+    fields: tuple[str, ...] = ()  # what a request carries besides `cmd`
+    socket: str = CONTROL
+
+
+_VERB = ("services", "all", "wait", "timeout")
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("ping", "ping"),
+        Command("status", "status", ("services", "lines")),
+        Command("start", "verb", _VERB),
+        Command("stop", "verb", _VERB),
+        Command("restart", "verb", _VERB),
+        Command("reload", "verb", _VERB),
+        Command("logs", "logs", ("services", "n", "follow")),
+        Command("watch", "watch", ("services",)),
+        Command("reload-config", "reload_config"),
+        Command("reexec", "reexec"),
+        # sent by launcher.py (which imports nothing of ours: it writes this request by hand)
+        Command("launch", "launch", ("service", "instance"), socket=LAUNCH),
+    )
+}
 
 
 class ProtocolError(ValueError):
@@ -30,6 +65,17 @@ class ProtocolError(ValueError):
 
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def request(cmd: str, **fields: Any) -> dict[str, Any]:
+    """A request of the control socket, as `wsgictl` sends it: only a command and fields of the table."""
+    command = COMMANDS.get(cmd)
+    if command is None or command.socket != CONTROL:
+        raise ValueError(f"{cmd!r} is not a command of the control socket")
+    unknown = set(fields) - set(command.fields)
+    if unknown:
+        raise ValueError(f"{cmd!r} takes no {', '.join(sorted(unknown))}")
+    return {"cmd": cmd, **fields}
 
 
 def decode_request(line: bytes) -> dict[str, Any]:

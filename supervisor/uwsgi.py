@@ -89,7 +89,7 @@ def launch_spec(
         "exec": [str(python), str(entry)],
         "path": str(python.parent),
         "env": env,
-        "control": str(layout.control_socket),
+        "launch": str(layout.launch_socket),
         "log": str(layout.log_socket),
     }
 

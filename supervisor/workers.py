@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .events import Adopted, Ready, Reloading, Spawned, SpawnFailed, StatusText
 from .listeners import bind_datagram
-from .manifest import WorkerService
+from .manifest import WorkerService, worker_path
 from .procs import alive, signal_tree
 from .service import ReloadAttempt, ServiceRuntime
 
@@ -174,11 +174,9 @@ class ProcessDriver:
         spec = svc.spec
         assert isinstance(spec, WorkerService)
         env = {k: v for k, v in os.environ.items() if k in BASE_ENV}
-        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         if spec.venv:
-            path = f"{spec.venv}/bin:{path}"
             env["VIRTUAL_ENV"] = spec.venv
-        env["PATH"] = path
+        env["PATH"] = worker_path(spec)
         env["PYTHONUNBUFFERED"] = "1"
         if spec.user:
             try:

@@ -392,3 +392,66 @@ def test_the_reason_is_the_exception_as_oslo_log_prints_it(daemon):
     detail = daemon.ctl("status", "aodh", check=False).stdout
     assert "the app failed to load: TypeError: sequence item 0" in detail
     assert "machine:" not in s["reason"]
+
+
+ASK_FOR_A_SOCKET = """
+import json, socket, sys
+conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+conn.settimeout(10)
+try:
+    conn.connect(sys.argv[1])
+except OSError as exc:
+    print(json.dumps({"connect": exc.strerror}))
+    sys.exit()
+conn.sendall(b'{"cmd":"launch","service":"alpha","instance":""}\\n')
+data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 4)
+print(json.dumps({"reply": json.loads(data.split(b"\\n")[0]), "fds": len(fds)}))
+"""
+
+
+def ask_for_a_socket(path, user=None, group=None):
+    import subprocess
+
+    out = subprocess.run(
+        ["/usr/bin/python3", "-c", ASK_FOR_A_SOCKET, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        **({"user": user, "group": group, "extra_groups": []} if user else {}),
+        cwd="/",
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_only_the_emperors_launchers_get_an_api_socket(tmp_path):
+    """A member of the control group cannot pose as a service's launcher: no socket, no new master."""
+    d = Daemon(tmp_path, extra_args=["--control-group", "nogroup"])
+    two_apis(d)
+    d.start()
+    try:
+        d.ctl("start", "alpha")
+        before = d.status()["alpha"]
+        os.chmod(d.runtime_dir, 0o755)
+        # the control socket lets the group in, but not for a launch
+        on_control = ask_for_a_socket(d.runtime_dir / "control.sock", "nobody", "nogroup")
+        assert on_control["fds"] == 0 and not on_control["reply"]["ok"]
+        assert "'launch' is not a command of the control socket" in on_control["reply"]["error"]
+        # the launch socket is root's alone
+        launch = d.runtime_dir / "daemon" / "launch.sock"
+        assert stat.S_IMODE(os.stat(launch).st_mode) == 0o600
+        assert ask_for_a_socket(launch, "nobody", "nogroup") == {"connect": "Permission denied"}
+        # and, should its mode be opened up, a process that the emperor did not start is refused, root or not
+        os.chmod(launch, 0o666)
+        for who in ({"user": "nobody", "group": "nogroup"}, {}):
+            refused = ask_for_a_socket(launch, **who)
+            assert refused["fds"] == 0 and not refused["reply"]["ok"]
+            assert "only the launchers of the daemon's emperor" in refused["reply"]["error"]
+        after = d.status()["alpha"]
+        assert (after["pid"], after["state"], after["restarts"]) == (before["pid"], "running", before["restarts"])
+        # the emperor's own launchers still get it: a master killed comes back on the same socket
+        os.kill(before["pid"], signal.SIGKILL)
+        d.wait_for(lambda s: s["alpha"]["state"] == "running" and s["alpha"]["pid"] != before["pid"], what="alpha back")
+        assert uwsgi_request(d.socket("alpha"))[0] == 200
+    finally:
+        d.stop()

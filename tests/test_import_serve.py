@@ -143,3 +143,23 @@ def test_serve_answers_like_the_vassal_and_refuses_while_the_daemon_serves(daemo
         serve.send_signal(signal.SIGINT)
         serve.wait(10)
     time.sleep(0.1)
+
+
+def test_control_characters_survive_the_round_trip_through_tomllib(tmp_path):
+    """U+007F and other control characters are escaped in strings and comments: tomllib reads back the same."""
+    unit = tmp_path / "devstack@odd.service"
+    unit.write_text(
+        "[Service]\n"
+        'ExecStart=/usr/bin/odd --name "a\x7fb" --esc "x\x1b[0m" --bs "1\x082"\n'
+        'Environment="GREETING=hi\x7fthere" "BELL=ring\x07\x01" "TAB=a\tb"\n'
+        "KillMode=proc\x7fess\x01\n"
+    )
+    ini = tmp_path / "odd-uwsgi.ini"
+    ini.write_text("[uwsgi]\nmodule = odd.wsgi:application\nroute = ^/x\x7f break:200\n")
+    text, services = imported(unit, ini)
+    assert services["odd"]["command"] == ["/usr/bin/odd", "--name", "a\x7fb", "--esc", "x\x1b[0m", "--bs", "1\x082"]
+    assert services["odd"]["environment"] == {"GREETING": "hi\x7fthere", "BELL": "ring\x07\x01", "TAB": "a\tb"}
+    # what was left out is said in a comment, with the control characters escaped
+    assert "#   KillMode=proc\\x7fess\\x01: the daemon does this itself" in text
+    assert "route = ^/x\\x7f break:200: not carried over" in text
+    assert not any(ch in text for ch in "\x7f\x01\x07\x08\x1b")

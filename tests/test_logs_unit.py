@@ -44,3 +44,44 @@ def test_file_format_keeps_an_entry_on_indented_lines():
     line = format_line(LogLine(0.5, "nova-api", "o", "first\nsecond", 3))
     head, cont, end = line.split("\n")
     assert head.endswith(" nova-api output ERROR first") and cont == "    second" and end == ""
+
+
+def _line(service, text, ts=0.0):
+    return LogLine(ts, service, "o", text, 6)
+
+
+def test_files_rotate_by_size_and_keep_n(tmp_path):
+    from supervisor.logs import Drops, FileSink
+
+    drops = Drops()
+    sink = FileSink(tmp_path / "logs", drops, max_bytes=1000, keep=3)
+    for i in range(200):
+        sink(_line("api", f"line {i:04d} " + "x" * 40))
+    sink(_line("worker", "another service, another file"))
+    sink.close()
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files == ["api.log", "api.log.1", "api.log.2", "api.log.3", "worker.log"]
+    assert all(p.stat().st_size <= 1000 for p in (tmp_path / "logs").glob("api.log*"))
+    # the newest lines are in NAME.log, the older ones in .1, .2, .3, none lost in between
+    kept = []
+    for name in ("api.log.3", "api.log.2", "api.log.1", "api.log"):
+        kept += [int(line.split()[-2]) for line in (tmp_path / "logs" / name).read_text().splitlines()]
+    assert kept == list(range(kept[0], 200))
+    assert drops.count == 0
+
+
+def test_a_failing_write_is_counted_and_harms_no_other_file(tmp_path):
+    from supervisor.logs import Drops, FileSink
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "api.log").symlink_to("/dev/full")  # every write: ENOSPC
+    drops = Drops()
+    sink = FileSink(logs, drops, max_bytes=10000, keep=2)
+    for i in range(5):
+        sink(_line("api", f"lost {i}"))
+        sink(_line("worker", f"kept {i}"))
+    sink.close()
+    assert drops.count == 5
+    assert (logs / "worker.log").read_text().count("kept") == 5
+    assert (logs / "api.log").is_symlink()  # a device is never rotated away

@@ -169,6 +169,14 @@ def test_the_daemon_killed_and_started_again_adopts_everything(tmp_path):
         # the worker service ended with the old daemon and was started again by the new one
         assert after["conductor"]["state"] == "running" and after["conductor"]["pid"] != before["conductor"]["pid"]
         assert not alive(before["conductor"]["pid"])
+        # a master that dies now is brought back by the adopted emperor, whose launcher the new daemon trusts
+        os.kill(after["other1"]["pid"], signal.SIGKILL)
+        d.wait_for(
+            lambda s: s["other1"]["state"] == "running" and s["other1"]["pid"] != after["other1"]["pid"],
+            what="other1 back under the adopted emperor",
+        )
+        assert uwsgi_request(d.socket("other1"))[0] == 200
+        assert _ppid(d.status()["other1"]["pid"]) == emperor
     finally:
         d.stop()
 

@@ -102,3 +102,13 @@ def test_paste_apps_load_through_the_same_wrapper_with_or_without_a_mount():
     text = paste(paste_app="admin", mount="/key-manager")
     assert dict(options(text))["mount"] == f"/key-manager={APP_FILE}"
     assert read_launch_spec(text)["env"][APP_VARIABLE] == "config:/etc/b/paste.ini#admin"
+
+
+def test_the_launcher_asks_on_the_launch_socket_not_the_control_socket():
+    from supervisor.launcher import launch_socket
+
+    spec = read_launch_spec(render())
+    assert launch_socket(spec) == str(LAYOUT.launch_socket) == "/run/wsgi-supervisor/daemon/launch.sock"
+    assert "control" not in spec
+    # a vassal file written by an earlier version (adopted after an upgrade) named the control socket
+    assert launch_socket({"control": str(LAYOUT.control_socket)}) == str(LAYOUT.launch_socket)

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from supervisor.procs import alive, descendants  # noqa: E402
+from supervisor.observe.procs import alive, descendants  # noqa: E402
 from support import DAEMON, WSGICTL, Daemon, Load, kill_leftovers, uwsgi_request  # noqa: E402
 
 BIN = Path(sys.executable).parent

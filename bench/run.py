@@ -63,7 +63,7 @@ def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
     daemon a quarter of a second of CPU at 100 services on this 2-core
     machine, and the measurement would slow what it measures.
     """
-    from supervisor.cli import Client
+    from supervisor.cli.commands import Client
 
     tmp = short_tmp("wsb-")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -264,7 +264,7 @@ def section_control(sizes=(10, 50, 100, 200)) -> None:
 
 
 def _measure_control(d: Daemon, port: int, n: int) -> str:
-    from supervisor.cli import Client
+    from supervisor.cli.commands import Client
 
     status_cmd = [str(WSGICTL), "--runtime-dir", str(d.runtime_dir), "status"]
     status = [timed(lambda: subprocess.run(status_cmd, capture_output=True, check=False)) for _ in range(20)]
@@ -540,7 +540,7 @@ def section_shutdown(n=20, repeats=3) -> None:
 
 def section_adoption(n=20, repeats=5) -> None:
     """The daemon SIGKILLed under load and started again: how soon does `wsgictl status` answer?"""
-    from supervisor.cli import Client
+    from supervisor.cli.commands import Client
 
     say(f"## Adoption: the daemon killed with SIGKILL and started again, {n} APIs, one under load")
     say()

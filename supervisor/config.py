@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
+from supervisor.layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
 
 # The PATH a worker runs with (after its venv's bin/; manifest.worker_path), so the one
 # `wsgictl check` looks its command up on, and the emperor's and so the vassals' when the

@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, config
-from .config import Config
-from .emperor import Emperor, EmperorError, clear_runtime_dir, prepare_runtime_dir
-from .layout import DAEMON_NAME, Layout
+from supervisor import __version__, config
+from supervisor.config import Config
+from supervisor.layout import DAEMON_NAME, Layout
+from supervisor.uwsgi.emperor import Emperor, EmperorError, clear_runtime_dir, prepare_runtime_dir
 
 if TYPE_CHECKING:
-    from .core import Supervisor
-    from .logs import FileSink
+    from supervisor.logs.pipeline import FileSink
+    from supervisor.state.supervisor import Supervisor
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -104,9 +104,9 @@ def start_early(config: Config) -> tuple[Layout, int, Emperor]:
 
 
 async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
-    from .control import ControlServer
-    from .core import Supervisor
-    from .manifest import ManifestError, load
+    from supervisor.control.server import ControlServer
+    from supervisor.manifest.models import ManifestError, load
+    from supervisor.state.supervisor import Supervisor
 
     try:
         manifest = load(config.conf_dir)
@@ -124,7 +124,7 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
     control = ControlServer(sup)
     metrics = None
     if config.metrics_listen:
-        from .metrics import MetricsServer  # prometheus-client: imported only when it serves
+        from supervisor.surfaces.metrics import MetricsServer  # prometheus-client: imported only when it serves
 
         metrics = MetricsServer(sup, config.metrics_listen)
     stop = asyncio.Event()
@@ -180,7 +180,7 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
 async def reload_config(sup: Supervisor) -> dict:
     """Read the manifest again and apply the difference; a manifest that does
     not validate changes nothing, and every problem is logged."""
-    from .manifest import ManifestError, load
+    from supervisor.manifest.models import ManifestError, load
 
     try:
         manifest = load(sup.config.conf_dir)
@@ -206,7 +206,7 @@ def journal_available() -> bool:
 
 def setup_logging(sup: Supervisor) -> FileSink | None:
     """Sinks for every line: the terminal, journald, files; the daemon's logger joins the pipeline."""
-    from .logs import ConsoleSink, DaemonLogHandler, FileSink, JournalSink
+    from supervisor.logs.pipeline import ConsoleSink, DaemonLogHandler, FileSink, JournalSink
 
     if not sup.config.quiet:
         sup.log_sinks.append(ConsoleSink())

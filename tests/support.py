@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from supervisor.procs import alive, descendants
+from supervisor.observe.procs import alive, descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -239,7 +239,7 @@ def kill_leftovers(pids, runtime_dir: Path) -> list[int]:
 def wsgictl_as(user: str, group: str, runtime_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """wsgictl run as another local user (with Debian's own Python: the venv's lives under /root)."""
     return subprocess.run(
-        ["/usr/bin/python3", "-m", "supervisor.cli", "--runtime-dir", str(runtime_dir), *args],
+        ["/usr/bin/python3", "-m", "supervisor.cli.commands", "--runtime-dir", str(runtime_dir), *args],
         capture_output=True,
         text=True,
         user=user,

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from supervisor.cli import build_parser
+from supervisor.cli.commands import build_parser
 from supervisor.layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
 from support import WSGICTL, write_manifest
 

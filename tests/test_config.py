@@ -5,11 +5,12 @@ import os
 import types
 from pathlib import Path
 
-from supervisor import config, launcher
+from supervisor import config
 from supervisor.config import DEFAULT_PATH, Config
 from supervisor.layout import Layout
 from supervisor.main import parse_args
-from supervisor.manifest import ManifestError, load, worker_path
+from supervisor.manifest.models import ManifestError, load, worker_path
+from supervisor.uwsgi import launcher
 from support import ROOT, write_manifest
 
 
@@ -63,7 +64,7 @@ def test_defaults_are_written_once():
         if path.name != "cli.py":  # wsgictl has a --conf-dir and a --runtime-dir of its own
             for _, option in config.options():
                 assert f'"{option.flag}"' not in text, (path, option.flag)
-    from supervisor.logs import FileSink
+    from supervisor.logs.pipeline import FileSink
 
     parameters = inspect.signature(FileSink).parameters
     assert parameters["max_bytes"].default is parameters["keep"].default is inspect.Parameter.empty
@@ -99,7 +100,7 @@ def test_one_default_path_for_workers_check_and_launcher(tmp_path, monkeypatch):
     assert worker_path(spec) == f"{venv}/bin:{DEFAULT_PATH}"
 
     # and the worker runs with that very PATH
-    from supervisor.workers import ProcessDriver
+    from supervisor.workers.driver import ProcessDriver
 
     driver = ProcessDriver.__new__(ProcessDriver)
     driver.layout = Layout(tmp_path)

@@ -7,7 +7,7 @@ import signal
 import stat
 import time
 
-from supervisor.procs import alive
+from supervisor.observe.procs import alive
 from support import APPS, Daemon, get_json, http_request, uwsgi_request, write_manifest, wsgictl_as
 
 PROBE = APPS / "probe.py"

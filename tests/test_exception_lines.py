@@ -1,6 +1,6 @@
 """Which log lines say why an app failed: real exceptions only, never uWSGI's banner."""
 
-from supervisor.exceptions import ExceptionReader, exception_line
+from supervisor.observe.exceptions import ExceptionReader, exception_line
 from support import ROOT
 
 # the output of a real pyuwsgi 2.0.30 vassal whose app raised at import (paths shortened)

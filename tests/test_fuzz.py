@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.manifest import ManifestError, load
+from supervisor.manifest.models import ManifestError, load
 from support import APPS, write_manifest
 
 KEYS = [

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from supervisor.drivers import Failure
-from supervisor.events import Adopted, Timeout
-from supervisor.lifecycle import MIN_UPTIME, Lifecycle
-from supervisor.manifest import ApiService, WorkerService
-from supervisor.service import ReloadAttempt, ServiceRuntime
-from supervisor.states import TRANSITIONS, State
+from supervisor.manifest.models import ApiService, WorkerService
+from supervisor.state.drivers import Failure
+from supervisor.state.events import Adopted, Timeout
+from supervisor.state.lifecycle import MIN_UPTIME, Lifecycle
+from supervisor.state.service import ReloadAttempt, ServiceRuntime
+from supervisor.state.states import TRANSITIONS, State
 
 
 class Clock:

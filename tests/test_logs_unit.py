@@ -1,7 +1,7 @@
 """The pure parts of the log pipeline: entries, levels, the file format."""
 
-from supervisor.logs import format_line, priority_of, split_entries
-from supervisor.service import LogLine
+from supervisor.logs.pipeline import format_line, priority_of, split_entries
+from supervisor.state.service import LogLine
 
 TRACEBACK = """2026-11-25 10:00:00.000 1234 ERROR nova.conductor [-] Unexpected exception
 Traceback (most recent call last):
@@ -51,7 +51,7 @@ def _line(service, text, ts=0.0):
 
 
 def test_files_rotate_by_size_and_keep_n(tmp_path):
-    from supervisor.logs import Drops, FileSink
+    from supervisor.logs.pipeline import Drops, FileSink
 
     drops = Drops()
     sink = FileSink(tmp_path / "logs", drops, max_bytes=1000, keep=3)
@@ -71,7 +71,7 @@ def test_files_rotate_by_size_and_keep_n(tmp_path):
 
 
 def test_a_failing_write_is_counted_and_harms_no_other_file(tmp_path):
-    from supervisor.logs import Drops, FileSink
+    from supervisor.logs.pipeline import Drops, FileSink
 
     logs = tmp_path / "logs"
     logs.mkdir()

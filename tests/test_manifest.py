@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from supervisor.manifest import ManifestError, load
+from supervisor.manifest.models import ManifestError, load
 from support import APPS, WSGICTL
 
 PROBE = APPS / "probe.py"
@@ -164,7 +164,7 @@ def test_wsgictl_check(tmp_path):
 
 def test_check_is_light(tmp_path):
     """wsgictl must not import the daemon's heavy dependencies for everyday commands."""
-    code = "import sys; import supervisor.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+    code = "import sys; import supervisor.cli.commands; print(sorted(m for m in sys.modules if m.split('.')[0] in "
     code += "('pydantic', 'uvloop', 'prometheus_client', 'systemd')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -177,7 +177,7 @@ def test_the_options_of_the_app_wrapper_are_reserved(tmp_path):
 
 
 def test_import_folds_callable_into_app(tmp_path):
-    from supervisor.importer import from_uwsgi_ini
+    from supervisor.manifest.importer import from_uwsgi_ini
 
     ini = tmp_path / "nova-api.ini"
     ini.write_text("[uwsgi]\ncallable = app\nmodule = nova.wsgi.osapi_compute\n")

@@ -4,9 +4,9 @@ import inspect
 
 import pytest
 
-from supervisor import protocol
-from supervisor.cli import Client
-from supervisor.control import ControlServer
+from supervisor.cli.commands import Client
+from supervisor.control import protocol
+from supervisor.control.server import ControlServer
 
 
 def test_every_command_has_its_handler_and_no_handler_is_left_out():

@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from supervisor.procs import alive
+from supervisor.observe.procs import alive
 from support import APPS, Daemon, Load, uwsgi_request, write_manifest
 
 PROBE = APPS / "probe.py"

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from supervisor.layout import Layout
-from supervisor.manifest import ApiService
-from supervisor.uwsgi import APP_FILE, APP_VARIABLE, parse_request, read_launch_spec, render_vassal, split_datagram
+from supervisor.manifest.models import ApiService
+from supervisor.uwsgi.core import APP_FILE, APP_VARIABLE, parse_request, read_launch_spec, render_vassal, split_datagram
 
 LAYOUT = Layout(Path("/run/wsgi-supervisor"))
 VENV = Path("/opt/venv")
@@ -105,7 +105,7 @@ def test_paste_apps_load_through_the_same_wrapper_with_or_without_a_mount():
 
 
 def test_the_launcher_asks_on_the_launch_socket_not_the_control_socket():
-    from supervisor.launcher import launch_socket
+    from supervisor.uwsgi.launcher import launch_socket
 
     spec = read_launch_spec(render())
     assert launch_socket(spec) == str(LAYOUT.launch_socket) == "/run/wsgi-supervisor/daemon/launch.sock"

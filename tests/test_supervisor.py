@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 from supervisor.config import Config
-from supervisor.events import Exited, Ready, Spawned
-from supervisor.manifest import ApiService, Manifest, WorkerService
-from supervisor.states import State
+from supervisor.manifest.models import ApiService, Manifest, WorkerService
+from supervisor.state.events import Exited, Ready, Spawned
+from supervisor.state.states import State
 
 
 class Watcher:
@@ -103,7 +103,7 @@ def manifest(**services):
 
 
 async def supervisor(tmp_path: Path, first: Manifest):
-    from supervisor.core import Supervisor
+    from supervisor.state.supervisor import Supervisor
 
     loop = asyncio.get_running_loop()
     driver = Driver(loop)

@@ -1,7 +1,7 @@
 """Totals that never go down, whatever uWSGI does with its own counters."""
 
-from supervisor.sampler import Totals
-from supervisor.uwsgi import WorkerStats
+from supervisor.observe.sampler import Totals
+from supervisor.uwsgi.core import WorkerStats
 
 
 def w(slot, pid, requests):

@@ -1,4 +1,4 @@
-"""The WSGI wrapper every vassal loads (supervisor/vassal_app.py): whole bodies in wsgi.input."""
+"""The WSGI wrapper every vassal loads (supervisor/uwsgi/vassal_app.py): whole bodies in wsgi.input."""
 
 import hashlib
 import io
@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from supervisor import vassal_app
-from supervisor.vassal_app import ChunkedInput, load, wrap
+from supervisor.uwsgi import vassal_app
+from supervisor.uwsgi.vassal_app import ChunkedInput, load, wrap
 from support import APPS, UnixHTTPConnection, uwsgi_request, write_manifest
 
 PLAIN = APPS / "plain.py"
@@ -79,9 +79,9 @@ def test_load_takes_a_module_path_or_a_file_with_or_without_py(tmp_path):
     shutil.copy(PLAIN, script)
     assert load(str(script)).__name__ == "application"
     assert load(str(PLAIN)).__module__.startswith("uwsgi_file_")
-    assert load("supervisor.vassal_app:ChunkedInput.read") is ChunkedInput.read
+    assert load("supervisor.uwsgi.vassal_app:ChunkedInput.read") is ChunkedInput.read
     with pytest.raises(AttributeError, match="no WSGI callable 'nothing'"):
-        load("supervisor.vassal_app:nothing")
+        load("supervisor.uwsgi.vassal_app:nothing")
     with pytest.raises(ModuleNotFoundError):
         load("no_such_module.wsgi")
     assert not hasattr(vassal_app, "application")  # outside uWSGI nothing is loaded

@@ -5,7 +5,7 @@ import signal
 import sys
 import time
 
-from supervisor.procs import alive
+from supervisor.observe.procs import alive
 from support import APPS, write_manifest
 
 WORKER = APPS / "worker.py"

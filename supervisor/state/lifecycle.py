@@ -16,12 +16,12 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from .drivers import Driver
-from .events import Adopted, Timeout
-from .exceptions import ExceptionReader
-from .procs import describe_wait_status
-from .service import ReloadAttempt, ServiceRuntime, Waiter
-from .states import State, allowed
+from supervisor.observe.exceptions import ExceptionReader
+from supervisor.observe.procs import describe_wait_status
+from supervisor.state.drivers import Driver
+from supervisor.state.events import Adopted, Timeout
+from supervisor.state.service import ReloadAttempt, ServiceRuntime, Waiter
+from supervisor.state.states import State, allowed
 
 log = logging.getLogger("wsgi-supervisor")
 

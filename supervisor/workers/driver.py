@@ -29,14 +29,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .events import Adopted, Ready, Reloading, Spawned, SpawnFailed, StatusText
-from .listeners import bind_datagram
-from .manifest import WorkerService, worker_path
-from .procs import alive, signal_tree
-from .service import ReloadAttempt, ServiceRuntime
+from supervisor.listeners import bind_datagram
+from supervisor.manifest.models import WorkerService, worker_path
+from supervisor.observe.procs import alive, signal_tree
+from supervisor.state.events import Adopted, Ready, Reloading, Spawned, SpawnFailed, StatusText
+from supervisor.state.service import ReloadAttempt, ServiceRuntime
 
 if TYPE_CHECKING:
-    from .drivers import Context, Failure
+    from supervisor.state.drivers import Context, Failure
 
 Take = Callable[[str, str, bytes], None]  # (service, stream, payload): into the log intake
 

@@ -13,13 +13,13 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .files import write_atomic
-from .layout import Layout
+from supervisor.files import write_atomic
+from supervisor.layout import Layout
 
 if TYPE_CHECKING:
-    from .lifecycle import Lifecycle
-    from .sampler import Sampler
-    from .service import ServiceRuntime
+    from supervisor.observe.sampler import Sampler
+    from supervisor.state.lifecycle import Lifecycle
+    from supervisor.state.service import ServiceRuntime
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -63,7 +63,7 @@ def service(layout: Layout, name: str) -> dict[str, Any]:
 def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler: Sampler) -> None:
     """Counters carry on from what the previous daemon saved (a re-exec, a crash, a restart):
     they never go down while the runtime dir lives."""
-    from .sampler import Totals
+    from supervisor.observe.sampler import Totals
 
     for name, kept in load(layout).get("services", {}).items():
         lc = lifecycles.get(name)

@@ -8,10 +8,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .states import State
+from supervisor.state.states import State
 
 if TYPE_CHECKING:
-    from .manifest import Service
+    from supervisor.manifest.models import Service
 
 TAIL_LINES = 200
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import tomli_w
 
-from .manifest import RESERVED_UWSGI_OPTIONS, SERVICE_NAME, UWSGI_OPTION_NAME, ini_safe
+from supervisor.manifest.models import RESERVED_UWSGI_OPTIONS, SERVICE_NAME, UWSGI_OPTION_NAME, ini_safe
 
 # options whose job wsgi-supervisor does itself: dropped with a word
 MANAGED = {

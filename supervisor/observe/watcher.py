@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Callable
 
-from .procs import pidfd_open
+from supervisor.observe.procs import pidfd_open
 
 ExitCallback = Callable[[int, int | None], None]
 

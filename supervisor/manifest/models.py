@@ -29,8 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from .config import DEFAULT_PATH
-from .layout import RESERVED_SERVICE_NAMES
+from supervisor.config import DEFAULT_PATH
+from supervisor.layout import RESERVED_SERVICE_NAMES
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 MAX_NAME = 64

@@ -1,7 +1,7 @@
 """The one interface between a service's lifecycle and whatever runs its processes.
 
 A driver acts when the lifecycle asks and reports what it sees as events
-(`supervisor.events`) through `Context.report`; it reads the service's
+(`supervisor.state.events`) through `Context.report`; it reads the service's
 record but never writes it. The lifecycle never asks which kind of
 service it drives: uWSGI vassals and plain processes are two drivers, and
 another server is one more module that implements `Driver`.
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .events import Event
-    from .layout import Layout
-    from .service import ReloadAttempt, ServiceRuntime
-    from .watcher import ExitWatcher
+    from supervisor.config import Config
+    from supervisor.layout import Layout
+    from supervisor.observe.watcher import ExitWatcher
+    from supervisor.state.events import Event
+    from supervisor.state.service import ReloadAttempt, ServiceRuntime
 
 
 @dataclass

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import protocol
-from .layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
-from .protocol import EXIT_FAILED, EXIT_UNKNOWN, encode
+import supervisor.control.protocol as protocol
+from supervisor.control.protocol import EXIT_FAILED, EXIT_UNKNOWN, encode
+from supervisor.layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
 
 
 class Unreachable(Exception):
@@ -303,7 +303,7 @@ UNIT_FILES = ("wsgi-supervisor.service", "wsgi@.service")
 
 def _unit_templates() -> Path:
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "units", Path(sys.prefix) / "share" / "wsgi-supervisor" / "units"):
+    for candidate in (here.parent.parent / "units", Path(sys.prefix) / "share" / "wsgi-supervisor" / "units"):
         if (candidate / UNIT_FILES[0]).exists():
             return candidate
     raise FileNotFoundError("the unit templates (units/) are not installed with wsgi-supervisor")
@@ -385,9 +385,9 @@ def cmd_reload_config(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_proxy_config(args: argparse.Namespace) -> int:
-    from .layout import Layout
-    from .manifest import ManifestError, load
-    from .proxyconf import Vhost, apache, nginx
+    from supervisor.layout import Layout
+    from supervisor.manifest.models import ManifestError, load
+    from supervisor.render.proxy import Vhost, apache, nginx
 
     try:
         manifest = load(args.conf_dir, check_host=False)
@@ -403,7 +403,7 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .importer import import_files, to_toml
+    from supervisor.manifest.importer import import_files, to_toml
 
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
@@ -417,7 +417,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """One API of the manifest in the foreground, on wsgiref, for debugging."""
     import json as _json
 
-    from .manifest import ApiService, ManifestError, app_is_file, load, paste_uri
+    from supervisor.manifest.models import ApiService, ManifestError, app_is_file, load, paste_uri
 
     try:
         manifest = load(args.conf_dir)
@@ -468,7 +468,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .manifest import ManifestError, load  # pydantic: only this command needs it
+    from supervisor.manifest.models import ManifestError, load  # pydantic: only this command needs it
 
     try:
         manifest = load(args.conf_dir)

@@ -21,11 +21,15 @@ from collections import deque
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import statefile
-from .config import Config
-from .drivers import Context, Driver
-from .emperor import Emperor
-from .events import (
+import supervisor.state.statefile as statefile
+from supervisor.config import Config
+from supervisor.layout import DAEMON_NAME, Layout
+from supervisor.logs.pipeline import Drops, LogIntake
+from supervisor.manifest.models import Manifest
+from supervisor.observe.sampler import Sampler
+from supervisor.observe.watcher import ExitWatcher
+from supervisor.state.drivers import Context, Driver
+from supervisor.state.events import (
     Adopted,
     Command,
     Event,
@@ -40,21 +44,17 @@ from .events import (
     StatusText,
     Timeout,
 )
-from .layout import DAEMON_NAME, Layout
-from .lifecycle import Lifecycle, Result
-from .logs import Drops, LogIntake
-from .manifest import Manifest
-from .sampler import Sampler
-from .service import TAIL_LINES, LogLine, ServiceRuntime
-from .states import State
-from .systemd import Systemd
-from .vassals import VassalDriver
-from .views import describe
-from .watcher import ExitWatcher
-from .workers import ProcessDriver
+from supervisor.state.lifecycle import Lifecycle, Result
+from supervisor.state.service import TAIL_LINES, LogLine, ServiceRuntime
+from supervisor.state.states import State
+from supervisor.state.views import describe
+from supervisor.surfaces.systemd import Systemd
+from supervisor.uwsgi.driver import VassalDriver
+from supervisor.uwsgi.emperor import Emperor
+from supervisor.workers.driver import ProcessDriver
 
 if TYPE_CHECKING:
-    from .manifest import Service
+    from supervisor.manifest.models import Service
 
 log = logging.getLogger("wsgi-supervisor")
 

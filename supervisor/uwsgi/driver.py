@@ -22,20 +22,20 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import uwsgi
-from .drivers import Context, Failure
-from .emperor import Emperor, install_service_launcher, read_unix
-from .events import Adopted, Lost, Ready
-from .files import write_atomic
-from .listeners import Listener, listen
-from .manifest import ApiService
-from .procs import describe_wait_status, in_pause_loop, signal_tree, stopped, take_listener
-from .service import ReloadAttempt, ServiceRuntime
-from .sockdiag import listen_queues
-from .states import State
+import supervisor.uwsgi.core as uwsgi
+from supervisor.files import write_atomic
+from supervisor.listeners import Listener, listen
+from supervisor.manifest.models import ApiService
+from supervisor.observe.procs import describe_wait_status, in_pause_loop, signal_tree, stopped, take_listener
+from supervisor.observe.sockdiag import listen_queues
+from supervisor.state.drivers import Context, Failure
+from supervisor.state.events import Adopted, Lost, Ready
+from supervisor.state.service import ReloadAttempt, ServiceRuntime
+from supervisor.state.states import State
+from supervisor.uwsgi.emperor import Emperor, install_service_launcher, read_unix
 
 if TYPE_CHECKING:
-    from .sampler import Sampler
+    from supervisor.observe.sampler import Sampler
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -89,7 +89,7 @@ class VassalDriver:
             return False
         if fd is None:
             return False
-        from .listeners import adopt
+        from supervisor.listeners import adopt
 
         old = self.listeners.pop(name, None)
         if old is not None:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import uwsgi
-from .states import State
+import supervisor.uwsgi.core as uwsgi
+from supervisor.state.states import State
 
 if TYPE_CHECKING:
-    from .drivers import Context
+    from supervisor.state.drivers import Context
 
 log = logging.getLogger("wsgi-supervisor")
 

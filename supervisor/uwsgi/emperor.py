@@ -17,10 +17,10 @@ import stat
 import sys
 from pathlib import Path
 
-from . import uwsgi
-from .config import DEFAULT_PATH
-from .layout import Layout
-from .procs import alive, cmdline
+import supervisor.uwsgi.core as uwsgi
+from supervisor.config import DEFAULT_PATH
+from supervisor.layout import Layout
+from supervisor.observe.procs import alive, cmdline
 
 log = logging.getLogger("wsgi-supervisor")
 

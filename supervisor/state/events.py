@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .manifest import Manifest
+    from supervisor.manifest.models import Manifest
 
 Reply = asyncio.Future[Any]
 

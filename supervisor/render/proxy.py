@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .layout import Layout
-from .manifest import ApiService, Manifest
+from supervisor.layout import Layout
+from supervisor.manifest.models import ApiService, Manifest
 
 APACHE_MODULES = ("proxy", "proxy_uwsgi", "proxy_http", "headers")
 

@@ -17,11 +17,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from . import __version__
-from .states import State
+from supervisor import __version__
+from supervisor.state.states import State
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from supervisor.state.supervisor import Supervisor
 
 log = logging.getLogger("wsgi-supervisor")
 

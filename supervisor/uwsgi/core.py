@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .layout import Layout
+from supervisor.layout import Layout
 
 if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is rendered
-    from .manifest import ApiService
+    from supervisor.manifest.models import ApiService
 
 # first line of every vassal file: what the launcher needs before uWSGI starts
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
@@ -55,7 +55,7 @@ class Raw(str):
 
 def _value(value: object) -> str:
     """Render one option value: refuse injection, escape uWSGI's `%` magic."""
-    from .manifest import ini_safe
+    from supervisor.manifest.models import ini_safe
 
     if isinstance(value, Raw):
         return str(value)
@@ -74,7 +74,7 @@ def interpreter(service: ApiService, default_venv: Path) -> tuple[Path, Path]:
 def launch_spec(
     name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = ""
 ) -> dict[str, Any]:
-    from .manifest import paste_uri
+    from supervisor.manifest.models import paste_uri
 
     python, entry = interpreter(service, default_venv)
     env = {"PYTHONUNBUFFERED": "1", **service.environment}
@@ -208,7 +208,7 @@ def _primary_group(user: str) -> str:
 
 def read_launch_spec(text: str) -> dict[str, Any] | None:
     """The launch line as the launcher reads it (lists and tables decoded)."""
-    from .launcher import parse_launch_line
+    from supervisor.uwsgi.launcher import parse_launch_line
 
     first = text.split("\n", 1)[0]
     if not first.startswith(LAUNCH_PREFIX):

@@ -28,15 +28,24 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import protocol
-from .listeners import Listener, listen
-from .logs import DAEMON_NAME
-from .procs import is_descendant
-from .protocol import CONTROL, EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_UNKNOWN, LAUNCH, ProtocolError, encode, error
-from .service import LogLine
+import supervisor.control.protocol as protocol
+from supervisor.control.protocol import (
+    CONTROL,
+    EXIT_FAILED,
+    EXIT_NOT_RUNNING,
+    EXIT_UNKNOWN,
+    LAUNCH,
+    ProtocolError,
+    encode,
+    error,
+)
+from supervisor.listeners import Listener, listen
+from supervisor.logs.pipeline import DAEMON_NAME
+from supervisor.observe.procs import is_descendant
+from supervisor.state.service import LogLine
 
 if TYPE_CHECKING:
-    from .core import Supervisor
+    from supervisor.state.supervisor import Supervisor
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -289,7 +298,7 @@ class ControlServer:
         raise ClientGone
 
     async def _reload_config(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
-        from .main import reload_config
+        from supervisor.main import reload_config
 
         result = await reload_config(self.sup)
         result.setdefault("code", 0 if result["ok"] else EXIT_FAILED)

@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .states import State
+from supervisor.state.states import State
 
 if TYPE_CHECKING:
-    from .service import ServiceRuntime
+    from supervisor.state.service import ServiceRuntime
 
 log = logging.getLogger("wsgi-supervisor")
 

@@ -23,13 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from . import uwsgi
-from .layout import DAEMON_NAME
-from .listeners import bind_datagram
-from .service import LogLine
+import supervisor.uwsgi.core as uwsgi
+from supervisor.layout import DAEMON_NAME
+from supervisor.listeners import bind_datagram
+from supervisor.state.service import LogLine
 
 if TYPE_CHECKING:
-    from .layout import Layout
+    from supervisor.layout import Layout
 
 log = logging.getLogger("wsgi-supervisor")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .drivers import Driver
-    from .sampler import Sampler
-    from .service import ServiceRuntime
+    from supervisor.observe.sampler import Sampler
+    from supervisor.state.drivers import Driver
+    from supervisor.state.service import ServiceRuntime
 
 
 def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str, Any]:

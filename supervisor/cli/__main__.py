@@ -1,0 +1,3 @@
+from supervisor.cli.commands import main
+
+main()

@@ -1,0 +1,1 @@
+"""Text made from a validated manifest for the world around the daemon: front-end configs (`proxy`)."""

@@ -1,0 +1,1 @@
+"""What the daemon shows the world: Prometheus metrics (`metrics`), systemd (`systemd`)."""

@@ -1,0 +1,1 @@
+"""Worker services as the daemon's own children: the driver (`driver`)."""

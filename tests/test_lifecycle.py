@@ -392,13 +392,13 @@ def test_stop_and_start_from_backoff_and_failed(loop):
 
 def test_adoption_keeps_history_and_a_changed_definition_restarts(loop):
     lc, host, driver = make(loop)
-    lc.on_adopted(Adopted("api", 400, "b"), up_since=50.0, ready_duration=0.3)
+    lc.on_adopted(Adopted("api", 400, "b", up_since=50.0, ready_duration=0.3))
     assert lc.svc.state == State.STARTING and lc.svc.instance == "b" and lc.svc.goal_running
     lc.on_ready(400)
     assert lc.svc.state == State.RUNNING and lc.svc.up_since == 50.0 and lc.svc.ready_duration == 0.3
 
     lc, host, _driver = make(loop)
-    lc.on_adopted(Adopted("api", 401, "", changed=True), None, None)
+    lc.on_adopted(Adopted("api", 401, "", changed=True))
     assert lc.svc.state == State.STOPPING and lc.svc.restart_pending
     assert "definition changed while the daemon was away" in host.said[-2]
 

@@ -83,6 +83,8 @@ class Adopted(Event):
     instance: str = ""
     changed: bool = False  # its definition changed while no daemon ran
     ready: bool = False  # known ready already (a worker handed over by a re-exec)
+    up_since: float | None = None  # what the previous daemon knew of this very process
+    ready_duration: float | None = None
 
 
 @dataclass(frozen=True)

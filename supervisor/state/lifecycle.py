@@ -11,28 +11,23 @@ nothing here runs concurrently and nothing here awaits.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
 from supervisor.observe.exceptions import ExceptionReader
-from supervisor.observe.procs import describe_wait_status
+from supervisor.state import waiters
 from supervisor.state.drivers import Driver
-from supervisor.state.events import Adopted, Timeout
-from supervisor.state.service import ReloadAttempt, ServiceRuntime, Waiter
+from supervisor.state.events import Timeout
+from supervisor.state.host import Host
+from supervisor.state.reactions import Reactions
+from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.state.states import State, allowed
+from supervisor.state.waiters import OK_START, STOPPED_ONLY, Result
 
 log = logging.getLogger("wsgi-supervisor")
 
 MIN_UPTIME = 10.0  # a crash after this long up is not a failed start
 BACKOFF_BASE = 1.0
-
-OK_START = frozenset({State.RUNNING})
-STOPPED_ONLY = frozenset({State.STOPPED})
-END_START = frozenset({State.FAILED, State.STOPPED})
-
-Result = asyncio.Future[tuple[bool, str]]
 
 
 def backoff_delay(failures: int, cap: float) -> float:
@@ -40,38 +35,7 @@ def backoff_delay(failures: int, cap: float) -> float:
     return min(cap, BACKOFF_BASE * 2 ** min(30, max(0, failures - 1)))
 
 
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class Host(Protocol):
-    """What a lifecycle needs of the supervisor around it."""
-
-    clock: Clock
-    shutting_down: bool
-
-    def future(self) -> Result: ...
-
-    def arm(self, delay: float, event: Timeout) -> asyncio.TimerHandle: ...
-
-    def pending_for(self, svc: ServiceRuntime) -> list[str]: ...
-
-    def start_dependencies(self, svc: ServiceRuntime) -> None: ...
-
-    def state_changed(self, svc: ServiceRuntime, old: State) -> None: ...
-
-    def touched(self, svc: ServiceRuntime) -> None: ...
-
-    def say(self, name: str, text: str, priority: int = 6) -> None: ...
-
-    def watch(self, svc: ServiceRuntime, pid: int) -> None: ...
-
-    def unwatch(self, pid: int) -> None: ...
-
-
-class Lifecycle:
+class Lifecycle(Reactions):
     def __init__(self, svc: ServiceRuntime, driver: Driver, host: Host):
         self.svc = svc
         self.driver = driver
@@ -94,8 +58,11 @@ class Lifecycle:
         if old != state:
             text = f"{old} -> {state}" + (f" ({reason})" if reason else "")
             self.host.say(svc.name, text, 3 if state == State.FAILED else 6)
-        self._resolve_waiters()
+        waiters.resolve(self.svc)
         self.host.state_changed(svc, old)
+
+    def _wait_for(self, ok_states: frozenset[State], settle_in_backoff: bool = False) -> Result:
+        return waiters.wait(self.svc, self.host.future(), ok_states, settle_in_backoff)
 
     def _starting(self, reason: str) -> None:
         """In `starting`, with the reason saying what it waits for now (status shows it)."""
@@ -104,48 +71,6 @@ class Lifecycle:
         elif self.svc.reason != reason:
             self.svc.reason = reason
             self.host.touched(self.svc)
-
-    # -- waiting for an outcome ----------------------------------------------------------
-
-    def _resolve_waiters(self) -> None:
-        svc = self.svc
-        keep = []
-        for waiter in svc.waiters:
-            future, ok_states = waiter.future, waiter.ok_states
-            if future.done():
-                continue
-            if svc.state in ok_states:
-                future.set_result((True, str(svc.state)))
-            elif ok_states == OK_START and svc.state in END_START:
-                future.set_result((False, svc.reason or str(svc.state)))
-            elif ok_states == OK_START and svc.state == State.BACKOFF and waiter.settle_in_backoff:
-                future.set_result((False, f"in backoff, the daemon keeps retrying: {svc.reason}"))
-            elif ok_states == STOPPED_ONLY and svc.goal_running and svc.state == State.STARTING:
-                future.set_result((False, "started again by another request"))
-            else:
-                keep.append(waiter)
-        svc.waiters = keep
-
-    def _wait(self, ok_states: frozenset[State], settle_in_backoff: bool = False) -> Result:
-        future = self.host.future()
-        if self.svc.state in ok_states:
-            future.set_result((True, str(self.svc.state)))
-        elif ok_states == OK_START and self.svc.state in END_START:  # it failed at once (cannot start)
-            future.set_result((False, self.svc.reason or str(self.svc.state)))
-        else:
-            self.svc.waiters.append(Waiter(future, ok_states, settle_in_backoff))
-        return future
-
-    def _settle(self, message: str) -> None:
-        for waiter in self.svc.waiters:
-            if not waiter.future.done():
-                waiter.future.set_result((False, message))
-        self.svc.waiters = []
-
-    def _done(self, ok: bool, message: str) -> Result:
-        future = self.host.future()
-        future.set_result((ok, message))
-        return future
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -180,7 +105,7 @@ class Lifecycle:
             svc.restart_pending = True
         elif svc.state in (State.BACKOFF, State.STOPPED, State.FAILED):
             self._begin_start()
-        return self._wait(OK_START, settle_in_backoff)
+        return self._wait_for(OK_START, settle_in_backoff)
 
     def stop(self) -> Result:
         svc = self.svc
@@ -195,35 +120,35 @@ class Lifecycle:
             self._set_state(State.STOPPED)  # fails waiters of a pending start
         elif svc.state != State.STOPPING:
             self._begin_stop()
-        return self._wait(STOPPED_ONLY)
+        return self._wait_for(STOPPED_ONLY)
 
     def restart(self) -> Result:
         svc = self.svc
         if svc.state in (State.STARTING, State.RUNNING, State.RELOADING) and svc.pid is not None:
             svc.goal_running = True
             self._begin_stop(then_start=True)
-            return self._wait(OK_START)
+            return self._wait_for(OK_START)
         if svc.state == State.STOPPING:
             svc.goal_running = True
             svc.restart_pending = True
-            return self._wait(OK_START)
+            return self._wait_for(OK_START)
         return self.start()
 
     def reload(self) -> Result:
         """New code without a gap: a second instance that takes over, or the process's own reload."""
         svc = self.svc
         if svc.state in (State.RELOADING, State.STARTING):
-            return self._wait(OK_START)  # a starting service loads the current code anyway
+            return self._wait_for(OK_START)  # a starting service loads the current code anyway
         if svc.state != State.RUNNING:
-            return self._done(False, f"{svc.name} is {svc.state}, not running: nothing to reload")
+            return waiters.done(self.host.future(), False, f"{svc.name} is {svc.state}, not running: nothing to reload")
         svc.failure_hint = None
         svc.last_exception = None
         try:
             attempt = self.driver.reload(svc)
         except (OSError, ValueError) as exc:
-            return self._done(False, f"cannot reload: {exc}")
+            return waiters.done(self.host.future(), False, f"cannot reload: {exc}")
         if attempt is False:
-            return self._done(False, f"{svc.name}: the process did not take the reload request")
+            return waiters.done(self.host.future(), False, f"{svc.name}: the process did not take the reload request")
         self._set_state(State.RELOADING)
         if isinstance(attempt, ReloadAttempt):
             svc.reload = attempt
@@ -231,9 +156,9 @@ class Lifecycle:
         elif not self.driver.reports_reload(svc):
             # it said nothing when it started, it will say nothing now: the signal is the reload
             self._set_state(State.RUNNING, "reload signal sent")
-            return self._wait(OK_START)
+            return self._wait_for(OK_START)
         self._arm("reload", svc.spec.start_timeout)
-        return self._wait(OK_START)
+        return self._wait_for(OK_START)
 
     def remove(self) -> Result:
         """Taken out of the manifest: stopped for good."""
@@ -371,7 +296,7 @@ class Lifecycle:
         if attempt.pid is not None:
             self.host.unwatch(attempt.pid)
         self.driver.abandon(self.svc, attempt)
-        self._settle(f"reload failed, still serving the previous code: {why}")
+        waiters.settle(self.svc, f"reload failed, still serving the previous code: {why}")
 
     def _finish_reload(self, attempt: ReloadAttempt) -> None:
         svc = self.svc
@@ -430,156 +355,6 @@ class Lifecycle:
         if self.svc.ready_at is not None and self.svc.state.up:
             self.svc.failures = 0
 
-    # -- what the driver reports ---------------------------------------------------------------
-
-    def on_launched(self, pid: int, instance: str) -> tuple[bool, str]:
-        """The launcher of a new main process called in: may it run?"""
-        svc = self.svc
-        attempt = svc.reload
-        if instance != svc.instance:
-            if svc.state == State.RELOADING and attempt is not None and attempt.instance == instance:
-                attempt.pid = pid
-                self.host.watch(svc, pid)
-                return True, "ok"
-            return False, f"{svc.name}: instance {instance or 'a'} is not wanted"
-        restarting = svc.state == State.STOPPING and svc.restart_pending
-        if not svc.goal_running or (
-            svc.state not in (State.STARTING, State.RUNNING, State.RELOADING) and not restarting
-        ):
-            return False, f"{svc.name} is {svc.state}"
-        if svc.waiting_for:
-            return False, f"{svc.name} waits for {', '.join(svc.waiting_for)}"
-        if restarting:
-            # a new master came before the old one was seen to exit
-            if svc.pid is not None:
-                self.host.unwatch(svc.pid)
-                svc.pid = None
-            self._finish_stop()
-        if svc.pid is not None and svc.pid != pid:
-            self.host.unwatch(svc.pid)  # replaced before it was seen to die
-        self._track(pid)
-        if svc.state != State.STARTING:
-            svc.restarts += 1
-            svc.started_at = self.host.clock.monotonic()
-            self._set_state(State.STARTING, "a new main process was started")
-        self.driver.watch_ready(svc)
-        return True, "ok"
-
-    def on_spawned(self, pid: int) -> None:
-        self._track(pid)
-        self.driver.watch_ready(self.svc)
-
-    def on_spawn_failed(self, why: str) -> None:
-        if self.svc.state == State.STARTING:
-            self.svc.failure_hint = why
-            self._crashed()
-
-    def on_ready(self, pid: int) -> None:
-        svc = self.svc
-        attempt = svc.reload
-        if svc.state == State.RELOADING and attempt is not None:
-            if pid == attempt.pid:
-                self._finish_reload(attempt)
-            return
-        if pid != svc.pid:
-            return
-        if svc.state == State.STARTING:
-            self._became_ready()
-        elif svc.state == State.RELOADING:  # an in-place reload said it is done
-            self._cancel_timer()
-            self._set_state(State.RUNNING, "reloaded")
-
-    def on_reloading(self) -> None:
-        if self.svc.state == State.RUNNING:
-            self._set_state(State.RELOADING, "the service reloads")
-
-    def on_status_text(self, text: str) -> None:
-        self.svc.status_text = text
-        self.host.touched(self.svc)
-
-    def on_exit(self, pid: int, status: int | None) -> None:
-        svc = self.svc
-        attempt = svc.reload
-        if attempt is not None and pid == attempt.pid:
-            if svc.state == State.RELOADING:
-                why = svc.failure_hint or "the new instance exited before it was ready"
-                if svc.last_exception:
-                    why += f": {svc.last_exception}"
-                self._cancel_timer()
-                self._abandon_reload(why)
-                self._set_state(State.RUNNING, f"reload failed: {why}")
-            return
-        if pid != svc.pid:
-            return
-        svc.pid = None
-        svc.last_exit = describe_wait_status(status) if status is not None else None
-        not_its_fault = self.driver.exited(svc, pid, status)
-        if svc.state == State.STOPPING:
-            self._finish_stop()
-        elif self.host.shutting_down:
-            return
-        elif not_its_fault:
-            svc.reason = not_its_fault  # what took it down brings it back (a Lost event)
-            self.host.touched(svc)
-        else:
-            self._crashed()
-
-    def on_lost(self, why: str) -> None:
-        """What ran the process died with it and was started again: so is the service."""
-        svc = self.svc
-        if not (svc.goal_running and svc.state.active and svc.state != State.STOPPING):
-            return
-        if svc.pid is not None:
-            self.host.unwatch(svc.pid)
-            svc.pid = None
-        svc.reload = None
-        svc.restarts += 1
-        if svc.state != State.STARTING:
-            self._set_state(State.STARTING, why)
-        self._begin_start()
-
-    def on_adopted(self, event: Adopted, up_since: float | None, ready_duration: float | None) -> None:
-        """A process a previous daemon left running: ours now, with its history when it is the same one."""
-        svc = self.svc
-        if svc.pid is not None:
-            return
-        svc.instance = event.instance
-        svc.goal_running = True
-        svc.adopted = True
-        self._track(event.pid)
-        svc.up_since, svc.ready_duration = up_since, ready_duration
-        svc.started_at = self.host.clock.monotonic()
-        self._set_state(State.STARTING, "adopted from the previous daemon")
-        if event.changed:
-            self.host.say(svc.name, "definition changed while the daemon was away: restarting it")
-            self.driver.prepare(svc)
-            self._begin_stop(then_start=True)
-        elif event.ready:
-            self._became_ready()
-        else:
-            self.driver.watch_ready(svc)
-
-    def on_line(self, text: str) -> None:
-        """Facts from its output: why it is going down, the exception it reported."""
-        svc = self.svc
-        for part in text.splitlines():
-            failure = self.driver.on_line(svc, part)
-            if failure is not None:
-                svc.failure_hint = failure.reason
-                svc.config_error = not failure.retry_helps
-            exc = svc.exceptions.feed(part)
-            if exc:
-                svc.last_exception = exc
-
-    # -- what it comes after ------------------------------------------------------------------
-
-    def dependency_down(self, name: str, state: State) -> None:
-        svc = self.svc
-        if svc.waiting_for and name in svc.waiting_for and svc.state == State.STARTING:
-            svc.waiting_for = ()
-            svc.goal_running = False
-            self._set_state(State.STOPPED, f"{name} is {state}")
-
     # -- the daemon stops ---------------------------------------------------------------------
 
     def shut_down(self) -> Result | None:
@@ -594,7 +369,7 @@ class Lifecycle:
             if svc.state != State.STOPPING:
                 self._set_state(State.STOPPING)
                 self.driver.ask_stop(svc)
-            future = self._wait(STOPPED_ONLY)
+            future = self._wait_for(STOPPED_ONLY)
             if svc.pid is None:
                 self._finish_stop()
             return future

@@ -54,12 +54,6 @@ def load(layout: Layout) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def service(layout: Layout, name: str) -> dict[str, Any]:
-    """What the previous daemon knew of one service."""
-    kept = load(layout).get("services", {}).get(name)
-    return kept if isinstance(kept, dict) else {}
-
-
 def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler: Sampler) -> None:
     """Counters carry on from what the previous daemon saved (a re-exec, a crash, a restart):
     they never go down while the runtime dir lives."""

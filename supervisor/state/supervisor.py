@@ -28,26 +28,21 @@ from supervisor.logs.pipeline import Drops, LogIntake
 from supervisor.manifest.models import Manifest
 from supervisor.observe.sampler import Sampler
 from supervisor.observe.watcher import ExitWatcher
+from supervisor.state import reconcile
 from supervisor.state.drivers import Context, Driver
 from supervisor.state.events import (
-    Adopted,
     Command,
     Event,
     Exited,
     Launched,
-    Lost,
-    Ready,
     Reconcile,
-    Reloading,
-    Spawned,
-    SpawnFailed,
-    StatusText,
     Timeout,
 )
-from supervisor.state.lifecycle import Lifecycle, Result
+from supervisor.state.lifecycle import Lifecycle
 from supervisor.state.service import TAIL_LINES, LogLine, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.state.views import describe
+from supervisor.state.waiters import Result
 from supervisor.surfaces.systemd import Systemd
 from supervisor.uwsgi.driver import VassalDriver
 from supervisor.uwsgi.emperor import Emperor
@@ -252,26 +247,8 @@ class Supervisor:
             return
         if isinstance(event, Command):
             self._command(lc, event)
-        elif isinstance(event, Launched):
-            event.reply.set_result(lc.on_launched(event.pid, event.instance))
-        elif isinstance(event, Exited):
-            lc.on_exit(event.pid, event.status)
-        elif isinstance(event, Ready):
-            lc.on_ready(event.pid)
-        elif isinstance(event, Spawned):
-            lc.on_spawned(event.pid)
-        elif isinstance(event, SpawnFailed):
-            lc.on_spawn_failed(event.why)
-        elif isinstance(event, Adopted):
-            kept = statefile.service(self.layout, event.name)
-            same = kept.get("pid") == event.pid
-            lc.on_adopted(event, kept.get("up_since"), kept.get("ready_duration") if same else None)
-        elif isinstance(event, Lost):
-            lc.on_lost(event.why)
-        elif isinstance(event, Reloading):
-            lc.on_reloading()
-        elif isinstance(event, StatusText):
-            lc.on_status_text(event.text)
+        else:
+            lc.react(event)
 
     def _target(self, event: Event) -> Lifecycle | None:
         """The lifecycle an event is about: a retiring one when the pid is its own."""
@@ -328,52 +305,35 @@ class Supervisor:
         return await (await reply)
 
     def _reconcile(self, event: Reconcile) -> None:
-        old, new = self.manifest.services, event.manifest.services
-        removed = sorted(set(old) - set(new))
-        added = sorted(set(new) - set(old))
-        changed = sorted(n for n in set(old) & set(new) if old[n] != new[n])
-        replaced = [n for n in changed if old[n].kind != new[n].kind]
-        self.manifest = event.manifest
+        new = event.manifest.services
+        change = reconcile.diff(self.manifest.services, new)
+        self.manifest = event.manifest  # the truth from now on: a removed service is unknown at once
         waits: list[Result] = []
-        for name in removed + replaced:
+        for name in change.removed + change.replaced:
             lc = self.lifecycles.pop(name)
             waits.append(lc.remove())
             if lc.svc.state == State.STOPPED:
                 lc.driver.release(lc.svc)
-                if name in removed:
+                if name in change.removed:
                     self.sampler.forget(name)
             else:
                 self.retiring[name] = lc  # its successor, if any, starts once it has stopped
-        for name in added + replaced:
+        for name in change.added + change.replaced:
             self.lifecycles[name] = self._lifecycle(name, new[name])
         for name in self.manifest.start_order():
-            if name in added or name in replaced:
+            if name in change.added or name in change.replaced:
                 if new[name].enabled:
                     waits.append(self.lifecycles[name].start())
-            elif name in changed:
-                waits.append(self._redefine(self.lifecycles[name], new[name]))
-        unchanged = len(set(old) & set(new)) - len(changed)
+            elif name in change.changed:
+                waits.append(reconcile.redefine(self.lifecycles[name], new[name], self.say, self.future()))
         log.info(
             "manifest applied: %d changed, %d added, %d removed, %d untouched",
-            len(changed),
-            len(added),
-            len(removed),
-            unchanged,
+            len(change.changed),
+            len(change.added),
+            len(change.removed),
+            change.unchanged,
         )
-        summary = {"changed": changed, "added": added, "removed": removed, "unchanged": unchanged}
-        event.reply.set_result(self.spawn_task(self._outcome(waits, summary), "manifest"))
-
-    def _redefine(self, lc: Lifecycle, spec: Service) -> Result:
-        svc = lc.svc
-        svc.spec = spec
-        if svc.state in (State.STARTING, State.RUNNING, State.RELOADING) and svc.goal_running:
-            self.say(svc.name, "definition changed: restarting it")
-            return lc.restart()
-        if svc.state == State.BACKOFF:
-            return lc.start()
-        done = self.future()
-        done.set_result((True, "not running"))
-        return done
+        event.reply.set_result(self.spawn_task(self._outcome(waits, change.summary()), "manifest"))
 
     @staticmethod
     async def _outcome(waits: list[Result], summary: dict[str, Any]) -> dict[str, Any]:

@@ -20,19 +20,21 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import supervisor.uwsgi.core as uwsgi
 from supervisor.files import write_atomic
 from supervisor.listeners import Listener, listen
 from supervisor.manifest.models import ApiService
-from supervisor.observe.procs import describe_wait_status, in_pause_loop, signal_tree, stopped, take_listener
+from supervisor.observe.procs import signal_tree, take_listener
 from supervisor.observe.sockdiag import listen_queues
 from supervisor.state.drivers import Context, Failure
-from supervisor.state.events import Adopted, Lost, Ready
+from supervisor.state.events import Ready
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.uwsgi.emperor import Emperor, install_service_launcher, read_unix
+from supervisor.uwsgi.pause import wait_paused
+from supervisor.uwsgi.supervision import EmperorSupervision
 
 if TYPE_CHECKING:
     from supervisor.observe.sampler import Sampler
@@ -48,7 +50,7 @@ VASSAL_MTIME = 946684800  # 2000-01-01
 PROBE_INTERVAL = 1.0
 
 
-class VassalDriver:
+class VassalDriver(EmperorSupervision):
     def __init__(self, context: Context, sampler: Sampler, emperor: Emperor):
         self.ctx = context
         self.layout = context.layout
@@ -346,58 +348,8 @@ class VassalDriver:
         return True
 
     async def _wait_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        """Until every worker of the vassal waits in uWSGI's pause loop, where it accepts nothing.
-
-        The stats' `pause` is not enough: it is the master's flag, shown as soon as the
-        master has signalled the workers, for every worker that is not in a request. A
-        worker that had passed its pause check already (waiting for the accept lock, or
-        in epoll_wait) still takes one more connection, and a graceful stop that reaches
-        it between that accept and reading the request closes the connection unread
-        (issue 13: one request in ~14,000 lost across restarts on a busy machine). So
-        each worker is checked where it actually waits (/proc/PID/syscall). One that sits
-        idle in epoll_wait, where the pause signal did not reach it, is stopped and
-        continued: that makes epoll_wait return (EINTR, signal(7)) and the worker then
-        sees the pause; a stop and continue restarts every other call it could be in.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(5.0, svc.spec.stop_timeout / 2)
-        idle_since: dict[int, float] = {}
-        while loop.time() < deadline:
-            stats = await self.stats(svc.name, instance, timeout=0.5)
-            if stats is None or stats.pid != pid:
-                return
-            if stats.paused:
-                where = {w.pid: in_pause_loop(w.pid) for w in stats.workers if w.pid > 0}
-                if None in where.values():
-                    return  # cannot look (no /proc access): the master's word has to do
-                waiting = [p for p, paused in where.items() if not paused]
-                if not waiting:
-                    return
-                now = loop.time()
-                for worker in waiting:
-                    # give a worker that accepted one last connection time to read it
-                    if now - idle_since.setdefault(worker, now) >= 0.02:
-                        idle_since[worker] = now
-                        await self._nudge(worker)
-            else:
-                idle_since.clear()
-            await asyncio.sleep(0.005)
-
-    @staticmethod
-    async def _nudge(worker: int) -> None:
-        """Stop and continue a worker: once it has really stopped, so the stop is not discarded."""
-        try:
-            os.kill(worker, signal.SIGSTOP)
-        except OSError:
-            return
-        try:
-            for _ in range(100):
-                if stopped(worker):
-                    break
-                await asyncio.sleep(0.001)
-        finally:
-            with contextlib.suppress(OSError):
-                os.kill(worker, signal.SIGCONT)
+        bound = min(5.0, svc.spec.stop_timeout / 2)
+        await wait_paused(lambda: self.stats(svc.name, instance, timeout=0.5), pid, bound)
 
     async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         await self._wait_paused(svc, instance, pid)
@@ -446,77 +398,6 @@ class VassalDriver:
             return uwsgi.parse_stats(raw)
         except ValueError:
             return None
-
-    # -- the emperor, and what a previous daemon left running -------------------------------
-
-    async def attach(self, kept: dict[str, Any]) -> None:
-        """Watch the emperor started (or adopted) before the manifest was read; adopt what runs."""
-        how = "adopted the running emperor" if self.emperor.adopted else "emperor started"
-        log.info("%s (pid %d)", how, self.emperor.pid)
-        self._watch_emperor()
-        if self.emperor.adopted:
-            await self._adopt(kept.get("services", {}))
-
-    def _watch_emperor(self) -> None:
-        assert self.emperor.pid is not None
-        self.ctx.watcher.watch(self.emperor.pid, self._emperor_exited)
-
-    def _emperor_exited(self, pid: int, status: int | None) -> None:
-        if self.emperor.stopping or pid != self.emperor.pid:
-            return
-        how = describe_wait_status(status) if status is not None else "gone"
-        log.error("the uWSGI emperor (pid %d) died (%s): starting a new one", pid, how)
-        self.emperor.restarts += 1
-        self.emperor.spawn()
-        log.info("emperor started (pid %d)", self.emperor.pid)
-        self._watch_emperor()
-        for svc in self._mine():
-            self.ctx.report(Lost(svc.name, "the emperor died and was started again"))
-
-    async def _adopt(self, previous: dict[str, Any]) -> None:
-        """Take over the vassals a previous daemon left serving; report each as Adopted."""
-        seen = await self.emperor.stats(timeout=5.0)
-        running = seen[1] if seen else {}
-        mine = {svc.name: svc for svc in self._mine()}
-        found: dict[str, dict[str, int]] = {}
-        for file in self.layout.vassal_dir.glob("*.ini"):
-            await asyncio.sleep(0)  # control requests are answered meanwhile, one vassal at a time
-            name, _, instance = file.stem.partition(".")
-            vassal = running.get(file.stem)
-            if name not in mine or vassal is None or vassal.pid <= 0:
-                file.unlink()  # not ours any more, or not running: the normal start decides
-                continue
-            found.setdefault(name, {})[instance] = vassal.pid
-        for name, instances in found.items():
-            svc = mine[name]
-            # both vassals of a reload the previous daemon did not finish: keep the one it had switched to
-            keep = previous.get(name, {}).get("instance", "")
-            keep = keep if keep in instances else next(iter(instances))
-            for instance, pid in instances.items():
-                if instance != keep:
-                    self.retire(svc, instance, pid)
-            pid = instances[keep]
-            self.install_launcher(svc)  # the emperor may start it again: with this version's launcher
-            self.take_over_socket(name, pid)
-            changed = self.render(svc, keep) != self.layout.vassal_file(name, keep).read_text()
-            self.ctx.report(Adopted(name, pid, keep, changed=changed))
-            log.info("%s: adopted vassal (master pid %d)", name, pid)
-
-    async def stop_emperor(self) -> None:
-        """No vassal is left: stop the emperor without waiting for its slow shutdown loop (a second a pass)."""
-        pid = self.emperor.pid
-        if pid is None:
-            return
-        self.emperor.stopping = True
-        gone = asyncio.get_running_loop().create_future()
-        self.ctx.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(s))
-        self.emperor.signal(signal.SIGKILL)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(gone, 5)
-        self.ctx.watcher.unwatch(pid)
-        with contextlib.suppress(FileNotFoundError):
-            self.layout.emperor_pidfile.unlink()
-        self.emperor.pid = None
 
     def close(self) -> None:
         for listener in self.listeners.values():

@@ -259,7 +259,8 @@ class ProcessDriver:
             self.pipes[name] = (fd, bytearray())
             self.adopted[name] = pid
             self.loop.add_reader(fd, self._read_output, name, fd)
-            self.ctx.report(Adopted(name, pid, ready=True))
+            known = kept.get("services", {}).get(name, {})
+            self.ctx.report(Adopted(name, pid, ready=True, up_since=known.get("up_since")))
             log.info("%s: adopted worker (pid %d)", name, pid)
 
     def handover(self) -> dict[str, dict[str, int]]:

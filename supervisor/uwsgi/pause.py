@@ -1,0 +1,67 @@
+"""Pausing a vassal's workers before a graceful stop, so that no accepted connection is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+from supervisor.observe.procs import in_pause_loop, stopped
+from supervisor.uwsgi.core import VassalStats
+
+
+async def wait_paused(read_stats: Callable[[], Awaitable[VassalStats | None]], pid: int, bound: float) -> None:
+    """Until every worker of the vassal waits in uWSGI's pause loop, where it accepts nothing.
+
+    The stats' `pause` is not enough: it is the master's flag, shown as soon as the
+    master has signalled the workers, for every worker that is not in a request. A
+    worker that had passed its pause check already (waiting for the accept lock, or
+    in epoll_wait) still takes one more connection, and a graceful stop that reaches
+    it between that accept and reading the request closes the connection unread
+    (issue 13: one request in ~14,000 lost across restarts on a busy machine). So
+    each worker is checked where it actually waits (/proc/PID/syscall). One that sits
+    idle in epoll_wait, where the pause signal did not reach it, is stopped and
+    continued: that makes epoll_wait return (EINTR, signal(7)) and the worker then
+    sees the pause; a stop and continue restarts every other call it could be in.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    idle_since: dict[int, float] = {}
+    while loop.time() < deadline:
+        stats = await read_stats()
+        if stats is None or stats.pid != pid:
+            return
+        if stats.paused:
+            where = {w.pid: in_pause_loop(w.pid) for w in stats.workers if w.pid > 0}
+            if None in where.values():
+                return  # cannot look (no /proc access): the master's word has to do
+            waiting = [p for p, paused in where.items() if not paused]
+            if not waiting:
+                return
+            now = loop.time()
+            for worker in waiting:
+                # give a worker that accepted one last connection time to read it
+                if now - idle_since.setdefault(worker, now) >= 0.02:
+                    idle_since[worker] = now
+                    await nudge(worker)
+        else:
+            idle_since.clear()
+        await asyncio.sleep(0.005)
+
+
+async def nudge(worker: int) -> None:
+    """Stop and continue a worker: once it has really stopped, so the stop is not discarded."""
+    try:
+        os.kill(worker, signal.SIGSTOP)
+    except OSError:
+        return
+    try:
+        for _ in range(100):
+            if stopped(worker):
+                break
+            await asyncio.sleep(0.001)
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(worker, signal.SIGCONT)

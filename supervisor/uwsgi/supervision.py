@@ -1,0 +1,110 @@
+"""The emperor kept alive, and what a previous daemon left running taken over.
+
+A part of the vassal driver (a mixin), apart from its actions on one
+service: the emperor's death starts a new one and reports each API Lost;
+at start-up, vassals still serving are adopted and reported Adopted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+from supervisor.observe.procs import describe_wait_status
+from supervisor.state.events import Adopted, Lost
+
+if TYPE_CHECKING:
+    from supervisor.layout import Layout
+    from supervisor.state.drivers import Context
+    from supervisor.state.service import ServiceRuntime
+    from supervisor.uwsgi.emperor import Emperor
+
+log = logging.getLogger("wsgi-supervisor")
+
+
+class EmperorSupervision:
+    ctx: Context
+    layout: Layout
+    emperor: Emperor
+
+    # the driver's own, in driver.py
+    def _mine(self) -> list[ServiceRuntime]: ...
+    def retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None: ...
+    def install_launcher(self, svc: ServiceRuntime) -> None: ...
+    def take_over_socket(self, name: str, master_pid: int) -> bool: ...
+    def render(self, svc: ServiceRuntime, instance: str | None = None) -> str: ...
+
+    async def attach(self, kept: dict[str, Any]) -> None:
+        """Watch the emperor started (or adopted) before the manifest was read; adopt what runs."""
+        how = "adopted the running emperor" if self.emperor.adopted else "emperor started"
+        log.info("%s (pid %d)", how, self.emperor.pid)
+        self._watch_emperor()
+        if self.emperor.adopted:
+            await self._adopt(kept.get("services", {}))
+
+    def _watch_emperor(self) -> None:
+        assert self.emperor.pid is not None
+        self.ctx.watcher.watch(self.emperor.pid, self._emperor_exited)
+
+    def _emperor_exited(self, pid: int, status: int | None) -> None:
+        if self.emperor.stopping or pid != self.emperor.pid:
+            return
+        how = describe_wait_status(status) if status is not None else "gone"
+        log.error("the uWSGI emperor (pid %d) died (%s): starting a new one", pid, how)
+        self.emperor.restarts += 1
+        self.emperor.spawn()
+        log.info("emperor started (pid %d)", self.emperor.pid)
+        self._watch_emperor()
+        for svc in self._mine():
+            self.ctx.report(Lost(svc.name, "the emperor died and was started again"))
+
+    async def _adopt(self, previous: dict[str, Any]) -> None:
+        """Take over the vassals a previous daemon left serving; report each as Adopted."""
+        seen = await self.emperor.stats(timeout=5.0)
+        running = seen[1] if seen else {}
+        mine = {svc.name: svc for svc in self._mine()}
+        found: dict[str, dict[str, int]] = {}
+        for file in self.layout.vassal_dir.glob("*.ini"):
+            await asyncio.sleep(0)  # control requests are answered meanwhile, one vassal at a time
+            name, _, instance = file.stem.partition(".")
+            vassal = running.get(file.stem)
+            if name not in mine or vassal is None or vassal.pid <= 0:
+                file.unlink()  # not ours any more, or not running: the normal start decides
+                continue
+            found.setdefault(name, {})[instance] = vassal.pid
+        for name, instances in found.items():
+            svc = mine[name]
+            # both vassals of a reload the previous daemon did not finish: keep the one it had switched to
+            keep = previous.get(name, {}).get("instance", "")
+            keep = keep if keep in instances else next(iter(instances))
+            for instance, pid in instances.items():
+                if instance != keep:
+                    self.retire(svc, instance, pid)
+            pid = instances[keep]
+            self.install_launcher(svc)  # the emperor may start it again: with this version's launcher
+            self.take_over_socket(name, pid)
+            changed = self.render(svc, keep) != self.layout.vassal_file(name, keep).read_text()
+            known = previous.get(name, {})
+            same = known.get("pid") == pid  # the very master the previous daemon knew
+            history = {"up_since": known.get("up_since"), "ready_duration": known.get("ready_duration")} if same else {}
+            self.ctx.report(Adopted(name, pid, keep, changed=changed, **history))
+            log.info("%s: adopted vassal (master pid %d)", name, pid)
+
+    async def stop_emperor(self) -> None:
+        """No vassal is left: stop the emperor without waiting for its slow shutdown loop (a second a pass)."""
+        pid = self.emperor.pid
+        if pid is None:
+            return
+        self.emperor.stopping = True
+        gone = asyncio.get_running_loop().create_future()
+        self.ctx.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(s))
+        self.emperor.signal(signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gone, 5)
+        self.ctx.watcher.unwatch(pid)
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.emperor_pidfile.unlink()
+        self.emperor.pid = None

@@ -27,8 +27,11 @@ from supervisor.layout import DAEMON_NAME, Layout
 from supervisor.uwsgi.emperor import Emperor, EmperorError, clear_runtime_dir, prepare_runtime_dir
 
 if TYPE_CHECKING:
+    from supervisor.control.server import ControlServer
     from supervisor.logs.pipeline import FileSink
+    from supervisor.manifest.models import Manifest
     from supervisor.state.supervisor import Supervisor
+    from supervisor.surfaces.metrics import MetricsServer
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -104,23 +107,17 @@ def start_early(config: Config) -> tuple[Layout, int, Emperor]:
 
 
 async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
+    """Load the manifest, start, serve until SIGTERM/SIGINT, then stop in a fixed, bounded order."""
     from supervisor.control.server import ControlServer
-    from supervisor.manifest.models import ManifestError, load
     from supervisor.state.supervisor import Supervisor
 
-    try:
-        manifest = load(config.conf_dir)
-    except ManifestError as exc:
-        print(f"wsgi-supervisor: the manifest in {config.conf_dir} is not valid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+    manifest = _manifest_or_none(config)
+    if manifest is None:
         emperor.kill_if_ours()  # an adopted emperor and its vassals keep serving
         os.close(lock_fd)
         return 1
-
     sup = Supervisor(config, manifest, emperor)
     file_sink = setup_logging(sup)
-    intake = sup.intake
     control = ControlServer(sup)
     metrics = None
     if config.metrics_listen:
@@ -133,20 +130,7 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: sup.spawn_task(reload_config(sup), "sighup"))
     try:
-        sup.check_socket_paths()
-        intake.open()
-        intake.open_emperor_fifo()
-        control.open()
-        if metrics is not None:
-            await metrics.start()
-            sup.metrics_address = metrics.address
-        await sup.attach_emperor()
-        sup.spawn_task(sup.sampler.run(), "sampler")
-        boot = sup.start_enabled()
-        if boot:
-            waiting = loop.create_task(asyncio.wait(boot))
-            await asyncio.wait([waiting, loop.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        sup.systemd.ready()
+        await _start(sup, control, metrics, stop)
         if not stop.is_set():
             if not config.quiet:
                 print(summary(sup), flush=True)
@@ -159,28 +143,65 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
     else:
         return_code = 0
     finally:
-        await sup.shut_down()
-        if metrics is not None:
-            await metrics.close()
-        await control.close()
-        intake.close()
-        if sup.emperor.pid is None:  # stopped with every vassal: nothing uses their sockets any more
-            clear_runtime_dir(sup.layout)
-        sup.watcher.close()
-        for task in list(sup.tasks):
-            task.cancel()
-        with contextlib.suppress(OSError):
-            os.close(lock_fd)
+        await _stop(sup, control, metrics, lock_fd)
     log.info("stopped")
     if file_sink is not None:
         file_sink.close()
     return return_code
 
 
+def _manifest_or_none(config: Config) -> Manifest | None:
+    from supervisor.manifest.loading import load
+    from supervisor.manifest.models import ManifestError
+
+    try:
+        return load(config.conf_dir)
+    except ManifestError as exc:
+        print(f"wsgi-supervisor: the manifest in {config.conf_dir} is not valid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+async def _start(sup: Supervisor, control: ControlServer, metrics: MetricsServer | None, stop: asyncio.Event) -> None:
+    """Open the daemon's sockets, take over what runs, start what is enabled; READY=1 once each has had its try."""
+    sup.vassals.check_paths()
+    sup.intake.open()
+    sup.intake.open_emperor_fifo()
+    control.open()
+    if metrics is not None:
+        await metrics.start()
+        sup.metrics_address = metrics.address
+    await sup.attach_emperor()
+    sup.spawn_task(sup.sampler.run(), "sampler")
+    boot = sup.start_enabled()
+    if boot:
+        waiting = asyncio.ensure_future(asyncio.wait(boot))
+        await asyncio.wait([waiting, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    sup.systemd.ready()
+
+
+async def _stop(sup: Supervisor, control: ControlServer, metrics: MetricsServer | None, lock_fd: int) -> None:
+    """Every service, then the daemon's own sockets; whatever part of the start-up succeeded."""
+    await sup.shut_down()
+    if metrics is not None:
+        await metrics.close()
+    await control.close()
+    sup.intake.close()
+    if sup.emperor.pid is None:  # stopped with every vassal: nothing uses their sockets any more
+        clear_runtime_dir(sup.layout)
+    sup.watcher.close()
+    for task in list(sup.tasks):
+        task.cancel()
+    with contextlib.suppress(OSError):
+        os.close(lock_fd)
+
+
 async def reload_config(sup: Supervisor) -> dict:
     """Read the manifest again and apply the difference; a manifest that does
     not validate changes nothing, and every problem is logged."""
-    from supervisor.manifest.models import ManifestError, load
+    from supervisor.manifest.loading import load
+    from supervisor.manifest.models import ManifestError
 
     try:
         manifest = load(sup.config.conf_dir)

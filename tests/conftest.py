@@ -9,3 +9,23 @@ def daemon(tmp_path):
     d = Daemon(tmp_path)
     yield d
     d.stop()
+
+
+# the fast tests of the pure parts (no process) run first: a broken lifecycle shows in seconds
+FAST_FIRST = (
+    "test_lifecycle.py",
+    "test_supervisor.py",
+    "test_render.py",
+    "test_manifest.py",
+    "test_totals.py",
+    "test_exception_lines.py",
+    "test_vassal_app.py",
+    "test_logs_unit.py",
+    "test_cli.py",
+    "test_config.py",
+    "test_protocol.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: 0 if item.path.name in FAST_FIRST else 1)

@@ -9,7 +9,8 @@ from supervisor import config
 from supervisor.config import DEFAULT_PATH, Config
 from supervisor.layout import Layout
 from supervisor.main import parse_args
-from supervisor.manifest.models import ManifestError, load, worker_path
+from supervisor.manifest.loading import load
+from supervisor.manifest.models import ManifestError, worker_path
 from supervisor.uwsgi import launcher
 from support import ROOT, write_manifest
 

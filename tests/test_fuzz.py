@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.manifest.models import ManifestError, load
+from supervisor.manifest.loading import load
+from supervisor.manifest.models import ManifestError
 from support import APPS, write_manifest
 
 KEYS = [

@@ -8,7 +8,7 @@ import time
 import tomllib
 import urllib.request
 
-from supervisor.manifest.models import load
+from supervisor.manifest.loading import load
 from support import APPS, ROOT, WSGICTL, http_request, uwsgi_request, write_manifest
 
 FIXTURES = ROOT / "tests" / "fixtures" / "devstack"

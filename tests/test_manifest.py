@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from supervisor.manifest.models import ManifestError, load
+from supervisor.manifest.loading import load
+from supervisor.manifest.models import ManifestError
 from support import APPS, WSGICTL
 
 PROBE = APPS / "probe.py"

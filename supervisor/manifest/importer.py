@@ -11,64 +11,15 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from supervisor.manifest.models import RESERVED_UWSGI_OPTIONS, SERVICE_NAME, UWSGI_OPTION_NAME, ini_safe
-
-# options whose job wsgi-supervisor does itself: dropped with a word
-MANAGED = {
-    "master",
-    "die-on-term",
-    "lazy-apps",
-    "lazy",
-    "need-app",
-    "enable-threads",
-    "thunder-lock",
-    "strict",
-    "vacuum",
-    "chmod-socket",
-    "chown-socket",
-    "pidfile",
-    "pidfile2",
-    "daemonize",
-    "logto",
-    "logto2",
-    "stats",
-    "stats-server",
-    "master-fifo",
-    "exit-on-reload",
-    "worker-reload-mercy",
-    "reload-mercy",
-    "hook-master-start",
-    "plugins",
-    "plugin",
-    "buffer-size",
-    "add-header",
-    "ignore-sigpipe",
-    "ignore-write-errors",
-    "disable-write-exception",
-    "log-master",
-    "logger",
-    "req-logger",
-    "binary-path",
-    "memory-report",
-    "procname-prefix",
-    "procname-prefix-spaced",
-    "auto-procname",
-    "http-auto-chunked",
-    "http-raw-body",
-    "chunked-input-limit",
-    "http-manage-expect",
-    "manage-script-name",
-    "uwsgi-socket",
-    "socket-timeout",
-    "start-time",
-    "listen",
-}
+from supervisor.manifest.models import SERVICE_NAME, ini_safe
+from supervisor.uwsgi.options import MANAGED, RESERVED_UWSGI_OPTIONS, UWSGI_OPTION_NAME
 
 
 @dataclass
@@ -114,6 +65,24 @@ def _safe(value: str) -> bool:
     return True
 
 
+# uWSGI options that are one manifest key each: (key, how the value converts)
+SAME_AS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "processes": ("processes", int),
+    "workers": ("processes", int),
+    "threads": ("threads", int),
+    "pyargv": ("args", str.split),
+    "virtualenv": ("venv", str),
+    "home": ("venv", str),
+    "venv": ("venv", str),
+    "pyhome": ("venv", str),
+    "uid": ("user", str),
+    "gid": ("group", str),
+    "chdir": ("chdir", str),
+    "harakiri": ("harakiri", int),
+    "reload-on-rss": ("max_rss_mb", int),
+}
+
+
 def from_uwsgi_ini(path: Path) -> Imported:
     svc = Imported(service_name(path.stem), str(path))
     t = svc.table
@@ -136,10 +105,9 @@ def from_uwsgi_ini(path: Path) -> Imported:
                 _paste(svc, app)
             else:
                 t["app"] = app if (":" in app or "/" in app) else f"{app}:application"
-        elif key in ("processes", "workers"):
-            t["processes"] = int(value)
-        elif key == "threads":
-            t["threads"] = int(value)
+        elif key in SAME_AS:
+            manifest_key, convert = SAME_AS[key]
+            t[manifest_key] = convert(value)
         elif key in ("socket", "http-socket", "uwsgi-socket"):
             svc.socket = value
             if key == "http-socket":
@@ -148,22 +116,8 @@ def from_uwsgi_ini(path: Path) -> Imported:
         elif key == "env" and "=" in value:
             k, v = value.split("=", 1)
             env[k] = v
-        elif key == "pyargv":
-            t["args"] = value.split()
-        elif key in ("virtualenv", "home", "venv", "pyhome"):
-            t["venv"] = value
-        elif key == "uid":
-            t["user"] = value
-        elif key == "gid":
-            t["group"] = value
-        elif key == "chdir":
-            t["chdir"] = value
         elif key == "callable":
             svc.callable = value
-        elif key == "harakiri":
-            t["harakiri"] = int(value)
-        elif key == "reload-on-rss":
-            t["max_rss_mb"] = int(value)
         elif key in MANAGED:
             svc.notes.append(f"{key} = {value}: wsgi-supervisor sets this itself")
         elif key in RESERVED_UWSGI_OPTIONS or not UWSGI_OPTION_NAME.fullmatch(key) or not _safe(value):

@@ -213,7 +213,6 @@ class Sampler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.5, self.interval - (time.monotonic() - started))):
                     await self._wake.wait()
-                    await asyncio.sleep(0.1)  # what else changes meanwhile, in the same sample
             self._wake.clear()
 
     def soon(self) -> None:

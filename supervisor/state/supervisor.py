@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsgi-supervisor")
 
-MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
 _LEVELS = {3: logging.ERROR, 4: logging.WARNING, 5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}
 VERBS = ("start", "stop", "restart", "reload")
 
@@ -351,14 +350,6 @@ class Supervisor:
 
     # -- start-up, re-exec and shut-down --------------------------------------------------------------
 
-    def check_socket_paths(self) -> None:
-        longest = max((len(str(self.layout.stats_socket(n, "b"))) for n in self.lifecycles), default=0)
-        if longest > MAX_SOCKET_PATH:
-            raise RuntimeError(
-                f"the runtime dir {self.layout.runtime_dir} is too long: unix socket paths under it "
-                f"would pass {MAX_SOCKET_PATH} bytes; use a shorter --runtime-dir"
-            )
-
     async def attach_emperor(self) -> None:
         """Take over what a previous daemon (or image, after a re-exec) left running."""
         statefile.restore_counts(self.layout, self.lifecycles, self.sampler)
@@ -416,6 +407,10 @@ class Supervisor:
     def status(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
         chosen = list(names) if names else sorted(self.lifecycles)
         return [self.describe(self.lifecycles[n].svc) for n in chosen]
+
+    def endpoint(self, svc: ServiceRuntime) -> str | None:
+        """Where clients reach the service (an API's socket), or None."""
+        return self.drivers[svc.kind].endpoint(svc)
 
     def describe(self, svc: ServiceRuntime) -> dict[str, Any]:
         return describe(svc, self.drivers[svc.kind], self.sampler)

@@ -28,15 +28,21 @@ log = logging.getLogger("wsgi-supervisor")
 WORKER_STATUSES = ("idle", "busy", "cheap", "pause", "signal")
 
 
+LABELS = ["service", "kind"]
+
+
 class SupervisorCollector:
     def __init__(self, sup: Supervisor):
         self.sup = sup
 
     def collect(self) -> Iterator[Metric]:
-        sup = self.sup
-        sampler = sup.sampler
-        labels = ["service", "kind"]
+        yield from self._services()
+        yield from self._servers()
+        yield from self._daemon()
 
+    def _services(self) -> Iterator[Metric]:
+        """What every service has, API or worker: state, restarts, memory and CPU of its tree."""
+        sup, sampler, labels = self.sup, self.sup.sampler, LABELS
         info = InfoMetricFamily("wsgi_service", "Static facts of a service", labels=[*labels, "socket", "mount"])
         up = GaugeMetricFamily("wsgi_service_up", "1 when the service is running and ready", labels=labels)
         state = GaugeMetricFamily(
@@ -55,11 +61,36 @@ class SupervisorCollector:
             "wsgi_resident_memory_bytes", "Resident memory of all the service's processes", labels=labels
         )
         cpu = CounterMetricFamily("wsgi_cpu_seconds", "CPU time of the service's process tree", labels=labels)
-        requests = CounterMetricFamily("wsgi_requests", "Requests served by an API", labels=labels)
-        exceptions = CounterMetricFamily("wsgi_exceptions", "Uncaught exceptions in an API", labels=labels)
-        harakiri = CounterMetricFamily("wsgi_harakiri", "Workers killed for taking too long (harakiri)", labels=labels)
+        for name, svc in sorted(sup.services.items()):
+            values = [name, svc.kind]
+            info.add_metric([*values, sup.endpoint(svc) or "", getattr(svc.spec, "mount", None) or ""], {})
+            up.add_metric(values, 1.0 if svc.state.up else 0.0)
+            for s in State:
+                state.add_metric([*values, str(s)], 1.0 if svc.state == s else 0.0)
+            restarts.add_metric(values, svc.restarts)
+            if svc.up_since is not None:
+                start_time.add_metric(values, svc.up_since)
+            if svc.ready_duration is not None:
+                ready_duration.add_metric(values, svc.ready_duration)
+            if svc.pid is not None:
+                rss.add_metric(values, sampler.sample_of(name).rss_bytes)
+            usage = sampler.usage.get(name)
+            cpu.add_metric(values, usage.base + usage.last if usage is not None else 0)
+        yield from (info, up, state, restarts, start_time, ready_duration, rss, cpu)
+
+    def _servers(self) -> Iterator[Metric]:
+        """What a WSGI server tells of an API: requests, errors, workers, its socket's queue."""
+        sup, sampler, labels = self.sup, self.sup.sampler, LABELS
+        counters = {
+            key: CounterMetricFamily(f"wsgi_{metric}", text, labels=labels)
+            for key, metric, text in (
+                ("requests", "requests", "Requests served by an API"),
+                ("exceptions", "exceptions", "Uncaught exceptions in an API"),
+                ("harakiri", "harakiri", "Workers killed for taking too long (harakiri)"),
+                ("tx", "response_bytes", "Bytes sent in responses"),
+            )
+        }
         respawns = CounterMetricFamily("wsgi_worker_respawns", "uWSGI workers replaced", labels=labels)
-        tx = CounterMetricFamily("wsgi_response_bytes", "Bytes sent in responses", labels=labels)
         killed = CounterMetricFamily(
             "wsgi_requests_killed",
             "Requests still in flight when a stop or a reload's retirement had to SIGKILL the vassal",
@@ -71,33 +102,16 @@ class SupervisorCollector:
         )
         queue = GaugeMetricFamily("wsgi_listen_queue_length", "Connections waiting to be accepted", labels=labels)
         queue_max = GaugeMetricFamily("wsgi_listen_queue_max", "The socket's backlog limit", labels=labels)
-
-        for name in sorted(sup.services):
-            svc = sup.services[name]
+        for name, svc in sorted(sup.services.items()):
+            if name not in sampler.totals and sup.endpoint(svc) is None:
+                continue  # nothing served over a socket: a worker
             values = [name, svc.kind]
-            socket = str(sup.layout.api_socket(name)) if svc.kind == "api" else ""
-            info.add_metric([*values, socket, getattr(svc.spec, "mount", None) or ""], {})
-            up.add_metric(values, 1.0 if svc.state.up else 0.0)
-            for s in State:
-                state.add_metric([*values, str(s)], 1.0 if svc.state == s else 0.0)
-            restarts.add_metric(values, svc.restarts)
-            if svc.up_since is not None:
-                start_time.add_metric(values, svc.up_since)
-            if svc.ready_duration is not None:
-                ready_duration.add_metric(values, svc.ready_duration)
-            sample = sampler.sample_of(name)
-            if svc.pid is not None:
-                rss.add_metric(values, sample.rss_bytes)
-            cpu.add_metric(values, sampler.usage[name].base + sampler.usage[name].last if name in sampler.usage else 0)
-            if svc.kind != "api":
-                continue
             totals = sampler.totals_of(name)
-            requests.add_metric(values, totals.value("requests"))
-            exceptions.add_metric(values, totals.value("exceptions"))
-            harakiri.add_metric(values, totals.value("harakiri"))
-            tx.add_metric(values, totals.value("tx"))
+            for key, family in counters.items():
+                family.add_metric(values, totals.value(key))
             respawns.add_metric(values, totals.respawns)
             killed.add_metric(values, totals.killed)
+            sample = sampler.sample_of(name)
             if svc.pid is not None:
                 for status in WORKER_STATUSES:
                     workers.add_metric([*values, status], sample.workers.get(status, 0))
@@ -106,32 +120,28 @@ class SupervisorCollector:
             if sample.listen_queue is not None:
                 queue.add_metric(values, sample.listen_queue)
                 queue_max.add_metric(values, sample.listen_queue_max or 0)
+        yield from (*counters.values(), respawns, killed, workers, avg_rt, queue, queue_max)
 
-        yield from (info, up, state, restarts, start_time, ready_duration, rss, cpu)
-        yield from (requests, exceptions, harakiri, respawns, tx, killed, workers, avg_rt, queue, queue_max)
-
+    def _daemon(self) -> Iterator[Metric]:
+        sup = self.sup
         build = InfoMetricFamily("wsgi_supervisor_build", "The daemon's version")
         build.add_metric([], {"version": __version__})
-        yield build
         ok = GaugeMetricFamily(
             "wsgi_supervisor_config_last_reload_successful", "1 if the last manifest reload was applied"
         )
         ok.add_metric([], 0.0 if sup.last_reload_ok is False else 1.0)
-        yield ok
         when = GaugeMetricFamily(
             "wsgi_supervisor_config_last_reload_success_timestamp_seconds",
             "When the manifest was last loaded successfully (Unix time)",
         )
         when.add_metric([], sup.last_reload_success or sup.started_at)
-        yield when
         dropped = CounterMetricFamily("wsgi_supervisor_log_lines_dropped", "Log lines a sink could not deliver")
         dropped.add_metric([], sup.drops.count)
-        yield dropped
         emperor = CounterMetricFamily(
             "wsgi_supervisor_emperor_restarts", "Times the uWSGI emperor had to be started again"
         )
         emperor.add_metric([], sup.emperor.restarts)
-        yield emperor
+        yield from (build, ok, when, dropped, emperor)
 
 
 def registry_for(sup: Supervisor) -> CollectorRegistry:

@@ -107,13 +107,30 @@ def launch_line(spec: dict[str, Any]) -> str:
     return LAUNCH_PREFIX + " ".join(f"{key}={text(spec[key]).encode().hex()}" for key in sorted(spec))
 
 
+Options = list[tuple[str, object]]
+
+
 def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "") -> str:
     """The vassal ini for one API (one of its two instances). Pure: same service, same text."""
+    options = [
+        *_workers(service),
+        *_socket(service, str(layout.api_socket(name))),
+        *_app(service),
+        *_plumbing(name, service, layout, default_venv, instance),
+        *_identity(service),
+        *_limits(service),
+    ]
+    for key, value in service.uwsgi.items():
+        for item in value if isinstance(value, list) else [value]:
+            options.append((key, item))
+    spec = launch_spec(name, service, layout, default_venv, instance)
+    lines = [launch_line(spec), "[uwsgi]"]
+    lines += [f"{key} = {_value(value)}" for key, value in options]
+    return "\n".join(lines) + "\n"
 
-    python, _ = interpreter(service, default_venv)
-    socket = str(layout.api_socket(name))
-    stop = max(1, int(service.stop_timeout))
-    options: list[tuple[str, object]] = [
+
+def _workers(service: ApiService) -> Options:
+    options: Options = [
         ("strict", True),
         ("master", True),
         ("need-app", True),
@@ -127,31 +144,44 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
     ]
     if service.threads > 1:
         options.append(("threads", service.threads))
-    if service.protocol == "http":
-        options += [
-            ("http-socket", socket),
-            ("protocol", "http"),
-            ("http-auto-chunked", True),
-            ("http-raw-body", True),
-            # the largest chunk uwsgi.chunked_read() takes (vassal_app.py reads them)
-            ("chunked-input-limit", 10 * 1024 * 1024),
-            # no http-manage-expect: it answers `Expect: 100-continue` only in uWSGI's
-            # HTTP router, never on an http-socket; the front end answers it instead
-        ]
-    else:
-        options.append(("socket", socket))
-    # uWSGI loads APP_FILE, which imports service.app (named in the launch line's environment)
+    return options
+
+
+def _socket(service: ApiService, socket: str) -> Options:
+    if service.protocol != "http":
+        return [("socket", socket)]
+    return [
+        ("http-socket", socket),
+        ("protocol", "http"),
+        ("http-auto-chunked", True),
+        ("http-raw-body", True),
+        # the largest chunk uwsgi.chunked_read() takes (vassal_app.py reads them)
+        ("chunked-input-limit", 10 * 1024 * 1024),
+        # no http-manage-expect: it answers `Expect: 100-continue` only in uWSGI's
+        # HTTP router, never on an http-socket; the front end answers it instead
+    ]
+
+
+def _app(service: ApiService) -> Options:
+    """uWSGI loads APP_FILE, which imports service.app (named in the launch line's environment)."""
     if service.mount and service.mount != "/":
         # the app under its URL prefix: uWSGI splits SCRIPT_NAME/PATH_INFO itself, so a
         # front end passes the full path (nginx does); other paths reach it unsplit
-        options += [("mount", f"{service.mount}={APP_FILE}"), ("manage-script-name", True)]
+        options: Options = [("mount", f"{service.mount}={APP_FILE}"), ("manage-script-name", True)]
     else:
-        options.append(("wsgi-file", APP_FILE))
+        options = [("wsgi-file", APP_FILE)]
     if service.args:
         options.append(("pyargv", " ".join(service.args)))
     if service.chdir:
         options.append(("chdir", service.chdir))
-    options += [
+    return options
+
+
+def _plumbing(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str) -> Options:
+    """What ties the vassal to the daemon: its Python, stats, FIFO, logs, names."""
+    python, _ = interpreter(service, default_venv)
+    stop = max(1, int(service.stop_timeout))
+    options: Options = [
         ("binary-path", python),
         ("stats", layout.stats_socket(name, instance)),
         ("memory-report", True),
@@ -177,25 +207,27 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
         options.append(("log-format", Raw(REQUEST_LOG_FORMAT)))
     else:
         options.append(("disable-logging", True))
+    return options
+
+
+def _identity(service: ApiService) -> Options:
     if service.user:
         group = service.group or _primary_group(service.user)
         # the master keeps root for sockets, stats and re-exec; app code runs
         # only in workers (lazy-apps), which drop to the service's account
-        options += [("uid", service.user), ("gid", group), ("master-as-root", True)]
-    elif service.group:
-        options += [("gid", service.group), ("master-as-root", True)]
+        return [("uid", service.user), ("gid", group), ("master-as-root", True)]
+    if service.group:
+        return [("gid", service.group), ("master-as-root", True)]
+    return []
+
+
+def _limits(service: ApiService) -> Options:
+    options: Options = []
     if service.harakiri:
         options += [("harakiri", service.harakiri), ("harakiri-verbose", True)]
     if service.max_rss_mb:
         options.append(("reload-on-rss", service.max_rss_mb))
-    for key, value in service.uwsgi.items():
-        for item in value if isinstance(value, list) else [value]:
-            options.append((key, item))
-
-    spec = launch_spec(name, service, layout, default_venv, instance)
-    lines = [launch_line(spec), "[uwsgi]"]
-    lines += [f"{key} = {_value(value)}" for key, value in options]
-    return "\n".join(lines) + "\n"
+    return options
 
 
 def _primary_group(user: str) -> str:

@@ -81,6 +81,8 @@ def fetch_socket(path, name, instance):
 
 
 def main(argv):
+    # one straight script on purpose (about 60 lines): it runs at every vassal start, in the
+    # service's own Python, and reads top to bottom as the steps the module docstring lists
     ini = argv[-1]
     try:
         with open(ini, encoding="utf-8") as f:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsgi-supervisor")
 
+MAX_SOCKET_PATH = 107
+
 
 class EmperorSupervision:
     ctx: Context
@@ -36,6 +38,15 @@ class EmperorSupervision:
     def install_launcher(self, svc: ServiceRuntime) -> None: ...
     def take_over_socket(self, name: str, master_pid: int) -> bool: ...
     def render(self, svc: ServiceRuntime, instance: str | None = None) -> str: ...
+
+    def check_paths(self) -> None:
+        """Every socket a vassal will have fits a unix socket path (sun_path holds 108 bytes with the NUL)."""
+        longest = max((len(str(self.layout.stats_socket(s.name, "b"))) for s in self._mine()), default=0)
+        if longest > MAX_SOCKET_PATH:
+            raise RuntimeError(
+                f"the runtime dir {self.layout.runtime_dir} is too long: unix socket paths under it "
+                f"would pass {MAX_SOCKET_PATH} bytes; use a shorter --runtime-dir"
+            )
 
     async def attach(self, kept: dict[str, Any]) -> None:
         """Watch the emperor started (or adopted) before the manifest was read; adopt what runs."""

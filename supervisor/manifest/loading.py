@@ -1,0 +1,328 @@
+"""Loading the manifest: every file, every service, every problem at once, located.
+
+Touches no process. Each problem is a `Problem(file, service, key,
+message)`, so an operator fixes a broken manifest in one pass; the host
+checks (venvs, users, files, programs) come after the models validate.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from supervisor.manifest.models import (
+    MAX_NAME,
+    RESERVED_NAMES,
+    SERVICE_NAME,
+    ApiService,
+    Manifest,
+    ManifestError,
+    Problem,
+    Service,
+    WorkerService,
+    _is_app_file,
+    app_is_file,
+    worker_path,
+)
+
+_FIELD_NAMES = {
+    "api": set(ApiService.model_fields),
+    "worker": set(WorkerService.model_fields),
+}
+
+
+def _describe(error: dict[str, Any], kind: str) -> tuple[str | None, str]:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) if loc else None
+    etype = error["type"]
+    if etype == "missing":
+        field = loc[-1] if loc else "?"
+        if field == "app":
+            return key, "required for an api service: 'package.module:callable' or a path to a .py file"
+        if field == "command":
+            return key, "required for a worker service: the command's argv as a list of strings"
+        return key, "is required"
+    if etype == "extra_forbidden":
+        field = loc[-1] if loc else "?"
+        others = sorted(_FIELD_NAMES[kind] - {"kind"})
+        hint = " (it belongs to the other kind)" if field in _FIELD_NAMES["api"] | _FIELD_NAMES["worker"] else ""
+        return key, f"unknown key for a{'n' if kind == 'api' else ''} {kind} service{hint}; known: {', '.join(others)}"
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    got = error.get("input")
+    if etype.endswith("_type") and not isinstance(got, dict | list):
+        msg += f" (got {type(got).__name__} {got!r})"
+    return key, msg
+
+
+def _one_app(file: str, name: str, table: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """`app` or `paste`, exactly one, as located problems (the model would only say the service is wrong)."""
+    problems = []
+    if "app" in table and "paste" in table:
+        problems.append(
+            Problem(
+                file,
+                name,
+                "paste",
+                "cannot be used together with 'app': 'app' names the WSGI callable, 'paste' a paste-deploy ini "
+                "file that builds it; keep one",
+            )
+        )
+        table = {k: v for k, v in table.items() if k not in ("paste", "paste_app")}
+    elif "app" not in table and "paste" not in table:
+        problems.append(
+            Problem(
+                file,
+                name,
+                "app",
+                "required for an api service: 'package.module:callable' or a path to a .py file "
+                "(or 'paste' for a paste-deploy ini file)",
+            )
+        )
+        table = {**table, "app": "missing.app"}  # the other keys are still checked
+    elif "paste_app" in table and "paste" not in table:
+        problems.append(Problem(file, name, "paste_app", "needs 'paste' (the paste ini file that has this app)"))
+        table = {k: v for k, v in table.items() if k != "paste_app"}
+    return table, problems
+
+
+def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None, list[Problem]]:
+    problems: list[Problem] = []
+    if not SERVICE_NAME.fullmatch(name) or len(name) > MAX_NAME:
+        problems.append(
+            Problem(file, name, None, f"bad service name: use [a-z0-9][a-z0-9_-]* (at most {MAX_NAME} chars)")
+        )
+    elif name in RESERVED_NAMES:
+        problems.append(Problem(file, name, None, f"the name {name!r} is reserved for the daemon itself"))
+    if not isinstance(table, dict):
+        problems.append(Problem(file, name, None, "must be a table ([services.NAME])"))
+        return None, problems
+    kind = table.get("kind")
+    if kind is None:
+        problems.append(Problem(file, name, "kind", 'is required: "api" or "worker"'))
+        return None, problems
+    if kind not in ("api", "worker"):
+        problems.append(Problem(file, name, "kind", f'must be "api" or "worker", not {kind!r}'))
+        return None, problems
+    model = ApiService if kind == "api" else WorkerService
+    app = table.get("app")
+    if isinstance(app, str) and _is_app_file(app) and not app.startswith("/"):
+        # a relative app file is relative to the manifest that names it
+        table = {**table, "app": str((Path(file).parent / app).resolve())}
+    paste = table.get("paste")
+    if kind == "api" and isinstance(paste, str) and paste and not paste.startswith(("/", "config:", "egg:", "call:")):
+        table = {**table, "paste": str((Path(file).parent / paste).resolve())}
+    if kind == "api":
+        table, found = _one_app(file, name, table)
+        problems.extend(found)
+    try:
+        service = model.model_validate(table)
+    except ValidationError as exc:
+        for error in exc.errors():
+            key, message = _describe(error, kind)
+            problems.append(Problem(file, name, key, message))
+        return None, problems
+    return (None if problems else service), problems
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """A service as written: its model when valid, and its `after` list either way."""
+
+    file: str
+    service: Service | None
+    after: tuple[str, ...]
+
+
+def load_file(path: Path) -> tuple[dict[str, _Declared], list[Problem]]:
+    """The services one file declares, and the problems found in it."""
+    file = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        return {}, [Problem(file, None, None, f"not valid TOML: {exc}")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, [Problem(file, None, None, f"cannot be read: {exc}")]
+    problems: list[Problem] = []
+    for key in data:
+        if key != "services":
+            problems.append(Problem(file, None, key, "unknown top-level key; services go in [services.NAME] tables"))
+    services_table = data.get("services", {})
+    if not isinstance(services_table, dict):
+        problems.append(Problem(file, None, "services", "must be a table of [services.NAME] tables"))
+        return {}, problems
+    declared: dict[str, _Declared] = {}
+    for name, table in services_table.items():
+        service, found = _validate_service(file, name, table)
+        problems.extend(found)
+        after = table.get("after") if isinstance(table, dict) else None
+        if not (isinstance(after, list) and all(isinstance(d, str) for d in after)):
+            after = []
+        declared[name] = _Declared(file, service, tuple(after))
+    return declared, problems
+
+
+def _check_graph(declared: Mapping[str, _Declared]) -> list[Problem]:
+    """Unknown names in `after` and dependency cycles, over every declared service
+    (valid or not, so that one broken service does not hide the others' mistakes)."""
+    problems: list[Problem] = []
+    for name, decl in declared.items():
+        for dep in decl.after:
+            if dep == name:
+                problems.append(Problem(decl.file, name, "after", "a service cannot come after itself"))
+            elif dep not in declared:
+                problems.append(Problem(decl.file, name, "after", f"names an unknown service {dep!r}"))
+    # cycles: depth-first search with colours
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(declared, white)
+    stack: list[str] = []
+
+    def visit(name: str) -> None:
+        colour[name] = grey
+        stack.append(name)
+        for dep in declared[name].after:
+            if dep not in declared or dep == name:
+                continue
+            if colour[dep] == grey:
+                cycle = [*stack[stack.index(dep) :], dep]
+                problems.append(Problem(declared[name].file, name, "after", "dependency cycle: " + " -> ".join(cycle)))
+            elif colour[dep] == white:
+                visit(dep)
+        stack.pop()
+        colour[name] = black
+
+    for name in sorted(declared):
+        if colour[name] == white:
+            visit(name)
+    return problems
+
+
+def _check_mounts(services: Mapping[str, Service], sources: Mapping[str, str]) -> list[Problem]:
+    seen: dict[str, str] = {}
+    problems = []
+    for name in sorted(services):
+        mount = getattr(services[name], "mount", None)
+        if mount is None:
+            continue
+        if mount in seen:
+            problems.append(Problem(sources[name], name, "mount", f"{mount} is already the mount of {seen[mount]!r}"))
+        else:
+            seen[mount] = name
+    return problems
+
+
+def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) -> list[Problem]:
+    """Checks against this machine: venvs, users, groups, programs."""
+    import grp
+    import pwd
+    import shutil
+
+    problems: list[Problem] = []
+    for name, service in services.items():
+        file = sources[name]
+        if service.venv is not None:
+            venv = Path(service.venv)
+            python = venv / "bin" / "python3"
+            if not python.exists():
+                problems.append(Problem(file, name, "venv", f"{service.venv} is not a virtualenv (no bin/python3)"))
+            elif isinstance(service, ApiService) and not (venv / "bin" / "uwsgi").exists():
+                problems.append(
+                    Problem(
+                        file,
+                        name,
+                        "venv",
+                        f"{service.venv} has no uWSGI: run '{service.venv}/bin/pip install pyuwsgi'",
+                    )
+                )
+        if service.user is not None and not service.user.isdigit():
+            try:
+                pwd.getpwnam(service.user)
+            except KeyError:
+                problems.append(Problem(file, name, "user", f"no such user {service.user!r}"))
+        if service.group is not None and not service.group.isdigit():
+            try:
+                grp.getgrnam(service.group)
+            except KeyError:
+                problems.append(Problem(file, name, "group", f"no such group {service.group!r}"))
+        if isinstance(service, ApiService) and app_is_file(service) and not Path(service.app or "").is_file():
+            problems.append(Problem(file, name, "app", f"app file {service.app} does not exist"))
+        if isinstance(service, ApiService) and service.paste is not None:
+            if not Path(service.paste).is_file():
+                problems.append(Problem(file, name, "paste", f"paste ini file {service.paste} does not exist"))
+            if not _has_paste_deploy(service.venv):
+                where = service.venv or sys.prefix
+                problems.append(
+                    Problem(
+                        file,
+                        name,
+                        "paste",
+                        f"PasteDeploy is not installed in {where}: run '{where}/bin/pip install PasteDeploy'",
+                    )
+                )
+        if service.chdir is not None and not Path(service.chdir).is_dir():
+            problems.append(Problem(file, name, "chdir", f"{service.chdir} is not a directory"))
+        if isinstance(service, WorkerService):
+            program = service.command[0]
+            search = worker_path(service)  # where the worker will look for it
+            if "/" in program:
+                if not Path(program).is_file():
+                    problems.append(Problem(file, name, "command", f"program {program} does not exist"))
+            elif shutil.which(program, path=search) is None:
+                problems.append(Problem(file, name, "command", f"program {program!r} is not on the PATH ({search})"))
+    return problems
+
+
+def _has_paste_deploy(venv: str | None) -> bool:
+    """paste.deploy importable by the Python that serves the service, read from its files (no process started).
+
+    Without a `venv`, the service runs on the daemon's own Python: this installation's.
+    """
+    if venv is None:
+        import importlib.util
+
+        try:
+            return importlib.util.find_spec("paste.deploy") is not None
+        except ImportError:
+            return False
+    root = Path(venv)
+    patterns = (
+        "lib*/python3*/site-packages/paste/deploy/__init__.py",
+        "lib*/python3*/dist-packages/paste/deploy/__init__.py",
+    )
+    return any(next(root.glob(p), None) is not None for p in patterns)
+
+
+def load(conf_dir: Path, check_host: bool = True) -> Manifest:
+    """Load and validate every `*.toml` in `conf_dir`; raise ManifestError listing all problems."""
+    conf_dir = Path(conf_dir)
+    if not conf_dir.is_dir():
+        raise ManifestError([Problem(str(conf_dir), None, None, "conf dir does not exist or is not a directory")])
+    services: dict[str, Service] = {}
+    sources: dict[str, str] = {}
+    problems: list[Problem] = []
+    declared: dict[str, _Declared] = {}
+    for path in sorted(conf_dir.glob("*.toml")):
+        found, file_problems = load_file(path)
+        problems.extend(file_problems)
+        for name, decl in found.items():
+            if name in declared:
+                problems.append(Problem(str(path), name, None, f"is already defined in {declared[name].file}"))
+                continue
+            declared[name] = decl
+            if decl.service is not None:
+                services[name] = decl.service
+                sources[name] = decl.file
+    problems.extend(_check_graph(declared))
+    problems.extend(_check_mounts(services, sources))
+    if check_host:
+        problems.extend(_check_paths(services, sources))
+    if problems:
+        raise ManifestError(problems)
+    return Manifest(services=services, sources=sources)

@@ -304,3 +304,18 @@ class Load:
         start = self.ok
         while self.ok - start < n and time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+# -- real OpenStack services from PyPI --------------------------------------------
+
+
+def service_venv(name: str, *packages: str) -> Path:
+    """A venv of its own under .cache/ with `packages` and pyuwsgi, made once and kept across runs."""
+    venv = ROOT / ".cache" / f"{name}-venv"
+    marker = venv / ".ready"
+    if not marker.exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *packages, "pyuwsgi"], check=True)
+        marker.write_text("")
+    return venv

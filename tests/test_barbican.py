@@ -1,27 +1,16 @@
 """End to end with a real paste-deploy OpenStack API: barbican from PyPI, in its own venv, from its paste ini."""
 
 import json
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from support import ROOT, uwsgi_request, write_manifest
-
-VENV = ROOT / ".cache" / "barbican-venv"
+from support import service_venv, uwsgi_request, write_manifest
 
 
 @pytest.fixture(scope="session")
 def barbican_venv():
     """barbican and pyuwsgi in a venv of their own (made once)."""
-    marker = VENV / ".ready"
-    if not marker.exists():
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "barbican", "pyuwsgi"], check=True)
-        marker.write_text("")
-    return VENV
+    return service_venv("barbican", "barbican")
 
 
 def test_barbican_serves_from_its_own_paste_ini(daemon, barbican_venv, tmp_path):

@@ -10,15 +10,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 from frontends import Apache, Nginx, free_port, proxy_config
 
-from support import ROOT, Daemon, write_manifest
+from support import Daemon, service_venv, write_manifest
 
-VENV = ROOT / ".cache" / "glance-venv"
 SERVERS = {"apache": Apache, "nginx": Nginx}
 
 pytestmark = pytest.mark.skipif(
@@ -30,13 +28,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def glance_venv():
     """glance and pyuwsgi in a venv of their own (made once, ~2 min)."""
-    marker = VENV / ".ready"
-    if not marker.exists():
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "glance", "pyuwsgi"], check=True)
-        marker.write_text("")
-    return VENV
+    return service_venv("glance", "glance")
 
 
 @pytest.fixture(scope="module")

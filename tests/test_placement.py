@@ -2,31 +2,17 @@
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from support import ROOT, uwsgi_request, write_manifest
-
-VENV = ROOT / ".cache" / "placement-venv"
+from support import service_venv, uwsgi_request, write_manifest
 
 
 @pytest.fixture(scope="session")
 def placement_venv():
     """openstack-placement and pyuwsgi in a venv of their own (made once, ~20 s)."""
-    marker = VENV / ".ready"
-    if not marker.exists():
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run(
-            [str(VENV / "bin" / "pip"), "install", "-q", "openstack-placement", "pyuwsgi"],
-            check=True,
-        )
-        marker.write_text("")
-    return VENV
+    return service_venv("placement", "openstack-placement")
 
 
 HEADERS = {"x-auth-token": "admin", "OpenStack-API-Version": "placement latest"}

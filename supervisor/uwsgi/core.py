@@ -312,10 +312,6 @@ class VassalStats:
         """Requests being served right now, by every worker."""
         return sum(w.in_flight for w in self.workers)
 
-    def spawned_since(self, when: float) -> bool:
-        """Every worker was (re)spawned at or after `when` (whole seconds)."""
-        return all(w.last_spawn >= int(when) for w in self.workers)
-
 
 def _in_flight(worker: dict[str, Any]) -> int:
     cores = sum(1 for core in worker.get("cores", ()) if core.get("in_request"))
@@ -350,7 +346,6 @@ def parse_stats(raw: bytes) -> VassalStats:
 class EmperorVassal:
     name: str
     pid: int
-    ready: bool
 
 
 def parse_emperor_stats(raw: bytes) -> tuple[int, dict[str, EmperorVassal]]:
@@ -361,7 +356,7 @@ def parse_emperor_stats(raw: bytes) -> tuple[int, dict[str, EmperorVassal]]:
         ident = str(v.get("id", ""))
         if ident.endswith(".ini"):
             name = ident[: -len(".ini")]  # NAME, or NAME.b for the second instance
-            vassals[name] = EmperorVassal(name=name, pid=int(v.get("pid", 0)), ready=bool(v.get("ready", 0)))
+            vassals[name] = EmperorVassal(name=name, pid=int(v.get("pid", 0)))
     return int(data.get("pid", 0)), vassals
 
 

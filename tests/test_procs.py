@@ -1,4 +1,4 @@
-"""Process trees and states, on real processes this test starts and stops by pid."""
+"""Process trees, states and usage, on real processes this test starts and stops by pid."""
 
 import os
 import signal
@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from supervisor.observe.procs import alive, descendants, is_descendant, stopped
+from supervisor.observe.sampler import tree_usage
 
 # a parent that burns some CPU in a child it reaps, then starts two sleeping
 # children (one with a child of its own) and prints every pid
@@ -47,6 +48,20 @@ def test_descendants_lists_each_process_before_its_children():
     finally:
         stop_tree(proc)
     assert descendants(parent) == [] and not alive(parent)
+
+
+def test_tree_usage_counts_the_whole_tree_and_reaped_children():
+    proc, (parent, *below) = start_tree()
+    try:
+        usage = tree_usage([parent, below[0]])
+        rss, cpu = usage[parent]
+        alone, _ = usage[below[0]]
+        assert 0 < alone < rss
+        # the burner was reaped before any of this: its CPU is in the parent's cutime
+        assert cpu >= 0.01
+    finally:
+        stop_tree(proc)
+    assert tree_usage([parent]) == {parent: (0, 0.0)}
 
 
 def test_alive_and_stopped_tell_a_zombie_and_a_stopped_process():

@@ -1,4 +1,4 @@
-"""Process trees, states and usage, on real processes this test starts and stops by pid."""
+"""Process trees, usage and tags, on real processes this test starts and stops by pid."""
 
 import os
 import signal
@@ -7,6 +7,7 @@ import sys
 
 from supervisor.observe.procs import alive, descendants, is_descendant, stopped
 from supervisor.observe.sampler import tree_usage
+from supervisor.workers.driver import TAG, tagged
 
 # a parent that burns some CPU in a child it reaps, then starts two sleeping
 # children (one with a child of its own) and prints every pid
@@ -62,6 +63,18 @@ def test_tree_usage_counts_the_whole_tree_and_reaped_children():
     finally:
         stop_tree(proc)
     assert tree_usage([parent]) == {parent: (0, 0.0)}
+
+
+def test_tagged_finds_every_process_carrying_the_tag():
+    tag = f"/tmp/test-procs-{os.getpid()}:w"
+    proc, pids = start_tree({**os.environ, TAG: tag})
+    other, _ = start_tree({**os.environ, TAG: tag + "x"})
+    try:
+        assert sorted(tagged(tag)) == sorted(pids)
+    finally:
+        stop_tree(proc)
+        stop_tree(other)
+    assert tagged(tag) == []
 
 
 def test_alive_and_stopped_tell_a_zombie_and_a_stopped_process():

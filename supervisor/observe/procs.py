@@ -79,16 +79,16 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
-def signal_tree(pid: int, sig: int, include_group: bool = True) -> None:
+def signal_tree(pid: int, sig: int) -> None:
     """Send `sig` to `pid`, its process group and every descendant.
 
-    The group catches children that have not forked away; the /proc walk
-    catches those that started sessions of their own while still children.
+    The group catches children that have not forked away; the walk of the
+    process tree catches those that started sessions of their own while
+    still children.
     """
     targets = [pid, *descendants(pid)]
-    if include_group:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
     for target in targets:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, sig)

@@ -43,9 +43,6 @@ class ExitWatcher:
             self._loop.remove_reader(fd)
             os.close(fd)
 
-    def watching(self, pid: int) -> bool:
-        return pid in self._fds
-
     def _fired(self, pid: int, callback: ExitCallback) -> None:
         self.unwatch(pid)
         callback(pid, self._reap(pid))

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from supervisor.observe.procs import alive, descendants, is_descendant, stopped
 from supervisor.observe.sampler import tree_usage
@@ -29,12 +30,17 @@ def start_tree(env=None):
         [sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True, start_new_session=True, env=env
     )
     pids = [int(p) for p in proc.stdout.readline().split()]
+    proc.tree = pids
     return proc, pids
 
 
 def stop_tree(proc):
     os.killpg(proc.pid, signal.SIGKILL)  # its own session and group: the children go with it
     proc.wait()
+    # the children exit in their own time after the SIGKILL (init reaps them later still)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in proc.tree[1:]) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_descendants_lists_each_process_before_its_children():

@@ -1,7 +1,8 @@
 """Where everything lives under the runtime dir.
 
-The contract (DESIGN.md): API NAME listens on `<runtime>/NAME.sock`, the
-control socket is `<runtime>/control.sock`. Everything else is internal.
+What others may rely on (README.md, "Layout of the runtime dir"): API NAME
+listens on `<runtime>/NAME.sock`, the control socket is
+`<runtime>/control.sock`. Everything else is internal.
 """
 
 from __future__ import annotations

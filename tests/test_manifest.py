@@ -166,7 +166,7 @@ def test_wsgictl_check(tmp_path):
 def test_check_is_light(tmp_path):
     """wsgictl must not import the daemon's heavy dependencies for everyday commands."""
     code = "import sys; import supervisor.cli.commands; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-    code += "('pydantic', 'uvloop', 'prometheus_client', 'systemd')))"
+    code += "('pydantic', 'uvloop', 'prometheus_client', 'systemd', 'psutil')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -20,8 +20,7 @@ from typing import Any
 
 MAX_REQUEST = 64 * 1024
 
-# exit statuses, as systemctl uses them
-EXIT_OK = 0
+# exit statuses besides 0, as systemctl uses them
 EXIT_FAILED = 1
 EXIT_NOT_RUNNING = 3
 EXIT_UNKNOWN = 4

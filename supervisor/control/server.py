@@ -72,6 +72,8 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 
 
 def _groups_of(pid: int) -> set[int]:
+    """The supplementary groups of `pid`. Read by hand: psutil's gids() has only the real,
+    effective and saved group ids, not the `Groups:` line of /proc/PID/status."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("Groups:"):

@@ -1,4 +1,11 @@
-"""Small Linux process helpers: pidfds, process trees, taking an fd from another process."""
+"""Small Linux process helpers: pidfds, process trees, taking an fd from another process.
+
+Process trees, states and command lines come from psutil. What psutil does
+not offer is read here by hand: pidfd_getfd(2), the syscall a task waits in
+(/proc/PID/syscall), and which fd of a process is the listening unix socket
+bound at a path (psutil's unix connections carry no inode and no listening
+flag, so a listener and the connections it accepted look the same).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,8 @@ import errno
 import os
 import signal
 from pathlib import Path
+
+import psutil
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_PIDFD_GETFD = 438  # the same number on x86_64 and aarch64
@@ -35,91 +44,51 @@ def pidfd_getfd(pid: int, target_fd: int) -> int:
 
 
 def alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (one of another user counts as alive)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def cmdline(pid: int) -> list[str]:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
         return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _parents() -> dict[int, int]:
-    parents = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        parents[int(entry.name)] = int(fields[1])
-    return parents
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def is_descendant(pid: int, ancestor: int) -> bool:
-    """Whether `pid` is a live process below `ancestor` (its child, grandchild…)."""
-    seen = 0
-    while pid > 1 and seen < 64:
-        parent = parent_of(pid)
-        if parent is None:
-            return False
-        if parent == ancestor:
-            return True
-        pid = parent
-        seen += 1
-    return False
+    """Whether `pid` is a live process below `ancestor` (its child, grandchild…).
+
+    psutil checks each parent against pid reuse: a parent younger than its child is not it.
+    """
+    try:
+        return any(parent.pid == ancestor for parent in psutil.Process(pid).parents())
+    except psutil.Error:
+        return False
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live process below `pid`, children first (a /proc snapshot)."""
-    children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
-        children.setdefault(parent, []).append(child)
-    found: list[int] = []
-    todo = list(children.get(pid, ()))
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, ()))
-    return found
+    """Every live process below `pid`, each before its own children (a /proc snapshot)."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
-def signal_tree(pid: int, sig: int, include_group: bool = True) -> None:
+def signal_tree(pid: int, sig: int) -> None:
     """Send `sig` to `pid`, its process group and every descendant.
 
-    The group catches children that have not forked away; the /proc walk
-    catches those that started sessions of their own while still children.
+    The group catches children that have not forked away; the walk of the
+    process tree catches those that started sessions of their own while
+    still children.
     """
     targets = [pid, *descendants(pid)]
-    if include_group:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
     for target in targets:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, sig)
@@ -200,6 +169,6 @@ def in_pause_loop(pid: int) -> bool | None:
 def stopped(pid: int) -> bool:
     """Whether `pid` is stopped by a signal (state T), or gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "Z", "X")
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
         return True

@@ -1,9 +1,14 @@
 """What the services do, sampled in the background into a snapshot.
 
+Every `sample_interval` seconds (sooner when a service just came up) the
+drivers' sources run on the event loop (an API's uWSGI stats, read with a
+timeout), then the RSS and CPU of every service's process tree are read
+from the process table (psutil) in a thread of the loop's default executor.
 The metrics endpoint and `wsgictl status` read the snapshot; they never
-wait on a vassal or on the emperor. uWSGI's per-worker counters start again
-from zero whenever a worker or the master is replaced, so the daemon keeps
-totals that only grow.
+wait on a vassal or on the emperor (a scrape only asks the kernel afresh for
+the socket queues, `instant`). uWSGI's per-worker counters start again from
+zero whenever a worker or the master is replaced, so the daemon keeps totals
+that only grow.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 import supervisor.uwsgi.core as uwsgi
 from supervisor.state.states import State
@@ -26,10 +31,6 @@ if TYPE_CHECKING:
     from supervisor.state.drivers import Context
 
 log = logging.getLogger("wsgi-supervisor")
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-TICKS = os.sysconf("SC_CLK_TCK")
-
 
 COUNTERS = ("requests", "exceptions", "harakiri", "tx")
 
@@ -135,50 +136,41 @@ class Usage:
         return self.base + self.last
 
 
-def _stat(pid: int) -> tuple[int, list[str]] | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * PAGE, fields
+def tree_usage(pids: list[int]) -> dict[int, tuple[int, float]]:
+    """Resident bytes and CPU seconds (own, and of reaped children) of each pid's process tree.
 
-
-def process_table() -> dict[int, list[int]]:
-    """Children of every process, from one pass over /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    One pass over the process table for all of them: it reads every process's
+    stat, so with hundreds of processes it takes a while (the sampler runs it
+    in a thread). A pid that is gone gets (0, 0.0).
+    """
+    children: dict[int, list[psutil.Process]] = {}
+    procs: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter():
         try:
-            ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            ppid = proc.ppid()  # cheaper than process_iter(["ppid"]), which builds a dict per process
+        except psutil.Error:
             continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def tree(pid: int, children: dict[int, list[int]]) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, ()))
-    return found
-
-
-def tree_usage(pid: int, children: dict[int, list[int]]) -> tuple[int, float]:
-    """Resident bytes and CPU seconds (own, and of reaped children) of a process tree."""
-    rss, ticks = 0, 0
-    for p in tree(pid, children):
-        got = _stat(p)
-        if got is None:
-            continue
-        size, fields = got
-        rss += size
-        # utime stime cutime cstime are fields 14-17 of stat (11-14 after the command)
-        ticks += sum(int(x) for x in fields[11:15])
-    return rss, ticks / TICKS
+        procs[proc.pid] = proc
+        children.setdefault(ppid, []).append(proc)
+    usage = {}
+    for pid in pids:
+        rss, cpu = 0, 0.0
+        todo, seen = ([procs[pid]] if pid in procs else []), set()
+        while todo:
+            proc = todo.pop()
+            if proc.pid in seen:  # a pid reused during the pass can make a loop of parents
+                continue
+            seen.add(proc.pid)
+            todo.extend(children.get(proc.pid, ()))
+            try:
+                with proc.oneshot():
+                    memory, times = proc.memory_info(), proc.cpu_times()
+            except psutil.Error:  # gone meanwhile
+                continue
+            rss += memory.rss
+            cpu += times.user + times.system + times.children_user + times.children_system
+        usage[pid] = (rss, cpu)
+    return usage
 
 
 class Sampler:
@@ -223,12 +215,14 @@ class Sampler:
     async def sample_all(self) -> None:
         for source in self.sources:
             await source()
-        # one pass over /proc, off the event loop: with hundreds of processes it takes a while
-        children = await asyncio.get_running_loop().run_in_executor(None, process_table)
-        for svc in self.records():
-            if svc.pid is None or svc.state == State.STOPPED:
-                continue
-            rss, cpu = tree_usage(svc.pid, children)
+        running = [svc for svc in self.records() if svc.pid is not None and svc.state != State.STOPPED]
+        # the whole process table is read in a thread, off the event loop
+        pids = [svc.pid for svc in running if svc.pid is not None]
+        usage = await asyncio.get_running_loop().run_in_executor(None, tree_usage, pids)
+        for svc in running:
+            if svc.pid is None or svc.pid not in usage:
+                continue  # a new main process since the table was read: sampled next time
+            rss, cpu = usage[svc.pid]
             sample = self.sample_of(svc.name)
             sample.rss_bytes = rss
             sample.cpu_seconds = self.usage.setdefault(svc.name, Usage()).update(svc.pid, cpu)

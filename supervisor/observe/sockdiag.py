@@ -5,6 +5,10 @@ uWSGI's own `listen_queue` is always 0 for unix sockets on a stock kernel
 kernel directly, as `ss -xl` does: for a listening unix socket, the
 "receive queue" is the number of connections waiting to be accepted and
 the "send queue" is the backlog limit.
+
+Hand-written rather than pyroute2's DiagSocket: importing pyroute2 takes
+about 115 ms (pyroute2 0.9.7, `python -X importtime`), for the one dump
+request made here; psutil has no socket queues.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """Exit notifications for any process, child or not, through pidfds.
 
-The only place in the daemon that calls waitpid: a pidfd becomes readable
-when its process exits; if the process is our child it is reaped here and
-its wait status passed on, otherwise (a vassal master, whose parent is the
-emperor; an adopted emperor) the status is None.
+Where the daemon reaps the processes it supervises (the emperor, the
+workers' main processes): a pidfd becomes readable when its process exits;
+if the process is our child it is reaped here and its wait status passed
+on, otherwise (a vassal master, whose parent is the emperor; an adopted
+emperor) the status is None. Two other waits exist, each on a child nobody
+watches: `Emperor.kill_if_ours` after a start that went no further, and
+asyncio's own for the `systemctl start` that `surfaces/systemd.py` runs.
 """
 
 from __future__ import annotations
@@ -42,9 +45,6 @@ class ExitWatcher:
         if fd is not None:
             self._loop.remove_reader(fd)
             os.close(fd)
-
-    def watching(self, pid: int) -> bool:
-        return pid in self._fds
 
     def _fired(self, pid: int, callback: ExitCallback) -> None:
         self.unwatch(pid)

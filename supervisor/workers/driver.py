@@ -8,8 +8,11 @@ and reads its output through a pipe. The lifecycle, the states and the
 status columns are the same as for APIs.
 
 Every process of a worker carries `WSGI_SUPERVISOR_SERVICE=<runtime>:<name>`
-in its environment, so a stop finds the whole tree, even children that
-started sessions of their own or were orphaned by a double fork.
+in the environment it was started with (unless it was exec'd with one
+without it). A stop signals the main process, its group and its
+descendants; once the main process is gone, whatever still carries the tag
+is killed too, even children that started sessions of their own or were
+orphaned by a double fork.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from supervisor.listeners import bind_datagram
 from supervisor.manifest.models import WorkerService, worker_path
@@ -48,30 +53,35 @@ _CREDS = struct.calcsize("3i")
 BASE_ENV = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: end with the daemon rather than outlive it unseen.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
 
+
+def _die_with_parent() -> None:
+    """Popen's preexec_fn: Python code run in the forked child, before exec, so that the
+    worker gets SIGTERM when the daemon ends rather than outlive it unseen.
+
+    The daemon has threads (the loop's executor, where the sampler reads the process
+    table), and a lock another thread held at the fork stays held in the child: so
+    this only makes one call into libc, resolved in the parent, and no import. The
+    kernel sends the signal when the thread that forked ends; Popen runs on the
+    event loop's thread, which lasts as long as the daemon.
     (A daemon that is killed takes its workers down; the next one starts them
     again. APIs, which must keep serving, live under the emperor instead.)
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def tagged(tag: str) -> list[int]:
-    """Every process whose environment carries `TAG=tag`."""
-    needle = f"{TAG}={tag}".encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = Path(entry.path, "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
+    """Every process whose environment carries `TAG=tag` (those of other users, whose
+    environment this daemon may not read, are skipped)."""
+    return [proc.pid for proc in psutil.process_iter() if _tag_of(proc) == tag]
+
+
+def _tag_of(proc: psutil.Process) -> str | None:
+    try:
+        return proc.environ().get(TAG)
+    except psutil.Error:  # gone, a zombie, or another user's
+        return None
 
 
 class ProcessDriver:
@@ -140,10 +150,9 @@ class ProcessDriver:
         if proc is not None and pid == proc.pid:
             return True
         try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
+            return _tag_of(psutil.Process(pid)) == self.tag(name)
+        except psutil.Error:
             return False
-        return f"{TAG}={self.tag(name)}".encode() in environ
 
     # -- actions -------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from common import (
     stop_trees,
     timed,
     wait_all_answer,
+    wait_until,
 )
 
 RESULTS: list[str] = []
@@ -112,8 +113,7 @@ def start_bare_emperor(n: int) -> tuple[subprocess.Popen, float, Path]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while not all(s.exists() for s in socks):
-        time.sleep(0.005)
+    wait_until(lambda: all(s.exists() for s in socks), what="every socket bound")
     wait_all_answer(socks)
     took = time.monotonic() - started
     return proc, took, tmp
@@ -132,8 +132,7 @@ def masters_one_after_another(n: int) -> tuple[list[subprocess.Popen], float]:
                 [str(PYTHON), str(UWSGI), "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
         )
-        while not sock.exists() or not answers(sock):
-            time.sleep(0.002)
+        wait_until(lambda sock=sock: sock.exists() and answers(sock), what=f"{sock} answering", interval=0.002)
     return procs, time.monotonic() - started
 
 
@@ -179,11 +178,14 @@ def start_supervisord(n: int) -> tuple[subprocess.Popen, float, float, Path]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while not all(s.exists() for s in socks):
-        time.sleep(0.005)
+    wait_until(lambda: all(s.exists() for s in socks), what="every socket bound")
     wait_all_answer(socks)
     answered = time.monotonic() - started
+    deadline = time.monotonic() + 120
+    out = ""
     while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"supervisord: not every program RUNNING after 120 s:\n{out}")
         out = subprocess.run(
             [str(SUPERVISORD_VENV / "bin" / "supervisorctl"), "-c", str(conf), "status"], capture_output=True, text=True
         ).stdout
@@ -310,6 +312,8 @@ def section_operations(repeats=10) -> None:
             started = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             while True:
+                if time.monotonic() - started > 60:
+                    raise TimeoutError(f"api001 not serving again 60 s after kill -9: {d.status()['api001']}")
                 s = d.status()["api001"]
                 if s["state"] == "running" and s["pid"] != pid and answers(d.socket("api001")):
                     break
@@ -409,8 +413,7 @@ def section_throughput(seconds=5, repeats=5) -> None:
     )
     try:
         sock = d.runtime_dir / "hello.sock"
-        while not sock.exists() or not answers(sock):
-            time.sleep(0.01)
+        wait_until(lambda: sock.exists() and answers(sock), what=f"{sock} answering")
         shutil.chown(sock, group="www-data")
         os.chmod(sock, 0o660)  # as the daemon's listener has it: the front end's group may connect
         for _ in range(repeats):
@@ -500,8 +503,7 @@ def section_reliability(reloads=50, restarts=20) -> None:
         [str(PYTHON), str(UWSGI), "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        while not sock2.exists() or not answers(sock2):
-            time.sleep(0.01)
+        wait_until(lambda: sock2.exists() and answers(sock2), what=f"{sock2} answering")
         sock = sock2
 
         def hup():
@@ -538,7 +540,7 @@ def section_shutdown(n=20, repeats=3) -> None:
     say()
 
 
-def section_adoption(n=20, repeats=5) -> None:
+def section_adoption(n=20, repeats=5, goal=1.0) -> None:
     """The daemon SIGKILLed under load and started again: how soon does `wsgictl status` answer?"""
     from supervisor.cli.commands import Client
 
@@ -547,7 +549,7 @@ def section_adoption(n=20, repeats=5) -> None:
     d, _, _ = start_ours(n, processes=2)
     answered, adopted = [], []
     try:
-        with Load(d.runtime_dir / "api000.sock", threads=4):
+        with Load(d.runtime_dir / "api000.sock", threads=4) as load:
             for _ in range(repeats):
                 d.remember_processes()
                 d.proc.send_signal(signal.SIGKILL)
@@ -557,6 +559,10 @@ def section_adoption(n=20, repeats=5) -> None:
                 d.start(wait=False)
                 first = None
                 while True:
+                    if time.monotonic() - started > 60:
+                        raise TimeoutError(f"not every service running 60 s after the restart:\n{d.output()}")
+                    if d.proc.poll() is not None:
+                        raise RuntimeError(f"the new daemon exited with {d.proc.returncode}:\n{d.output()}")
                     try:
                         client = Client(d.runtime_dir, timeout=5)
                         reply = client.request({"cmd": "status"})
@@ -573,9 +579,16 @@ def section_adoption(n=20, repeats=5) -> None:
                         break
                     time.sleep(0.01)
                 answered.append(first)
+                load.wait_for_requests(10)
     finally:
         d.stop()
-    say(f"`wsgictl status` first answers: {fmt(answered)}; every service adopted and `running`: {fmt(adopted)}")
+    met = "met" if median_spread(answered)[2] <= goal else "missed"
+    say(
+        f"`status` first answered on the control socket: {fmt(answered)} (goal: within {goal:.0f} s, {met} "
+        f"by the slowest); every service adopted and `running`: {fmt(adopted)}. The loaded API served "
+        f"{load.ok} requests meanwhile, {len(load.failures)} failed. (A `wsgictl status` process adds its "
+        "own start, see the control section.)"
+    )
     say()
 
 
@@ -590,17 +603,41 @@ SECTIONS = {
 }
 
 
+def parse(arg: str) -> tuple[str, dict]:
+    """`reliability:reloads=20,restarts=10` or `startup:sizes=10/20/50,repeats=3`: a section and its arguments."""
+    name, _, rest = arg.partition(":")
+    kwargs: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        kwargs[key] = tuple(int(v) for v in value.split("/")) if "/" in value else int(value)
+    return name, kwargs
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def main() -> None:
     # a stopped benchmark still stops what it started (the `finally:` blocks)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    chosen = sys.argv[1:] or list(SECTIONS)
+    chosen = [parse(arg) for arg in sys.argv[1:]] or [(name, {}) for name in SECTIONS]
+    unknown = [name for name, _ in chosen if name not in SECTIONS]
+    if unknown:
+        sys.exit(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
     say(f"# Benchmark results ({time.strftime('%Y-%m-%d')})")
     say()
     say(f"Machine: {machine()}")
     say()
-    for name in chosen:
-        SECTIONS[name]()
-    out = ROOT / "bench" / ("results.md" if not sys.argv[1:] else f"results-{'-'.join(chosen)}.md")
+    say(f"Command: `bench/run.py {' '.join(sys.argv[1:])}`; {load_average()} at the start")
+    say()
+    for name, kwargs in chosen:
+        started = time.monotonic()
+        SECTIONS[name](**kwargs)
+        say(f"({name}{kwargs or ''}: {time.monotonic() - started:.0f} s, {load_average()} after it)")
+        say()
+    label = "-".join(name for name, _ in chosen)
+    out = ROOT / "bench" / ("results.md" if not sys.argv[1:] else f"results-{label}.md")
     out.write_text("\n".join(RESULTS) + "\n")
     print(f"wrote {out}")
 

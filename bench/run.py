@@ -403,13 +403,25 @@ def section_throughput(seconds=5, repeats=5) -> None:
             supervised.append(wrk())
     finally:
         d.stop()
-    # the same vassal file, run by hand with no daemon (it binds the socket itself)
+    # the same vassal file, run by hand with no daemon (it binds the socket itself). Its app and
+    # environment come from the launch line the launcher reads, and its log socket went with the
+    # daemon: give it that environment, and its output goes nowhere
+    from supervisor.uwsgi.launcher import parse_launch_line
+
+    first, _, rest = ini.partition("\n")
+    spec = parse_launch_line(first.strip())
+    env = {**os.environ, **dict(item.partition("=")[::2] for item in filter(None, spec.get("env", "").split("\0")))}
     standalone = tmp / "hello-standalone.ini"
-    standalone.write_text(ini)
+    standalone.write_text(
+        "".join(line + "\n" for line in rest.splitlines() if not line.startswith(("logger", "req-logger")))
+    )
     os.makedirs(d.runtime_dir / "stats", exist_ok=True)
     os.makedirs(d.runtime_dir / "fifo", exist_ok=True)
     proc = subprocess.Popen(
-        [str(PYTHON), str(UWSGI), "--ini", str(standalone)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [str(PYTHON), str(UWSGI), "--ini", str(standalone)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         sock = d.runtime_dir / "hello.sock"
@@ -631,15 +643,24 @@ def main() -> None:
     say()
     say(f"Command: `bench/run.py {' '.join(sys.argv[1:])}`; {load_average()} at the start")
     say()
-    for name, kwargs in chosen:
-        started = time.monotonic()
-        SECTIONS[name](**kwargs)
-        say(f"({name}{kwargs or ''}: {time.monotonic() - started:.0f} s, {load_average()} after it)")
-        say()
     label = "-".join(name for name, _ in chosen)
     out = ROOT / "bench" / ("results.md" if not sys.argv[1:] else f"results-{label}.md")
-    out.write_text("\n".join(RESULTS) + "\n")
+    failed = []
+    for name, kwargs in chosen:
+        started = time.monotonic()
+        try:
+            SECTIONS[name](**kwargs)
+        except Exception as exc:  # one broken section costs its own figures, not the others'
+            failed.append(name)
+            say()
+            say(f"**{name} failed**: {type(exc).__name__}: {str(exc)[:2000]}")
+            say()
+        say(f"({name}{kwargs or ''}: {time.monotonic() - started:.0f} s, {load_average()} after it)")
+        say()
+        out.write_text("\n".join(RESULTS) + "\n")  # what is measured so far survives a later failure
     print(f"wrote {out}")
+    if failed:
+        sys.exit(f"failed sections: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

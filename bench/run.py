@@ -345,7 +345,7 @@ def wrk_ms(text: str) -> float:
     raise ValueError(text)
 
 
-def section_throughput(seconds=5, repeats=5) -> None:
+def section_throughput(seconds=5, repeats=3, rounds=3) -> None:
     say("## 2. Throughput through nginx: the daemon is not in the request path")
     say()
     if not shutil.which("wrk") or not shutil.which("nginx"):
@@ -393,47 +393,61 @@ def section_throughput(seconds=5, repeats=5) -> None:
         fields = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
         return float(fields["Requests/sec:"]), wrk_ms(fields["50%"]), wrk_ms(fields["99%"])
 
-    supervised, bare = [], []
-    d.start()
-    try:
-        d.ctl("start", "hello")
-        ini = (d.runtime_dir / "vassals" / "hello.ini").read_text()
-        nginx.start()
-        for _ in range(repeats):
-            supervised.append(wrk())
-    finally:
-        d.stop()
-    # the same vassal file, run by hand with no daemon (it binds the socket itself). Its app and
-    # environment come from the launch line the launcher reads, and its log socket went with the
-    # daemon: give it that environment, and its output goes nowhere
-    from supervisor.uwsgi.launcher import parse_launch_line
+    def run_supervised(runs: list) -> str:
+        d.start()
+        try:
+            d.ctl("start", "hello")
+            ini = (d.runtime_dir / "vassals" / "hello.ini").read_text()
+            for _ in range(repeats):
+                runs.append(wrk())
+        finally:
+            d.stop()
+        return ini
 
-    first, _, rest = ini.partition("\n")
-    spec = parse_launch_line(first.strip())
-    env = {**os.environ, **dict(item.partition("=")[::2] for item in filter(None, spec.get("env", "").split("\0")))}
-    standalone = tmp / "hello-standalone.ini"
-    standalone.write_text(
-        "".join(line + "\n" for line in rest.splitlines() if not line.startswith(("logger", "req-logger")))
-    )
-    os.makedirs(d.runtime_dir / "stats", exist_ok=True)
-    os.makedirs(d.runtime_dir / "fifo", exist_ok=True)
-    proc = subprocess.Popen(
-        [str(PYTHON), str(UWSGI), "--ini", str(standalone)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    def run_bare(ini: str, runs: list) -> None:
+        """The same vassal file, run by hand with no daemon (it binds the socket itself).
+
+        Its app and environment come from the launch line the launcher reads, and its
+        log socket went with the daemon: give it that environment, its output goes nowhere.
+        """
+        from supervisor.uwsgi.launcher import parse_launch_line
+
+        first, _, rest = ini.partition("\n")
+        spec = parse_launch_line(first.strip())
+        env = {**os.environ, **dict(item.partition("=")[::2] for item in filter(None, spec.get("env", "").split("\0")))}
+        standalone = tmp / "hello-standalone.ini"
+        standalone.write_text(
+            "".join(line + "\n" for line in rest.splitlines() if not line.startswith(("logger", "req-logger")))
+        )
+        os.makedirs(d.runtime_dir / "stats", exist_ok=True)
+        os.makedirs(d.runtime_dir / "fifo", exist_ok=True)
+        proc = subprocess.Popen(
+            [str(PYTHON), str(UWSGI), "--ini", str(standalone)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            sock = d.runtime_dir / "hello.sock"
+            wait_until(lambda: sock.exists() and answers(sock), what=f"{sock} answering")
+            shutil.chown(sock, group="www-data")
+            os.chmod(sock, 0o660)  # as the daemon's listener has it: the front end's group may connect
+            for _ in range(repeats):
+                runs.append(wrk())
+        finally:
+            stop_tree(proc, signal.SIGINT)
+            shutil.rmtree(d.runtime_dir, ignore_errors=True)  # the next daemon starts on a clean dir
+
+    # rounds > 1 alternates the two, so that a change in the machine's load falls on both
+    supervised, bare = [], []
+    nginx.start()
     try:
-        sock = d.runtime_dir / "hello.sock"
-        wait_until(lambda: sock.exists() and answers(sock), what=f"{sock} answering")
-        shutil.chown(sock, group="www-data")
-        os.chmod(sock, 0o660)  # as the daemon's listener has it: the front end's group may connect
-        for _ in range(repeats):
-            bare.append(wrk())
+        for _ in range(rounds):
+            ini = run_supervised(supervised)
+            run_bare(ini, bare)
     finally:
-        stop_tree(proc, signal.SIGINT)
         nginx.stop()
-    setup = f"setup (wrk -t1 -c16 -d{seconds}s, nginx → unix socket, n={repeats})"
+    setup = f"setup (wrk -t1 -c16 -d{seconds}s, nginx → unix socket, n={repeats * rounds} in {rounds} rounds)"
     say(f"| {setup} | requests/s | latency p50 | latency p99 |")
     say("| --- | --- | --- | --- |")
     for label, runs in (("supervised by wsgi-supervisor", supervised), ("the same vassal file, no daemon", bare)):

@@ -79,6 +79,17 @@ def wait_all_answer(paths: list[Path], timeout: float = 120) -> float:
     return time.monotonic() - started
 
 
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 120, what: str = "condition", interval: float = 0.005
+) -> None:
+    """Poll until `predicate()` holds; a bench that waits forever is a bug, so give up after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout} s")
+        time.sleep(interval)
+
+
 def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
     """Stop a process we started and everything below it, by pid."""
     stop_trees([proc], sig, timeout)

@@ -41,6 +41,7 @@ from common import (
     stop_trees,
     timed,
     wait_all_answer,
+    wait_until,
 )
 
 RESULTS: list[str] = []
@@ -112,8 +113,7 @@ def start_bare_emperor(n: int) -> tuple[subprocess.Popen, float, Path]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while not all(s.exists() for s in socks):
-        time.sleep(0.005)
+    wait_until(lambda: all(s.exists() for s in socks), what="every socket bound")
     wait_all_answer(socks)
     took = time.monotonic() - started
     return proc, took, tmp
@@ -132,8 +132,7 @@ def masters_one_after_another(n: int) -> tuple[list[subprocess.Popen], float]:
                 [str(PYTHON), str(UWSGI), "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
         )
-        while not sock.exists() or not answers(sock):
-            time.sleep(0.002)
+        wait_until(lambda sock=sock: sock.exists() and answers(sock), what=f"{sock} answering", interval=0.002)
     return procs, time.monotonic() - started
 
 
@@ -179,11 +178,14 @@ def start_supervisord(n: int) -> tuple[subprocess.Popen, float, float, Path]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while not all(s.exists() for s in socks):
-        time.sleep(0.005)
+    wait_until(lambda: all(s.exists() for s in socks), what="every socket bound")
     wait_all_answer(socks)
     answered = time.monotonic() - started
+    deadline = time.monotonic() + 120
+    out = ""
     while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"supervisord: not every program RUNNING after 120 s:\n{out}")
         out = subprocess.run(
             [str(SUPERVISORD_VENV / "bin" / "supervisorctl"), "-c", str(conf), "status"], capture_output=True, text=True
         ).stdout
@@ -310,6 +312,8 @@ def section_operations(repeats=10) -> None:
             started = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             while True:
+                if time.monotonic() - started > 60:
+                    raise TimeoutError(f"api001 not serving again 60 s after kill -9: {d.status()['api001']}")
                 s = d.status()["api001"]
                 if s["state"] == "running" and s["pid"] != pid and answers(d.socket("api001")):
                     break
@@ -341,7 +345,7 @@ def wrk_ms(text: str) -> float:
     raise ValueError(text)
 
 
-def section_throughput(seconds=5, repeats=5) -> None:
+def section_throughput(seconds=5, repeats=3, rounds=3) -> None:
     say("## 2. Throughput through nginx: the daemon is not in the request path")
     say()
     if not shutil.which("wrk") or not shutil.which("nginx"):
@@ -389,36 +393,61 @@ def section_throughput(seconds=5, repeats=5) -> None:
         fields = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
         return float(fields["Requests/sec:"]), wrk_ms(fields["50%"]), wrk_ms(fields["99%"])
 
+    def run_supervised(runs: list) -> str:
+        d.start()
+        try:
+            d.ctl("start", "hello")
+            ini = (d.runtime_dir / "vassals" / "hello.ini").read_text()
+            for _ in range(repeats):
+                runs.append(wrk())
+        finally:
+            d.stop()
+        return ini
+
+    def run_bare(ini: str, runs: list) -> None:
+        """The same vassal file, run by hand with no daemon (it binds the socket itself).
+
+        Its app and environment come from the launch line the launcher reads, and its
+        log socket went with the daemon: give it that environment, its output goes nowhere.
+        """
+        from supervisor.uwsgi.launcher import parse_launch_line
+
+        first, _, rest = ini.partition("\n")
+        spec = parse_launch_line(first.strip())
+        env = {**os.environ, **dict(item.partition("=")[::2] for item in filter(None, spec.get("env", "").split("\0")))}
+        standalone = tmp / "hello-standalone.ini"
+        standalone.write_text(
+            "".join(line + "\n" for line in rest.splitlines() if not line.startswith(("logger", "req-logger")))
+        )
+        os.makedirs(d.runtime_dir / "stats", exist_ok=True)
+        os.makedirs(d.runtime_dir / "fifo", exist_ok=True)
+        proc = subprocess.Popen(
+            [str(PYTHON), str(UWSGI), "--ini", str(standalone)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            sock = d.runtime_dir / "hello.sock"
+            wait_until(lambda: sock.exists() and answers(sock), what=f"{sock} answering")
+            shutil.chown(sock, group="www-data")
+            os.chmod(sock, 0o660)  # as the daemon's listener has it: the front end's group may connect
+            for _ in range(repeats):
+                runs.append(wrk())
+        finally:
+            stop_tree(proc, signal.SIGINT)
+            shutil.rmtree(d.runtime_dir, ignore_errors=True)  # the next daemon starts on a clean dir
+
+    # rounds > 1 alternates the two, so that a change in the machine's load falls on both
     supervised, bare = [], []
-    d.start()
+    nginx.start()
     try:
-        d.ctl("start", "hello")
-        ini = (d.runtime_dir / "vassals" / "hello.ini").read_text()
-        nginx.start()
-        for _ in range(repeats):
-            supervised.append(wrk())
+        for _ in range(rounds):
+            ini = run_supervised(supervised)
+            run_bare(ini, bare)
     finally:
-        d.stop()
-    # the same vassal file, run by hand with no daemon (it binds the socket itself)
-    standalone = tmp / "hello-standalone.ini"
-    standalone.write_text(ini)
-    os.makedirs(d.runtime_dir / "stats", exist_ok=True)
-    os.makedirs(d.runtime_dir / "fifo", exist_ok=True)
-    proc = subprocess.Popen(
-        [str(PYTHON), str(UWSGI), "--ini", str(standalone)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        sock = d.runtime_dir / "hello.sock"
-        while not sock.exists() or not answers(sock):
-            time.sleep(0.01)
-        shutil.chown(sock, group="www-data")
-        os.chmod(sock, 0o660)  # as the daemon's listener has it: the front end's group may connect
-        for _ in range(repeats):
-            bare.append(wrk())
-    finally:
-        stop_tree(proc, signal.SIGINT)
         nginx.stop()
-    setup = f"setup (wrk -t1 -c16 -d{seconds}s, nginx → unix socket, n={repeats})"
+    setup = f"setup (wrk -t1 -c16 -d{seconds}s, nginx → unix socket, n={repeats * rounds} in {rounds} rounds)"
     say(f"| {setup} | requests/s | latency p50 | latency p99 |")
     say("| --- | --- | --- | --- |")
     for label, runs in (("supervised by wsgi-supervisor", supervised), ("the same vassal file, no daemon", bare)):
@@ -500,8 +529,7 @@ def section_reliability(reloads=50, restarts=20) -> None:
         [str(PYTHON), str(UWSGI), "--ini", str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        while not sock2.exists() or not answers(sock2):
-            time.sleep(0.01)
+        wait_until(lambda: sock2.exists() and answers(sock2), what=f"{sock2} answering")
         sock = sock2
 
         def hup():
@@ -538,7 +566,7 @@ def section_shutdown(n=20, repeats=3) -> None:
     say()
 
 
-def section_adoption(n=20, repeats=5) -> None:
+def section_adoption(n=20, repeats=5, goal=1.0) -> None:
     """The daemon SIGKILLed under load and started again: how soon does `wsgictl status` answer?"""
     from supervisor.cli.commands import Client
 
@@ -547,7 +575,7 @@ def section_adoption(n=20, repeats=5) -> None:
     d, _, _ = start_ours(n, processes=2)
     answered, adopted = [], []
     try:
-        with Load(d.runtime_dir / "api000.sock", threads=4):
+        with Load(d.runtime_dir / "api000.sock", threads=4) as load:
             for _ in range(repeats):
                 d.remember_processes()
                 d.proc.send_signal(signal.SIGKILL)
@@ -557,6 +585,10 @@ def section_adoption(n=20, repeats=5) -> None:
                 d.start(wait=False)
                 first = None
                 while True:
+                    if time.monotonic() - started > 60:
+                        raise TimeoutError(f"not every service running 60 s after the restart:\n{d.output()}")
+                    if d.proc.poll() is not None:
+                        raise RuntimeError(f"the new daemon exited with {d.proc.returncode}:\n{d.output()}")
                     try:
                         client = Client(d.runtime_dir, timeout=5)
                         reply = client.request({"cmd": "status"})
@@ -573,9 +605,16 @@ def section_adoption(n=20, repeats=5) -> None:
                         break
                     time.sleep(0.01)
                 answered.append(first)
+                load.wait_for_requests(10)
     finally:
         d.stop()
-    say(f"`wsgictl status` first answers: {fmt(answered)}; every service adopted and `running`: {fmt(adopted)}")
+    met = "met" if median_spread(answered)[2] <= goal else "missed"
+    say(
+        f"`status` first answered on the control socket: {fmt(answered)} (goal: within {goal:.0f} s, {met} "
+        f"by the slowest); every service adopted and `running`: {fmt(adopted)}. The loaded API served "
+        f"{load.ok} requests meanwhile, {len(load.failures)} failed. (A `wsgictl status` process adds its "
+        "own start, see the control section.)"
+    )
     say()
 
 
@@ -590,19 +629,52 @@ SECTIONS = {
 }
 
 
+def parse(arg: str) -> tuple[str, dict]:
+    """`reliability:reloads=20,restarts=10` or `startup:sizes=10/20/50,repeats=3`: a section and its arguments."""
+    name, _, rest = arg.partition(":")
+    kwargs: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        kwargs[key] = tuple(int(v) for v in value.split("/")) if "/" in value else int(value)
+    return name, kwargs
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def main() -> None:
     # a stopped benchmark still stops what it started (the `finally:` blocks)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    chosen = sys.argv[1:] or list(SECTIONS)
+    chosen = [parse(arg) for arg in sys.argv[1:]] or [(name, {}) for name in SECTIONS]
+    unknown = [name for name, _ in chosen if name not in SECTIONS]
+    if unknown:
+        sys.exit(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
     say(f"# Benchmark results ({time.strftime('%Y-%m-%d')})")
     say()
     say(f"Machine: {machine()}")
     say()
-    for name in chosen:
-        SECTIONS[name]()
-    out = ROOT / "bench" / ("results.md" if not sys.argv[1:] else f"results-{'-'.join(chosen)}.md")
-    out.write_text("\n".join(RESULTS) + "\n")
+    say(f"Command: `bench/run.py {' '.join(sys.argv[1:])}`; {load_average()} at the start")
+    say()
+    label = "-".join(name for name, _ in chosen)
+    out = ROOT / "bench" / ("results.md" if not sys.argv[1:] else f"results-{label}.md")
+    failed = []
+    for name, kwargs in chosen:
+        started = time.monotonic()
+        try:
+            SECTIONS[name](**kwargs)
+        except Exception as exc:  # one broken section costs its own figures, not the others'
+            failed.append(name)
+            say()
+            say(f"**{name} failed**: {type(exc).__name__}: {str(exc)[:2000]}")
+            say()
+        say(f"({name}{kwargs or ''}: {time.monotonic() - started:.0f} s, {load_average()} after it)")
+        say()
+        out.write_text("\n".join(RESULTS) + "\n")  # what is measured so far survives a later failure
     print(f"wrote {out}")
+    if failed:
+        sys.exit(f"failed sections: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,12 @@ def main() -> int:
             time.sleep(0.3)
             for i in range(args.restarts):
                 t0 = time.time()
-                result = d.ctl(args.command, "loaded", check=False)
+                try:
+                    result = d.ctl(args.command, "loaded", check=False, timeout=30)
+                except subprocess.TimeoutExpired:
+                    print(f"{args.command} {i}: no answer in 30 s; status: {d.status()['loaded']}", flush=True)
+                    print(d.ctl("logs", "loaded", "-n", "60", check=False).stdout, flush=True)
+                    raise
                 t1 = time.time()
                 windows.append((t0, t1))
                 if args.nice_workers:

@@ -35,6 +35,7 @@ class ReloadAttempt:
     """
 
     instance: str
+    replaces: str = ""  # the instance it takes over from
     pid: int | None = None
 
 
@@ -71,7 +72,7 @@ class ServiceRuntime:
     ready_duration: float | None = None
     next_retry: float | None = None  # wall clock
     goal_running: bool = False
-    instance: str = ""  # which of an API's two vassal files is the serving one ("" or "b")
+    instance: str = ""  # which of an API's vassal files is the serving one ("", "b" or "c")
     restart_pending: bool = False
     waiters: list[Waiter] = field(default_factory=list)
     tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))

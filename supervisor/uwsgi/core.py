@@ -23,18 +23,20 @@ if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is r
 # first line of every vassal file: what the launcher needs before uWSGI starts
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
 
-# An API has up to two vassals at once while it reloads: instance "" (NAME.ini)
-# and instance "b" (NAME.b.ini); each reload starts the one not serving.
-INSTANCES = ("", "b")
+# An API's vassals are instances "" (NAME.ini), "b" and "c" (NAME.b.ini, NAME.c.ini): a reload
+# starts one that is neither serving nor still retiring from an earlier reload, so no two live
+# vassals ever share a vassal file, a stats socket or a master FIFO.
+INSTANCES = ("", "b", "c")
 
 
-def other_instance(instance: str) -> str:
-    return "" if instance else "b"
+def free_instance(serving: str, busy: set[str]) -> str | None:
+    """An instance a reload may start: not the serving one, not one still stopping."""
+    return next((i for i in INSTANCES if i != serving and i not in busy), None)
 
 
 # master FIFO commands (uWSGI "master-fifo")
 PAUSE = b"p"  # workers stop accepting once their request is done (a toggle)
-GRACEFUL_STOP = b"q"
+GRACEFUL_STOP = b"q"  # workers finish their requests (uWSGI reaps them in its 1 s master cycle)
 
 # imported in each worker before the app: makes its stdout a blocking write
 BOOT_FILE = Path(__file__).with_name("vassal_boot.py")

@@ -62,6 +62,7 @@ class VassalDriver(EmperorSupervision):
         self.poker: asyncio.Task[None] | None = None
         self.final_stats: dict[tuple[str, str], uwsgi.VassalStats] = {}  # (name, instance) of stopping vassals
         self.probes: dict[str, asyncio.Event] = {}
+        self.retiring: dict[str, set[str]] = {}  # instances of each service still stopping after a reload
         sampler.sources.append(self.sample)
         sampler.instant.append(self.sample_queues)
 
@@ -119,7 +120,10 @@ class VassalDriver(EmperorSupervision):
 
     def reload(self, svc: ServiceRuntime) -> ReloadAttempt:
         """A second vassal for a reload: the same socket, files of its own."""
-        attempt = ReloadAttempt(uwsgi.other_instance(svc.instance))
+        instance = uwsgi.free_instance(svc.instance, self.retiring.get(svc.name, set()))
+        if instance is None:
+            raise OSError("the old vassals of the last reloads are still stopping: try again once they are gone")
+        attempt = ReloadAttempt(instance, replaces=svc.instance)
         self.hold_socket(svc)
         self.install_launcher(svc)
         path = self.layout.vassal_file(svc.name, attempt.instance)
@@ -132,7 +136,7 @@ class VassalDriver(EmperorSupervision):
 
     def switch(self, svc: ServiceRuntime, attempt: ReloadAttempt, old_pid: int | None) -> None:
         if old_pid is not None:
-            self.retire(svc, uwsgi.other_instance(attempt.instance), old_pid)
+            self.retire(svc, attempt.replaces, old_pid)
 
     def abandon(self, svc: ServiceRuntime, attempt: ReloadAttempt) -> None:
         self.remove_file(svc.name, attempt.instance)
@@ -143,15 +147,14 @@ class VassalDriver(EmperorSupervision):
 
     def retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         """Stop a vassal that no longer serves (the old one after a reload), gracefully."""
-        self.ctx.spawn(self._retire(svc, instance, pid), f"retire-{svc.name}")
+        self.retiring.setdefault(svc.name, set()).add(instance)
+        task = self.ctx.spawn(self._retire(svc, instance, pid), f"retire-{svc.name}")
+        task.add_done_callback(lambda _: self.retiring.get(svc.name, set()).discard(instance))
 
     async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        if self._fifo(svc.name, uwsgi.PAUSE, instance):
-            await self._wait_paused(svc, instance, pid)
+        idle = self._fifo(svc.name, uwsgi.PAUSE, instance) and await self._wait_paused(svc, instance, pid)
         await self._count_final(svc, instance, pid)
-        if not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        self._end(svc, instance, pid, idle)
         # removed once it is stopping: the emperor's own stop would not be graceful
         self.remove_file(svc.name, instance)
         gone = asyncio.get_running_loop().create_future()
@@ -347,14 +350,26 @@ class VassalDriver(EmperorSupervision):
             os.kill(svc.pid, signal.SIGTERM)
         return True
 
-    async def _wait_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+    async def _wait_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> bool:
+        """True once every worker is idle in the pause loop: nothing is in flight, the vassal may go at once
+        (a graceful stop would wait for uWSGI's once-a-second master cycle to reap the workers)."""
         bound = min(5.0, svc.spec.stop_timeout / 2)
-        await wait_paused(lambda: self.stats(svc.name, instance, timeout=0.5), pid, bound)
+        return await wait_paused(lambda: self.stats(svc.name, instance, timeout=0.5), pid, bound)
 
     async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        await self._wait_paused(svc, instance, pid)
+        idle = await self._wait_paused(svc, instance, pid)
         await self._count_final(svc, instance, pid)
-        if svc.pid == pid and not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
+        if svc.pid == pid:
+            self._end(svc, instance, pid, idle)
+
+    def _end(self, svc: ServiceRuntime, instance: str, pid: int, idle: bool) -> None:
+        """The vassal goes: at once when every worker is idle in the pause loop (nothing is in
+        flight, and uWSGI's own stop, graceful or not, reaps its workers only at its next
+        once-a-second master cycle), else gracefully, its requests finishing first."""
+        if idle:
+            self.ctx.say(svc.name, f"every worker of pid {pid} is idle in the pause loop: it goes at once", 7)
+            signal_tree(pid, signal.SIGKILL)
+        elif not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 

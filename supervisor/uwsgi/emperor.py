@@ -60,11 +60,12 @@ def prepare_runtime_dir(layout: Layout, default_venv: Path) -> None:
 
 # The emperor's wrapper runs for every vassal start, so it is the cheapest
 # thing that can pick the service's own Python: the shell, with no value from
-# the manifest in it (the vassal file's name is the service's, [a-z0-9_-]).
+# the manifest in it (the vassal file's name is the service's, [a-z0-9_-], then
+# `.ini` or `.INSTANCE.ini`: service names hold no dot).
 DISPATCHER = """#!/bin/sh
 # wsgi-supervisor: start this vassal through its service's launcher
 for ini do :; done
-name=${ini##*/}; name=${name%.ini}; name=${name%.b}
+name=${ini##*/}; name=${name%%.*}
 exec "${0%/*}/launch/$name" "$@"
 """
 

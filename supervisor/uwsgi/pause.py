@@ -12,8 +12,12 @@ from supervisor.observe.procs import in_pause_loop, stopped
 from supervisor.uwsgi.core import VassalStats
 
 
-async def wait_paused(read_stats: Callable[[], Awaitable[VassalStats | None]], pid: int, bound: float) -> None:
+async def wait_paused(read_stats: Callable[[], Awaitable[VassalStats | None]], pid: int, bound: float) -> bool:
     """Until every worker of the vassal waits in uWSGI's pause loop, where it accepts nothing.
+
+    True once each is seen there: no worker holds a request or a connection, so
+    the vassal may go at once. False when that could not be seen (within `bound`,
+    or at all): the stop has to be a graceful one.
 
     The stats' `pause` is not enough: it is the master's flag, shown as soon as the
     master has signalled the workers, for every worker that is not in a request. A
@@ -32,14 +36,14 @@ async def wait_paused(read_stats: Callable[[], Awaitable[VassalStats | None]], p
     while loop.time() < deadline:
         stats = await read_stats()
         if stats is None or stats.pid != pid:
-            return
+            return False
         if stats.paused:
             where = {w.pid: in_pause_loop(w.pid) for w in stats.workers if w.pid > 0}
             if None in where.values():
-                return  # cannot look (no /proc access): the master's word has to do
+                return False  # cannot look (no /proc access): the master's word has to do
             waiting = [p for p, paused in where.items() if not paused]
             if not waiting:
-                return
+                return True
             now = loop.time()
             for worker in waiting:
                 # give a worker that accepted one last connection time to read it
@@ -49,6 +53,7 @@ async def wait_paused(read_stats: Callable[[], Awaitable[VassalStats | None]], p
         else:
             idle_since.clear()
         await asyncio.sleep(0.005)
+    return False
 
 
 async def nudge(worker: int) -> None:

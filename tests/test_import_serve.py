@@ -141,7 +141,12 @@ def test_serve_answers_like_the_vassal_and_refuses_while_the_daemon_serves(daemo
         assert foreground["argv"][1:] == ["--debug"]
     finally:
         serve.send_signal(signal.SIGINT)
-        serve.wait(10)
+        try:
+            serve.wait(10)
+        except subprocess.TimeoutExpired:
+            serve.kill()  # leave nothing behind, and fail
+            serve.wait()
+            raise
     time.sleep(0.1)
 
 

@@ -92,7 +92,12 @@ def test_serve_runs_a_paste_app(tmp_path):
         assert (answer["script_name"], answer["path_info"]) == ("/admin", "/v1/x")
     finally:
         serve.send_signal(signal.SIGINT)
-        serve.wait(10)
+        try:
+            serve.wait(10)
+        except subprocess.TimeoutExpired:
+            serve.kill()  # leave nothing behind, and fail
+            serve.wait()
+            raise
 
 
 def test_import_maps_uwsgis_paste_option(tmp_path):

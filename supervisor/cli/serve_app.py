@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import runpy
+import signal
 import sys
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -50,6 +51,9 @@ class Handler(WSGIRequestHandler):
 
 
 def main():
+    # Ctrl-C stops it even when whatever started it ignored SIGINT (a background job of a
+    # non-interactive shell does, and Python then keeps it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     spec = json.loads(sys.argv[1])
     os.environ.update(spec["env"])
     if spec.get("chdir"):

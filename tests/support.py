@@ -319,3 +319,14 @@ def service_venv(name: str, *packages: str) -> Path:
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *packages, "pyuwsgi"], check=True)
         marker.write_text("")
     return venv
+
+
+def stop_foreground(proc: subprocess.Popen) -> None:
+    """Ctrl-C to a foreground command (`wsgictl serve`): it must end; killed (and the test failed) if not."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # leave nothing behind, and fail
+        proc.wait()
+        raise

@@ -1,7 +1,6 @@
 """Existing deployments into a manifest, and one API in the foreground."""
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -9,7 +8,7 @@ import tomllib
 import urllib.request
 
 from supervisor.manifest.loading import load
-from support import APPS, ROOT, WSGICTL, http_request, uwsgi_request, write_manifest
+from support import APPS, ROOT, WSGICTL, http_request, stop_foreground, uwsgi_request, write_manifest
 
 FIXTURES = ROOT / "tests" / "fixtures" / "devstack"
 
@@ -140,13 +139,7 @@ def test_serve_answers_like_the_vassal_and_refuses_while_the_daemon_serves(daemo
             assert vassal[key] == foreground[key], key
         assert foreground["argv"][1:] == ["--debug"]
     finally:
-        serve.send_signal(signal.SIGINT)
-        try:
-            serve.wait(10)
-        except subprocess.TimeoutExpired:
-            serve.kill()  # leave nothing behind, and fail
-            serve.wait()
-            raise
+        stop_foreground(serve)
     time.sleep(0.1)
 
 

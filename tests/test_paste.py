@@ -1,11 +1,10 @@
 """paste-deploy apps from the manifest (`paste`), served by the real daemon, `wsgictl serve` and `import`."""
 
 import json
-import signal
 import subprocess
 import urllib.request
 
-from support import APPS, WSGICTL, http_request, uwsgi_request, write_manifest
+from support import APPS, WSGICTL, http_request, stop_foreground, uwsgi_request, write_manifest
 
 INI = APPS / "pasteapp.ini"
 
@@ -91,13 +90,7 @@ def test_serve_runs_a_paste_app(tmp_path):
         assert answer["greeting"] == "hello from admin"
         assert (answer["script_name"], answer["path_info"]) == ("/admin", "/v1/x")
     finally:
-        serve.send_signal(signal.SIGINT)
-        try:
-            serve.wait(10)
-        except subprocess.TimeoutExpired:
-            serve.kill()  # leave nothing behind, and fail
-            serve.wait()
-            raise
+        stop_foreground(serve)
 
 
 def test_import_maps_uwsgis_paste_option(tmp_path):

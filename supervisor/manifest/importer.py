@@ -83,6 +83,16 @@ SAME_AS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+# WSGIDaemonProcess options that are one manifest key each, likewise
+DAEMON_PROCESS_SAME_AS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "processes": ("processes", int),
+    "threads": ("threads", int),
+    "user": ("user", str),
+    "group": ("group", str),
+    "python-home": ("venv", str),
+}
+
+
 def from_uwsgi_ini(path: Path) -> Imported:
     svc = Imported(service_name(path.stem), str(path))
     t = svc.table
@@ -190,16 +200,9 @@ def from_apache(path: Path) -> tuple[list[Imported], dict[str, str]]:
         t.update(kind="api", app=script, mount=prefix.rstrip("/") or "/")
         opts = daemons.get(pg, {})
         for key, value in opts.items():
-            if key == "processes":
-                t["processes"] = int(value)
-            elif key == "threads":
-                t["threads"] = int(value)
-            elif key == "user":
-                t["user"] = value
-            elif key == "group":
-                t["group"] = value
-            elif key == "python-home":
-                t["venv"] = value
+            if key in DAEMON_PROCESS_SAME_AS:
+                manifest_key, convert = DAEMON_PROCESS_SAME_AS[key]
+                t[manifest_key] = convert(value)
             elif key == "python-path":
                 t.setdefault("environment", {})["PYTHONPATH"] = value
             else:

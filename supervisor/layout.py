@@ -16,6 +16,16 @@ DEFAULT_CONF_DIR = Path("/etc/wsgi-supervisor/conf.d")
 # service names that would collide with files of the daemon's own
 RESERVED_SERVICE_NAMES = frozenset({"control"})
 
+# An API's server instances are "" (NAME.ini, NAME.json…), "b" and "c": a reload starts
+# one that is neither serving nor still retiring from an earlier reload, so no two live
+# instances ever share a file, a stats socket or a FIFO.
+INSTANCES = ("", "b", "c")
+
+
+def free_instance(serving: str, busy: set[str]) -> str | None:
+    """An instance a reload may start: not the serving one, not one still stopping."""
+    return next((i for i in INSTANCES if i != serving and i not in busy), None)
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -32,8 +42,7 @@ class Layout:
     def vassal_dir(self) -> Path:
         return self.runtime_dir / "vassals"
 
-    # An API has up to two vassals at once while it reloads: instance "" (NAME.ini)
-    # and instance "b" (NAME.b.ini). Service names hold no dot, so these never clash.
+    # Service names hold no dot, so NAME.b and NAME.c never clash with another service.
 
     @staticmethod
     def instance_id(name: str, instance: str = "") -> str:
@@ -55,6 +64,17 @@ class Layout:
 
     def master_fifo(self, name: str, instance: str = "") -> Path:
         return self.fifo_dir / f"{self.instance_id(name, instance)}.fifo"
+
+    @property
+    def gunicorn_dir(self) -> Path:
+        return self.runtime_dir / "gunicorn"
+
+    def gunicorn_spec(self, name: str, instance: str = "") -> Path:
+        """What an arbiter is told (its settings); also how a next daemon recognises it."""
+        return self.gunicorn_dir / f"{self.instance_id(name, instance)}.json"
+
+    def gunicorn_board(self, name: str, instance: str = "") -> Path:
+        return self.gunicorn_dir / f"{self.instance_id(name, instance)}.board"
 
     @property
     def notify_dir(self) -> Path:
@@ -110,4 +130,12 @@ class Layout:
         return self.daemon_dir / "state.json"
 
     def private_dirs(self) -> list[Path]:
-        return [self.vassal_dir, self.stats_dir, self.fifo_dir, self.notify_dir, self.daemon_dir, self.launch_dir]
+        return [
+            self.vassal_dir,
+            self.stats_dir,
+            self.fifo_dir,
+            self.gunicorn_dir,
+            self.notify_dir,
+            self.daemon_dir,
+            self.launch_dir,
+        ]

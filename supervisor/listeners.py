@@ -13,6 +13,10 @@ import errno
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from supervisor.layout import Layout
 
 BACKLOG = 1024
 
@@ -118,3 +122,67 @@ def listen(path: Path, mode: int = 0o660, gid: int | None = None) -> Listener:
 def adopt(fd: int, path: Path) -> Listener:
     """Wrap a listening socket taken from elsewhere (a running vassal)."""
     return Listener(socket.socket(fileno=fd), path)
+
+
+class HeldSockets:
+    """The socket of every API, held for whichever driver serves it.
+
+    Shared by the drivers so that a service moved from one server to another
+    keeps its socket: the new server's instance is handed the very socket the
+    old one serves on, and it is closed only when no driver holds it any more.
+    """
+
+    def __init__(self, layout: Layout, mode: int, gid: int | None):
+        self.layout = layout
+        self.mode = mode
+        self.gid = gid
+        self.listeners: dict[str, Listener] = {}
+        self.holders: dict[str, set[object]] = {}
+
+    def fd(self, name: str) -> int | None:
+        listener = self.listeners.get(name)
+        return listener.fileno() if listener else None
+
+    def hold(self, name: str, holder: object) -> int:
+        """The service's socket, bound now unless held already (and still at its path); its fd."""
+        self.holders.setdefault(name, set()).add(holder)
+        listener = self.listeners.get(name)
+        if listener is not None and listener.owns_path():
+            return listener.fileno()
+        if listener is not None:
+            listener.close(unlink=False)
+        self.listeners[name] = listen(self.layout.api_socket(name), self.mode, self.gid)
+        return self.listeners[name].fileno()
+
+    def take_over(self, name: str, holder: object, fd: int) -> None:
+        """Hold a socket taken out of a running server (after the daemon restarted)."""
+        self.holders.setdefault(name, set()).add(holder)
+        old = self.listeners.pop(name, None)
+        if old is not None:
+            old.close(unlink=False)
+        self.listeners[name] = adopt(fd, self.layout.api_socket(name))
+
+    def release(self, name: str, holder: object) -> None:
+        """`holder` is done with the socket: it goes once nobody holds it."""
+        holders = self.holders.get(name, set())
+        holders.discard(holder)
+        if holders:
+            return
+        self.holders.pop(name, None)
+        listener = self.listeners.pop(name, None)
+        if listener is not None:
+            listener.close()
+
+    def inodes(self) -> dict[str, int]:
+        """Each held socket's inode, as sock_diag names it."""
+        found = {}
+        for name, listener in list(self.listeners.items()):
+            with contextlib.suppress(OSError):
+                found[name] = os.fstat(listener.fileno()).st_ino
+        return found
+
+    def close(self) -> None:
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners.clear()
+        self.holders.clear()

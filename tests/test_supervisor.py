@@ -110,7 +110,7 @@ async def supervisor(tmp_path: Path, first: Manifest):
     sup = Supervisor(
         Config(conf_dir=tmp_path, runtime_dir=tmp_path / "run", metrics_listen=None),
         first,
-        drivers={"api": driver, "worker": driver},
+        drivers={"uwsgi": driver, "gunicorn": driver, "process": driver},
         watcher=Watcher(),
     )
     driver.report = sup.report

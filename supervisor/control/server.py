@@ -350,7 +350,7 @@ class ControlServer:
         if not ok:
             await self._send(conn, error(why))
             raise ClientGone
-        fd = self.sup.vassals.listener_fd(name)
+        fd = self.sup.sockets.fd(name)
         payload = encode({"ok": True})
         with contextlib.suppress(OSError):
             if fd is None:

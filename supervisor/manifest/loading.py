@@ -122,6 +122,8 @@ def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None,
     if kind == "api":
         table, found = _one_app(file, name, table)
         problems.extend(found)
+        table, found = _server_table(file, name, table)
+        problems.extend(found)
     try:
         service = model.model_validate(table)
     except ValidationError as exc:
@@ -130,6 +132,27 @@ def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None,
             problems.append(Problem(file, name, key, message))
         return None, problems
     return (None if problems else service), problems
+
+
+def _server_table(file: str, name: str, table: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """A table of settings for another server than the service's (a `uwsgi` table on a gunicorn
+    service, or the other way round): located here, and left out so the model checks the rest."""
+    server = table.get("server", "uwsgi")
+    if server not in ("uwsgi", "gunicorn"):
+        return table, []  # the model says what the choices are
+    problems = []
+    for other in ("uwsgi", "gunicorn"):
+        if other != server and other in table:
+            problems.append(
+                Problem(
+                    file,
+                    name,
+                    other,
+                    f"applies to server = {other!r} services; this one runs under {server}"
+                    + (f": put its settings in a {server} table" if server == "gunicorn" else ""),
+                )
+            )
+    return {k: v for k, v in table.items() if k not in ("uwsgi", "gunicorn") or k == server}, problems
 
 
 @dataclass(frozen=True)
@@ -232,13 +255,28 @@ def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) ->
             python = venv / "bin" / "python3"
             if not python.exists():
                 problems.append(Problem(file, name, "venv", f"{service.venv} is not a virtualenv (no bin/python3)"))
-            elif isinstance(service, ApiService) and not (venv / "bin" / "uwsgi").exists():
+            elif (
+                isinstance(service, ApiService) and service.server == "uwsgi" and not (venv / "bin" / "uwsgi").exists()
+            ):
                 problems.append(
                     Problem(
                         file,
                         name,
                         "venv",
                         f"{service.venv} has no uWSGI: run '{service.venv}/bin/pip install pyuwsgi'",
+                    )
+                )
+            elif (
+                isinstance(service, ApiService)
+                and service.server == "gunicorn"
+                and not _has_module(service.venv, "gunicorn")
+            ):
+                problems.append(
+                    Problem(
+                        file,
+                        name,
+                        "server",
+                        f"gunicorn is not installed in {service.venv}: run '{service.venv}/bin/pip install gunicorn'",
                     )
                 )
         if service.user is not None and not service.user.isdigit():
@@ -256,7 +294,7 @@ def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) ->
         if isinstance(service, ApiService) and service.paste is not None:
             if not Path(service.paste).is_file():
                 problems.append(Problem(file, name, "paste", f"paste ini file {service.paste} does not exist"))
-            if not _has_paste_deploy(service.venv):
+            if not _has_module(service.venv, "paste.deploy"):
                 where = service.venv or sys.prefix
                 problems.append(
                     Problem(
@@ -279,8 +317,8 @@ def _check_paths(services: Mapping[str, Service], sources: Mapping[str, str]) ->
     return problems
 
 
-def _has_paste_deploy(venv: str | None) -> bool:
-    """paste.deploy importable by the Python that serves the service, read from its files (no process started).
+def _has_module(venv: str | None, module: str) -> bool:
+    """`module` importable by the Python that serves the service, read from its files (no process started).
 
     Without a `venv`, the service runs on the daemon's own Python: this installation's.
     """
@@ -288,14 +326,12 @@ def _has_paste_deploy(venv: str | None) -> bool:
         import importlib.util
 
         try:
-            return importlib.util.find_spec("paste.deploy") is not None
+            return importlib.util.find_spec(module) is not None
         except ImportError:
             return False
     root = Path(venv)
-    patterns = (
-        "lib*/python3*/site-packages/paste/deploy/__init__.py",
-        "lib*/python3*/dist-packages/paste/deploy/__init__.py",
-    )
+    package = module.replace(".", "/")
+    patterns = [f"lib*/python3*/{where}/{package}/__init__.py" for where in ("site-packages", "dist-packages")]
     return any(next(root.glob(p), None) is not None for p in patterns)
 
 

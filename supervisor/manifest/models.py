@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from supervisor.config import DEFAULT_PATH
+from supervisor.gunicorn.settings import check_table as check_gunicorn_table
 from supervisor.layout import RESERVED_SERVICE_NAMES
 from supervisor.uwsgi.options import RESERVED_UWSGI_OPTIONS, UWSGI_OPTION_NAME
 
@@ -144,16 +145,19 @@ class _Service(BaseModel):
 
 
 class ApiService(_Service):
-    """A WSGI application served by its own uWSGI vassal on a unix socket."""
+    """A WSGI application served by its own process tree (a uWSGI vassal or a gunicorn arbiter) on a unix socket."""
 
     kind: Literal["api"]
+    server: Literal["uwsgi", "gunicorn"] = Field(
+        "uwsgi", description="the WSGI server that runs it, installed in its venv (pyuwsgi or gunicorn)"
+    )
     app: SafeStr | None = Field(
         None, description="'package.module:callable' or a path to a .py file defining `application`"
     )
     paste: SafeStr | None = Field(None, description="a paste-deploy ini file that builds the app (instead of `app`)")
     paste_app: SafeStr | None = Field(None, description="the app of the `paste` file to load (paste-deploy's 'main')")
     args: tuple[ArgStr, ...] = Field((), description="sys.argv of the app (uWSGI pyargv)")
-    processes: StrictInt = Field(2, ge=1, le=512, description="uWSGI worker processes")
+    processes: StrictInt = Field(2, ge=1, le=512, description="worker processes")
     threads: StrictInt = Field(1, ge=1, le=256, description="threads per worker")
     protocol: Literal["uwsgi", "http"] = Field("uwsgi", description="what the socket speaks")
     mount: SafeStr | None = Field(None, description="URL prefix at the front-end proxy, e.g. /identity")
@@ -162,6 +166,9 @@ class ApiService(_Service):
     harakiri: StrictInt | None = Field(None, ge=1, le=86400, description="seconds before a stuck worker is killed")
     max_rss_mb: StrictInt | None = Field(None, ge=16, description="recycle a worker whose resident memory passes this")
     uwsgi: dict[str, Any] = Field(default_factory=dict, description="extra uWSGI options for this vassal")
+    gunicorn: dict[str, Any] = Field(
+        default_factory=dict, description="extra gunicorn settings (config-file names) for a gunicorn service"
+    )
 
     @field_validator("app")
     @classmethod
@@ -200,6 +207,16 @@ class ApiService(_Service):
             raise ValueError("an api service needs exactly one of 'app' and 'paste'")
         if self.paste_app is not None and self.paste is None:
             raise ValueError("'paste_app' needs 'paste'")
+        if self.server != "uwsgi" and self.uwsgi:
+            raise ValueError(
+                f"a uwsgi table applies to uWSGI services; this one runs under {self.server} "
+                f"(server = {self.server!r}): put its settings in a {self.server} table"
+            )
+        if self.server != "gunicorn" and self.gunicorn:
+            raise ValueError(
+                "a gunicorn table applies to gunicorn services; this one runs under uWSGI: "
+                'set server = "gunicorn", or put its options in a uwsgi table'
+            )
         return self
 
     @field_validator("mount")
@@ -211,6 +228,11 @@ class ApiService(_Service):
             if "//" in value:
                 raise ValueError("must not contain '//'")
         return value
+
+    @field_validator("gunicorn")
+    @classmethod
+    def _gunicorn(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        return check_gunicorn_table(settings)
 
     @field_validator("uwsgi")
     @classmethod
@@ -257,6 +279,11 @@ class WorkerService(_Service):
 
 
 Service = ApiService | WorkerService
+
+
+def runner(service: Service) -> str:
+    """What runs the service's processes, which names its driver: "uwsgi", "gunicorn" or "process"."""
+    return service.server if isinstance(service, ApiService) else "process"
 
 
 def _is_app_file(app: str) -> bool:

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-import supervisor.uwsgi.core as uwsgi
+from supervisor.observe.sockdiag import listen_queues
+from supervisor.observe.stats import ServerStats, WorkerStats
 from supervisor.state.states import State
 
 if TYPE_CHECKING:
+    from supervisor.listeners import HeldSockets
     from supervisor.state.drivers import Context
 
 log = logging.getLogger("wsgi-supervisor")
@@ -55,7 +57,7 @@ class Totals:
         self.respawns = 0
         self.killed = 0  # requests still in flight when a stop or a retirement had to SIGKILL
 
-    def update(self, master: int, workers: tuple[uwsgi.WorkerStats, ...]) -> None:
+    def update(self, master: int, workers: tuple[WorkerStats, ...]) -> None:
         last = self.masters.setdefault(master, {})
         pids = self.pids.setdefault(master, {})
         for w in workers:
@@ -110,7 +112,7 @@ class Totals:
 class Sample:
     """One service's numbers, as last sampled."""
 
-    stats: uwsgi.VassalStats | None = None  # the serving vassal's, as last read
+    stats: ServerStats | None = None  # the serving vassal's, as last read
     workers: Counter[str] = field(default_factory=Counter)
     avg_response_s: float | None = None
     rss_bytes: int = 0
@@ -177,8 +179,9 @@ class Sampler:
     """Keeps the snapshot: RSS and CPU of every service's process tree, and what the
     drivers' own sources add (an API's uWSGI counters and socket queue)."""
 
-    def __init__(self, context: Context, save_soon: Callable[[], None]):
+    def __init__(self, context: Context, save_soon: Callable[[], None], sockets: HeldSockets):
         self.records = context.services
+        self.sockets = sockets
         self.save_soon = save_soon
         self.interval = context.config.sample_interval
         self.sources: list[Callable[[], Awaitable[None]]] = []  # each sample runs these
@@ -215,6 +218,7 @@ class Sampler:
     async def sample_all(self) -> None:
         for source in self.sources:
             await source()
+        self.sample_queues()
         running = [svc for svc in self.records() if svc.pid is not None and svc.state != State.STOPPED]
         # the whole process table is read in a thread, off the event loop
         pids = [svc.pid for svc in running if svc.pid is not None]
@@ -229,11 +233,23 @@ class Sampler:
 
     def refresh(self) -> None:
         """What can be read at once, read now (a scrape)."""
+        self.sample_queues()
         for source in self.instant:
             source()
 
-    def observe_vassal(self, name: str, stats: uwsgi.VassalStats) -> None:
-        """Fold a vassal's stats into the totals and the snapshot (also fed by readiness probes)."""
+    def sample_queues(self) -> None:
+        """Connections waiting on each held socket (cheap: a scrape asks for it fresh)."""
+        try:
+            queues = listen_queues()  # one netlink dump, as `ss -xl` reads it: uWSGI's own figure is 0
+        except OSError as exc:
+            log.debug("sock_diag: %s", exc)
+            return
+        for name, inode in self.sockets.inodes().items():
+            waiting, limit = queues.get(inode, (None, None))
+            self.queue_depth(name, waiting, limit)
+
+    def observe(self, name: str, stats: ServerStats) -> None:
+        """Fold a serving instance's stats into the totals and the snapshot (also fed by readiness probes)."""
         self.fold(name, stats)
         sample = self.sample_of(name)
         sample.stats = stats
@@ -241,8 +257,8 @@ class Sampler:
         times = [w.avg_rt_us for w in stats.workers if w.requests and w.avg_rt_us]
         sample.avg_response_s = (sum(times) / len(times) / 1e6) if times else None
 
-    def fold(self, name: str, stats: uwsgi.VassalStats) -> None:
-        """Count what a vassal's stats say it served (the serving one, or one that retires)."""
+    def fold(self, name: str, stats: ServerStats) -> None:
+        """Count what an instance's stats say it served (the serving one, or one that retires)."""
         self.totals_of(name).update(stats.pid, stats.workers)
         self.save_soon()
 

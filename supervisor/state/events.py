@@ -33,9 +33,11 @@ class Launched(Event):
 
 @dataclass(frozen=True)
 class Spawned(Event):
-    """A worker's process is up (not ready yet)."""
+    """The daemon started the service's main process (not ready yet): a worker's, or a server's
+    instance (`instance`, as a reload's second one)."""
 
     pid: int
+    instance: str = ""
 
 
 @dataclass(frozen=True)

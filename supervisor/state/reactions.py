@@ -56,8 +56,8 @@ class Reactions:
                 self.on_exit(pid, status)
             case Ready(pid=pid):
                 self.on_ready(pid)
-            case Spawned(pid=pid):
-                self.on_spawned(pid)
+            case Spawned(pid=pid, instance=instance):
+                self.on_spawned(pid, instance)
             case SpawnFailed(why=why):
                 self.on_spawn_failed(why)
             case Adopted():
@@ -104,9 +104,19 @@ class Reactions:
         self.driver.watch_ready(svc)
         return True, "ok"
 
-    def on_spawned(self, pid: int) -> None:
+    def on_spawned(self, pid: int, instance: str = "") -> None:
+        svc = self.svc
+        attempt = svc.reload
+        if instance != svc.instance:
+            if svc.state == State.RELOADING and attempt is not None and attempt.instance == instance:
+                attempt.pid = pid  # the reload's second instance
+                self.host.watch(svc, pid)
+                self.driver.watch_ready(svc)
+            return
+        if svc.pid is not None and svc.pid != pid:
+            self.host.unwatch(svc.pid)  # replaced before it was seen to die
         self._track(pid)
-        self.driver.watch_ready(self.svc)
+        self.driver.watch_ready(svc)
 
     def on_spawn_failed(self, why: str) -> None:
         if self.svc.state == State.STARTING:

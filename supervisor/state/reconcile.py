@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from supervisor.manifest.models import runner
 from supervisor.state.states import State
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ class Diff:
     removed: list[str]
     added: list[str]
     changed: list[str]  # a definition that differs (replaced ones included)
-    replaced: list[str]  # changed kind: a new lifecycle, once the old one has stopped
+    replaced: list[str]  # changed kind or server: a new lifecycle, with another driver
     unchanged: int
 
     def summary(self) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def diff(old: Mapping[str, Service], new: Mapping[str, Service]) -> Diff:
         removed=sorted(set(old) - set(new)),
         added=sorted(set(new) - set(old)),
         changed=changed,
-        replaced=[n for n in changed if old[n].kind != new[n].kind],
+        replaced=[n for n in changed if runner(old[n]) != runner(new[n])],
         unchanged=len(set(old) & set(new)) - len(changed),
     )
 

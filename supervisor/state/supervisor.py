@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import supervisor.state.statefile as statefile
 from supervisor.config import Config
+from supervisor.gunicorn.driver import GunicornDriver
 from supervisor.layout import DAEMON_NAME, Layout
+from supervisor.listeners import HeldSockets
 from supervisor.logs.pipeline import Drops, LogIntake
-from supervisor.manifest.models import Manifest
+from supervisor.manifest.models import Manifest, runner
 from supervisor.observe.sampler import Sampler
 from supervisor.observe.watcher import ExitWatcher
 from supervisor.state import reconcile
@@ -90,18 +92,25 @@ class Supervisor:
         context = Context(
             self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records
         )
-        self.sampler = Sampler(context, self.save_soon)
-        self.vassals = VassalDriver(context, self.sampler, emperor or Emperor(self.layout))
+        self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
+        self.sampler = Sampler(context, self.save_soon, self.sockets)
+        self.vassals = VassalDriver(context, self.sampler, emperor or Emperor(self.layout), self.sockets)
         self.intake = LogIntake(self.loop, self.layout, self.emit, self._owner_of, self._known)
+        self.gunicorn = GunicornDriver(context, self.sampler, self.sockets, self.intake.take)
         self.workers = ProcessDriver(context, self.intake.take)
-        self.drivers: dict[str, Driver] = drivers or {"api": self.vassals, "worker": self.workers}
+        # by what runs a service's processes (manifest.models.runner)
+        self.drivers: dict[str, Driver] = drivers or {
+            "uwsgi": self.vassals,
+            "gunicorn": self.gunicorn,
+            "process": self.workers,
+        }
         self.systemd = Systemd(self.loop, config.units, self.spawn_task, self._records)
         for name, spec in manifest.services.items():
             self.lifecycles[name] = self._lifecycle(name, spec)
         self.spawn_task(self.run(), "supervisor")
 
     def _lifecycle(self, name: str, spec: Service) -> Lifecycle:
-        return Lifecycle(ServiceRuntime(name, spec), self.drivers[spec.kind], self)
+        return Lifecycle(ServiceRuntime(name, spec), self.drivers[runner(spec)], self)
 
     @property
     def services(self) -> dict[str, ServiceRuntime]:
@@ -355,6 +364,7 @@ class Supervisor:
         statefile.restore_counts(self.layout, self.lifecycles, self.sampler)
         kept = statefile.load(self.layout)
         await self.vassals.attach(kept)
+        await self.gunicorn.attach(kept)
         self.workers.attach(kept, reexec=bool(os.environ.pop("WSGI_SUPERVISOR_REEXEC", None)))
 
     def save_soon(self) -> None:
@@ -396,7 +406,9 @@ class Supervisor:
         await self.vassals.stop_emperor()
         self.save_state()  # the last counts, for the next daemon
         self.vassals.close()
+        self.gunicorn.close()
         self.workers.close()
+        self.sockets.close()
 
     def _shut_down(self, reply: asyncio.Future[list[Result]]) -> None:
         everyone = (*self.lifecycles.values(), *self.retiring.values())
@@ -410,7 +422,7 @@ class Supervisor:
 
     def endpoint(self, svc: ServiceRuntime) -> str | None:
         """Where clients reach the service (an API's socket), or None."""
-        return self.drivers[svc.kind].endpoint(svc)
+        return self.drivers[runner(svc.spec)].endpoint(svc)
 
     def describe(self, svc: ServiceRuntime) -> dict[str, Any]:
-        return describe(svc, self.drivers[svc.kind], self.sampler)
+        return describe(svc, self.drivers[runner(svc.spec)], self.sampler)

@@ -16,23 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supervisor.layout import Layout
+from supervisor.observe.stats import ServerStats, WorkerStats
 
 if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is rendered
     from supervisor.manifest.models import ApiService
 
 # first line of every vassal file: what the launcher needs before uWSGI starts
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
-
-# An API's vassals are instances "" (NAME.ini), "b" and "c" (NAME.b.ini, NAME.c.ini): a reload
-# starts one that is neither serving nor still retiring from an earlier reload, so no two live
-# vassals ever share a vassal file, a stats socket or a master FIFO.
-INSTANCES = ("", "b", "c")
-
-
-def free_instance(serving: str, busy: set[str]) -> str | None:
-    """An instance a reload may start: not the serving one, not one still stopping."""
-    return next((i for i in INSTANCES if i != serving and i not in busy), None)
-
 
 # master FIFO commands (uWSGI "master-fifo")
 PAUSE = b"p"  # workers stop accepting once their request is done (a toggle)
@@ -274,53 +264,12 @@ def emperor_argv(uwsgi_entry: Path, python: Path, layout: Layout) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
-class WorkerStats:
-    id: int
-    pid: int
-    accepting: bool
-    status: str
-    requests: int
-    exceptions: int
-    harakiri_count: int
-    respawn_count: int
-    rss: int
-    avg_rt_us: int
-    tx: int
-    apps: int
-    last_spawn: int
-    in_flight: int = 0  # requests this worker is serving now (busy cores)
-
-
-@dataclass(frozen=True)
-class VassalStats:
-    pid: int
-    workers: tuple[WorkerStats, ...]
-
-    @property
-    def paused(self) -> bool:
-        """No worker will accept a connection: each is suspended or gone."""
-        return all(w.status == "pause" or w.pid <= 0 for w in self.workers)
-
-    @property
-    def serving(self) -> bool:
-        """Every worker has the app loaded and accepts requests."""
-        return bool(self.workers) and all(
-            w.accepting and w.apps > 0 and w.pid > 0 and w.status != "cheap" for w in self.workers
-        )
-
-    @property
-    def in_flight(self) -> int:
-        """Requests being served right now, by every worker."""
-        return sum(w.in_flight for w in self.workers)
-
-
 def _in_flight(worker: dict[str, Any]) -> int:
     cores = sum(1 for core in worker.get("cores", ()) if core.get("in_request"))
     return cores or (1 if worker.get("status") == "busy" else 0)
 
 
-def parse_stats(raw: bytes) -> VassalStats:
+def parse_stats(raw: bytes) -> ServerStats:
     data = json.loads(raw)
     workers = tuple(
         WorkerStats(
@@ -341,7 +290,7 @@ def parse_stats(raw: bytes) -> VassalStats:
         )
         for w in data.get("workers", ())
     )
-    return VassalStats(pid=int(data.get("pid", 0)), workers=workers)
+    return ServerStats(pid=int(data.get("pid", 0)), workers=workers)
 
 
 @dataclass(frozen=True)

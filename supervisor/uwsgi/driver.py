@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING
 
 import supervisor.uwsgi.core as uwsgi
 from supervisor.files import write_atomic
-from supervisor.listeners import Listener, listen
-from supervisor.manifest.models import ApiService
+from supervisor.layout import INSTANCES, free_instance
+from supervisor.listeners import HeldSockets
+from supervisor.manifest.models import ApiService, runner
 from supervisor.observe.procs import signal_tree, take_listener
-from supervisor.observe.sockdiag import listen_queues
+from supervisor.observe.stats import ServerStats
 from supervisor.state.drivers import Context, Failure
 from supervisor.state.events import Ready
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
@@ -51,36 +52,19 @@ PROBE_INTERVAL = 1.0
 
 
 class VassalDriver(EmperorSupervision):
-    def __init__(self, context: Context, sampler: Sampler, emperor: Emperor):
+    def __init__(self, context: Context, sampler: Sampler, emperor: Emperor, sockets: HeldSockets):
         self.ctx = context
         self.layout = context.layout
         self.config = context.config
         self.sampler = sampler
         self.emperor = emperor
-        self.listeners: dict[str, Listener] = {}
+        self.sockets = sockets
         self.pending: list[Callable[[], bool]] = []
         self.poker: asyncio.Task[None] | None = None
-        self.final_stats: dict[tuple[str, str], uwsgi.VassalStats] = {}  # (name, instance) of stopping vassals
+        self.final_stats: dict[tuple[str, str], ServerStats] = {}  # (name, instance) of stopping vassals
         self.probes: dict[str, asyncio.Event] = {}
         self.retiring: dict[str, set[str]] = {}  # instances of each service still stopping after a reload
         sampler.sources.append(self.sample)
-        sampler.instant.append(self.sample_queues)
-
-    # -- the socket the daemon holds -------------------------------------------
-
-    def listener_fd(self, name: str) -> int | None:
-        listener = self.listeners.get(name)
-        return listener.fileno() if listener else None
-
-    def hold_socket(self, svc: ServiceRuntime) -> None:
-        listener = self.listeners.get(svc.name)
-        if listener is not None and listener.owns_path():
-            return
-        if listener is not None:
-            listener.close(unlink=False)
-        self.listeners[svc.name] = listen(
-            self.layout.api_socket(svc.name), self.config.socket_mode, self.config.socket_gid
-        )
 
     def take_over_socket(self, name: str, master_pid: int) -> bool:
         """Hold the socket a running vassal serves on (after the daemon restarted)."""
@@ -92,12 +76,7 @@ class VassalDriver(EmperorSupervision):
             return False
         if fd is None:
             return False
-        from supervisor.listeners import adopt
-
-        old = self.listeners.pop(name, None)
-        if old is not None:
-            old.close(unlink=False)
-        self.listeners[name] = adopt(fd, path)
+        self.sockets.take_over(name, self, fd)
         return True
 
     # -- actions ---------------------------------------------------------------
@@ -114,17 +93,17 @@ class VassalDriver(EmperorSupervision):
         install_service_launcher(self.layout, svc.name, python, default_venv / "bin" / "python3")
 
     def prepare(self, svc: ServiceRuntime) -> None:
-        self.hold_socket(svc)
+        self.sockets.hold(svc.name, self)
         self.install_launcher(svc)
         write_atomic(self.layout.vassal_file(svc.name, svc.instance), self.render(svc), mtime=VASSAL_MTIME)
 
     def reload(self, svc: ServiceRuntime) -> ReloadAttempt:
         """A second vassal for a reload: the same socket, files of its own."""
-        instance = uwsgi.free_instance(svc.instance, self.retiring.get(svc.name, set()))
+        instance = free_instance(svc.instance, self.retiring.get(svc.name, set()))
         if instance is None:
             raise OSError("the old vassals of the last reloads are still stopping: try again once they are gone")
         attempt = ReloadAttempt(instance, replaces=svc.instance)
-        self.hold_socket(svc)
+        self.sockets.hold(svc.name, self)
         self.install_launcher(svc)
         path = self.layout.vassal_file(svc.name, attempt.instance)
         write_atomic(path, self.render(svc, attempt.instance), mtime=VASSAL_MTIME)
@@ -247,7 +226,7 @@ class VassalDriver(EmperorSupervision):
                     if stats is None or stats.pid != pid:
                         continue
                     if attempt is None:
-                        self.sampler.observe_vassal(svc.name, stats)
+                        self.sampler.observe(svc.name, stats)
                     if stats.serving:
                         reported.add(pid)
                         self.ctx.report(Ready(svc.name, pid))
@@ -279,28 +258,15 @@ class VassalDriver(EmperorSupervision):
         return str(self.layout.api_socket(svc.name))
 
     async def sample(self) -> None:
-        """The serving vassals' counters and every held socket's queue, for the snapshot."""
+        """The serving vassals' counters, for the snapshot."""
         serving = [s for s in self._mine() if s.pid is not None and s.state != State.STOPPED]
         stats = await asyncio.gather(*(self.stats(s.name, s.instance) for s in serving))
         for svc, st in zip(serving, stats, strict=True):
             if st is not None and st.pid == svc.pid:
-                self.sampler.observe_vassal(svc.name, st)
-        self.sample_queues()
-
-    def sample_queues(self) -> None:
-        """Connections waiting on each held socket (cheap: a scrape asks for it fresh)."""
-        try:
-            queues = listen_queues()  # one netlink dump, as `ss -xl` reads it: uWSGI's own figure is 0
-        except OSError as exc:
-            log.debug("sock_diag: %s", exc)
-            return
-        for name, listener in list(self.listeners.items()):
-            with contextlib.suppress(OSError):
-                waiting, limit = queues.get(os.fstat(listener.fileno()).st_ino, (None, None))
-                self.sampler.queue_depth(name, waiting, limit)
+                self.sampler.observe(svc.name, st)
 
     def _mine(self) -> list[ServiceRuntime]:
-        return [s for s in self.ctx.services() if isinstance(s.spec, ApiService)]
+        return [s for s in self.ctx.services() if runner(s.spec) == "uwsgi"]
 
     def launch(self, svc: ServiceRuntime) -> None:
         self._want_spawn(lambda: svc.pid is not None or not svc.state.active)
@@ -379,14 +345,12 @@ class VassalDriver(EmperorSupervision):
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Remove the vassal files, so the emperor does not bring a vassal back."""
-        for instance in uwsgi.INSTANCES:
+        for instance in INSTANCES:
             self.remove_file(svc.name, instance)
 
     def release(self, svc: ServiceRuntime) -> None:
         """The service is down (stopped, failed, waiting to retry): its socket goes, and its vassal's files."""
-        listener = self.listeners.pop(svc.name, None)
-        if listener is not None:
-            listener.close()
+        self.sockets.release(svc.name, self)
         self.forget(svc.name, svc.instance)
 
     def _fifo(self, name: str, command: bytes, instance: str = "") -> bool:
@@ -405,7 +369,7 @@ class VassalDriver(EmperorSupervision):
             os.close(fd)
         return True
 
-    async def stats(self, name: str, instance: str = "", timeout: float = 1.0) -> uwsgi.VassalStats | None:
+    async def stats(self, name: str, instance: str = "", timeout: float = 1.0) -> ServerStats | None:
         raw = await read_unix(self.layout.stats_socket(name, instance), timeout)
         if raw is None:
             return None
@@ -415,6 +379,4 @@ class VassalDriver(EmperorSupervision):
             return None
 
     def close(self) -> None:
-        for listener in self.listeners.values():
-            listener.close()
-        self.listeners.clear()
+        """Nothing of its own to let go of: the sockets are the supervisor's to close."""

@@ -9,10 +9,10 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from supervisor.observe.procs import in_pause_loop, stopped
-from supervisor.uwsgi.core import VassalStats
+from supervisor.observe.stats import ServerStats
 
 
-async def wait_paused(read_stats: Callable[[], Awaitable[VassalStats | None]], pid: int, bound: float) -> bool:
+async def wait_paused(read_stats: Callable[[], Awaitable[ServerStats | None]], pid: int, bound: float) -> bool:
     """Until every worker of the vassal waits in uWSGI's pause loop, where it accepts nothing.
 
     True once each is seen there: no worker holds a request or a connection, so

@@ -25,50 +25,24 @@ raises here, at uWSGI's import of this file: uWSGI logs the traceback and
 Runs in the service's own Python: keep it to the standard library.
 """
 
-import importlib
-import importlib.machinery
 import importlib.util
 import os
-import sys
+from pathlib import Path
 
 APP_VARIABLE = "WSGI_SUPERVISOR_APP"
 PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
 
 
-def load(target):
-    """The WSGI callable of `package.module[:callable]`, of a Python file (its `application`),
-    or of a paste-deploy URI (`config:FILE[#NAME]`, with PasteDeploy in the service's venv)."""
-    if target.startswith("config:"):
-        from paste.deploy import loadapp
+def _load_sibling():
+    """supervisor/app_loader.py, by its path: this file runs where wsgi-supervisor is not importable."""
+    path = Path(__file__).resolve().parent.parent / "app_loader.py"
+    spec = importlib.util.spec_from_file_location("wsgi_supervisor_app_loader", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load
 
-        return loadapp(target)
-    if target.endswith(".py") or "/" in target:
-        path = os.path.abspath(target)
-        # a name of the kind uWSGI gives a wsgi-file; files without .py (old pbr scripts) load too
-        name = "uwsgi_file_" + "".join(c if c.isalnum() else "_" for c in path)
-        loader = importlib.machinery.SourceFileLoader(name, path)
-        spec = importlib.util.spec_from_loader(name, loader, origin=path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        attribute = "application"
-    else:
-        module_name, _, attribute = target.partition(":")
-        module = importlib.import_module(module_name)
-        attribute = attribute or "application"
-    app = module
-    for part in attribute.split("."):
-        try:
-            app = getattr(app, part)
-        except AttributeError:
-            raise AttributeError(f"{target} has no WSGI callable {attribute!r}") from None
-    if not callable(app):
-        raise TypeError(f"{target}: {attribute!r} is not callable (a {type(app).__name__})")
-    return app
+
+load = _load_sibling()
 
 
 class ChunkedInput:

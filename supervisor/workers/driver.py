@@ -28,13 +28,13 @@ import signal
 import socket
 import struct
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from supervisor.listeners import bind_datagram
+from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import WorkerService, worker_path
 from supervisor.observe.procs import alive, signal_tree
 from supervisor.state.events import Adopted, Ready, Reloading, Spawned, SpawnFailed, StatusText
@@ -42,8 +42,6 @@ from supervisor.state.service import ReloadAttempt, ServiceRuntime
 
 if TYPE_CHECKING:
     from supervisor.state.drivers import Context, Failure
-
-Take = Callable[[str, str, bytes], None]  # (service, stream, payload): into the log intake
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -91,9 +89,8 @@ class ProcessDriver:
         self.ctx = context
         self.loop = context.loop
         self.layout = context.layout
-        self.take = take
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.pipes: dict[str, tuple[int, bytearray]] = {}
+        self.pipes = OutputPipes(context.loop, take)
         self.notify: dict[str, socket.socket] = {}
         self.adopted: dict[str, int] = {}  # main pids taken over after a re-exec (no Popen of ours)
         self.ready_timers: dict[str, asyncio.TimerHandle] = {}
@@ -243,11 +240,9 @@ class ProcessDriver:
             self.ctx.report(SpawnFailed(svc.name, f"cannot run {spec.command[0]}: {exc}"))
             return
         os.close(write_fd)
-        os.set_blocking(read_fd, False)
         self.procs[svc.name] = proc
         self.adopted.pop(svc.name, None)
-        self.pipes[svc.name] = (read_fd, bytearray())
-        self.loop.add_reader(read_fd, self._read_output, svc.name, read_fd)
+        self.pipes.add(svc.name, read_fd, svc.name)
         self.ctx.report(Spawned(svc.name, proc.pid))
 
     def attach(self, kept: dict[str, Any], reexec: bool) -> None:
@@ -263,11 +258,8 @@ class ProcessDriver:
                     os.close(fd)
                 continue
             self._open_notify(svc)
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
-            self.pipes[name] = (fd, bytearray())
+            self.pipes.add(name, fd, name)
             self.adopted[name] = pid
-            self.loop.add_reader(fd, self._read_output, name, fd)
             known = kept.get("services", {}).get(name, {})
             self.ctx.report(Adopted(name, pid, ready=True, up_since=known.get("up_since")))
             log.info("%s: adopted worker (pid %d)", name, pid)
@@ -276,8 +268,9 @@ class ProcessDriver:
         """Workers and their output pipes, kept open across an exec of the daemon."""
         kept = {}
         pids = {svc.name: svc.pid for svc in self.ctx.services()}
-        for name, (fd, _) in self.pipes.items():
-            if pids.get(name) is None:
+        for name in self.pipes.open_keys():
+            fd = self.pipes.fd(name)
+            if pids.get(name) is None or fd is None:
                 continue
             os.set_inheritable(fd, True)
             kept[name] = {"pid": pids[name], "fd": fd}
@@ -366,42 +359,9 @@ class ProcessDriver:
             with contextlib.suppress(FileNotFoundError):
                 self.layout.notify_socket(svc.name).unlink()
 
-    # -- output ---------------------------------------------------------------------------
-
-    def _read_output(self, name: str, fd: int) -> None:
-        try:
-            chunk = os.read(fd, 256 * 1024)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        entry = self.pipes.get(name)
-        if entry is None or entry[0] != fd:
-            return
-        buffer = entry[1]
-        if not chunk:
-            self.loop.remove_reader(fd)
-            os.close(fd)
-            del self.pipes[name]
-            if buffer:
-                self.take(name, "o", bytes(buffer))
-            return
-        buffer.extend(chunk)
-        cut = buffer.rfind(b"\n")
-        if cut >= 0:
-            complete = bytes(buffer[: cut + 1])
-            del buffer[: cut + 1]
-            self.take(name, "o", complete)
-        elif len(buffer) > 64 * 1024:  # a very long line without a newline: pass it on as it is
-            self.take(name, "o", bytes(buffer))
-            buffer.clear()
-
     def close(self) -> None:
         for name in list(self.notify):
             sock = self.notify.pop(name)
             self.loop.remove_reader(sock.fileno())
             sock.close()
-        for fd, _ in list(self.pipes.values()):
-            self.loop.remove_reader(fd)
-            os.close(fd)
-        self.pipes.clear()
+        self.pipes.close()

@@ -1,0 +1,1 @@
+"""Everything wsgi-supervisor knows about gunicorn: its settings, its boot, its driver."""

@@ -1,0 +1,303 @@
+"""A gunicorn arbiter for one service, as the daemon starts it: `python3 boot.py SPEC.json`.
+
+Runs in the service's own Python (its venv has gunicorn), where
+wsgi-supervisor is not importable: keep it to the standard library and
+gunicorn. It does what uWSGI's options do for a vassal:
+
+- the socket: the daemon's listening socket, inherited as fd 3 through
+  gunicorn's socket activation (LISTEN_FDS), so gunicorn neither binds nor
+  unlinks it and every instance serves the same queue;
+- the output: fds 1 and 2 of the arbiter and its workers go into a pipe
+  that a thread of the arbiter forwards to the daemon's log socket as
+  datagrams (`NAME|o|…`), addressed at each send, so a daemon started again
+  hears them at once; when no daemon listens they are dropped, as uWSGI's
+  socket logger drops them;
+- one request line per request (`NAME|r|…`, the daemon's request format),
+  sent by the worker from gunicorn's `post_request` hook;
+- the scoreboard (`board.py`): readiness, busy workers, counters;
+- `max_rss_mb`: a worker past it ends after its request, and is replaced;
+- `mount`: SCRIPT_NAME/PATH_INFO split at the mount, as uWSGI's
+  manage-script-name does.
+"""
+
+import importlib.util
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LISTEN_FD = 3  # SD_LISTEN_FDS_START
+MAX_DATAGRAM = 60 * 1024
+
+
+def _by_path(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+board = _by_path("wsgi_supervisor_board", HERE / "board.py")
+app_loader = _by_path("wsgi_supervisor_app_loader", HERE.parent / "app_loader.py")
+
+
+class LogRelay:
+    """fds 1 and 2 into a pipe; a thread sends what comes out to the daemon, a datagram per write."""
+
+    def __init__(self, address, prefix):
+        self.address = address
+        self.prefix = prefix
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.settimeout(1.0)  # a daemon that is slow to read makes writers wait, briefly
+        self.read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        for fd in (1, 2):
+            os.dup2(write_fd, fd)  # the daemon's pipe of the first lines is closed here
+        os.close(write_fd)
+        self.thread = threading.Thread(target=self._forward, name="log-relay", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def _forward(self):
+        pending = b""
+        while True:
+            chunk = os.read(self.read_fd, MAX_DATAGRAM)
+            if not chunk:
+                return
+            pending += chunk
+            cut = pending.rfind(b"\n")
+            if cut < 0 and len(pending) < MAX_DATAGRAM:
+                continue
+            whole, pending = (pending[: cut + 1], pending[cut + 1 :]) if cut >= 0 else (pending, b"")
+            self.send(whole)
+
+    def send(self, payload):
+        try:
+            self.sock.sendto(self.prefix + payload, self.address)
+        except OSError:  # no daemon listens, or it does not keep up: dropped, as uWSGI's logger does
+            pass
+
+
+class Requests:
+    """One worker's side of the scoreboard and of the request log."""
+
+    def __init__(self, spec, board_map):
+        self.spec = spec
+        self.prefix = (spec["service"] + "|r|").encode()
+        self.board = board_map
+        self.slot = None
+        self.lock = threading.Lock()
+        self.log = None
+        self.local = threading.local()
+        self.max_rss = (spec["max_rss_mb"] or 0) * 1024 * 1024
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def started_worker(self, slot):
+        self.slot = slot
+        if self.spec["request_log"]:
+            self.log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self.log.setblocking(False)
+
+    def begin(self):
+        self.local.started = time.monotonic()
+        self.local.exception = False
+        with self.lock:
+            board.add_busy(self.board, self.slot, 1)
+
+    def failed(self):
+        self.local.exception = True
+
+    def end(self, worker, req, environ, resp):
+        micros = int((time.monotonic() - getattr(self.local, "started", time.monotonic())) * 1e6)
+        sent = int(getattr(resp, "sent", 0) or 0)
+        exception = 1 if getattr(self.local, "exception", False) else 0
+        with self.lock:
+            board.add_busy(self.board, self.slot, -1)
+            board.count(self.board, self.slot, 1, exception, 0, sent, micros)
+        if self.log is not None:
+            status = getattr(resp, "status_code", None) or 500
+            uri = req.uri if req.uri else req.path
+            line = f"{req.method} {status} {micros} {sent} {environ.get('REMOTE_ADDR') or '-'} {uri}\n"
+            try:
+                self.log.sendto(self.prefix + line.encode(errors="replace"), self.spec["log"])
+            except OSError:
+                pass
+        if self.max_rss and self._rss() > self.max_rss:
+            worker.log.info(
+                "worker %d: resident memory %d MB is past max_rss_mb (%d): it is replaced after this request",
+                os.getpid(),
+                self._rss() // (1024 * 1024),
+                self.spec["max_rss_mb"],
+            )
+            worker.alive = False
+
+    def _rss(self):
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * self.page
+
+
+def counted(app, requests):
+    """The app, with an exception it raises (calling it or iterating its body) counted in the board."""
+
+    def application(environ, start_response):
+        try:
+            body = app(environ, start_response)
+        except BaseException:
+            requests.failed()
+            raise
+        return _Counted(body, requests)
+
+    return application
+
+
+class _Counted:
+    def __init__(self, body, requests):
+        self.body = body
+        self.requests = requests
+        if hasattr(body, "fileno"):
+            self.fileno = body.fileno  # gunicorn's sendfile path
+
+    def __iter__(self):
+        try:
+            yield from self.body
+        except BaseException:
+            self.requests.failed()
+            raise
+
+    def close(self):
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
+
+def mounted(app, mount):
+    """The app under its URL prefix: a path under `mount` is split into SCRIPT_NAME and PATH_INFO."""
+
+    def application(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if not environ.get("SCRIPT_NAME") and (path == mount or path.startswith(mount + "/")):
+            environ["SCRIPT_NAME"] = mount
+            environ["PATH_INFO"] = path[len(mount) :]
+        return app(environ, start_response)
+
+    return application
+
+
+def settings(spec, hooks):
+    """Everything the arbiter is told: the daemon's settings, the service's extra ones, the hooks."""
+    chosen = {
+        "workers": spec["processes"],
+        "threads": spec["threads"],
+        "worker_class": "gthread" if spec["threads"] > 1 else "sync",
+        "timeout": spec["harakiri"] or 0,  # 0: no limit, as uWSGI without harakiri
+        # a little longer than the daemon's own bound: the daemon's SIGKILL comes first, and counts
+        "graceful_timeout": spec["stop_timeout"] + 2,
+        "backlog": spec["backlog"],
+        "protocol": spec["protocol"],
+        "errorlog": "-",
+        "accesslog": None,
+        "loglevel": "info",
+        "control_socket_disable": True,
+        "proc_name": spec["service"],
+        "preload_app": False,
+    }
+    if spec["chdir"]:
+        chosen["chdir"] = spec["chdir"]
+    if spec["user"]:
+        chosen["user"] = spec["user"]
+    if spec["group"]:
+        chosen["group"] = spec["group"]
+    chosen.update(spec["settings"])
+    chosen.update(hooks)
+    return chosen
+
+
+def main(spec_path):
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+
+    # first, before anything opens a file: the socket goes where socket activation puts it
+    handed = int(os.environ.pop("WSGI_SUPERVISOR_FD"))
+    if handed != LISTEN_FD:
+        os.dup2(handed, LISTEN_FD, inheritable=True)
+        os.close(handed)
+    spec = json.loads(Path(spec_path).read_text())
+    relay = LogRelay(spec["log"], (spec["service"] + "|o|").encode())
+    relay.start()
+    os.environ["LISTEN_FDS"] = "1"
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    sys.argv = [spec["argv0"], *spec["args"]]
+
+    slots = spec["processes"] + 4  # room for replacements while the old ones exit
+    board_map = board.create(spec["board"], slots, os.getpid())
+    requests = Requests(spec, board_map)
+
+    def pre_fork(server, worker):
+        used = {getattr(w, "wsgi_supervisor_slot", None) for w in server.WORKERS.values()}
+        worker.wsgi_supervisor_slot = next((i for i in range(slots) if i not in used), None)
+
+    def post_fork(server, worker):
+        os.close(relay.read_fd)  # the arbiter's thread reads it, not this worker
+        slot = worker.wsgi_supervisor_slot
+        if slot is not None:
+            board.claim(board_map, slot, os.getpid(), time.time())
+            requests.started_worker(slot)
+
+    def post_worker_init(worker):
+        if requests.slot is not None:
+            board.set_state(board_map, requests.slot, board.READY)
+        worker.log.info("worker %d loaded the app", os.getpid())
+
+    def pre_request(worker, req):
+        if requests.slot is not None:
+            requests.begin()
+
+    def post_request(worker, req, environ, resp):
+        if requests.slot is not None:
+            requests.end(worker, req, environ, resp)
+
+    def worker_abort(worker):  # gunicorn's timeout (harakiri) ends it with SIGABRT
+        if requests.slot is not None:
+            board.count(board_map, requests.slot, 0, 0, 1, 0, 0)
+
+    def worker_exit(server, worker):
+        if requests.slot is not None:
+            board.set_state(board_map, requests.slot, board.EXITING)
+
+    def child_exit(server, worker):
+        slot = getattr(worker, "wsgi_supervisor_slot", None)
+        if slot is not None:
+            board.set_state(board_map, slot, board.FREE)
+
+    hooks = {
+        "pre_fork": pre_fork,
+        "post_fork": post_fork,
+        "post_worker_init": post_worker_init,
+        "pre_request": pre_request,
+        "post_request": post_request,
+        "worker_abort": worker_abort,
+        "worker_exit": worker_exit,
+        "child_exit": child_exit,
+    }
+    chosen = settings(spec, hooks)
+    target = spec["app"]
+
+    class Service(BaseApplication):
+        def load_config(self):
+            for key, value in chosen.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            app = counted(app_loader.load(target), requests)
+            mount = spec["mount"]
+            return mounted(app, mount) if mount and mount != "/" else app
+
+    Arbiter(Service()).run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,438 @@
+"""API services as gunicorn arbiters: the driver the lifecycle asks to act.
+
+The daemon starts each arbiter itself (`boot.py`, in the service's venv),
+in a session of its own and without a parent-death signal, so that like a
+uWSGI vassal it outlives a daemon that is killed or re-executed and the
+next daemon adopts it (found by its command line, which names its spec
+file). Start: hold the socket, write the spec, start the arbiter with the
+socket as fd 3. Readiness: every worker slot of its scoreboard says the
+app is loaded (woken by the line each worker logs when it is). Stop:
+SIGTERM, gunicorn's graceful stop (workers finish what they serve; an
+idle worker leaves at once). Reload: a second arbiter on the same socket;
+the old one gets SIGTERM once the new one serves. It reports what it sees
+as events and never changes a service's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+import supervisor.gunicorn.board as board
+from supervisor.files import write_atomic
+from supervisor.layout import INSTANCES, free_instance
+from supervisor.listeners import BACKLOG, HeldSockets
+from supervisor.logs.pipes import OutputPipes, Take
+from supervisor.manifest.models import ApiService, paste_uri, runner
+from supervisor.observe.procs import signal_tree, take_listener
+from supervisor.observe.stats import ServerStats, WorkerStats
+from supervisor.state.drivers import Context, Failure
+from supervisor.state.events import Adopted, Ready, Spawned, SpawnFailed
+from supervisor.state.service import ReloadAttempt, ServiceRuntime
+from supervisor.state.states import State
+
+if TYPE_CHECKING:
+    from supervisor.observe.sampler import Sampler
+
+log = logging.getLogger("wsgi-supervisor")
+
+BOOT_FILE = Path(__file__).with_name("boot.py")
+# what every arbiter inherits from the daemon's environment, as the emperor passes to vassals
+PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "HOME", "TMPDIR")
+# readiness: woken by each worker's "loaded the app" line; this is the fallback
+PROBE_INTERVAL = 0.5
+LOADED = " loaded the app"
+
+
+def interpreter(service: ApiService, default_venv: Path) -> Path:
+    return (Path(service.venv) if service.venv else default_venv) / "bin" / "python3"
+
+
+def render_spec(name: str, service: ApiService, log_socket: Path, board_path: Path) -> str:
+    """What boot.py is told: pure, the same service gives the same text (adoption compares it)."""
+    spec: dict[str, Any] = {
+        "service": name,
+        "app": service.app or paste_uri(service),
+        "argv0": name,
+        "args": list(service.args),
+        "processes": service.processes,
+        "threads": service.threads,
+        "protocol": service.protocol,
+        "mount": service.mount,
+        "chdir": service.chdir,
+        "user": service.user,
+        "group": service.group,
+        "harakiri": service.harakiri,
+        "max_rss_mb": service.max_rss_mb,
+        "stop_timeout": max(1, int(service.stop_timeout)),
+        "request_log": service.request_log,
+        "backlog": BACKLOG,
+        "settings": service.gunicorn,
+        "log": str(log_socket),
+        "board": str(board_path),
+    }
+    return json.dumps(spec, indent=1, sort_keys=True) + "\n"
+
+
+def read_board(path: Path) -> ServerStats | None:
+    """An arbiter's scoreboard as stats; None when there is none (yet)."""
+    try:
+        pid, slots = board.read(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    workers = []
+    for index, (wpid, state, busy, requests, exceptions, timeouts, tx, busy_us, spawned) in enumerate(slots):
+        if wpid == 0:
+            continue  # never used
+        live = state != board.FREE
+        workers.append(
+            WorkerStats(
+                id=index,
+                pid=wpid if live else 0,
+                accepting=state == board.READY,
+                status=("busy" if busy else board.STATE_NAMES[state]) if live else "",
+                requests=requests,
+                exceptions=exceptions,
+                harakiri_count=timeouts,
+                respawn_count=0,
+                rss=0,
+                avg_rt_us=busy_us // requests if requests else 0,
+                tx=tx,
+                apps=1 if state == board.READY else 0,
+                last_spawn=int(spawned),
+                in_flight=busy if live else 0,
+            )
+        )
+    return ServerStats(pid=pid, workers=tuple(workers))
+
+
+def ready_workers(stats: ServerStats) -> int:
+    return sum(1 for w in stats.workers if w.pid > 0 and w.apps > 0)
+
+
+class GunicornDriver:
+    def __init__(self, context: Context, sampler: Sampler, sockets: HeldSockets, take: Take):
+        self.ctx = context
+        self.layout = context.layout
+        self.config = context.config
+        self.sampler = sampler
+        self.sockets = sockets
+        self.pipes = OutputPipes(context.loop, take)
+        self.arbiters: dict[tuple[str, str], int] = {}  # (service, instance) -> arbiter pid
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.probes: dict[str, asyncio.Event] = {}
+        self.retiring: dict[str, set[str]] = {}
+        sampler.sources.append(self.sample)
+
+    # -- files and processes ------------------------------------------------------------------
+
+    def _write_spec(self, svc: ServiceRuntime, instance: str) -> None:
+        assert isinstance(svc.spec, ApiService)
+        text = render_spec(svc.name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(svc.name, instance))
+        write_atomic(self.layout.gunicorn_spec(svc.name, instance), text)
+
+    def _environment(self, spec: ApiService, fd: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
+        env["PYTHONUNBUFFERED"] = "1"
+        if spec.venv:
+            env["VIRTUAL_ENV"] = spec.venv
+            env["PATH"] = f"{spec.venv}/bin:" + env.get("PATH", "/usr/bin:/bin")
+        env.update(spec.environment)
+        env["WSGI_SUPERVISOR_FD"] = str(fd)
+        return env
+
+    def _spawn(self, svc: ServiceRuntime, instance: str) -> int | str:
+        """Start an arbiter for `instance`; its pid, or why it could not be started."""
+        spec = svc.spec
+        assert isinstance(spec, ApiService)
+        fd = self.sockets.hold(svc.name, self)
+        python = interpreter(spec, self.config.default_venv)
+        self._write_spec(svc, instance)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            proc = subprocess.Popen(
+                [str(python), str(BOOT_FILE), str(self.layout.gunicorn_spec(svc.name, instance))],
+                env=self._environment(spec, fd),
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                pass_fds=(fd,),
+                start_new_session=True,  # outlives the daemon, like a vassal, and is adopted
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            return f"cannot run {python}: {exc.strerror or exc}"
+        finally:
+            os.close(write_fd)
+        self.pipes.add(f"{svc.name}.{instance}", read_fd, svc.name)
+        self.arbiters[svc.name, instance] = proc.pid
+        self.procs[proc.pid] = proc
+        return proc.pid
+
+    def _remove_files(self, name: str, instance: str) -> None:
+        for path in (self.layout.gunicorn_spec(name, instance), self.layout.gunicorn_board(name, instance)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _gone(self, name: str, instance: str, pid: int) -> None:
+        """An arbiter exited: what its board counted stays in the totals."""
+        stats = read_board(self.layout.gunicorn_board(name, instance))
+        if stats is not None and stats.pid == pid:
+            self.sampler.fold(name, stats)
+        self.sampler.master_gone(name, pid)
+        if self.arbiters.get((name, instance)) == pid:
+            del self.arbiters[name, instance]
+        proc = self.procs.pop(pid, None)
+        if proc is not None:
+            with contextlib.suppress(ChildProcessError):
+                proc.poll()  # reaped by the watcher already: only lets Popen know
+        self.pipes.drop(f"{name}.{instance}")
+
+    def _in_flight(self, name: str, instance: str, pid: int) -> int:
+        stats = read_board(self.layout.gunicorn_board(name, instance))
+        return stats.in_flight if stats is not None and stats.pid == pid else 0
+
+    def _kill_counting(self, svc: ServiceRuntime, instance: str, pid: int, why: str) -> None:
+        in_flight = self._in_flight(svc.name, instance, pid)
+        if in_flight:
+            self.sampler.count_killed(svc.name, in_flight)
+            what = f"{in_flight} request{'s' if in_flight != 1 else ''} still in flight ended"
+            self.ctx.say(svc.name, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
+        else:
+            self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
+        signal_tree(pid, signal.SIGKILL)
+
+    # -- the lifecycle's asks -----------------------------------------------------------------
+
+    def prepare(self, svc: ServiceRuntime) -> None:
+        assert isinstance(svc.spec, ApiService)
+        python = interpreter(svc.spec, self.config.default_venv)
+        if not python.exists():
+            raise OSError(f"{python} does not exist: is {python.parent.parent} a virtualenv?")
+        self.sockets.hold(svc.name, self)
+
+    def launch(self, svc: ServiceRuntime) -> None:
+        started = self._spawn(svc, svc.instance)
+        if isinstance(started, str):
+            self.ctx.report(SpawnFailed(svc.name, started))
+        else:
+            self.ctx.report(Spawned(svc.name, started, svc.instance))
+
+    def awaiting(self, svc: ServiceRuntime) -> str:
+        return "waiting for every worker to load the app"
+
+    def watch_ready(self, svc: ServiceRuntime) -> None:
+        if svc.name in self.probes:
+            self.probes[svc.name].set()
+            return
+        self.probes[svc.name] = asyncio.Event()
+        self.ctx.spawn(self._probe(svc), f"probe-{svc.name}")
+
+    async def _probe(self, svc: ServiceRuntime) -> None:
+        """Read the board while the service starts or reloads; Ready once every worker has the app."""
+        wake = self.probes[svc.name]
+        reported: set[int] = set()
+        try:
+            while svc.state in (State.STARTING, State.RELOADING):
+                attempt = svc.reload
+                pid, instance = (attempt.pid, attempt.instance) if attempt else (svc.pid, svc.instance)
+                if pid is not None and pid not in reported and not svc.waiting_for:
+                    stats = read_board(self.layout.gunicorn_board(svc.name, instance))
+                    if stats is not None and stats.pid == pid:
+                        if attempt is None:
+                            self.sampler.observe(svc.name, stats)
+                        if ready_workers(stats) >= svc.spec.processes:  # type: ignore[union-attr]
+                            reported.add(pid)
+                            self.ctx.report(Ready(svc.name, pid))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PROBE_INTERVAL):
+                        await wake.wait()
+                wake.clear()
+        finally:
+            self.probes.pop(svc.name, None)
+
+    def ask_stop(self, svc: ServiceRuntime) -> bool:
+        """SIGTERM: gunicorn's graceful stop (workers finish their requests; idle ones go at once)."""
+        if svc.pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(svc.pid, signal.SIGTERM)
+        return True
+
+    def kill(self, svc: ServiceRuntime, why: str) -> None:
+        if svc.pid is not None:
+            self._kill_counting(svc, svc.instance, svc.pid, why)
+
+    def disable(self, svc: ServiceRuntime) -> None:
+        """Nothing brings an arbiter back by itself."""
+
+    def release(self, svc: ServiceRuntime) -> None:
+        self.sockets.release(svc.name, self)
+        for instance in INSTANCES:
+            if (svc.name, instance) not in self.arbiters:
+                self._remove_files(svc.name, instance)
+
+    def exited(self, svc: ServiceRuntime, pid: int, status: int | None) -> str | None:
+        self._gone(svc.name, svc.instance, pid)
+        return None
+
+    def describe_exit(self, svc: ServiceRuntime) -> str:
+        return "exited unexpectedly" + (f" ({svc.last_exit})" if svc.last_exit else "")
+
+    def reload(self, svc: ServiceRuntime) -> ReloadAttempt:
+        instance = free_instance(svc.instance, self.retiring.get(svc.name, set()))
+        if instance is None:
+            raise OSError("the old arbiters of the last reloads are still stopping: try again once they are gone")
+        started = self._spawn(svc, instance)
+        if isinstance(started, str):
+            raise OSError(started)
+        self.ctx.report(Spawned(svc.name, started, instance))
+        return ReloadAttempt(instance, replaces=svc.instance)
+
+    def reports_reload(self, svc: ServiceRuntime) -> bool:
+        return True
+
+    def switch(self, svc: ServiceRuntime, attempt: ReloadAttempt, old_pid: int | None) -> None:
+        if old_pid is not None:
+            self.retire(svc, attempt.replaces, old_pid)
+
+    def retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        """Stop an arbiter that no longer serves (the old one after a reload), gracefully."""
+        self.retiring.setdefault(svc.name, set()).add(instance)
+        task = self.ctx.spawn(self._retire(svc, instance, pid), f"retire-{svc.name}")
+        task.add_done_callback(lambda _: self.retiring.get(svc.name, set()).discard(instance))
+
+    async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        gone = asyncio.get_running_loop().create_future()
+        self.ctx.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(None))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(gone, svc.spec.stop_timeout)
+        except TimeoutError:
+            self._kill_counting(
+                svc,
+                instance,
+                pid,
+                f"the old arbiter (pid {pid}) is still up {svc.spec.stop_timeout:g}s after the reload",
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gone, 2)
+        finally:
+            self.ctx.watcher.unwatch(pid)
+        self._gone(svc.name, instance, pid)
+        if instance != svc.instance and (svc.reload is None or svc.reload.instance != instance):
+            self._remove_files(svc.name, instance)
+
+    def abandon(self, svc: ServiceRuntime, attempt: ReloadAttempt) -> None:
+        pid = self.arbiters.get((svc.name, attempt.instance))
+        if pid is not None:
+            signal_tree(pid, signal.SIGKILL)
+            self.ctx.watcher.watch(pid, lambda p, s: self._abandoned(svc.name, attempt.instance, p))
+
+    def _abandoned(self, name: str, instance: str, pid: int) -> None:
+        self._gone(name, instance, pid)
+        self._remove_files(name, instance)
+
+    def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
+        if text.endswith(LOADED):
+            wake = self.probes.get(svc.name)
+            if wake is not None:
+                wake.set()
+            return None
+        return failure_hint(text, svc.spec.venv)
+
+    def endpoint(self, svc: ServiceRuntime) -> str | None:
+        return str(self.layout.api_socket(svc.name))
+
+    async def sample(self) -> None:
+        """The serving arbiters' boards, for the snapshot."""
+        for svc in self._mine():
+            if svc.pid is None or svc.state == State.STOPPED:
+                continue
+            stats = read_board(self.layout.gunicorn_board(svc.name, svc.instance))
+            if stats is not None and stats.pid == svc.pid:
+                self.sampler.observe(svc.name, stats)
+
+    def _mine(self) -> list[ServiceRuntime]:
+        return [s for s in self.ctx.services() if runner(s.spec) == "gunicorn"]
+
+    # -- after the daemon restarted -----------------------------------------------------------
+
+    async def attach(self, kept: dict[str, Any]) -> None:
+        """Take over the arbiters a previous daemon (or image) left serving; report each Adopted."""
+        previous = kept.get("services", {})
+        found = await asyncio.get_running_loop().run_in_executor(None, self._running)
+        mine = {svc.name: svc for svc in self._mine()}
+        by_service: dict[str, dict[str, int]] = {}
+        for (name, instance), pid in found.items():
+            if name not in mine:
+                log.info("%s: not a gunicorn service of the manifest: stopping its arbiter (pid %d)", name, pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                continue
+            by_service.setdefault(name, {})[instance] = pid
+        for name, instances in by_service.items():
+            svc = mine[name]
+            known = previous.get(name, {})
+            keep = known.get("instance", "")
+            keep = keep if keep in instances else next(iter(instances))
+            for instance, pid in instances.items():
+                self.arbiters[name, instance] = pid
+                if instance != keep:
+                    self.retire(svc, instance, pid)
+            pid = instances[keep]
+            fd = None
+            with contextlib.suppress(OSError):
+                fd = take_listener(pid, self.layout.api_socket(name))
+            if fd is not None:
+                self.sockets.take_over(name, self, fd)
+            assert isinstance(svc.spec, ApiService)
+            rendered = render_spec(name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(name, keep))
+            try:
+                changed = rendered != self.layout.gunicorn_spec(name, keep).read_text()
+            except OSError:
+                changed = True
+            same = known.get("pid") == pid
+            history = {"up_since": known.get("up_since"), "ready_duration": known.get("ready_duration")} if same else {}
+            self.ctx.report(Adopted(name, pid, keep, changed=changed, **history))
+            log.info("%s: adopted gunicorn arbiter (pid %d)", name, pid)
+
+    def _running(self) -> dict[tuple[str, str], int]:
+        """Arbiters started from a spec file under this runtime dir, by (service, instance)."""
+        found = {}
+        spec_dir = str(self.layout.gunicorn_dir) + "/"
+        for proc in psutil.process_iter(["cmdline", "ppid"]):
+            argv = proc.info["cmdline"] or []
+            if len(argv) == 3 and argv[1] == str(BOOT_FILE) and argv[2].startswith(spec_dir):
+                ident = Path(argv[2]).name.removesuffix(".json")
+                name, _, instance = ident.partition(".")
+                if instance in INSTANCES:
+                    found[name, instance] = proc.pid
+        return found
+
+    def close(self) -> None:
+        self.pipes.close()
+
+
+def failure_hint(line: str, venv: str | None) -> Failure | None:
+    """What a line of an arbiter's output says about why it is going down."""
+    if "No module named 'gunicorn'" in line:
+        where = venv or sys.prefix
+        return Failure(f"gunicorn is not installed in {where}: run '{where}/bin/pip install gunicorn'", False)
+    if "No configuration setting for: " in line:
+        return Failure(f"unknown gunicorn setting {line.rsplit(': ', 1)[-1]!r}", False)
+    if "Worker failed to boot" in line or "App failed to load" in line or "Exception in worker process" in line:
+        return Failure("the app failed to load")
+    return None

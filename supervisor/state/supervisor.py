@@ -89,6 +89,8 @@ class Supervisor:
         self._save_pending = False
         self.lifecycles: dict[str, Lifecycle] = {}
         self.retiring: dict[str, Lifecycle] = {}  # removed or replaced by a new manifest, still stopping
+        # APIs moved to another server: the old one serves until its successor is running
+        self.handovers: set[str] = set()
         context = Context(
             self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records
         )
@@ -117,7 +119,8 @@ class Supervisor:
         return {name: lc.svc for name, lc in self.lifecycles.items()}
 
     def _records(self) -> Iterable[ServiceRuntime]:
-        return [lc.svc for lc in (*self.lifecycles.values(), *self.retiring.values())]
+        """Every record, a retiring one before its successor (so that by name, the successor's wins)."""
+        return [lc.svc for lc in (*self.retiring.values(), *self.lifecycles.values())]
 
     @property
     def emperor(self) -> Emperor:
@@ -184,7 +187,8 @@ class Supervisor:
 
     def pending_for(self, svc: ServiceRuntime) -> list[str]:
         pending = [d for d in svc.spec.after if d in self.lifecycles and self.lifecycles[d].svc.state != State.RUNNING]
-        if svc.name in self.retiring and self.lifecycles.get(svc.name, None) is not self.retiring[svc.name]:
+        retired = self.retiring.get(svc.name)
+        if retired is not None and retired is not self.lifecycles.get(svc.name) and svc.name not in self.handovers:
             pending.append("its previous definition to stop")
         return pending
 
@@ -202,6 +206,8 @@ class Supervisor:
             if retired is not None and retired.svc is svc and svc.state == State.STOPPED:
                 self._retired(svc.name)
             return
+        if svc.name in self.handovers and svc.state in (State.RUNNING, State.FAILED, State.STOPPED):
+            self._hand_over(svc.name)
         dependents = [lc for n in self.manifest.dependents(svc.name) if (lc := self.lifecycles.get(n))]
         if svc.state == State.RUNNING:
             self.sampler.soon()
@@ -319,6 +325,13 @@ class Supervisor:
         waits: list[Result] = []
         for name in change.removed + change.replaced:
             lc = self.lifecycles.pop(name)
+            if name in change.replaced and self._serves_until_replaced(lc, new[name]):
+                # another server for the same API: it goes once its successor serves on the same socket
+                self.retiring[name] = lc
+                self.handovers.add(name)
+                self.say(name, f"moving to {runner(new[name])}: {runner(lc.svc.spec)} serves until it is running")
+                continue
+            self.handovers.discard(name)
             waits.append(lc.remove())
             if lc.svc.state == State.STOPPED:
                 lc.driver.release(lc.svc)
@@ -342,6 +355,22 @@ class Supervisor:
             change.unchanged,
         )
         event.reply.set_result(self.spawn_task(self._outcome(waits, change.summary()), "manifest"))
+
+    @staticmethod
+    def _serves_until_replaced(lc: Lifecycle, spec: Service) -> bool:
+        """An API that serves and is to run under another server: both can share its socket."""
+        running = lc.svc.state in (State.RUNNING, State.RELOADING) and lc.svc.goal_running
+        return running and lc.svc.kind == "api" and spec.kind == "api" and spec.enabled
+
+    def _hand_over(self, name: str) -> None:
+        """The successor of a moved API is running (or will not be): its old server stops now."""
+        self.handovers.discard(name)
+        old = self.retiring.get(name)
+        if old is None:
+            return
+        old.remove()
+        if old.svc.state == State.STOPPED:
+            self._retired(name)
 
     @staticmethod
     async def _outcome(waits: list[Result], summary: dict[str, Any]) -> dict[str, Any]:

@@ -253,7 +253,7 @@ class Sampler:
         self.fold(name, stats)
         sample = self.sample_of(name)
         sample.stats = stats
-        sample.workers = Counter(_worker_status(w.status) for w in stats.workers)
+        sample.workers = Counter(_worker_status(w.status) for w in stats.workers if w.pid > 0)
         times = [w.avg_rt_us for w in stats.workers if w.requests and w.avg_rt_us]
         sample.avg_response_s = (sum(times) / len(times) / 1e6) if times else None
 

@@ -15,6 +15,7 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
     info: dict[str, Any] = {
         "name": svc.name,
         "kind": svc.kind,
+        "server": getattr(spec, "server", None),  # an API's WSGI server; None for a worker
         "state": str(svc.state),
         "ready": svc.ready,
         "pid": svc.pid,
@@ -33,7 +34,9 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
     sample = sampler.samples.get(svc.name)
     if sample is not None and svc.pid is not None:
         if sample.stats is not None and sample.stats.pid == svc.pid:
-            info["workers"] = [{"pid": w.pid, "status": w.status, "requests": w.requests} for w in sample.stats.workers]
+            info["workers"] = [
+                {"pid": w.pid, "status": w.status, "requests": w.requests} for w in sample.stats.workers if w.pid > 0
+            ]
         info["rss_bytes"] = sample.rss_bytes
         if info["socket"] is not None:
             info["listen_queue"] = sample.listen_queue

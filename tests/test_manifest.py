@@ -275,3 +275,61 @@ def test_paste_needs_paste_deploy_in_the_service_venv(tmp_path):
     site.mkdir(parents=True)
     (site / "__init__.py").write_text("")
     assert load(tmp_path / "conf").services["x"].paste == str(PASTE_INI)
+
+
+# -- the server of an API ------------------------------------------------------------------
+
+
+def gunicorn_api(extra=""):
+    return f'[services.placement]\nkind = "api"\nserver = "gunicorn"\napp = "{PROBE}"\n{extra}\n'
+
+
+def test_a_gunicorn_service_with_its_own_settings(tmp_path):
+    (tmp_path / "a.toml").write_text(gunicorn_api("gunicorn = { max_requests = 1000, keepalive = 5 }"))
+    service = load(tmp_path).services["placement"]
+    assert service.server == "gunicorn" and service.gunicorn == {"max_requests": 1000, "keepalive": 5}
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "says"),
+    [
+        ('uwsgi = { "harakiri-verbose" = true }', "uwsgi", "applies to server = 'uwsgi' services"),
+        ("gunicorn = { workers = 8 }", "gunicorn", "use the manifest key 'processes'"),
+        ('gunicorn = { bind = "unix:/tmp/x.sock" }', "gunicorn", "the daemon holds the socket"),
+        ('gunicorn = { post_fork = "x" }', "gunicorn", "server hook"),
+        ('gunicorn = { keepalive = "soon" }', "gunicorn", "setting 'keepalive'"),
+        ("gunicorn = { no_such_setting = 1 }", "gunicorn", "'no_such_setting' is not a gunicorn setting"),
+    ],
+)
+def test_what_does_not_apply_to_gunicorn_is_located(tmp_path, extra, key, says):
+    found = problems(tmp_path, a=gunicorn_api(extra))
+    assert any(k == key and says in message for _, _, k, message in found), found
+
+
+def test_a_gunicorn_table_on_a_uwsgi_service_is_refused(tmp_path):
+    text = f'[services.keystone]\nkind = "api"\napp = "{PROBE}"\ngunicorn = {{ keepalive = 5 }}\n'
+    found = problems(tmp_path, a=text)
+    assert [(k, m) for _, _, k, m in found] == [
+        ("gunicorn", "applies to server = 'gunicorn' services; this one runs under uwsgi")
+    ]
+
+
+def test_an_unknown_server_names_the_choices(tmp_path):
+    found = problems(tmp_path, a=gunicorn_api().replace('"gunicorn"', '"granian"'))
+    assert any(k == "server" and "'uwsgi' or 'gunicorn'" in m for _, _, k, m in found), found
+
+
+def test_a_venv_without_the_chosen_server_is_reported(tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    found = problems(conf, a=gunicorn_api(f'venv = "{venv}"'))
+    assert found == [
+        (
+            "a.toml",
+            "placement",
+            "server",
+            f"gunicorn is not installed in {venv}: run '{venv}/bin/pip install gunicorn'",
+        )
+    ]

@@ -90,6 +90,24 @@ def _daemon_commands(command: Command) -> None:
         a.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default %(default)s)")
         a.add_argument("--no-block", action="store_true", help="return once the daemon has the request")
         a.add_argument("-q", "--quiet", action="store_true", help="print only failures")
+        if verb != "start":
+            a.add_argument(
+                "--drain",
+                type=float,
+                default=0.0,
+                metavar="SECONDS",
+                help="take the services out of the load balancer's rotation first and wait SECONDS before acting "
+                "(back in rotation once done)",
+            )
+
+    for verb, text in (
+        ("drain", "take services out of the load balancer's rotation (/health/NAME answers 503); they keep serving"),
+        ("undrain", "put drained services back into the load balancer's rotation"),
+    ):
+        d = command(verb, text)
+        d.add_argument("names", nargs="*", metavar="NAME")
+        d.add_argument("--all", action="store_true", help="every service of the manifest")
+        d.add_argument("-q", "--quiet", action="store_true", help="print only failures")
 
     lg = command("logs", "recent lines of services, in time order (and follow with -f)")
     lg.add_argument("names", nargs="*", metavar="NAME", help="services (default: all, and the daemon)")

@@ -35,11 +35,14 @@ def status_table(services: list[dict[str, Any]]) -> str:
             reason = f"next try in {max(0, int(s['next_retry'] - now))}s: {reason}"
         if s.get("status_text") and s["state"] in ("running", "starting"):
             reason = s["status_text"]
+        state = s["state"] + (" (drained)" if s.get("draining") else "")
+        if s["state"] in ("running", "reloading") and not s.get("ready", True):
+            state += " (not ready)"
         rows.append(
             [
                 s["name"],
                 s["kind"],
-                s["state"],
+                state,
                 str(s["pid"] or "-"),
                 _age(s.get("uptime")),
                 str(s["restarts"]),
@@ -84,14 +87,13 @@ def cmd_action(client: Client, args: argparse.Namespace) -> int:
     if not args.names and not args.all:
         print(f"wsgictl {args.cmd}: name a service, or use --all", file=sys.stderr)
         return EXIT_FAILED
-    message = {
-        "cmd": args.cmd,
-        "services": args.names,
-        "all": args.all,
-        "wait": not args.no_block,
-        "timeout": args.timeout,
-    }
-    reply = client.request(message, timeout=args.timeout + 10)
+    message: dict[str, Any] = {"cmd": args.cmd, "services": args.names, "all": args.all}
+    drain = getattr(args, "drain", 0.0)
+    if args.cmd not in ("drain", "undrain"):
+        message.update(wait=not args.no_block, timeout=args.timeout)
+        if drain:
+            message["drain"] = drain
+    reply = client.request(message, timeout=getattr(args, "timeout", 20.0) + drain + 10)
     if "results" not in reply:
         print(f"wsgictl: {reply.get('error', 'failed')}", file=sys.stderr)
         return reply.get("code", EXIT_FAILED)
@@ -99,7 +101,7 @@ def cmd_action(client: Client, args: argparse.Namespace) -> int:
         if not result["ok"]:
             print(f"{name}: {args.cmd} failed: {result['message']}", file=sys.stderr)
         elif not args.quiet:
-            print(f"{name}: {result.get('state', result['message'])}")
+            print(f"{name}: {result['message'] if args.cmd in ('drain', 'undrain') else result.get('state')}")
     return 0 if reply.get("ok") else reply.get("code", EXIT_FAILED)
 
 

@@ -38,7 +38,7 @@ class Command:
     socket: str = CONTROL
 
 
-_VERB = ("services", "all", "wait", "timeout")
+_VERB = ("services", "all", "wait", "timeout", "drain")
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -48,6 +48,8 @@ COMMANDS: dict[str, Command] = {
         Command("stop", "verb", _VERB),
         Command("restart", "verb", _VERB),
         Command("reload", "verb", _VERB),
+        Command("drain", "verb", ("services", "all")),
+        Command("undrain", "verb", ("services", "all")),
         Command("logs", "logs", ("services", "n", "follow")),
         Command("watch", "watch", ("services",)),
         Command("reload-config", "reload_config"),
@@ -92,7 +94,7 @@ def decode_request(line: bytes) -> dict[str, Any]:
     names = message.get("services", [])
     if not isinstance(names, list) or not all(isinstance(n, str) and len(n) <= 256 for n in names):
         raise ProtocolError("'services' is a list of names")
-    for key in ("timeout", "n"):
+    for key in ("timeout", "n", "drain"):
         value = message.get(key)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value < 0):
             raise ProtocolError(f"{key!r} is a non-negative number")

@@ -83,6 +83,12 @@ def _groups_of(pid: int) -> set[int]:
     return set()
 
 
+async def drain_first(sup: Supervisor, names: list[str], seconds: float) -> None:
+    """Out of rotation, then `seconds` for the load balancer to notice, before the action."""
+    await asyncio.gather(*(sup.drain(name) for name in names))
+    await asyncio.sleep(seconds)
+
+
 class ControlServer:
     def __init__(self, sup: Supervisor):
         self.sup = sup
@@ -234,8 +240,16 @@ class ControlServer:
         bad = self._unknown(names)
         if bad:
             return bad
+        drain = float(request.get("drain") or 0)
+        if drain and cmd in ("stop", "restart", "reload"):
+            await drain_first(self.sup, names, drain)
         act = getattr(self.sup, cmd)
         futures = {name: act(name) for name in names}
+        if drain and cmd in ("stop", "restart", "reload"):
+            # the drain was for this action only: back in rotation once it is done (a stopped
+            # service is out of rotation anyway, and starts again in rotation)
+            for name, future in futures.items():
+                future.add_done_callback(lambda _, n=name: self.sup.undrain(n))
         if not request.get("wait", True):
             return {"ok": True, "results": {n: {"ok": True, "message": "requested"} for n in names}}
         timeout = float(request.get("timeout") or DEFAULT_WAIT)

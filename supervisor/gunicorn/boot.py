@@ -231,6 +231,10 @@ def main(spec_path):
     os.environ["LISTEN_FDS"] = "1"
     os.environ["LISTEN_PID"] = str(os.getpid())
     sys.argv = [spec["argv0"], *spec["args"]]
+    if spec["chdir"]:
+        # gunicorn's own command line does this (Application.chdir); BaseApplication does not
+        os.chdir(spec["chdir"])
+        sys.path.insert(0, spec["chdir"])
 
     slots = spec["processes"] + 4  # room for replacements while the old ones exit
     board_map = board.create(spec["board"], slots, os.getpid())

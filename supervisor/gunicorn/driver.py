@@ -411,15 +411,19 @@ class GunicornDriver:
 
     def _running(self) -> dict[tuple[str, str], int]:
         """Arbiters started from a spec file under this runtime dir, by (service, instance)."""
-        found = {}
+        matches: dict[int, tuple[int, str]] = {}  # pid -> (ppid, spec file): arbiters and their workers
         spec_dir = str(self.layout.gunicorn_dir) + "/"
         for proc in psutil.process_iter(["cmdline", "ppid"]):
             argv = proc.info["cmdline"] or []
             if len(argv) == 3 and argv[1] == str(BOOT_FILE) and argv[2].startswith(spec_dir):
-                ident = Path(argv[2]).name.removesuffix(".json")
-                name, _, instance = ident.partition(".")
-                if instance in INSTANCES:
-                    found[name, instance] = proc.pid
+                matches[proc.pid] = (proc.info["ppid"], argv[2])
+        found = {}
+        for pid, (ppid, spec) in matches.items():
+            if ppid in matches:
+                continue  # a worker: forked by its arbiter, with the same command line
+            name, _, instance = Path(spec).name.removesuffix(".json").partition(".")
+            if instance in INSTANCES:
+                found[name, instance] = pid
         return found
 
     def close(self) -> None:

@@ -169,6 +169,15 @@ class ApiService(_Service):
     gunicorn: dict[str, Any] = Field(
         default_factory=dict, description="extra gunicorn settings (config-file names) for a gunicorn service"
     )
+    health: SafeStr | None = Field(
+        None,
+        description="the app's own health path (e.g. /healthcheck, oslo.middleware): ready only while it answers 2xx",
+    )
+    health_interval: Seconds = Field(5.0, gt=0, le=3600, description="seconds between two health checks")
+    health_timeout: Seconds = Field(2.0, gt=0, le=600, description="seconds a health check may take")
+    health_threshold: StrictInt = Field(
+        3, ge=1, le=100, description="failed health checks in a row before a ready service turns not ready"
+    )
 
     @field_validator("app")
     @classmethod
@@ -227,6 +236,13 @@ class ApiService(_Service):
                 raise ValueError("must be '/' or a URL path like '/identity' without a trailing slash")
             if "//" in value:
                 raise ValueError("must not contain '//'")
+        return value
+
+    @field_validator("health")
+    @classmethod
+    def _health(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(ch.isspace() for ch in value)):
+            raise ValueError("must be a URL path of the app, like '/healthcheck' (relative to its mount)")
         return value
 
     @field_validator("gunicorn")

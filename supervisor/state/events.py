@@ -90,6 +90,14 @@ class Adopted(Event):
 
 
 @dataclass(frozen=True)
+class Health(Event):
+    """The app's own health check changed its answer (after the failure threshold)."""
+
+    healthy: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class Timeout(Event):
     """A timer of the lifecycle fired; `token` tells a stale timer from the current one."""
 

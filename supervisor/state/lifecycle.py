@@ -52,7 +52,9 @@ class Lifecycle(Reactions):
             log.error("%s: unexpected state change %s -> %s", svc.name, old, state)
         svc.state = state
         svc.since = self.host.clock.time()
-        svc.ready = state in (State.RUNNING, State.RELOADING)
+        if not state.up:
+            svc.healthy, svc.health_reason = None, None  # a new process answers afresh
+        svc.ready = state.up and svc.health_ok
         if reason is not None:
             svc.reason = reason
         if old != state:
@@ -159,6 +161,22 @@ class Lifecycle(Reactions):
             return self._wait_for(OK_START)
         self._arm("reload", svc.spec.start_timeout)
         return self._wait_for(OK_START)
+
+    def drain(self) -> Result:
+        """Out of the load balancer's rotation (its /health answers 503); it serves whatever reaches it."""
+        return self._set_drained(True)
+
+    def undrain(self) -> Result:
+        return self._set_drained(False)
+
+    def _set_drained(self, drained: bool) -> Result:
+        svc = self.svc
+        if svc.drained != drained:
+            svc.drained = drained
+            said = "drained: out of rotation, still serving" if drained else "undrained: back in rotation"
+            self.host.say(svc.name, said, 5)
+            self.host.touched(svc)
+        return waiters.done(self.host.future(), True, "drained" if drained else "in rotation")
 
     def remove(self) -> Result:
         """Taken out of the manifest: stopped for good."""

@@ -14,6 +14,7 @@ from supervisor.state.events import (
     Adopted,
     Event,
     Exited,
+    Health,
     Launched,
     Lost,
     Ready,
@@ -68,6 +69,8 @@ class Reactions:
                 self.on_reloading()
             case StatusText(text=text):
                 self.on_status_text(text)
+            case Health(healthy=healthy, reason=reason):
+                self.on_health(healthy, reason)
 
     # -- what the driver reports ---------------------------------------------------------------
 
@@ -141,6 +144,21 @@ class Reactions:
     def on_reloading(self) -> None:
         if self.svc.state == State.RUNNING:
             self._set_state(State.RELOADING, "the service reloads")
+
+    def on_health(self, healthy: bool, reason: str | None) -> None:
+        """The app's health check passes again, or fails: ready follows it; nothing is restarted
+        (a busy service fails checks, and restarting it under load makes storms)."""
+        svc = self.svc
+        if not svc.state.up or svc.healthy == healthy:
+            return
+        first = svc.healthy is None
+        svc.healthy, svc.health_reason = healthy, (None if healthy else reason)
+        svc.ready = svc.state.up and svc.health_ok
+        if healthy:
+            self.host.say(svc.name, "health check passes: ready" if first else "health check passes again: ready", 5)
+        else:
+            self.host.say(svc.name, f"not ready: {reason} (it keeps running; nothing is restarted for it)", 4)
+        self.host.touched(svc)
 
     def on_status_text(self, text: str) -> None:
         self.svc.status_text = text

@@ -84,11 +84,19 @@ class ServiceRuntime:
     reload: ReloadAttempt | None = None
     waiting_for: tuple[str, ...] = ()  # what it waits for before its process is asked for
     adopted: bool = False  # taken over from a previous daemon, not started by this one
+    healthy: bool | None = None  # the app's health check: None until it first answered (or none is set)
+    health_reason: str | None = None  # why it is not healthy
+    drained: bool = False  # out of the load balancer's rotation (operator intent, kept across daemon restarts)
     exceptions: Any = None  # the driver's reader of exception lines in its output
 
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def health_ok(self) -> bool:
+        """No health check is set, or the last one (after any threshold) passed."""
+        return getattr(self.spec, "health", None) is None or self.healthy is True
 
     def uptime(self) -> float | None:
         if self.up_since is None or not self.state.up:

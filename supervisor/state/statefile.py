@@ -1,7 +1,7 @@
 """`daemon/state.json`: what should outlive one daemon.
 
 Restart counts, when each service became ready, its main pid and instance,
-the request totals, and after `wsgictl daemon-reexec` the worker processes
+whether it is drained, the request totals, and after `wsgictl daemon-reexec` the worker processes
 and their output pipes the new image takes over. Written atomically, read
 once at start.
 """
@@ -35,6 +35,7 @@ def save(
             "ready_duration": svc.ready_duration,
             "pid": svc.pid,
             "instance": svc.instance,
+            "drained": svc.drained,
             "totals": sampler.totals[svc.name].to_json() if svc.name in sampler.totals else None,
         }
         for svc in services
@@ -64,5 +65,6 @@ def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler:
         if lc is None or not isinstance(kept, dict):
             continue
         lc.svc.restarts = int(kept.get("restarts") or 0)
+        lc.svc.drained = kept.get("drained") is True  # operator intent, like a stop
         if isinstance(kept.get("totals"), dict):
             sampler.totals[name] = Totals.from_json(kept["totals"])

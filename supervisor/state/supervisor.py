@@ -28,6 +28,7 @@ from supervisor.layout import DAEMON_NAME, Layout
 from supervisor.listeners import HeldSockets
 from supervisor.logs.pipeline import Drops, LogIntake
 from supervisor.manifest.models import Manifest, runner
+from supervisor.observe.health import HealthChecks
 from supervisor.observe.sampler import Sampler
 from supervisor.observe.watcher import ExitWatcher
 from supervisor.state import reconcile
@@ -106,6 +107,7 @@ class Supervisor:
             "gunicorn": self.gunicorn,
             "process": self.workers,
         }
+        self.health = HealthChecks(self.report, self.spawn_task, self.layout.api_socket)
         self.systemd = Systemd(self.loop, config.units, self.spawn_task, self._records)
         for name, spec in manifest.services.items():
             self.lifecycles[name] = self._lifecycle(name, spec)
@@ -206,6 +208,7 @@ class Supervisor:
             if retired is not None and retired.svc is svc and svc.state == State.STOPPED:
                 self._retired(svc.name)
             return
+        self.health.watch(svc)
         if svc.name in self.handovers and svc.state in (State.RUNNING, State.FAILED, State.STOPPED):
             self._hand_over(svc.name)
         dependents = [lc for n in self.manifest.dependents(svc.name) if (lc := self.lifecycles.get(n))]
@@ -274,6 +277,8 @@ class Supervisor:
 
     def _command(self, lc: Lifecycle, event: Command) -> None:
         outcome = lc.start(settle_in_backoff=True) if event.verb == "boot" else getattr(lc, event.verb)()
+        if event.verb in ("drain", "undrain"):
+            self.save_state()  # operator intent: on disk before the answer, a daemon killed next keeps it
         outcome.add_done_callback(lambda f: event.reply.done() or event.reply.set_result(f.result()))
 
     # -- commands (the control socket, the boot, signals) ----------------------------------------
@@ -295,6 +300,12 @@ class Supervisor:
 
     def reload(self, name: str) -> Result:
         return self.command("reload", name)
+
+    def drain(self, name: str) -> Result:
+        return self.command("drain", name)
+
+    def undrain(self, name: str) -> Result:
+        return self.command("undrain", name)
 
     async def launched(self, name: str, pid: int, instance: str) -> tuple[bool, str]:
         """A vassal's launcher asks whether its master may run."""
@@ -432,6 +443,7 @@ class Supervisor:
                 for lc in everyone:
                     lc.kill("did not stop in time")
                 await asyncio.wait(pending, timeout=2)
+        self.health.close()
         await self.vassals.stop_emperor()
         self.save_state()  # the last counts, for the next daemon
         self.vassals.close()

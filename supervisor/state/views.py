@@ -30,7 +30,14 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
         "next_retry": svc.next_retry,
         "status_text": svc.status_text,
         "ready_duration": svc.ready_duration,
+        "draining": svc.drained,
     }
+    health = getattr(spec, "health", None)
+    if health is not None:
+        waiting = f"waiting for the first answer from {health}" if svc.state.up else None
+        info["health"] = "ok" if svc.healthy else (svc.health_reason or waiting)
+        if svc.state.up and not svc.ready:
+            info["reason"] = info["health"]
     sample = sampler.samples.get(svc.name)
     if sample is not None and svc.pid is not None:
         if sample.stats is not None and sample.stats.pid == svc.pid:

@@ -1,4 +1,4 @@
-"""`/metrics`: one Prometheus endpoint for every service, API and worker.
+"""`/metrics`: one Prometheus endpoint for every service, API and worker (and `/health`, see rotation.py).
 
 A custom collector builds fresh metric families from the daemon's snapshot
 on every scrape (no I/O inside it); the HTTP side is a few lines of asyncio,
@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from supervisor import __version__
 from supervisor.state.states import State
+from supervisor.surfaces.rotation import rotation
 
 if TYPE_CHECKING:
     from supervisor.state.supervisor import Supervisor
@@ -61,10 +62,14 @@ class SupervisorCollector:
             "wsgi_resident_memory_bytes", "Resident memory of all the service's processes", labels=labels
         )
         cpu = CounterMetricFamily("wsgi_cpu_seconds", "CPU time of the service's process tree", labels=labels)
+        drained = GaugeMetricFamily(
+            "wsgi_service_drained", "1 when the service is out of the load balancer's rotation", labels=labels
+        )
         for name, svc in sorted(sup.services.items()):
             values = [name, svc.kind]
             info.add_metric([*values, sup.endpoint(svc) or "", getattr(svc.spec, "mount", None) or ""], {})
-            up.add_metric(values, 1.0 if svc.state.up else 0.0)
+            up.add_metric(values, 1.0 if svc.ready else 0.0)
+            drained.add_metric(values, 1.0 if svc.drained else 0.0)
             for s in State:
                 state.add_metric([*values, str(s)], 1.0 if svc.state == s else 0.0)
             restarts.add_metric(values, svc.restarts)
@@ -76,7 +81,7 @@ class SupervisorCollector:
                 rss.add_metric(values, sampler.sample_of(name).rss_bytes)
             usage = sampler.usage.get(name)
             cpu.add_metric(values, usage.base + usage.last if usage is not None else 0)
-        yield from (info, up, state, restarts, start_time, ready_duration, rss, cpu)
+        yield from (info, up, state, restarts, start_time, ready_duration, rss, cpu, drained)
 
     def _servers(self) -> Iterator[Metric]:
         """What a WSGI server tells of an API: requests, errors, workers, its socket's queue."""
@@ -178,8 +183,11 @@ class MetricsServer:
             parts = request.decode("latin-1").split()
             if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
                 await self._reply(writer, 405, b"only GET\n", "text/plain")
+            elif parts[1].split("?")[0] == "/health" or parts[1].startswith("/health/"):
+                status, text = rotation(self.sup, parts[1].split("?")[0].removeprefix("/health").strip("/"))
+                await self._reply(writer, status, text.encode() if parts[0] == "GET" else b"", "text/plain")
             elif parts[1].split("?")[0] not in ("/metrics", "/"):
-                await self._reply(writer, 404, b"see /metrics\n", "text/plain")
+                await self._reply(writer, 404, b"see /metrics or /health/NAME\n", "text/plain")
             else:
                 self.sup.sampler.refresh()  # the kernel answers at once
                 body = generate_latest(self.registry)
@@ -193,7 +201,7 @@ class MetricsServer:
 
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:
-        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
         head = (
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

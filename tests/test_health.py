@@ -1,0 +1,161 @@
+"""The app's own health check as readiness, drain, and what a load balancer asks (/health/NAME)."""
+
+import asyncio
+import signal
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+from supervisor.manifest.models import ApiService
+from supervisor.observe.health import check
+from support import APPS, Daemon, uwsgi_request, write_manifest
+
+HEALTH = APPS / "health.py"
+SERVERS = ["uwsgi", "gunicorn"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def manifest(server, flag, path="/healthcheck", extra=""):
+    return f"""
+[services.api]
+kind = "api"
+server = "{server}"
+app = "{HEALTH}"
+processes = 1
+mount = "/api"
+health = "{path}"
+health_interval = 0.2
+health_timeout = 0.5
+health_threshold = 2
+environment = {{ HEALTH_FLAG = "{flag}" }}
+{extra}
+"""
+
+
+def ask(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+def served(tmp_path):
+    port = free_port()
+    d = Daemon(tmp_path, extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--sample-interval", "0.5"])
+    d.port = port
+    yield d
+    d.stop()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_failing_health_check_turns_ready_off_and_never_restarts(served, tmp_path, server):
+    flag = tmp_path / "disable"
+    write_manifest(served.conf_dir, manifest(server, flag))
+    served.start()
+    served.ctl("start", "api")
+    served.wait_for(lambda s: s["api"]["ready"], what="ready once /healthcheck answers 200")
+    assert served.status("api")["api"]["health"] == "ok"
+    assert ask(served.port, "/health/api") == (200, "api: ok\n")
+    pid = served.status("api")["api"]["pid"]
+
+    flag.write_text("")  # the operator disables it, as oslo.middleware's disable_by_file does
+    served.wait_for(lambda s: not s["api"]["ready"], what="not ready while /healthcheck answers 503")
+    api = served.status("api")["api"]
+    assert api["state"] == "running" and api["pid"] == pid and api["restarts"] == 0
+    assert api["reason"] == api["health"] == "health check: 503 from /healthcheck"
+    assert ask(served.port, "/health/api") == (503, "api: health check: 503 from /healthcheck\n")
+    assert ask(served.port, "/health")[0] == 503
+    metrics = ask(served.port, "/metrics")[1]
+    assert 'wsgi_service_up{kind="api",service="api"} 0.0' in metrics
+    assert uwsgi_request(served.socket("api"), "/api/hi")[0] == 200  # it still serves what reaches it
+    assert "not ready: health check: 503 from /healthcheck" in served.ctl("logs", "api").stdout
+
+    flag.unlink()
+    served.wait_for(lambda s: s["api"]["ready"], what="ready again once it recovers")
+    assert ask(served.port, "/health/api")[0] == 200 and ask(served.port, "/health")[0] == 200
+    assert served.status("api")["api"]["pid"] == pid
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "says"),
+    [
+        ("/nope", "", "health check: 404 from /nope — is the path right?"),
+        ("/moved", "", "health check: 302 from /moved — is the path right?"),
+        ("/slowhealth", "", "health check: no answer from /slowhealth within 0.5s"),
+    ],
+)
+def test_a_wrong_health_check_says_why_and_restarts_nothing(served, tmp_path, path, extra, says):
+    write_manifest(served.conf_dir, manifest("uwsgi", tmp_path / "flag", path, extra))
+    served.start()
+    served.ctl("start", "api")
+    served.wait_for(lambda s: s["api"].get("health") == says, what=says)
+    api = served.status("api")["api"]
+    assert api["state"] == "running" and not api["ready"] and api["restarts"] == 0
+    assert ask(served.port, "/health/api") == (503, f"api: {says}\n")
+
+
+def test_an_app_that_closes_the_connection_is_a_reason(tmp_path):
+    """The prober against a real socket whose peer hangs up without a word."""
+    path = tmp_path / "closing.sock"
+
+    async def run():
+        server = await asyncio.start_unix_server(lambda r, w: w.close(), path=str(path))
+        async with server:
+            service = ApiService(kind="api", app="x:y", health="/healthcheck", protocol="http")
+            return await check(path, service)
+
+    assert asyncio.run(run()) == "health check: the app closed the connection without answering /healthcheck"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_drain_takes_it_out_of_rotation_and_survives_a_daemon_restart(served, tmp_path, server):
+    write_manifest(served.conf_dir, manifest(server, tmp_path / "flag"))
+    served.start()
+    served.ctl("start", "api")
+    served.wait_for(lambda s: s["api"]["ready"], what="ready")
+    assert served.ctl("drain", "api").stdout == "api: drained\n"
+    assert served.status("api")["api"]["draining"] is True
+    assert ask(served.port, "/health/api") == (503, "api: drained\n")
+    assert uwsgi_request(served.socket("api"), "/api/hi")[0] == 200  # it keeps serving
+
+    served.proc.send_signal(signal.SIGKILL)  # draining is operator intent, like a stop
+    served.proc.wait()
+    served.start()
+    served.wait_for(lambda s: s["api"]["ready"], what="adopted and ready")
+    assert served.status("api")["api"]["draining"] is True
+    assert ask(served.port, "/health/api")[0] == 503
+
+    served.ctl("undrain", "api")
+    assert ask(served.port, "/health/api") == (200, "api: ok\n")
+    assert 'wsgi_service_drained{kind="api",service="api"} 0.0' in ask(served.port, "/metrics")[1]
+
+
+def test_restart_with_drain_is_out_of_rotation_first_and_back_after(served, tmp_path):
+    write_manifest(served.conf_dir, manifest("gunicorn", tmp_path / "flag"))
+    served.start()
+    served.ctl("start", "api")
+    served.wait_for(lambda s: s["api"]["ready"], what="ready")
+    import subprocess
+
+    from support import WSGICTL
+
+    restart = subprocess.Popen(
+        [str(WSGICTL), "--runtime-dir", str(served.runtime_dir), "restart", "--drain", "1", "api"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    served.wait_for(lambda s: s["api"]["draining"], what="drained before the restart")
+    assert ask(served.port, "/health/api")[0] == 503
+    assert restart.wait(30) == 0
+    assert served.status("api")["api"]["draining"] is False
+    served.wait_for(lambda s: s["api"]["ready"], what="ready after the restart")
+    assert ask(served.port, "/health/api")[0] == 200

@@ -272,6 +272,40 @@ def test_gunicorn_table_values_keep_their_toml_types(tmp_path):
     assert loaded(tmp_path, text)["app"].gunicorn == table
 
 
+def test_a_systemd_unit_that_runs_gunicorn_is_an_api(tmp_path):
+    unit = tmp_path / "placement-api.service"
+    unit.write_text(
+        "[Service]\nUser=placement\nWorkingDirectory=/srv/placement\n"
+        'Environment="OS_PLACEMENT_CONFIG_DIR=/etc/placement" WEB_CONCURRENCY=3\n'
+        "Environment='GUNICORN_CMD_ARGS=--max-requests 200 --keep-alive 9'\n"
+        "ExecStart=/opt/venvs/placement/bin/gunicorn --keep-alive 4 --paste etc/paste.ini --pythonpath lib "
+        "-b unix:/run/placement.sock\nRestart=always\n"
+    )
+    apache = tmp_path / "apache.conf"
+    apache.write_text('ProxyPass "/placement" "unix:/run/placement.sock|http://placement" retry=0\n')
+    text = wsgictl_import(unit, apache).stdout
+    svc = loaded(tmp_path, text)["placement-api"]
+    assert (svc.kind, svc.server, svc.processes, svc.user, svc.chdir, svc.venv, svc.mount) == (
+        "api",
+        "gunicorn",
+        3,
+        "placement",
+        "/srv/placement",
+        "/opt/venvs/placement",
+        "/placement",
+    )
+    # relative paths are gunicorn's, from the unit's working directory
+    assert svc.paste == "/srv/placement/etc/paste.ini"
+    assert svc.environment == {
+        "OS_PLACEMENT_CONFIG_DIR": "/etc/placement",
+        "WEB_CONCURRENCY": "3",
+        "PYTHONPATH": "/srv/placement/lib",
+    }
+    # gunicorn's environment variables, as gunicorn reads them: the command line over GUNICORN_CMD_ARGS
+    assert svc.gunicorn == {"max_requests": 200, "keepalive": 4}
+    assert "Restart=always: the daemon does this itself" in notes(text)
+
+
 def test_without_gunicorn_it_says_what_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "gunicorn.config", None)
     with pytest.raises(ImportProblem, match="gunicorn's own parser, and gunicorn is not importable here"):

@@ -259,6 +259,22 @@ def from_systemd_unit(path: Path) -> Imported:
             svc.notes.append(f"{key}={value}: the daemon does this itself")
     if env:
         t["environment"] = env
+    if is_gunicorn_command(t.get("command", [])):
+        return _gunicorn_unit(svc, env)
+    return svc
+
+
+def _gunicorn_unit(unit: Imported, env: dict[str, str]) -> Imported:
+    """The API service of a unit whose ExecStart is gunicorn: its user, directory and environment too."""
+    t = unit.table
+    hints = {"cwd": t.get("chdir"), "environment": env, "user": t.get("user"), "group": t.get("group")}
+    svc = from_gunicorn_command(t["command"], unit.source, unit.name, hints)
+    svc.notes[:0] = unit.notes
+    for key in ("notify", "stop_signal", "stop_timeout"):
+        if key in t:
+            svc.notes.append(
+                f"{key} = {t[key]} (from the unit): not carried over (gunicorn's settings say how it stops)"
+            )
     return svc
 
 
@@ -417,20 +433,29 @@ def from_gunicorn_command(
     `unit` carries what a systemd unit that runs it adds: its working directory (`cwd`, where
     gunicorn resolved relative paths), `environment`, `user` and `group`.
     """
-    unit = unit or {}
+    unit = dict(unit or {})
     source = source or shlex.join(words)
     args, venv = _gunicorn_argv(words)
     given, positional = _parse_gunicorn_args(args, source)
     settings: dict[str, Any] = {}
     hooks: list[str] = []
     notes: list[str] = []
-    conf = given.pop("config", None)
+    env = dict(unit.get("environment", {}))
+    from_env: dict[str, Any] = {}
+    if "GUNICORN_CMD_ARGS" in env:  # gunicorn reads it between the config file and the command line
+        from_env, _ = _parse_gunicorn_args(shlex.split(env.pop("GUNICORN_CMD_ARGS")), f"{source}: GUNICORN_CMD_ARGS")
+        notes.append("GUNICORN_CMD_ARGS: its settings are imported with the command line's")
+    if "WEB_CONCURRENCY" in env:  # gunicorn's default number of workers
+        settings["workers"] = env["WEB_CONCURRENCY"]
+    unit["environment"] = env
+    conf = given.pop("config", from_env.pop("config", None))
     if conf is not None:  # first the file, then the command line over it, as gunicorn does
         location = conf if conf.startswith(("python:", "file:")) else _absolute_from(conf, unit.get("cwd"))
         settings, hooks, ignored = _conf_settings(_run_gunicorn_conf(location, source), _gunicorn_config())
         notes.extend(f"{k} (in {conf}): not a gunicorn setting, ignored (as gunicorn does)" for k in ignored)
     elif unit.get("cwd") and os.path.isfile(os.path.join(unit["cwd"], "gunicorn.conf.py")):
         notes.append(f"{unit['cwd']}/gunicorn.conf.py: gunicorn reads it too; import it with -c (not run here)")
+    settings.update(from_env)
     settings.update(given)
     svc = _gunicorn_service(name, source, settings, positional, hooks, unit)
     svc.notes[:0] = notes

@@ -144,8 +144,26 @@ def _offline_commands(command: Command) -> None:
     px.add_argument("--key", help="TLS key file")
     px.add_argument("--timeout", type=int, default=300, help="proxy timeout in seconds (default %(default)s)")
 
-    im = command("import", "uWSGI ini files, Apache vhosts, systemd units -> a manifest (TOML)")
-    im.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    im = command(
+        "import",
+        "uWSGI ini files, Apache vhosts, systemd units, gunicorn command lines and config files -> a manifest (TOML)",
+    )
+    im.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="*.ini: uWSGI; *.service: systemd (a gunicorn ExecStart makes an API); *.py: a gunicorn config "
+        "file, which is run here as gunicorn runs it (it is Python: import only your own); else an Apache vhost",
+    )
+    im.add_argument(
+        "--gunicorn",
+        action="append",
+        default=[],
+        metavar="CMDLINE",
+        help="a gunicorn command line, quoted as one argument, e.g. 'gunicorn -w 4 -b unix:/run/x.sock "
+        "placement.wsgi.api:application' (a -c config file in it is run here too); may be repeated",
+    )
 
     se = command("serve", "one API in the foreground on wsgiref (a breakpoint works)")
     se.add_argument("name", metavar="NAME")

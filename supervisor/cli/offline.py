@@ -79,13 +79,21 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from supervisor.manifest.importer import import_files, to_toml
+    from supervisor.manifest.importer import ImportProblem, import_files, to_toml
 
+    if not args.files and not args.gunicorn:
+        print("wsgictl import: name a FILE or give --gunicorn CMDLINE", file=sys.stderr)
+        return EXIT_FAILED
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
         print(f"wsgictl import: no such file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_FAILED
-    print(to_toml(import_files(args.files)), end="")
+    try:
+        services = import_files(args.files, tuple(args.gunicorn))
+    except ImportProblem as exc:
+        print(f"wsgictl import: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(to_toml(services), end="")
     return 0
 
 

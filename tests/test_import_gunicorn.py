@@ -11,7 +11,8 @@ from gunicorn.config import Config
 from supervisor.gunicorn import boot
 from supervisor.gunicorn.driver import render_spec
 from supervisor.gunicorn.settings import MANAGED
-from supervisor.manifest.importer import ImportProblem, from_gunicorn_command
+from supervisor.manifest.gunicorn_import import from_gunicorn_command
+from supervisor.manifest.importer import ImportProblem
 from supervisor.manifest.loading import load
 from support import APPS, WSGICTL, http_request, write_manifest
 

@@ -17,7 +17,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+import supervisor.gunicorn.board as board
 from supervisor import __version__
+from supervisor.manifest.models import runner
 from supervisor.state.states import State
 from supervisor.surfaces.rotation import rotation
 
@@ -26,7 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsgi-supervisor")
 
-WORKER_STATUSES = ("idle", "busy", "cheap", "pause", "signal")
+# what each server can say of a worker: no zeros exported for what it cannot
+WORKER_STATUSES = {
+    "uwsgi": ("idle", "busy", "cheap", "pause", "signal"),
+    "gunicorn": ("idle", "busy", *(n for n in board.STATE_NAMES.values() if n not in ("free", "idle"))),
+}
 
 
 LABELS = ["service", "kind"]
@@ -95,15 +101,17 @@ class SupervisorCollector:
                 ("tx", "response_bytes", "Bytes sent in responses"),
             )
         }
-        respawns = CounterMetricFamily("wsgi_worker_respawns", "uWSGI workers replaced", labels=labels)
+        respawns = CounterMetricFamily("wsgi_worker_respawns", "Workers replaced", labels=labels)
         killed = CounterMetricFamily(
             "wsgi_requests_killed",
-            "Requests still in flight when a stop or a reload's retirement had to SIGKILL the vassal",
+            "Requests still in flight when a stop or a reload's retirement had to SIGKILL the server",
             labels=labels,
         )
-        workers = GaugeMetricFamily("wsgi_workers", "uWSGI workers by status", labels=[*labels, "status"])
+        workers = GaugeMetricFamily("wsgi_workers", "Workers by status", labels=[*labels, "status"])
         avg_rt = GaugeMetricFamily(
-            "wsgi_average_response_time_seconds", "uWSGI's moving average of response time", labels=labels
+            "wsgi_average_response_time_seconds",
+            "Average response time (uWSGI: its moving average; gunicorn: over each worker's life)",
+            labels=labels,
         )
         queue = GaugeMetricFamily("wsgi_listen_queue_length", "Connections waiting to be accepted", labels=labels)
         queue_max = GaugeMetricFamily("wsgi_listen_queue_max", "The socket's backlog limit", labels=labels)
@@ -118,7 +126,7 @@ class SupervisorCollector:
             killed.add_metric(values, totals.killed)
             sample = sampler.sample_of(name)
             if svc.pid is not None:
-                for status in WORKER_STATUSES:
+                for status in WORKER_STATUSES.get(runner(svc.spec), ()):
                     workers.add_metric([*values, status], sample.workers.get(status, 0))
                 if sample.avg_response_s is not None:
                     avg_rt.add_metric(values, sample.avg_response_s)

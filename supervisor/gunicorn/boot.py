@@ -13,7 +13,8 @@ gunicorn. It does what uWSGI's options do for a vassal:
   hears them at once; when no daemon listens they are dropped, as uWSGI's
   socket logger drops them;
 - one request line per request (`NAME|r|…`, the daemon's request format),
-  sent by the worker from gunicorn's `post_request` hook;
+  written by the worker from gunicorn's `post_request` hook into a pipe the
+  same thread forwards;
 - the scoreboard (`board.py`): readiness, busy workers, counters;
 - `max_rss_mb`: a worker past it ends after its request, and is replaced;
 - `mount`: SCRIPT_NAME/PATH_INFO split at the mount, as uWSGI's
@@ -23,6 +24,7 @@ gunicorn. It does what uWSGI's options do for a vassal:
 import importlib.util
 import json
 import os
+import select
 import socket
 import sys
 import threading
@@ -32,6 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LISTEN_FD = 3  # SD_LISTEN_FDS_START
 MAX_DATAGRAM = 60 * 1024
+MAX_REQUEST_LINE = select.PIPE_BUF  # one atomic write into the pipe
 
 
 def _by_path(name, path):
@@ -46,38 +49,56 @@ app_loader = _by_path("wsgi_supervisor_app_loader", HERE.parent / "app_loader.py
 
 
 class LogRelay:
-    """fds 1 and 2 into a pipe; a thread sends what comes out to the daemon, a datagram per write."""
+    """The arbiter's thread that sends its tree's output and request lines to the daemon.
 
-    def __init__(self, address, prefix):
+    fds 1 and 2 (of the arbiter, and of every worker it forks) go into one
+    pipe, request lines into another; the thread sends what comes out of
+    each as datagrams, prefixed `NAME|o|` or `NAME|r|`. The arbiter keeps
+    root, so this reaches the daemon's log socket (mode 0660) even from
+    workers that run as the service's user; a request line is one write of
+    less than PIPE_BUF, so the lines of several workers never interleave.
+    """
+
+    def __init__(self, address, service):
         self.address = address
-        self.prefix = prefix
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.settimeout(1.0)  # a daemon that is slow to read makes writers wait, briefly
-        self.read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        output, write_fd = os.pipe2(os.O_CLOEXEC)
         for fd in (1, 2):
             os.dup2(write_fd, fd)  # the daemon's pipe of the first lines is closed here
         os.close(write_fd)
+        requests, self.request_fd = os.pipe2(os.O_CLOEXEC)
+        self.prefixes = {output: (service + "|o|").encode(), requests: (service + "|r|").encode()}
+        self.pending = {output: b"", requests: b""}
         self.thread = threading.Thread(target=self._forward, name="log-relay", daemon=True)
 
     def start(self):
         self.thread.start()
 
+    def close_in_worker(self):
+        """A forked worker writes into the pipes; only the arbiter's thread reads them."""
+        for fd in self.prefixes:
+            os.close(fd)
+
     def _forward(self):
-        pending = b""
-        while True:
-            chunk = os.read(self.read_fd, MAX_DATAGRAM)
-            if not chunk:
-                return
-            pending += chunk
-            cut = pending.rfind(b"\n")
-            if cut < 0 and len(pending) < MAX_DATAGRAM:
-                continue
-            whole, pending = (pending[: cut + 1], pending[cut + 1 :]) if cut >= 0 else (pending, b"")
-            self.send(whole)
+        while self.prefixes:
+            readable, _, _ = select.select(list(self.prefixes), [], [])
+            for fd in readable:
+                chunk = os.read(fd, MAX_DATAGRAM)
+                if not chunk:
+                    del self.prefixes[fd]
+                    continue
+                pending = self.pending[fd] + chunk
+                cut = pending.rfind(b"\n")
+                if cut < 0 and len(pending) < MAX_DATAGRAM:
+                    self.pending[fd] = pending
+                    continue
+                whole, self.pending[fd] = (pending[: cut + 1], pending[cut + 1 :]) if cut >= 0 else (pending, b"")
+                self.send(self.prefixes[fd] + whole)
 
     def send(self, payload):
         try:
-            self.sock.sendto(self.prefix + payload, self.address)
+            self.sock.sendto(payload, self.address)
         except OSError:  # no daemon listens, or it does not keep up: dropped, as uWSGI's logger does
             pass
 
@@ -85,22 +106,18 @@ class LogRelay:
 class Requests:
     """One worker's side of the scoreboard and of the request log."""
 
-    def __init__(self, spec, board_map):
+    def __init__(self, spec, board_map, request_fd):
         self.spec = spec
-        self.prefix = (spec["service"] + "|r|").encode()
         self.board = board_map
         self.slot = None
         self.lock = threading.Lock()
-        self.log = None
+        self.log = request_fd if spec["request_log"] else None
         self.local = threading.local()
         self.max_rss = (spec["max_rss_mb"] or 0) * 1024 * 1024
         self.page = os.sysconf("SC_PAGE_SIZE")
 
     def started_worker(self, slot):
         self.slot = slot
-        if self.spec["request_log"]:
-            self.log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self.log.setblocking(False)
 
     def begin(self):
         self.local.started = time.monotonic()
@@ -121,9 +138,9 @@ class Requests:
         if self.log is not None:
             status = getattr(resp, "status_code", None) or 500
             uri = req.uri if req.uri else req.path
-            line = f"{req.method} {status} {micros} {sent} {environ.get('REMOTE_ADDR') or '-'} {uri}\n"
+            line = f"{req.method} {status} {micros} {sent} {environ.get('REMOTE_ADDR') or '-'} {uri}"
             try:
-                self.log.sendto(self.prefix + line.encode(errors="replace"), self.spec["log"])
+                os.write(self.log, line.encode(errors="replace")[: MAX_REQUEST_LINE - 1] + b"\n")
             except OSError:
                 pass
         if self.max_rss and self._rss() > self.max_rss:
@@ -204,6 +221,11 @@ def settings(spec, hooks):
         "control_socket_disable": True,
         "proc_name": spec["service"],
         "preload_app": False,
+        # one request per connection, as uWSGI's vassals answer (Connection: close): the uwsgi
+        # protocol has no framing for a second request, and nginx's uwsgi_pass reads until the
+        # connection closes, so a kept-alive one would stall every response (a `keepalive`
+        # in the service's gunicorn table still applies)
+        "keepalive": 0,
     }
     if spec["chdir"]:
         chosen["chdir"] = spec["chdir"]
@@ -226,7 +248,7 @@ def main(spec_path):
         os.dup2(handed, LISTEN_FD, inheritable=True)
         os.close(handed)
     spec = json.loads(Path(spec_path).read_text())
-    relay = LogRelay(spec["log"], (spec["service"] + "|o|").encode())
+    relay = LogRelay(spec["log"], spec["service"])
     relay.start()
     os.environ["LISTEN_FDS"] = "1"
     os.environ["LISTEN_PID"] = str(os.getpid())
@@ -238,14 +260,14 @@ def main(spec_path):
 
     slots = spec["processes"] + 4  # room for replacements while the old ones exit
     board_map = board.create(spec["board"], slots, os.getpid())
-    requests = Requests(spec, board_map)
+    requests = Requests(spec, board_map, relay.request_fd)
 
     def pre_fork(server, worker):
         used = {getattr(w, "wsgi_supervisor_slot", None) for w in server.WORKERS.values()}
         worker.wsgi_supervisor_slot = next((i for i in range(slots) if i not in used), None)
 
     def post_fork(server, worker):
-        os.close(relay.read_fd)  # the arbiter's thread reads it, not this worker
+        relay.close_in_worker()
         slot = worker.wsgi_supervisor_slot
         if slot is not None:
             board.claim(board_map, slot, os.getpid(), time.time())

@@ -197,7 +197,8 @@ class GunicornDriver:
         if proc is not None:
             with contextlib.suppress(ChildProcessError):
                 proc.poll()  # reaped by the watcher already: only lets Popen know
-        self.pipes.drop(f"{name}.{instance}")
+        # its first-lines pipe closes by itself once read to the end: its last lines (a
+        # traceback at boot) are still read, whichever of the two the loop sees first
 
     def _in_flight(self, name: str, instance: str, pid: int) -> int:
         stats = read_board(self.layout.gunicorn_board(name, instance))

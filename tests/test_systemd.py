@@ -1,6 +1,7 @@
 """The units on a real systemd (in systemd-nspawn): systemctl and journalctl for every service."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,8 @@ def test_units_verify_as_installed(tmp_path):
 @pytest.fixture
 def machine(tmp_path):
     pyenv = Path(sys.base_prefix)
-    c = Container("wsgitest", [ROOT, pyenv], tmp_path / "console.log").start()
+    # a name of this run's own: other runs on the machine boot theirs at the same time
+    c = Container(f"wsgitest-{os.getpid()}", [ROOT, pyenv], tmp_path / "console.log").start()
     try:
         yield c
     finally:

@@ -8,10 +8,11 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # systemd-python builds against libsystemd
 RUN_DEBS  := libsystemd-dev pkg-config
-# what the tests run for real: systemd in nspawn, Apache, nginx, promtool, wrk
-TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd
+# what the tests run for real: systemd in nspawn, Apache, nginx, promtool, wrk; the fleet
+# test's hosts run sshd, and HAProxy balances over them
+TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd haproxy openssh-server openssh-client
 
-.PHONY: setup setup-test run test lint bench clean
+.PHONY: setup setup-test run test test-fleet lint bench clean
 
 define ensure_debs
 	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -43,6 +44,10 @@ lint: setup
 
 test: setup-test lint
 	$(VENV)/bin/pytest
+
+# the fleet test alone (it is part of `make test` too)
+test-fleet: setup-test
+	$(VENV)/bin/pytest -m fleet
 
 bench: setup-test
 	$(VENV)/bin/python bench/run.py

@@ -130,9 +130,10 @@ class Fleet:
     """`hosts` systemd hosts on a private LAN, each running the daemon with `manifest` behind nginx;
     HAProxy and Prometheus on the LAN side. A context manager: `with Fleet(...) as fleet:`.
 
-    check_path/check_port: what HAProxy's `option httpchk` asks each host (the daemon's
-    /metrics on its metrics port until /health exists). check_interval: seconds between two
-    checks (`inter`); a host is down after `fall` failed checks in a row, up after `rise` good ones.
+    check_path/check_port: what HAProxy's `option httpchk` asks each host, on the daemon's metrics
+    port by default: /metrics (the daemon answers), or /health/NAME and /health (the API, the host
+    in rotation: README, Health and drain). check_interval: seconds between two checks (`inter`);
+    a host is down after `fall` failed checks in a row, up after `rise` good ones.
     """
 
     lan_port = 8000  # HAProxy's frontend

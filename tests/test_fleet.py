@@ -31,7 +31,8 @@ mount = "/hello"
 """
 
 
-fleet = fleet_fixture(MANIFEST)
+# HAProxy asks each host's daemon whether its API should get requests (README: Health and drain)
+fleet = fleet_fixture(MANIFEST, check_path="/health/hello")
 
 
 def served_by(fleet, count: int) -> collections.Counter:

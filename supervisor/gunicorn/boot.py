@@ -23,6 +23,7 @@ gunicorn. It does what uWSGI's options do for a vassal:
 
 import importlib.util
 import json
+import logging
 import os
 import select
 import socket
@@ -204,6 +205,18 @@ def mounted(app, mount):
     return application
 
 
+class HungUp(logging.Filter):
+    """A client that hangs up before a whole uwsgi header came is no error, as uWSGI logs none.
+
+    A probe that only connects does, and Apache when it refuses a chunked body (411) after connecting;
+    gunicorn logs a traceback at ERROR for each ("Error handling request (no URI read)").
+    """
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (type(exc).__name__ == "InvalidUWSGIHeader" and str(exc).endswith("incomplete header"))
+
+
 def settings(spec, hooks):
     """Everything the arbiter is told: the daemon's settings, the service's extra ones, the hooks."""
     chosen = {
@@ -322,6 +335,7 @@ def main(spec_path):
             mount = spec["mount"]
             return mounted(app, mount) if mount and mount != "/" else app
 
+    logging.getLogger("gunicorn.error").addFilter(HungUp())
     Arbiter(Service()).run()
 
 

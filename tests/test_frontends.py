@@ -11,7 +11,7 @@ import time
 import pytest
 from frontends import Apache, Nginx, free_port, proxy_config
 
-from support import APPS, Daemon, write_manifest
+from support import APPS, Daemon, uwsgi_request, write_manifest
 
 PROBE = APPS / "probe.py"
 PLAIN = APPS / "plain.py"  # a PEP 3333 app that reads wsgi.input and knows nothing of uWSGI
@@ -243,6 +243,22 @@ def test_sockets_belong_to_the_front_end_group_and_nobody_else(apis):
         "import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
         f"try:\n    s.connect({str(sock)!r})\nexcept PermissionError:\n    sys.exit(13)\n"
     )
+    log_mark(apis, "identity", "before-hangup")
     as_www = subprocess.run(["/usr/bin/python3", "-c", code], user="www-data", group="www-data", extra_groups=[])
     as_nobody = subprocess.run(["/usr/bin/python3", "-c", code], user="nobody", group="nogroup", extra_groups=[])
     assert as_www.returncode == 0 and as_nobody.returncode == 13
+    # www-data connected and hung up without a request: no error for the service (its one worker logs in order)
+    between = log_mark(apis, "identity", "after-hangup").split("probe asked to log: before-hangup", 1)[1]
+    assert "Traceback" not in between and "Error handling request" not in between, between
+
+
+def log_mark(apis, name, mark):
+    """The service's recent log, once the line its app printed for a request to /log?MARK is in it."""
+    assert uwsgi_request(apis.socket(name), f"/log?{mark}")[0] == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        logs = apis.ctl("logs", name, "-n", "200").stdout
+        if f"probe asked to log: {mark}" in logs:
+            return logs
+        time.sleep(0.05)
+    raise AssertionError(f"{mark!r} never reached the log of {name}:\n{logs}")

@@ -192,6 +192,18 @@ class _Counted:
             close()
 
 
+def length_framed(app):
+    """The app behind a uwsgi-protocol front end, which took a chunked body apart (nginx spools it and
+    sends CONTENT_LENGTH): the stale `Transfer-Encoding: chunked` is dropped, as uWSGI's vassals drop it."""
+
+    def application(environ, start_response):
+        if environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            del environ["HTTP_TRANSFER_ENCODING"]
+        return app(environ, start_response)
+
+    return application
+
+
 def mounted(app, mount):
     """The app under its URL prefix: a path under `mount` is split into SCRIPT_NAME and PATH_INFO."""
 
@@ -332,6 +344,8 @@ def main(spec_path):
 
         def load(self):
             app = counted(app_loader.load(target), requests)
+            if spec["protocol"] == "uwsgi":
+                app = length_framed(app)
             mount = spec["mount"]
             return mounted(app, mount) if mount and mount != "/" else app
 

@@ -199,7 +199,10 @@ def test_curl_uploads_20mb_with_expect_100_continue(
     assert answer["body"] == path.stat().st_size and answer["sha256"] == digest
     if plain:
         assert answer["input_terminated"] is True and answer["script_name"] == mount
-    elif chunked and protocol == "http":
+    if plain and chunked and protocol == "uwsgi":
+        # nginx took the chunks apart and sends a Content-Length: the stale Transfer-Encoding is dropped
+        assert (answer["content_length"], answer["transfer_encoding"]) == (str(answer["body"]), ""), answer
+    elif not plain and chunked and protocol == "http":
         # still chunked when it arrives: uWSGI's chunked API reads it; gunicorn has no such API (wsgi.input has it)
         assert answer["reader"] == ("chunked_read" if server == "uwsgi" else "wsgi.input")
 

@@ -204,6 +204,31 @@ def length_framed(app):
     return application
 
 
+# the uwsgi vars of the request a thread serves (set by pre_request), and the ones gunicorn keeps its own of
+SENT = threading.local()
+OWN = frozenset({"SCRIPT_NAME", "REQUEST_METHOD", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH"})
+
+
+def as_sent(app):
+    """The app with the environ uWSGI gives it: behind a uwsgi-protocol front end, the variables it sent.
+
+    uWSGI's environ is what the front end sent; gunicorn keeps the headers and the request line only, so
+    REMOTE_ADDR (the client), REMOTE_PORT, REMOTE_USER, REQUEST_URI, SERVER_NAME, HTTPS… were lost, and it
+    decoded the PATH_INFO the front end had decoded already (`%2525` reached the app as `%`, not `%25`).
+    Over HTTP, REQUEST_URI is the request line's target, as uWSGI's http-socket sets it.
+    """
+
+    def application(environ, start_response):
+        sent = getattr(SENT, "vars", None)
+        if sent:
+            environ.update((k, v) for k, v in sent.items() if k not in OWN and not k.startswith("HTTP_"))
+        elif "RAW_URI" in environ:
+            environ.setdefault("REQUEST_URI", environ["RAW_URI"])
+        return app(environ, start_response)
+
+    return application
+
+
 def mounted(app, mount):
     """The app under its URL prefix: a path under `mount` is split into SCRIPT_NAME and PATH_INFO."""
 
@@ -304,6 +329,7 @@ def main(spec_path):
         worker.log.info("worker %d loaded the app", os.getpid())
 
     def pre_request(worker, req):
+        SENT.vars = getattr(req, "uwsgi_vars", None)
         if requests.slot is not None:
             requests.begin()
 
@@ -347,7 +373,7 @@ def main(spec_path):
             if spec["protocol"] == "uwsgi":
                 app = length_framed(app)
             mount = spec["mount"]
-            return mounted(app, mount) if mount and mount != "/" else app
+            return as_sent(mounted(app, mount) if mount and mount != "/" else app)
 
     logging.getLogger("gunicorn.error").addFilter(HungUp())
     Arbiter(Service()).run()

@@ -114,6 +114,9 @@ def get(port, path, method="GET", body=None, headers=None, timeout=10):
         ("/compute/metadata/openstack/latest", "metadata", "/compute/metadata", "/openstack/latest"),
         ("/compute/metadata", "metadata", "/compute/metadata", ""),
         ("/image/v2/images", "image", "/image", "/v2/images"),
+        # the front end decodes the path once, and the server not again
+        ("/identity/v3/a%2525b%20c", "identity", "/identity", "/v3/a%25b c"),
+        ("/image/v2/a%2525b%20c", "image", "/image", "/v2/a%25b c"),
     ],
 )
 def test_every_mount_answers_with_its_script_name(apis, front, path, service, script_name, path_info):
@@ -122,6 +125,9 @@ def test_every_mount_answers_with_its_script_name(apis, front, path, service, sc
     answer = json.loads(body)
     assert answer["script_name"] == script_name
     assert answer["path_info"] in (path_info, path_info or "/")
+    assert answer["request_uri"] == path
+    if service != "image":  # the uwsgi protocol carries the client's address, as the front end saw it
+        assert answer["remote_addr"] == "127.0.0.1"
     pids = {w["pid"] for w in apis.status()[service]["workers"]}
     assert answer["pid"] in pids
 

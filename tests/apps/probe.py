@@ -74,6 +74,8 @@ def application(environ, start_response):
         "body": size,
         "sha256": digest.hexdigest(),
         "reader": reader,
+        "remote_addr": environ.get("REMOTE_ADDR", ""),
+        "request_uri": environ.get("REQUEST_URI", ""),
     }
     data = json.dumps(answer).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])

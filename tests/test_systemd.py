@@ -152,6 +152,9 @@ def test_services_under_a_real_systemd(machine, server):
     # journalctl -u wsgi@NAME has the service's own lines
     journal = c.run("journalctl", "-u", "wsgi@conductor", "--no-pager").stdout
     assert "starting, argv=" in journal
+    # and an API's: its app's output and its request lines, whichever server runs it
+    journal = c.run("journalctl", "-u", "wsgi@api", "--no-pager").stdout
+    assert "probe app imported in pid" in journal and "GET / 200 " in journal, journal[-3000:]
 
     # systemctl stop: graceful, the socket gone, and wsgictl agrees
     c.run("systemctl", "stop", "wsgi@api")

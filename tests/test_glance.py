@@ -31,6 +31,19 @@ def glance_venv():
     return service_venv("glance", "glance")
 
 
+@pytest.fixture(scope="session")
+def glance_db(glance_venv, tmp_path_factory):
+    """glance's SQLite database, made once (glance-manage db_sync) and copied for each server's glance."""
+    tmp = tmp_path_factory.mktemp("glance-db")
+    (tmp / "glance-manage.conf").write_text(f"[database]\nconnection = sqlite:///{tmp / 'glance.sqlite'}\n")
+    subprocess.run(
+        [str(glance_venv / "bin" / "glance-manage"), "--config-file", str(tmp / "glance-manage.conf"), "db_sync"],
+        check=True,
+        capture_output=True,
+    )
+    return tmp / "glance.sqlite"
+
+
 @pytest.fixture(scope="module", params=["uwsgi", "gunicorn"])
 def server(request):
     """conftest's `server`, module-wide: one glance per server serves every test here."""
@@ -38,7 +51,7 @@ def server(request):
 
 
 @pytest.fixture(scope="module")
-def glance(server, glance_venv, tmp_path_factory):
+def glance(server, glance_venv, glance_db, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("glance")
     conf = tmp / "etc"
     conf.mkdir()
@@ -68,11 +81,7 @@ config_file = {glance_venv / "etc" / "glance" / "glance-api-paste.ini"}
     # no keystone: the pipeline's context has no roles, so the image calls are opened to it
     rules = ("add_image", "get_image", "get_images", "modify_image", "upload_image", "download_image")
     (conf / "policy.yaml").write_text("".join(f'"{rule}": ""\n' for rule in rules))
-    subprocess.run(
-        [str(glance_venv / "bin" / "glance-manage"), "--config-file", str(conf / "glance-api.conf"), "db_sync"],
-        check=True,
-        capture_output=True,
-    )
+    shutil.copy(glance_db, tmp / "glance.sqlite")
     d = Daemon(tmp, extra_args=["--socket-group", "www-data"])
     write_manifest(
         d.conf_dir,

@@ -97,9 +97,29 @@ def get_json(sock_path, path="/", protocol="uwsgi"):
 # -- the daemon under test ------------------------------------------------------
 
 
-def write_manifest(conf_dir: Path, text: str, name: str = "services.toml") -> None:
+def write_manifest(conf_dir: Path, text: str, name: str = "services.toml", server: str | None = None) -> None:
+    """Write a manifest file; with `server`, every API table that names no server runs under that one."""
     conf_dir.mkdir(parents=True, exist_ok=True)
+    if server is not None:
+        text = with_server(text, server)
     (conf_dir / name).write_text(text)
+
+
+def with_server(text: str, server: str) -> str:
+    """`server = "<server>"` on the line after each `kind = "api"` line of a table that has no `server =` line."""
+    tables: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.lstrip().startswith("["):
+            tables.append([])
+        tables[-1].append(line)
+    out: list[str] = []
+    for table in tables:
+        named = any(line.split("=", 1)[0].strip() == "server" for line in table if "=" in line)
+        for line in table:
+            out.append(line)
+            if not named and line.replace(" ", "").strip() == 'kind="api"':
+                out.append(f'server = "{server}"')
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
 class Daemon:
@@ -309,15 +329,23 @@ class Load:
 # -- real OpenStack services from PyPI --------------------------------------------
 
 
+SERVER_PACKAGES = ("pyuwsgi", "gunicorn")  # a service venv runs its API under either server
+
+
 def service_venv(name: str, *packages: str) -> Path:
-    """A venv of its own under .cache/ with `packages` and pyuwsgi, made once and kept across runs."""
+    """A venv of its own under .cache/ with `packages`, pyuwsgi and gunicorn, made once and kept across runs.
+
+    The marker names what was installed: a venv made before with fewer packages gets the rest added.
+    """
     venv = ROOT / ".cache" / f"{name}-venv"
     marker = venv / ".ready"
+    wanted = " ".join((*packages, *SERVER_PACKAGES))
     if not marker.exists():
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *packages, "pyuwsgi"], check=True)
-        marker.write_text("")
+    if not marker.exists() or marker.read_text() != wanted:
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *packages, *SERVER_PACKAGES], check=True)
+        marker.write_text(wanted)
     return venv
 
 

@@ -9,11 +9,11 @@ from support import service_venv, uwsgi_request, write_manifest
 
 @pytest.fixture(scope="session")
 def barbican_venv():
-    """barbican and pyuwsgi in a venv of their own (made once)."""
+    """barbican, pyuwsgi and gunicorn in a venv of their own (made once)."""
     return service_venv("barbican", "barbican")
 
 
-def test_barbican_serves_from_its_own_paste_ini(daemon, barbican_venv, tmp_path):
+def test_barbican_serves_from_its_own_paste_ini(daemon, server, barbican_venv, tmp_path):
     # the paste file the package ships (barbican's wsgi module would read /etc/barbican/ instead)
     paste = next(barbican_venv.glob("etc/barbican/barbican-api-paste.ini"))
     services = ""
@@ -30,7 +30,7 @@ processes = 1
 OS_DATABASE__CONNECTION = "sqlite:///{tmp_path}/{name}.sqlite"
 OS_DEFAULT__DB_AUTO_CREATE = "true"
 """
-    write_manifest(daemon.conf_dir, services)
+    write_manifest(daemon.conf_dir, services, server=server)
     check = daemon.ctl("check", check=False)
     assert check.returncode == 0, check.stderr
     daemon.start()
@@ -44,5 +44,14 @@ OS_DEFAULT__DB_AUTO_CREATE = "true"
     # one named app of that file, under a mount (oslo.middleware's healthcheck, which barbican's urlmap also serves)
     status, _, body = uwsgi_request(daemon.socket("barbican-health"), "/key-manager/")
     assert (status, body) == (200, b"OK")
+
+    # an upgrade in place adopts the running masters, in a venv with setproctitle (OpenStack's have it,
+    # and gunicorn renames its processes with it): the same pids serve on
+    before = {name: s["pid"] for name, s in daemon.status().items()}
+    daemon.ctl("daemon-reexec")
+    for name in before:
+        daemon.wait_state(name, "running")
+    assert {name: s["pid"] for name, s in daemon.status().items()} == before
+    assert uwsgi_request(daemon.socket("barbican-health"), "/key-manager/")[:3:2] == (200, b"OK")
     # barbican's own API: /v1 is the keystone pipeline, which needs a keystone; its unauthenticated pipeline
     # (paste_app = "barbican_api") fails every request in barbican 23.0.0 with AttributeError: request_id

@@ -49,9 +49,9 @@ def test_the_environment_sets_the_defaults(monkeypatch):
     assert str(build_parser().parse_args(["status", "--conf-dir", "/c"]).conf_dir) == "/c"
 
 
-def test_proxy_config_and_serve_take_conf_dir_after_the_command(tmp_path):
+def test_proxy_config_and_serve_take_conf_dir_after_the_command(tmp_path, server):
     conf = tmp_path / "conf.d"
-    write_manifest(conf, '[services.api]\nkind = "api"\napp = "x:application"\nmount = "/x"\n')
+    write_manifest(conf, '[services.api]\nkind = "api"\napp = "x:application"\nmount = "/x"\n', server=server)
 
     def wsgictl(*args):
         return subprocess.run([str(WSGICTL), *args], capture_output=True, text=True, timeout=30)

@@ -17,7 +17,7 @@ from frontends import Apache, Nginx, free_port, proxy_config
 
 from support import Daemon, service_venv, write_manifest
 
-SERVERS = {"apache": Apache, "nginx": Nginx}
+FRONTS = {"apache": Apache, "nginx": Nginx}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("apache2") is None or shutil.which("nginx") is None or shutil.which("curl") is None,
@@ -27,12 +27,31 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def glance_venv():
-    """glance and pyuwsgi in a venv of their own (made once, ~2 min)."""
+    """glance, pyuwsgi and gunicorn in a venv of their own (made once, ~2 min)."""
     return service_venv("glance", "glance")
 
 
+@pytest.fixture(scope="session")
+def glance_db(glance_venv, tmp_path_factory):
+    """glance's SQLite database, made once (glance-manage db_sync) and copied for each server's glance."""
+    tmp = tmp_path_factory.mktemp("glance-db")
+    (tmp / "glance-manage.conf").write_text(f"[database]\nconnection = sqlite:///{tmp / 'glance.sqlite'}\n")
+    subprocess.run(
+        [str(glance_venv / "bin" / "glance-manage"), "--config-file", str(tmp / "glance-manage.conf"), "db_sync"],
+        check=True,
+        capture_output=True,
+    )
+    return tmp / "glance.sqlite"
+
+
+@pytest.fixture(scope="module", params=["uwsgi", "gunicorn"])
+def server(request):
+    """conftest's `server`, module-wide: one glance per server serves every test here."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def glance(glance_venv, tmp_path_factory):
+def glance(server, glance_venv, glance_db, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("glance")
     conf = tmp / "etc"
     conf.mkdir()
@@ -62,11 +81,7 @@ config_file = {glance_venv / "etc" / "glance" / "glance-api-paste.ini"}
     # no keystone: the pipeline's context has no roles, so the image calls are opened to it
     rules = ("add_image", "get_image", "get_images", "modify_image", "upload_image", "download_image")
     (conf / "policy.yaml").write_text("".join(f'"{rule}": ""\n' for rule in rules))
-    subprocess.run(
-        [str(glance_venv / "bin" / "glance-manage"), "--config-file", str(conf / "glance-api.conf"), "db_sync"],
-        check=True,
-        capture_output=True,
-    )
+    shutil.copy(glance_db, tmp / "glance.sqlite")
     d = Daemon(tmp, extra_args=["--socket-group", "www-data"])
     write_manifest(
         d.conf_dir,
@@ -82,12 +97,13 @@ mount = "/image"
 stop_timeout = 60
 environment = {{ OS_GLANCE_CONFIG_DIR = "{conf}" }}
 """,
+        server=server,
     )
     d.start()
     d.ctl("start", "glance", "--timeout", "120")
     fronts = {}
     try:
-        for name, cls in SERVERS.items():
+        for name, cls in FRONTS.items():
             port = free_port()
             fe = cls(tmp / name, proxy_config(d, name, port), port)
             checked = fe.check()
@@ -167,10 +183,10 @@ def check_stored(port, image_id, path):
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
-@pytest.mark.parametrize("server", sorted(SERVERS))
-def test_a_20mb_image_upload_through_each_front_end(glance, image_file, server, chunked):
+@pytest.mark.parametrize("front", sorted(FRONTS))
+def test_a_20mb_image_upload_through_each_front_end(glance, image_file, front, chunked):
     _, fronts = glance
-    port = fronts[server].port
+    port = fronts[front].port
     image_id = new_image(port)
     assert finished(upload(port, image_id, image_file, chunked)) == 204
     check_stored(port, image_id, image_file)

@@ -9,7 +9,7 @@ from support import APPS, WSGICTL, http_request, stop_foreground, uwsgi_request,
 INI = APPS / "pasteapp.ini"
 
 
-def paste_services(daemon):
+def paste_services(daemon, server):
     # the factories' module is found on PYTHONPATH, as an OpenStack project's is in its venv
     write_manifest(
         daemon.conf_dir,
@@ -30,11 +30,12 @@ protocol = "http"
 processes = 1
 environment = {{ PYTHONPATH = "{APPS}" }}
 """,
+        server=server,
     )
 
 
-def test_paste_apps_serve_from_the_manifest(daemon):
-    paste_services(daemon)
+def test_paste_apps_serve_from_the_manifest(daemon, server):
+    paste_services(daemon, server)
     daemon.start()
     daemon.ctl("start", "root", "admin")
 
@@ -56,11 +57,13 @@ def test_paste_apps_serve_from_the_manifest(daemon):
     assert json.loads(http_request(daemon.socket("admin"), "/admin/x")[2])["greeting"] == "hello from admin"
 
 
-def test_a_paste_app_that_cannot_load_says_why(daemon, tmp_path):
+def test_a_paste_app_that_cannot_load_says_why(daemon, server, tmp_path):
     ini = tmp_path / "broken-paste.ini"
     ini.write_text("[app:main]\npaste.app_factory = pasteapp:app_factory\n")
     write_manifest(
-        daemon.conf_dir, f'[services.broken]\nkind = "api"\npaste = "{ini}"\npaste_app = "nope"\nprocesses = 1\n'
+        daemon.conf_dir,
+        f'[services.broken]\nkind = "api"\npaste = "{ini}"\npaste_app = "nope"\nprocesses = 1\n',
+        server=server,
     )
     daemon.start()
     s = daemon.wait_state("broken", "backoff")
@@ -68,7 +71,8 @@ def test_a_paste_app_that_cannot_load_says_why(daemon, tmp_path):
     assert "LookupError: No section 'nope'" in s["reason"], s["reason"]
 
 
-def test_serve_runs_a_paste_app(tmp_path):
+def test_serve_runs_a_paste_app(tmp_path, server):
+    """wsgictl serve runs the app on wsgiref whichever server the manifest names: the same app, in the foreground."""
     from frontends import free_port
 
     conf = tmp_path / "conf.d"
@@ -76,6 +80,7 @@ def test_serve_runs_a_paste_app(tmp_path):
         conf,
         f'[services.admin]\nkind = "api"\npaste = "{INI}"\npaste_app = "admin"\nmount = "/admin"\n'
         f'environment = {{ PYTHONPATH = "{APPS}" }}\n',
+        server=server,
     )
     port = free_port()
     serve = subprocess.Popen(

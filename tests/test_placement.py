@@ -11,14 +11,14 @@ from support import service_venv, uwsgi_request, write_manifest
 
 @pytest.fixture(scope="session")
 def placement_venv():
-    """openstack-placement and pyuwsgi in a venv of their own (made once, ~20 s)."""
+    """openstack-placement, pyuwsgi and gunicorn in a venv of their own (made once, ~20 s)."""
     return service_venv("placement", "openstack-placement")
 
 
 HEADERS = {"x-auth-token": "admin", "OpenStack-API-Version": "placement latest"}
 
 
-def test_placement_serves_and_survives_reload(daemon, placement_venv, tmp_path):
+def test_placement_serves_and_survives_reload(daemon, server, placement_venv, tmp_path):
     conf = tmp_path / "placement"
     conf.mkdir()
     (conf / "placement.conf").write_text(
@@ -41,6 +41,7 @@ processes = 2
 mount = "/placement"
 environment = {{ OS_PLACEMENT_CONFIG_DIR = "{conf}" }}
 """,
+        server=server,
     )
     daemon.start()
     daemon.ctl("start", "placement", "--timeout", "120")
@@ -52,7 +53,8 @@ environment = {{ OS_PLACEMENT_CONFIG_DIR = "{conf}" }}
     daemon.ctl("reload", "placement", "--timeout", "120")
     status, _, body = uwsgi_request(daemon.socket("placement"), "/resource_providers", headers=HEADERS)
     assert status == 200 and json.loads(body) == {"resource_providers": []}
-    master = daemon.status()["placement"]["pid"]
-    # the app runs the venv's own Python, not the daemon's
-    exe = os.readlink(f"/proc/{master}/exe")
-    assert Path(exe).resolve() == (placement_venv / "bin" / "python3").resolve()
+    s = daemon.status()["placement"]
+    # the app runs the venv's own Python, not the daemon's: the master (arbiter) and every worker
+    for pid in (s["pid"], *(w["pid"] for w in s["workers"])):
+        exe = os.readlink(f"/proc/{pid}/exe")
+        assert Path(exe).resolve() == (placement_venv / "bin" / "python3").resolve()

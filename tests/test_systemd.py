@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nspawn import Container
 
-from support import APPS, ROOT, WSGICTL
+from support import APPS, ROOT, WSGICTL, with_server
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-nspawn") is None, reason="needs systemd-container")
 
@@ -19,10 +19,13 @@ VENV_BIN = Path(sys.executable).parent
 CTL = f"{VENV_BIN}/wsgictl"
 PYTHON = f"{VENV_BIN}/python3"
 RUN = "/run/wsgi-supervisor"
+# what `ps` shows of our processes: uWSGI's emperor and vassals, gunicorn's arbiters and workers, workers, the daemon
+OURS = ("uWSGI", "gunicorn/boot.py", "worker.py", "wsgi-supervisor")
 
 
-def manifest(conductor_env: str = "one") -> str:
-    return f"""
+def manifest(server: str, conductor_env: str = "one") -> str:
+    return with_server(
+        f"""
 [services.api]
 kind = "api"
 app = "{APPS / "probe.py"}"
@@ -41,7 +44,9 @@ processes = 1
 enabled = false
 start_limit = 3
 environment = {{ PROBE_FAIL_IMPORT = "no database" }}
-"""
+""",
+        server,
+    )
 
 
 def test_units_verify_as_installed(tmp_path):
@@ -100,9 +105,9 @@ def wait(predicate, timeout=60.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_services_under_a_real_systemd(machine):
+def test_services_under_a_real_systemd(machine, server):
     c = machine
-    c.write("/etc/wsgi-supervisor/conf.d/host.toml", manifest())
+    c.write("/etc/wsgi-supervisor/conf.d/host.toml", manifest(server))
     c.run(CTL, "units", "install", "--socket-group", "root")
     c.run(
         "systemd-analyze",
@@ -147,6 +152,9 @@ def test_services_under_a_real_systemd(machine):
     # journalctl -u wsgi@NAME has the service's own lines
     journal = c.run("journalctl", "-u", "wsgi@conductor", "--no-pager").stdout
     assert "starting, argv=" in journal
+    # and an API's: its app's output and its request lines, whichever server runs it
+    journal = c.run("journalctl", "-u", "wsgi@api", "--no-pager").stdout
+    assert "probe app imported in pid" in journal and "GET / 200 " in journal, journal[-3000:]
 
     # systemctl stop: graceful, the socket gone, and wsgictl agrees
     c.run("systemctl", "stop", "wsgi@api")
@@ -161,7 +169,7 @@ def test_services_under_a_real_systemd(machine):
 
     # a manifest change and systemctl reload: only the changed service gets new pids
     before = status(c)
-    c.write("/etc/wsgi-supervisor/conf.d/host.toml", manifest(conductor_env="two"))
+    c.write("/etc/wsgi-supervisor/conf.d/host.toml", manifest(server, conductor_env="two"))
     c.run("systemctl", "reload", "wsgi-supervisor")
     after = status(c)
     assert after["api"]["pid"] == before["api"]["pid"]
@@ -187,4 +195,4 @@ def test_services_under_a_real_systemd(machine):
     c.run("systemctl", "stop", "wsgi-supervisor")
     assert is_active(c, "wsgi@api") == "inactive"
     left = c.run("ps", "-eo", "pid,args", "--no-headers").stdout
-    assert "uWSGI" not in left and "worker.py" not in left and "wsgi-supervisor" not in left, left
+    assert not [name for name in OURS if name in left], left

@@ -45,15 +45,28 @@ def mounted(app, prefix):
     return split
 
 
+INTERRUPTED = []
+
+
+def interrupt(signum, frame):
+    INTERRUPTED.append(signum)
+    raise KeyboardInterrupt
+
+
 class Handler(WSGIRequestHandler):
     def log_message(self, format, *args):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+    def handle(self):
+        super().handle()
+        if INTERRUPTED:  # a Ctrl-C while a request finished: wsgiref took it for the app's error and served on
+            raise KeyboardInterrupt
 
 
 def main():
     # Ctrl-C stops it even when whatever started it ignored SIGINT (a background job of a
     # non-interactive shell does, and Python then keeps it ignored)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, interrupt)
     spec = json.loads(sys.argv[1])
     os.environ.update(spec["env"])
     if spec.get("chdir"):

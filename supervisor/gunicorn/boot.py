@@ -23,6 +23,7 @@ gunicorn. It does what uWSGI's options do for a vassal:
 
 import importlib.util
 import json
+import logging
 import os
 import select
 import socket
@@ -191,6 +192,43 @@ class _Counted:
             close()
 
 
+def length_framed(app):
+    """The app behind a uwsgi-protocol front end, which took a chunked body apart (nginx spools it and
+    sends CONTENT_LENGTH): the stale `Transfer-Encoding: chunked` is dropped, as uWSGI's vassals drop it."""
+
+    def application(environ, start_response):
+        if environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            del environ["HTTP_TRANSFER_ENCODING"]
+        return app(environ, start_response)
+
+    return application
+
+
+# the uwsgi vars of the request a thread serves (set by pre_request), and the ones gunicorn keeps its own of
+SENT = threading.local()
+OWN = frozenset({"SCRIPT_NAME", "REQUEST_METHOD", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH"})
+
+
+def as_sent(app):
+    """The app with the environ uWSGI gives it: behind a uwsgi-protocol front end, the variables it sent.
+
+    uWSGI's environ is what the front end sent; gunicorn keeps the headers and the request line only, so
+    REMOTE_ADDR (the client), REMOTE_PORT, REMOTE_USER, REQUEST_URI, SERVER_NAME, HTTPS… were lost, and it
+    decoded the PATH_INFO the front end had decoded already (`%2525` reached the app as `%`, not `%25`).
+    Over HTTP, REQUEST_URI is the request line's target, as uWSGI's http-socket sets it.
+    """
+
+    def application(environ, start_response):
+        sent = getattr(SENT, "vars", None)
+        if sent:
+            environ.update((k, v) for k, v in sent.items() if k not in OWN and not k.startswith("HTTP_"))
+        elif "RAW_URI" in environ:
+            environ.setdefault("REQUEST_URI", environ["RAW_URI"])
+        return app(environ, start_response)
+
+    return application
+
+
 def mounted(app, mount):
     """The app under its URL prefix: a path under `mount` is split into SCRIPT_NAME and PATH_INFO."""
 
@@ -202,6 +240,18 @@ def mounted(app, mount):
         return app(environ, start_response)
 
     return application
+
+
+class HungUp(logging.Filter):
+    """A client that hangs up before a whole uwsgi header came is no error, as uWSGI logs none.
+
+    A probe that only connects does, and Apache when it refuses a chunked body (411) after connecting;
+    gunicorn logs a traceback at ERROR for each ("Error handling request (no URI read)").
+    """
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (type(exc).__name__ == "InvalidUWSGIHeader" and str(exc).endswith("incomplete header"))
 
 
 def settings(spec, hooks):
@@ -279,6 +329,7 @@ def main(spec_path):
         worker.log.info("worker %d loaded the app", os.getpid())
 
     def pre_request(worker, req):
+        SENT.vars = getattr(req, "uwsgi_vars", None)
         if requests.slot is not None:
             requests.begin()
 
@@ -319,9 +370,12 @@ def main(spec_path):
 
         def load(self):
             app = counted(app_loader.load(target), requests)
+            if spec["protocol"] == "uwsgi":
+                app = length_framed(app)
             mount = spec["mount"]
-            return mounted(app, mount) if mount and mount != "/" else app
+            return as_sent(mounted(app, mount) if mount and mount != "/" else app)
 
+    logging.getLogger("gunicorn.error").addFilter(HungUp())
     Arbiter(Service()).run()
 
 

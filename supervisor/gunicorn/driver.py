@@ -411,7 +411,12 @@ class GunicornDriver:
             log.info("%s: adopted gunicorn arbiter (pid %d)", name, pid)
 
     def _running(self) -> dict[tuple[str, str], int]:
-        """Arbiters started from a spec file under this runtime dir, by (service, instance)."""
+        """Arbiters started from a spec file under this runtime dir, by (service, instance).
+
+        With setproctitle in the venv (OpenStack's have it) gunicorn renames them (`gunicorn: master [NAME]`)
+        and the command line names no spec: then the arbiter is the pid its board names, while that
+        process still maps the board.
+        """
         matches: dict[int, tuple[int, str]] = {}  # pid -> (ppid, spec file): arbiters and their workers
         spec_dir = str(self.layout.gunicorn_dir) + "/"
         for proc in psutil.process_iter(["cmdline", "ppid"]):
@@ -425,10 +430,23 @@ class GunicornDriver:
             name, _, instance = Path(spec).name.removesuffix(".json").partition(".")
             if instance in INSTANCES:
                 found[name, instance] = pid
+        for path in self.layout.gunicorn_dir.glob("*.board"):
+            name, _, instance = path.name.removesuffix(".board").partition(".")
+            stats = read_board(path)
+            if instance in INSTANCES and (name, instance) not in found and stats is not None and maps(stats.pid, path):
+                found[name, instance] = stats.pid
         return found
 
     def close(self) -> None:
         self.pipes.close()
+
+
+def maps(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` mapped (an arbiter its board; a pid used again has not)."""
+    try:
+        return f" {path}\n" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
 
 
 def failure_hint(line: str, venv: str | None) -> Failure | None:

@@ -11,6 +11,11 @@ import os
 import sys
 import time
 
+try:
+    import uwsgi  # only under uWSGI: a chunked body is read with its chunked_read(), as glance does
+except ImportError:  # elsewhere (gunicorn) from wsgi.input
+    uwsgi = None
+
 if os.environ.get("PROBE_FAIL_IMPORT"):
     raise RuntimeError("probe app refuses to import: " + os.environ["PROBE_FAIL_IMPORT"])
 _needed = os.environ.get("PROBE_NEEDS_FILE")
@@ -38,10 +43,16 @@ def application(environ, start_response):
         print(f"ERROR probe asked to log: {query}", flush=True)
     digest = hashlib.sha256()
     size = 0
-    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-        import uwsgi  # chunked request bodies come through uWSGI's chunked API (as glance reads them)
-
+    reader = "wsgi.input"
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" and uwsgi is not None:
+        # under uWSGI, chunked request bodies come through its chunked API (as glance reads them)
+        reader = "chunked_read"
         while chunk := uwsgi.chunked_read(30):
+            digest.update(chunk)
+            size += len(chunk)
+    elif environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        # elsewhere (gunicorn) wsgi.input has the whole body, as glance then reads it
+        while chunk := environ["wsgi.input"].read(65536):
             digest.update(chunk)
             size += len(chunk)
     else:
@@ -62,6 +73,9 @@ def application(environ, start_response):
         "query": query,
         "body": size,
         "sha256": digest.hexdigest(),
+        "reader": reader,
+        "remote_addr": environ.get("REMOTE_ADDR", ""),
+        "request_uri": environ.get("REQUEST_URI", ""),
     }
     data = json.dumps(answer).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])

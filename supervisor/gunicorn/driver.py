@@ -410,16 +410,25 @@ class GunicornDriver:
             log.info("%s: adopted gunicorn arbiter (pid %d)", name, pid)
 
     def _running(self) -> dict[tuple[str, str], int]:
-        """Arbiters started from a spec file under this runtime dir, by (service, instance)."""
-        found = {}
+        """Arbiters started from a spec file under this runtime dir, by (service, instance).
+
+        An arbiter's workers are forks with its very command line: the arbiter is the one
+        whose parent is not one of them.
+        """
+        matches: dict[int, tuple[int, str]] = {}  # pid -> (ppid, spec file)
         spec_dir = str(self.layout.gunicorn_dir) + "/"
         for proc in psutil.process_iter(["cmdline", "ppid"]):
             argv = proc.info["cmdline"] or []
             if len(argv) == 3 and argv[1] == str(BOOT_FILE) and argv[2].startswith(spec_dir):
-                ident = Path(argv[2]).name.removesuffix(".json")
-                name, _, instance = ident.partition(".")
-                if instance in INSTANCES:
-                    found[name, instance] = proc.pid
+                matches[proc.pid] = (proc.info["ppid"], argv[2])
+        found = {}
+        for pid, (ppid, spec_file) in matches.items():
+            if ppid in matches and matches[ppid][1] == spec_file:
+                continue  # a worker of that arbiter
+            ident = Path(spec_file).name.removesuffix(".json")
+            name, _, instance = ident.partition(".")
+            if instance in INSTANCES:
+                found[name, instance] = pid
         return found
 
     def close(self) -> None:

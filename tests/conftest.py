@@ -11,6 +11,12 @@ def daemon(tmp_path):
     d.stop()
 
 
+@pytest.fixture(params=["uwsgi", "gunicorn"], ids=["uwsgi", "gunicorn"])
+def server(request):
+    """The WSGI server an API test runs its services under: every API promise holds for both."""
+    return request.param
+
+
 # the fast tests of the pure parts (no process) run first: a broken lifecycle shows in seconds
 FAST_FIRST = (
     "test_lifecycle.py",

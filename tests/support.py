@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -97,9 +99,28 @@ def get_json(sock_path, path="/", protocol="uwsgi"):
 # -- the daemon under test ------------------------------------------------------
 
 
-def write_manifest(conf_dir: Path, text: str, name: str = "services.toml") -> None:
+def write_manifest(conf_dir: Path, text: str, name: str = "services.toml", server: str | None = None) -> None:
+    """Write a manifest; with `server`, every API that names no server runs under that one."""
     conf_dir.mkdir(parents=True, exist_ok=True)
-    (conf_dir / name).write_text(text)
+    (conf_dir / name).write_text(text if server is None else with_server(text, server))
+
+
+def with_server(text: str, server: str) -> str:
+    """`server = "<server>"` right after the `kind = "api"` line of each table that names no server."""
+    lines = text.splitlines(keepends=True)
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if not API_KIND.fullmatch(line.rstrip("\n")):
+            continue
+        table = itertools.takewhile(lambda later: not later.lstrip().startswith("["), lines[i + 1 :])
+        if not any(SERVER_KEY.match(later) for later in table):
+            out.append(("" if line.endswith("\n") else "\n") + f'server = "{server}"\n')
+    return "".join(out)
+
+
+API_KIND = re.compile(r'\s*kind\s*=\s*"api"\s*(#.*)?')
+SERVER_KEY = re.compile(r"\s*server\s*=")
 
 
 class Daemon:

@@ -18,7 +18,7 @@ def passing_user():
     subprocess.run(["userdel", USER], check=False, capture_output=True)
 
 
-def test_a_user_gone_since_the_check_fails_the_start_with_its_reason(daemon, passing_user):
+def test_a_user_gone_since_the_check_fails_the_start_with_its_reason(daemon, passing_user, server):
     write_manifest(
         daemon.conf_dir,
         f"""
@@ -35,6 +35,7 @@ command = ["{sys.executable}", "{APPS / "worker.py"}"]
 user = "{passing_user}"
 enabled = false
 """,
+        server=server,
     )
     daemon.start()
     subprocess.run(["userdel", passing_user], check=True)

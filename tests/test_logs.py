@@ -35,7 +35,7 @@ def journal(journal_dir: Path, *args: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def test_every_line_reaches_a_real_journald_with_its_fields(tmp_path):
+def test_every_line_reaches_a_real_journald_with_its_fields(tmp_path, server):
     journal_dir = tmp_path / "journal"
     d = Daemon(
         tmp_path,
@@ -50,7 +50,7 @@ def test_every_line_reaches_a_real_journald_with_its_fields(tmp_path):
         ],
         extra_args=["--quiet"],
     )
-    write_manifest(d.conf_dir, MANIFEST)
+    write_manifest(d.conf_dir, MANIFEST, server=server)
     d.start()
     try:
         d.ctl("start", "api", "conductor")
@@ -71,10 +71,11 @@ def test_every_line_reaches_a_real_journald_with_its_fields(tmp_path):
         assert found, f"no entry with {text!r}"
         return found[0]
 
-    # the app's own output, uWSGI's messages, the request log: same service, same pipeline
+    # the app's own output, the server's messages, the request log: same service, same pipeline
     imported = one(api, "probe app imported")
     assert imported["SYSLOG_IDENTIFIER"] == "api"
-    assert one(api, "spawned uWSGI worker 1")["SYSLOG_IDENTIFIER"] == "api"
+    spawned = "spawned uWSGI worker 1" if server == "uwsgi" else "Booting worker with pid"
+    assert one(api, spawned)["SYSLOG_IDENTIFIER"] == "api"
     asked = one(api, "ERROR probe asked to log: hello-journal")
     assert asked["PRIORITY"] == "3"
     request = one(api, "GET /log")
@@ -96,7 +97,7 @@ def test_every_line_reaches_a_real_journald_with_its_fields(tmp_path):
     assert not any(e.get("WSGI_SERVICE") == "conductor" for e in by_unit)
 
 
-def test_files_one_format_rotated_by_size(tmp_path):
+def test_files_one_format_rotated_by_size(tmp_path, server):
     logs = tmp_path / "logs"
     d = Daemon(
         tmp_path, extra_args=["--log-dir", str(logs), "--log-max-bytes", "40000", "--log-keep", "3", "--journal", "no"]
@@ -111,6 +112,7 @@ command = ["{sys.executable}", "{WORKER}"]
 environment = {{ WORKER_BURST = "3000" }}
 ready_after = 0.1
 """,
+        server=server,
     )
     d.start()
     try:
@@ -131,8 +133,8 @@ ready_after = 0.1
     assert "emperor started" in (logs / "wsgi-supervisor.log").read_text()
 
 
-def test_logs_follow_and_interleave(daemon):
-    write_manifest(daemon.conf_dir, MANIFEST)
+def test_logs_follow_and_interleave(daemon, server):
+    write_manifest(daemon.conf_dir, MANIFEST, server=server)
     daemon.start()
     daemon.ctl("start", "api", "conductor")
     recent = daemon.ctl("logs", "api", "conductor", "-n", "200").stdout.splitlines()
@@ -189,12 +191,13 @@ ready_after = 0.1
     assert numbers == list(range(100000))
 
 
-def test_an_api_that_prints_100000_lines_at_import_loses_none_and_lives(tmp_path):
+def test_an_api_that_prints_100000_lines_at_import_loses_none_and_lives(tmp_path, server):
     """uWSGI gives workers a non-blocking stdout; a fast writer would crash on BlockingIOError."""
     logs = tmp_path / "logs"
     args = ["--log-dir", str(logs), "--quiet", "--journal", "no", "--log-max-bytes", "100000000"]
     d = Daemon(tmp_path, extra_args=args)
-    write_manifest(d.conf_dir, f'[services.loud]\nkind = "api"\napp = "{APPS / "loud.py"}"\nprocesses = 1\n')
+    loud = APPS / "loud.py"
+    write_manifest(d.conf_dir, f'[services.loud]\nkind = "api"\napp = "{loud}"\nprocesses = 1\n', server=server)
     d.start()
     try:
         d.ctl("start", "loud", "--timeout", "120")
@@ -207,12 +210,12 @@ def test_an_api_that_prints_100000_lines_at_import_loses_none_and_lives(tmp_path
     assert any("loud done" in line for line in lines)
 
 
-def test_a_full_disk_costs_log_lines_not_services(tmp_path):
+def test_a_full_disk_costs_log_lines_not_services(tmp_path, server):
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "api.log").symlink_to("/dev/full")  # every write: ENOSPC
     d = Daemon(tmp_path, extra_args=["--log-dir", str(logs), "--journal", "no"])
-    write_manifest(d.conf_dir, MANIFEST)
+    write_manifest(d.conf_dir, MANIFEST, server=server)
     d.start()
     try:
         d.ctl("start", "api", "conductor")

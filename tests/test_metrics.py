@@ -40,15 +40,18 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, server):
+    """The manifest's services running under `server`, metrics on a port of their own."""
     port = free_port()
     d = Daemon(tmp_path, extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--sample-interval", "0.5"])
-    write_manifest(d.conf_dir, MANIFEST)
-    d.start()
-    d.ctl("start", "--all")
-    d.metrics_url = f"http://127.0.0.1:{port}/metrics"
-    yield d
-    d.stop()
+    write_manifest(d.conf_dir, MANIFEST, server=server)
+    try:
+        d.start()
+        d.ctl("start", "--all")
+        d.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        yield d
+    finally:
+        d.stop()
 
 
 def scrape(url: str) -> str:
@@ -101,6 +104,11 @@ def test_a_real_scrape_passes_promtool(served):
     assert 'mount="/api"' in text
     # the worker's process tree is measured too
     assert value(text, "wsgi_resident_memory_bytes", service="conductor") > 1_000_000
+    # and an API's, with its workers by what they do, whichever server runs it
+    served.wait_for(lambda s: s["other"]["rss_bytes"] > 1_000_000, what="the API's processes measured")
+    text = scrape(served.metrics_url)
+    assert value(text, "wsgi_resident_memory_bytes", service="other") > 1_000_000
+    assert sum(value(text, "wsgi_workers", service="other", status=st) for st in ("idle", "busy")) == 2
 
 
 def test_status_json_and_metrics_agree(served):

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -221,6 +223,7 @@ class GunicornDriver:
         python = interpreter(svc.spec, self.config.default_venv)
         if not python.exists():
             raise OSError(f"{python} does not exist: is {python.parent.parent} a virtualenv?")
+        check_accounts(svc.spec)
         self.sockets.hold(svc.name, self)
 
     def launch(self, svc: ServiceRuntime) -> None:
@@ -447,6 +450,20 @@ def maps(pid: int, path: Path) -> bool:
         return f" {path}\n" in Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
+
+
+def check_accounts(service: ApiService) -> None:
+    """The user and group exist here (they may have gone since the manifest was checked): ValueError if not."""
+    if service.user and not service.user.isdigit():
+        try:
+            pwd.getpwnam(service.user)
+        except KeyError:
+            raise ValueError(f"the user {service.user!r} does not exist on this host") from None
+    if service.group and not service.group.isdigit():
+        try:
+            grp.getgrnam(service.group)
+        except KeyError:
+            raise ValueError(f"the group {service.group!r} does not exist on this host") from None
 
 
 def failure_hint(line: str, venv: str | None) -> Failure | None:

@@ -2,7 +2,8 @@
 
 /sleep?N holds the worker N seconds; /crash exits the worker; /env shows the
 environment; anything else echoes. Import fails when PROBE_FAIL_IMPORT is set,
-while the file PROBE_FAIL_IF_EXISTS exists, or until the file PROBE_NEEDS_FILE does.
+while the file PROBE_FAIL_IF_EXISTS exists, or until the file PROBE_NEEDS_FILE does;
+it takes PROBE_IMPORT_DELAY seconds to import.
 """
 
 import hashlib
@@ -24,6 +25,8 @@ if _needed and not os.path.exists(_needed):
 _flag = os.environ.get("PROBE_FAIL_IF_EXISTS")
 if _flag and os.path.exists(_flag):
     raise RuntimeError(f"probe app refuses to import while {_flag} exists")
+
+time.sleep(float(os.environ.get("PROBE_IMPORT_DELAY") or 0))  # an app that is slow to import
 
 IMPORTED_ENV = dict(os.environ)
 _HOARD = []

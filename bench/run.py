@@ -24,6 +24,7 @@ from pathlib import Path
 from common import (
     HELLO,
     PYTHON,
+    RESULTS,
     ROOT,
     UWSGI,
     WSGICTL,
@@ -36,21 +37,17 @@ from common import (
     hello_manifest,
     machine,
     median_spread,
+    say,
     short_tmp,
     stop_tree,
     stop_trees,
     timed,
     wait_all_answer,
     wait_until,
+    wrk_ms,
 )
 
-RESULTS: list[str] = []
 SUPERVISORD_VENV = ROOT / ".cache" / "supervisord-venv"
-
-
-def say(line: str = "") -> None:
-    print(line, flush=True)
-    RESULTS.append(line)
 
 
 # -- contenders ---------------------------------------------------------------------------
@@ -335,14 +332,6 @@ def section_operations(repeats=10) -> None:
     say(f"| `kill -9` of a vassal master until it serves again | {fmt(recover)} |")
     say(f"| a manifest change applied (`wsgictl reload-config`, one service restarted) | {fmt(changes)} |")
     say()
-
-
-def wrk_ms(text: str) -> float:
-    """wrk's latency figure ("812.00us", "1.20ms", "2.01s") in milliseconds."""
-    for suffix, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * scale
-    raise ValueError(text)
 
 
 def section_throughput(seconds=5, repeats=3, rounds=3) -> None:

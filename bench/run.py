@@ -46,6 +46,7 @@ from common import (
     wait_until,
     wrk_ms,
 )
+from servers import section_servers
 
 SUPERVISORD_VENV = ROOT / ".cache" / "supervisord-venv"
 
@@ -615,6 +616,7 @@ SECTIONS = {
     "reliability": section_reliability,
     "shutdown": section_shutdown,
     "adoption": section_adoption,
+    "servers": section_servers,
 }
 
 

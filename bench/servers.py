@@ -1,7 +1,7 @@
 """uWSGI and gunicorn side by side: the same apps under each server, in one daemon, behind one nginx.
 
     .venv/bin/python bench/run.py servers
-    .venv/bin/python bench/run.py servers:seconds=3,rounds=2,threads=1,starts=3
+    .venv/bin/python bench/run.py servers:seconds=2,rounds=2,threads=1,starts=3  # shorter
 
 For each app (the hello app, and placement from PyPI on SQLite without
 keystone) the manifest has one service per server x protocol x threads,
@@ -174,8 +174,8 @@ def _interleaved(index: int) -> tuple[str, ...]:
 
 
 def section_servers(
-    seconds=4,
-    rounds=3,
+    seconds=3,
+    rounds=4,
     connections=16,
     processes=2,
     threads=(1, 2),
@@ -423,8 +423,8 @@ def _table(app, res, seconds, rounds, connections, threads, starts, op_seconds, 
     say(
         f"(throughput: `wrk -t1 -c{connections} -d{seconds}s` through nginx, n={rounds} per cell in {rounds} "
         f"rounds alternating the servers; reload and restart: `wrk -t1 -c4` through nginx over the uwsgi "
-        f"protocol, {op_seconds} s of operations one after another against {op_rounds} × a baseline just "
-        f"before; cold start: n={starts}, 1 thread, uwsgi protocol; memory: every worker of the services "
-        "above after their throughput runs)"
+        f"protocol, {op_rounds} windows of {op_seconds} s of operations one after another, each against a "
+        f"baseline run just before; cold start: n={starts}, 1 thread, uwsgi protocol; memory: every worker "
+        "of the services above after their throughput runs)"
     )
     say()

@@ -11,7 +11,8 @@ blocks `wsgictl proxy-config nginx --vhost` writes for them. Then:
 - throughput: `wrk` through nginx to each service, in rounds; within a
   round each configuration runs under both servers one after the other,
   the order alternating, so that a change in the machine's load falls on
-  both;
+  both; with each run, the CPU the service's master and workers used per
+  request, which the machine's other load inflates far less than requests/s;
 - memory: RSS, PSS and USS of each worker (psutil, on the pids `wsgictl
   status --json` lists), after the throughput runs;
 - reload and restart under load: `wrk -c4` through nginx (uwsgi
@@ -58,6 +59,7 @@ class Wrk:
     requests: int
     failed: int  # non-2xx/3xx answers and socket errors
     errors: str  # what wrk said about them
+    cpu_us: float = 0.0  # CPU of the service's processes per request, when measured
 
     @staticmethod
     def parse(out: str) -> Wrk:
@@ -213,7 +215,7 @@ def section_servers(
             return f"{base}/{service_name(app.name, server, protocol, t)}{app.path}"
 
         results = {app.name: {} for app in chosen}
-        _throughput(chosen, url, results, seconds, rounds, connections, threads)
+        _throughput(d, chosen, url, results, seconds, rounds, connections, threads)
         _memory(d, chosen, results, threads)
         _under_load(d, chosen, url, results, base_seconds, op_seconds, op_rounds)
         _cold_start(d, chosen, url, results, starts, threads)
@@ -225,19 +227,44 @@ def section_servers(
         d.stop(timeout=120)
 
 
-def _throughput(chosen, url, results, seconds, rounds, connections, threads) -> None:
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU of a master or arbiter and everything below it (its workers)."""
+    import psutil
+
+    total = 0.0
+    master = psutil.Process(pid)
+    for proc in (master, *master.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _throughput(d, chosen, url, results, seconds, rounds, connections, threads) -> None:
+    """wrk runs; with each, the CPU the service's processes used per request, which the machine's
+    other load inflates far less than requests/s (their workers do not change during these runs)."""
     for app in chosen:  # warm-up: each service's first requests (placement's are slow), not counted
         for server in SERVERS:
             for protocol in PROTOCOLS:
                 for t in threads:
                     wrk(url(app, server, protocol, t), 1, 4, app.headers)
+    status = d.status()
     configs = [(app, protocol, t) for app in chosen for protocol in PROTOCOLS for t in threads]
     for r in range(rounds):
         for i, (app, protocol, t) in enumerate(configs):
             for server in _interleaved(r + i):
+                master = status[service_name(app.name, server, protocol, t)]["pid"]
+                used = _cpu_seconds(master)
                 run = wrk(url(app, server, protocol, t), seconds, connections, app.headers)
+                run.cpu_us = (_cpu_seconds(master) - used) / max(run.requests, 1) * 1e6
                 results[app.name].setdefault(("wrk", protocol, t), {s: [] for s in SERVERS})[server].append(run)
-                print(f"  {app.name} {server} {protocol} t{t}: {run.rps:.0f}/s p99 {run.p99:.2f} ms", flush=True)
+                print(
+                    f"  {app.name} {server} {protocol} t{t}: {run.rps:.0f}/s p99 {run.p99:.2f} ms, "
+                    f"{run.cpu_us:.0f} µs CPU/request",
+                    flush=True,
+                )
 
 
 def _memory(d, chosen, results, threads) -> None:
@@ -360,6 +387,11 @@ def _table(app, res, seconds, rounds, connections, threads, starts, op_seconds, 
                 f"| latency p50 / p99, {what} | "
                 + pair(runs, lambda rs: f"{med([x.p50 for x in rs]):.2f} / {med([x.p99 for x in rs]):.2f} ms")
                 + f" | {ratio(runs, lambda x: x.p99)} (p99) |"
+            )
+            say(
+                f"| CPU per request (master and workers), {what} | "
+                + pair(runs, lambda rs: f"{med([x.cpu_us for x in rs]):,.0f} µs")
+                + f" | {ratio(runs, lambda x: x.cpu_us)} |"
             )
             failed = {s: sum(x.failed for x in runs[s]) for s in SERVERS}
             if any(failed.values()):

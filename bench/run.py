@@ -1,7 +1,8 @@
 """wsgi-supervisor benchmarks, side by side with what operators would use instead.
 
-    make bench                      # everything (about 15 minutes), writes bench/results.md
+    make bench                      # everything but servers (about 15 minutes), writes bench/results.md
     .venv/bin/python bench/run.py startup control  # some sections only
+    .venv/bin/python bench/run.py servers  # uWSGI against gunicorn (bench/servers.py, about 10 minutes)
 
 Each figure is a median over repeated runs with its spread (min–max), all
 measured in one run on this machine. Processes are started here and stopped
@@ -618,6 +619,8 @@ SECTIONS = {
     "adoption": section_adoption,
     "servers": section_servers,
 }
+# run only when named: it builds placement's venv from PyPI once, and takes about 10 minutes
+NAMED_ONLY = {"servers"}
 
 
 def parse(arg: str) -> tuple[str, dict]:
@@ -638,7 +641,7 @@ def load_average() -> str:
 def main() -> None:
     # a stopped benchmark still stops what it started (the `finally:` blocks)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    chosen = [parse(arg) for arg in sys.argv[1:]] or [(name, {}) for name in SECTIONS]
+    chosen = [parse(arg) for arg in sys.argv[1:]] or [(name, {}) for name in SECTIONS if name not in NAMED_ONLY]
     unknown = [name for name, _ in chosen if name not in SECTIONS]
     if unknown:
         sys.exit(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")

@@ -27,6 +27,9 @@ UWSGI = BIN / "uwsgi"
 PYTHON = BIN / "python3"
 HELLO = "supervisor.demo.hello:application"
 
+# every line a section says, for the results file
+RESULTS: list[str] = []
+
 __all__ = [
     "DAEMON",
     "HELLO",
@@ -158,3 +161,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+    RESULTS.append(line)
+
+
+def wrk_ms(text: str) -> float:
+    """wrk's latency figure ("812.00us", "1.20ms", "2.01s") in milliseconds."""
+    for suffix, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    raise ValueError(text)

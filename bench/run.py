@@ -1,7 +1,8 @@
 """wsgi-supervisor benchmarks, side by side with what operators would use instead.
 
-    make bench                      # everything (about 15 minutes), writes bench/results.md
+    make bench                      # everything but servers (about 15 minutes), writes bench/results.md
     .venv/bin/python bench/run.py startup control  # some sections only
+    .venv/bin/python bench/run.py servers  # uWSGI against gunicorn (bench/servers.py, about 10 minutes)
 
 Each figure is a median over repeated runs with its spread (min–max), all
 measured in one run on this machine. Processes are started here and stopped
@@ -24,6 +25,7 @@ from pathlib import Path
 from common import (
     HELLO,
     PYTHON,
+    RESULTS,
     ROOT,
     UWSGI,
     WSGICTL,
@@ -36,21 +38,18 @@ from common import (
     hello_manifest,
     machine,
     median_spread,
+    say,
     short_tmp,
     stop_tree,
     stop_trees,
     timed,
     wait_all_answer,
     wait_until,
+    wrk_ms,
 )
+from servers import section_servers
 
-RESULTS: list[str] = []
 SUPERVISORD_VENV = ROOT / ".cache" / "supervisord-venv"
-
-
-def say(line: str = "") -> None:
-    print(line, flush=True)
-    RESULTS.append(line)
 
 
 # -- contenders ---------------------------------------------------------------------------
@@ -337,14 +336,6 @@ def section_operations(repeats=10) -> None:
     say()
 
 
-def wrk_ms(text: str) -> float:
-    """wrk's latency figure ("812.00us", "1.20ms", "2.01s") in milliseconds."""
-    for suffix, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * scale
-    raise ValueError(text)
-
-
 def section_throughput(seconds=5, repeats=3, rounds=3) -> None:
     say("## 2. Throughput through nginx: the daemon is not in the request path")
     say()
@@ -626,7 +617,10 @@ SECTIONS = {
     "reliability": section_reliability,
     "shutdown": section_shutdown,
     "adoption": section_adoption,
+    "servers": section_servers,
 }
+# run only when named: it builds placement's venv from PyPI once, and takes about 10 minutes
+NAMED_ONLY = {"servers"}
 
 
 def parse(arg: str) -> tuple[str, dict]:
@@ -647,7 +641,7 @@ def load_average() -> str:
 def main() -> None:
     # a stopped benchmark still stops what it started (the `finally:` blocks)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    chosen = [parse(arg) for arg in sys.argv[1:]] or [(name, {}) for name in SECTIONS]
+    chosen = [parse(arg) for arg in sys.argv[1:]] or [(name, {}) for name in SECTIONS if name not in NAMED_ONLY]
     unknown = [name for name, _ in chosen if name not in SECTIONS]
     if unknown:
         sys.exit(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")

@@ -1,0 +1,377 @@
+"""contrib/ansible: the role's manifest rendering and check, run by ansible itself.
+
+Everything here runs on this machine with the local connection: the manifest
+is rendered by the role's own task (Ansible's templating and the role's
+filter) and loaded with supervisor.manifest.loading; the role's stage-check-
+move runs against a temporary conf dir, and against a daemon on a private
+runtime dir. What needs real hosts (SSH, systemd units, a venv
+installed by the role) is the fleet test's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisor.manifest.loading import load
+from supervisor.manifest.models import ApiService, WorkerService
+from support import APPS, BIN, ROOT, Daemon
+
+CONTRIB = ROOT / "contrib" / "ansible"
+ROLE = CONTRIB / "roles" / "wsgi_supervisor"
+PLAYBOOK = BIN / "ansible-playbook"
+
+pytestmark = pytest.mark.skipif(not PLAYBOOK.exists(), reason="needs ansible-core (pip install -e '.[test]')")
+
+sys.path.insert(0, str(ROLE / "filter_plugins"))
+from wsgi_supervisor_toml import (  # noqa: E402
+    AnsibleFilterError,
+    wsgi_supervisor_enabled,
+    wsgi_supervisor_relative_paths,
+    wsgi_supervisor_toml,
+)
+
+
+def run_playbook(tmp: Path, playbook: Path, *args: str, inventory: str = "localhost,", timeout: float = 300):
+    """ansible-playbook with the local connection and this venv's Python; returns the CompletedProcess."""
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(CONTRIB / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_HOME": str(tmp / ".ansible"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp / ".ansible" / "tmp"),
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+    }
+    cmd = [
+        str(PLAYBOOK),
+        "-i",
+        inventory,
+        "-c",
+        "local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+        "-e",
+        "ansible_become=false",
+        str(playbook),
+        *args,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp)
+    runs = len(list(tmp.glob("ansible-*.log")))
+    (tmp / f"ansible-{runs + 1}.log").write_text(f"$ {' '.join(cmd)}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP lines -> {host: {ok: n, changed: n, failed: n, ...}}."""
+    hosts = {}
+    lines = output.split("PLAY RECAP", 1)[-1].splitlines()[1:]
+    for line in lines:
+        if " : " not in line:
+            continue
+        host, counts = line.split(" : ", 1)
+        hosts[host.strip()] = {k: int(v) for k, v in (part.split("=") for part in counts.split())}
+    return hosts
+
+
+# -- the TOML filter ----------------------------------------------------------------------------
+
+keys = st.text(min_size=0, max_size=12)
+scalars = (
+    st.text(max_size=30)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.booleans()
+    | st.floats(allow_nan=False)
+)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4), max_leaves=20
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(keys, values, max_size=5))
+def test_toml_filter_round_trips_anything_toml_holds(document):
+    assert tomllib.loads(wsgi_supervisor_toml(document)) == document
+
+
+def test_toml_filter_names_what_toml_cannot_hold():
+    with pytest.raises(AnsibleFilterError, match=r"services\.keystone\.mount: TOML has no null"):
+        wsgi_supervisor_toml({"services": {"keystone": {"kind": "api", "mount": None}}})
+    with pytest.raises(AnsibleFilterError, match=r"services\.a\.args\.\[1\]: a set cannot"):
+        wsgi_supervisor_toml({"services": {"a": {"args": ["x", {1}]}}})
+    with pytest.raises(AnsibleFilterError, match="does not fit a TOML integer"):
+        wsgi_supervisor_toml({"n": 2**64})
+    with pytest.raises(AnsibleFilterError, match="keys are strings"):
+        wsgi_supervisor_toml({"services": {1: {}}})
+
+
+def test_relative_paths_and_enabled_services():
+    services = {
+        "a": {"kind": "api", "app": "a.wsgi:application"},
+        "b": {"kind": "api", "app": "apps/b.py", "enabled": False},
+        "c": {"kind": "api", "paste": "api-paste.ini"},
+        "d": {"kind": "api", "paste": "config:/etc/d/paste.ini", "enabled": True},
+        "e": {"kind": "api", "app": "/srv/e.py"},
+    }
+    assert wsgi_supervisor_relative_paths(services) == ["b.app = 'apps/b.py'", "c.paste = 'api-paste.ini'"]
+    assert wsgi_supervisor_enabled(services) == ["a", "c", "d", "e"]
+
+
+# -- rendering through Ansible ----------------------------------------------------------------------
+
+# as an operator writes them in group_vars: YAML's own strings, integers, booleans, lists and tables
+SAMPLE_VARS = r"""
+wsgi_supervisor_services:
+  keystone:
+    kind: api
+    app: keystone.wsgi.api:application
+    venv: /opt/openstack/keystone
+    processes: 4
+    threads: 1
+    mount: /identity
+    health: /healthcheck
+    args: [--config-file, /etc/keystone/keystone.conf]
+    environment:
+      OS_KEYSTONE_CONFIG_FILES: /etc/keystone/keystone.conf;/etc/keystone/extra.conf
+      ODD_KEY: 'quote " backslash \ tab	end'
+      NEWLINE: "one\ntwo"
+      EMPTY: ""
+    user: keystone
+    uwsgi:
+      harakiri-verbose: true
+      buffer-size: 65535
+  placement:
+    kind: api
+    server: gunicorn
+    app: placement.wsgi.api:application
+    processes: "{{ 2 * 2 }}"
+    protocol: http
+    gunicorn: {max_requests: 5000, max_requests_jitter: 500}
+    after: [keystone]
+    request_log: false
+    stop_timeout: 30
+  nova-conductor:
+    kind: worker
+    command: [nova-conductor, --config-file, /etc/nova/nova.conf]
+    notify: true
+    enabled: false
+    stop_signal: SIGINT
+    ready_after: 1.5
+"""
+
+
+def render(tmp_path: Path, variables: str) -> tuple[subprocess.CompletedProcess, Path]:
+    (tmp_path / "vars.yml").write_text(variables)
+    out = tmp_path / "out" / "services.toml"
+    out.parent.mkdir()
+    (tmp_path / "render.yml").write_text(
+        """
+- name: Render the manifest with the role's own task
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Render
+      ansible.builtin.include_role:
+        name: wsgi_supervisor
+        tasks_from: render.yml
+"""
+    )
+    result = run_playbook(
+        tmp_path, tmp_path / "render.yml", "-e", "@vars.yml", "-e", f"wsgi_supervisor_render_dest={out}"
+    )
+    return result, out
+
+
+def test_the_rendered_manifest_is_what_the_variables_say(tmp_path):
+    result, out = render(tmp_path, SAMPLE_VARS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = yaml.safe_load(SAMPLE_VARS)["wsgi_supervisor_services"]
+    services["placement"]["processes"] = 4  # templated by Ansible, to an integer
+    assert tomllib.loads(out.read_text()) == {"services": services}
+
+    manifest = load(out.parent, check_host=False)
+    assert set(manifest.services) == {"keystone", "placement", "nova-conductor"}
+    for name, table in services.items():
+        model = ApiService if table["kind"] == "api" else WorkerService
+        assert manifest.services[name] == model.model_validate(table), name
+    keystone = manifest.services["keystone"]
+    assert keystone.environment["ODD_KEY"] == 'quote " backslash \\ tab\tend'
+    assert keystone.environment["NEWLINE"] == "one\ntwo"
+    assert manifest.services["nova-conductor"].enabled is False
+
+
+def test_a_value_toml_cannot_hold_fails_the_render_naming_it(tmp_path):
+    result, out = render(tmp_path, "wsgi_supervisor_services:\n  keystone:\n    kind: api\n    mount: null\n")
+    assert result.returncode != 0
+    assert "services.keystone.mount: TOML has no null" in result.stdout
+    assert not out.exists()
+
+
+# -- the role's check before anything changes ------------------------------------------------------
+
+
+def role_playbook(tmp_path: Path) -> Path:
+    path = tmp_path / "site.yml"
+    path.write_text(
+        """
+- name: The role, as site.yml runs it
+  hosts: all
+  gather_facts: false
+  roles:
+    - role: wsgi_supervisor
+"""
+    )
+    return path
+
+
+def host_vars(base: Path, daemon: Daemon | None = None, metrics: int | None = None) -> dict:
+    """The role's inputs for a host whose daemon is `daemon` (a test daemon, not under systemd)."""
+    return {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_become": False,
+        "wsgi_supervisor_install": False,
+        "wsgi_supervisor_venv": sys.prefix,
+        "wsgi_supervisor_manage_service": False,
+        "wsgi_supervisor_conf_dir": str(daemon.conf_dir if daemon else base / "conf.d"),
+        "wsgi_supervisor_staging_dir": str(base / "staging"),
+        "wsgi_supervisor_runtime_dir": str(daemon.runtime_dir if daemon else base / "run"),
+        "wsgi_supervisor_metrics_listen": f"127.0.0.1:{metrics}" if metrics else "",
+        "wsgi_supervisor_ready_timeout": 60,
+    }
+
+
+def write_inventory(path: Path, hosts: dict[str, dict], services: dict, **group_vars) -> Path:
+    inventory = {
+        "all": {
+            "children": {"wsgi_supervisor": {"hosts": hosts}},
+            "vars": {"wsgi_supervisor_services": services, **group_vars},
+        }
+    }
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def probe_service(**extra) -> dict:
+    return {"kind": "api", "app": str(APPS / "probe.py"), "processes": 1, **extra}
+
+
+def test_a_manifest_that_fails_the_check_changes_nothing(tmp_path):
+    conf = tmp_path / "h" / "conf.d"
+    conf.mkdir(parents=True)
+    other = '[services.other]\nkind = "api"\napp = "other.wsgi:application"\n'
+    (conf / "other.toml").write_text(other)
+    services = {
+        "api": probe_service(processes="four", after=["nothere"]),
+        "other": probe_service(),  # already defined in other.toml: only a check of the whole dir sees it
+        "w": {"kind": "worker", "command": ["/no/such/program"]},
+    }
+    inventory = write_inventory(tmp_path / "inventory.yml", {"h": host_vars(tmp_path / "h")}, services)
+    result = run_playbook(tmp_path, role_playbook(tmp_path), inventory=str(inventory))
+    assert result.returncode != 0
+    assert "wsgictl check refused the manifest; nothing was changed on h" in result.stdout
+    for problem in (
+        "service 'api', key 'processes': Input should be a valid integer",
+        "service 'api', key 'after': names an unknown service 'nothere'",
+        "service 'other': is already defined in",
+        "service 'w', key 'command': program /no/such/program does not exist",
+    ):
+        assert problem in result.stdout, problem
+    assert sorted(p.name for p in conf.iterdir()) == ["other.toml"]
+    assert (conf / "other.toml").read_text() == other
+
+
+def test_a_relative_app_path_is_refused_before_the_check(tmp_path):
+    inventory = write_inventory(
+        tmp_path / "inventory.yml",
+        {"h": host_vars(tmp_path / "h")},
+        {"api": {"kind": "api", "app": "apps/probe.py"}},
+    )
+    result = run_playbook(tmp_path, role_playbook(tmp_path), inventory=str(inventory))
+    assert result.returncode != 0
+    assert "make them absolute: api.app = 'apps/probe.py'" in result.stdout
+    assert not (tmp_path / "h" / "conf.d").exists()
+
+
+# -- the role against a running daemon ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def health(port: int, name: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/{name}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class Host:
+    """One "host" of a local fleet: a daemon on its own runtime dir, conf dir and metrics port."""
+
+    def __init__(self, base: Path, name: str):
+        self.name = name
+        self.base = base / name
+        self.base.mkdir()
+        self.metrics = free_port()
+        self.daemon = Daemon(self.base, extra_args=["--metrics-listen", f"127.0.0.1:{self.metrics}"])
+        self.vars = host_vars(self.base, self.daemon, self.metrics)
+
+    def status(self, name: str) -> dict:
+        return self.daemon.status(name)[name]
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    hosts = [Host(tmp_path, "ctl1"), Host(tmp_path, "ctl2")]
+    for h in hosts:
+        h.daemon.start()
+    yield hosts
+    for h in hosts:
+        h.daemon.stop()
+
+
+def test_the_role_applies_a_manifest_change_and_waits_until_ready(tmp_path, fleet):
+    ctl1 = fleet[0]
+    inventory = tmp_path / "inventory.yml"
+    write_inventory(inventory, {"ctl1": ctl1.vars}, {"api": probe_service(), "idle": probe_service(enabled=False)})
+    result = run_playbook(tmp_path, role_playbook(tmp_path), inventory=str(inventory))
+    assert result.returncode == 0, result.stdout
+    assert "Apply the manifest change" in result.stdout
+    # the handler waited: the service is ready when the play ends
+    api = ctl1.status("api")
+    assert (api["state"], api["ready"]) == ("running", True)
+    assert ctl1.status("idle")["state"] == "stopped"
+    assert health(ctl1.metrics, "api")[0] == 200
+    text = (ctl1.daemon.conf_dir / "ansible.toml").read_text()
+    assert tomllib.loads(text)["services"]["api"] == probe_service()
+
+    # again: nothing to do
+    again = run_playbook(tmp_path, role_playbook(tmp_path), inventory=str(inventory))
+    assert again.returncode == 0, again.stdout
+    assert recap(again.stdout)["ctl1"]["changed"] == 0, again.stdout
+
+    # a changed service restarts on its socket and is ready when the play ends
+    pid = api["pid"]
+    write_inventory(inventory, {"ctl1": ctl1.vars}, {"api": probe_service(processes=2)})
+    changed = run_playbook(tmp_path, role_playbook(tmp_path), inventory=str(inventory))
+    assert changed.returncode == 0, changed.stdout
+    api = ctl1.status("api")
+    assert (api["state"], api["ready"]) == ("running", True) and api["pid"] != pid
+    assert "idle" not in ctl1.daemon.status()

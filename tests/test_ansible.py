@@ -1,19 +1,24 @@
-"""contrib/ansible: the role's manifest rendering and check, run by ansible itself.
+"""contrib/ansible: the role's manifest rendering and check, and rolling.yml, run by ansible itself.
 
 Everything here runs on this machine with the local connection: the manifest
 is rendered by the role's own task (Ansible's templating and the role's
 filter) and loaded with supervisor.manifest.loading; the role's stage-check-
-move runs against a temporary conf dir, and against a daemon on a private
-runtime dir. What needs real hosts (SSH, systemd units, a venv
+move runs against a temporary conf dir; rolling.yml runs over two "hosts"
+that are two daemons on private runtime dirs, with and without a real
+HAProxy in front. What needs real hosts (SSH, systemd units, a venv
 installed by the role) is the fleet test's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -35,6 +40,8 @@ PLAYBOOK = BIN / "ansible-playbook"
 pytestmark = pytest.mark.skipif(not PLAYBOOK.exists(), reason="needs ansible-core (pip install -e '.[test]')")
 
 sys.path.insert(0, str(ROLE / "filter_plugins"))
+sys.path.insert(0, str(CONTRIB / "filter_plugins"))
+from wsgi_haproxy import wsgi_haproxy_late, wsgi_haproxy_rotation, wsgi_haproxy_status  # noqa: E402
 from wsgi_supervisor_toml import (  # noqa: E402
     AnsibleFilterError,
     wsgi_supervisor_enabled,
@@ -375,3 +382,237 @@ def test_the_role_applies_a_manifest_change_and_waits_until_ready(tmp_path, flee
     api = ctl1.status("api")
     assert (api["state"], api["ready"]) == ("running", True) and api["pid"] != pid
     assert "idle" not in ctl1.daemon.status()
+
+
+# -- rolling.yml ----------------------------------------------------------------------------------------
+
+
+def rolling(tmp_path: Path, inventory: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return run_playbook(tmp_path, CONTRIB / "rolling.yml", *args, inventory=str(inventory), timeout=timeout)
+
+
+def deploy(tmp_path: Path, fleet: list[Host], services: dict, **group_vars) -> Path:
+    inventory = write_inventory(tmp_path / "inventory.yml", {h.name: h.vars for h in fleet}, services, **group_vars)
+    result = run_playbook(tmp_path, role_playbook(tmp_path), inventory=str(inventory))
+    assert result.returncode == 0, result.stdout
+    return inventory
+
+
+def daemon_said(host: Host, text: str) -> bool:
+    return text in host.daemon.output()
+
+
+@pytest.mark.parametrize("action", ["reload", "restart"])
+def test_rolling_action_without_haproxy(tmp_path, fleet, action):
+    inventory = deploy(tmp_path, fleet, {"api": probe_service()}, wsgi_rolling_drain_wait=0)
+    pids = {h.name: h.status("api")["pid"] for h in fleet}
+    result = rolling(tmp_path, inventory, "-e", "wsgi_rolling_service=api", "-e", f"wsgi_rolling_action={action}")
+    assert result.returncode == 0, result.stdout
+    for h in fleet:
+        api = h.status("api")
+        assert (api["state"], api["ready"], api["draining"]) == ("running", True, False), h.name
+        assert api["pid"] != pids[h.name], h.name
+        assert daemon_said(h, "drained: out of rotation") and daemon_said(h, "undrained: back in rotation")
+        assert health(h.metrics, "api")[0] == 200
+    # one host after the other: ctl1 was back in rotation before ctl2 was drained
+    order = [line for line in result.stdout.splitlines() if line.startswith(("TASK [Drain", "TASK [Undrain"))]
+    assert len(order) == 4 and order[0].startswith("TASK [Drain") and order[1].startswith("TASK [Undrain"), order
+
+
+def test_rolling_stops_at_the_host_whose_service_does_not_come_up(tmp_path, fleet):
+    ctl1, ctl2 = fleet
+    flag = tmp_path / "ctl1-breaks"
+    services = {"api": probe_service(start_limit=1)}
+    inventory = deploy(tmp_path, fleet, services, wsgi_rolling_drain_wait=0)
+    before = {h.name: (h.status("api")["pid"], (h.daemon.conf_dir / "ansible.toml").read_text()) for h in fleet}
+
+    # the new manifest passes the check everywhere, but its app will not import on ctl1
+    flag.touch()
+    changed = {"api": probe_service(start_limit=1, environment={"PROBE_FAIL_IF_EXISTS": str(flag)})}
+    write_inventory(inventory, {h.name: h.vars for h in fleet}, changed, wsgi_rolling_drain_wait=0)
+    result = rolling(tmp_path, inventory, "-e", "wsgi_rolling_service=api", "-e", "wsgi_rolling_action=manifest")
+    assert result.returncode != 0
+    stopped = (
+        "the rollout stopped at ctl1 (the hosts after it are untouched), in the task: Fail when the daemon did not"
+    )
+    assert stopped in result.stdout
+    assert "api stay drained here" in result.stdout
+    counts = recap(result.stdout)
+    assert counts["ctl1"]["failed"] == 1 and counts["ctl2"]["failed"] == 0
+    # ctl1: changed, out of rotation; ctl2: exactly as it was, serving in rotation
+    assert ctl1.status("api")["draining"] is True
+    assert health(ctl1.metrics, "api")[0] == 503
+    assert ctl2.status("api")["pid"] == before["ctl2"][0]
+    assert (ctl2.daemon.conf_dir / "ansible.toml").read_text() == before["ctl2"][1]
+    assert ctl2.status("api")["draining"] is False and health(ctl2.metrics, "api")[0] == 200
+
+
+def test_a_manifest_that_fails_the_check_stops_the_rollout_before_any_host_changes(tmp_path, fleet):
+    inventory = deploy(tmp_path, fleet, {"api": probe_service()}, wsgi_rolling_drain_wait=0)
+    before = {h.name: (h.status("api")["pid"], (h.daemon.conf_dir / "ansible.toml").read_text()) for h in fleet}
+    bad = {"api": probe_service(processes=0, harakiri="soon")}
+    write_inventory(inventory, {h.name: h.vars for h in fleet}, bad, wsgi_rolling_drain_wait=0)
+    result = rolling(tmp_path, inventory, "-e", "wsgi_rolling_service=api", "-e", "wsgi_rolling_action=manifest")
+    assert result.returncode != 0
+    assert "wsgictl check refused the manifest" in result.stdout
+    assert "service 'api', key 'harakiri'" in result.stdout
+    assert "Roll one host at a time" not in result.stdout
+    for h in fleet:
+        assert (h.status("api")["pid"], (h.daemon.conf_dir / "ansible.toml").read_text()) == before[h.name]
+        assert not daemon_said(h, "drained: out of rotation")
+
+
+# -- with a real HAProxy in front ----------------------------------------------------------------------------
+
+
+def haproxy_stat(sock: Path) -> str:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        s.connect(str(sock))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.decode()
+
+
+@pytest.fixture
+def haproxy(tmp_path, fleet):
+    """HAProxy on loopback with the backend haproxy.cfg.example describes: each host's server checked
+    with GET /health/api on its daemon's metrics port."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("needs haproxy")
+    sock = tmp_path / "haproxy.sock"
+    servers = "\n".join(
+        f"    server {h.name} 127.0.0.1:{h.metrics} check port {h.metrics}" for h in fleet
+    )  # the traffic port does not matter here: only the checks are looked at
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(
+        f"""
+global
+    stats socket {sock} mode 600 level admin
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+backend api
+    option httpchk GET /health/api
+    http-check expect status 200
+    default-server inter 200ms fall 2 rise 2
+{servers}
+"""
+    )
+    proc = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "haproxy did not start"
+            time.sleep(0.05)
+        yield sock
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_rolling_reload_waits_for_haproxy_to_take_each_host_out_and_back(tmp_path, fleet, haproxy):
+    inventory = deploy(
+        tmp_path,
+        fleet,
+        {"api": probe_service()},
+        wsgi_rolling_haproxy_hosts=["localhost"],
+        wsgi_rolling_haproxy_socket=str(haproxy),
+        wsgi_rolling_haproxy_python=sys.executable,
+        wsgi_rolling_haproxy_timeout=30,
+    )
+
+    def statuses() -> dict[str, str]:
+        text = haproxy_stat(haproxy)
+        return {h.name: wsgi_haproxy_status(text, "api", h.name) for h in fleet}
+
+    deadline = time.monotonic() + 20
+    while set(statuses().values()) != {"UP"}:
+        assert time.monotonic() < deadline, statuses()
+        time.sleep(0.1)
+
+    seen: list[dict[str, str]] = []
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                seen.append(statuses())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = rolling(tmp_path, inventory, "-e", "wsgi_rolling_service=api", "-e", "wsgi_rolling_action=reload")
+    finally:
+        done.set()
+        watcher.join()
+    assert result.returncode == 0, result.stdout
+    assert "Ask HAProxy's stats socket until the server is out of rotation" in result.stdout
+    # each host went out of rotation, never both at once, and both are back in it
+    for h in fleet:
+        assert any(s[h.name].startswith("DOWN") for s in seen), h.name
+    assert not any(all(wsgi_haproxy_rotation(v, "out") for v in s.values()) for s in seen)
+    assert statuses() == {"ctl1": "UP", "ctl2": "UP"}
+
+
+def test_rolling_fails_when_haproxy_never_sees_the_host_go(tmp_path, fleet, haproxy):
+    """A backend name that HAProxy does not have: the rollout stops on the first host, saying so, and puts
+    nothing back in rotation there (wsgi_rolling_undrain_on_failure false)."""
+    inventory = deploy(
+        tmp_path,
+        fleet,
+        {"api": probe_service()},
+        wsgi_rolling_haproxy_hosts=["localhost"],
+        wsgi_rolling_haproxy_socket=str(haproxy),
+        wsgi_rolling_haproxy_python=sys.executable,
+        wsgi_rolling_haproxy_timeout=2,
+        wsgi_rolling_haproxy_backends={"api": "keystone"},
+    )
+    result = rolling(tmp_path, inventory, "-e", "wsgi_rolling_service=api", "-e", "wsgi_rolling_action=restart")
+    assert result.returncode != 0
+    assert "HAProxy does not have ctl1 out of rotation after 2s:" in result.stdout
+    assert "localhost: backend keystone, server ctl1: absent" in result.stdout
+    assert fleet[0].status("api")["draining"] is True
+    assert fleet[1].status("api")["draining"] is False
+
+
+# -- the HAProxy filters ---------------------------------------------------------------------------------
+
+STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight
+api,FRONTEND,,,0,0,262144,0,0,0,0,0,0,,,,,OPEN,
+keystone,ctl1,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1
+keystone,ctl2,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN 1/2,1
+keystone,ctl3,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT (via keystone/ctl1),1
+keystone,BACKEND,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,2
+"""
+
+
+def test_haproxy_filters():
+    assert wsgi_haproxy_status(STAT, "keystone", "ctl1") == "UP"
+    assert wsgi_haproxy_status(STAT, "keystone", "ctl2") == "DOWN 1/2"
+    assert wsgi_haproxy_status(STAT, "keystone", "ctl4") == "absent"
+    assert wsgi_haproxy_status("Unknown command\n", "keystone", "ctl1").startswith("no CSV from HAProxy")
+    assert wsgi_haproxy_rotation("UP 1/3", "in") and not wsgi_haproxy_rotation("UP 1/3", "out")
+    assert wsgi_haproxy_rotation("DOWN 1/2", "out") and wsgi_haproxy_rotation("MAINT (via x/y)", "out")
+    assert not wsgi_haproxy_rotation("no check", "out") and not wsgi_haproxy_rotation("no check", "in")
+    answers = [
+        {"item": ["lb1", "keystone"], "stdout": STAT},
+        {"item": ["http://lb2/stats", "keystone"], "content": STAT},
+        {"item": ["lb3", "keystone"], "skipped": True},
+    ]
+    assert wsgi_haproxy_late(answers, {"keystone": "keystone"}, "ctl2", "out") == []
+    assert wsgi_haproxy_late(answers, {"keystone": "keystone"}, "ctl2", "in") == [
+        "lb1: backend keystone, server ctl2: DOWN 1/2",
+        "http://lb2/stats: backend keystone, server ctl2: DOWN 1/2",
+    ]

@@ -81,6 +81,13 @@ def run_playbook(tmp: Path, playbook: Path, *args: str, inventory: str = "localh
     return result
 
 
+def task(output: str, name: str) -> str:
+    """What the output says under the (last) TASK line with this name."""
+    sections = output.split("TASK [")
+    found = [section for section in sections if section.split("]", 1)[0].endswith(name)]
+    return found[-1] if found else ""
+
+
 def recap(output: str) -> dict[str, dict[str, int]]:
     """PLAY RECAP lines -> {host: {ok: n, changed: n, failed: n, ...}}."""
     hosts = {}
@@ -310,6 +317,60 @@ def test_a_relative_app_path_is_refused_before_the_check(tmp_path):
     assert result.returncode != 0
     assert "make them absolute: api.app = 'apps/probe.py'" in result.stdout
     assert not (tmp_path / "h" / "conf.d").exists()
+
+
+# -- installing ------------------------------------------------------------------------------------------
+
+
+def test_install_from_a_wheel_and_from_a_source_tree_once_with_the_unit_templates(tmp_path):
+    """A wheel carries no units/: the role supplies the templates so that wsgictl units install works; a
+    second run installs nothing again. (--no-deps: the dependencies are not what this is about.)"""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheels.glob("wsgi_supervisor-*.whl")
+    (tmp_path / "install.yml").write_text(
+        """
+- name: Install with the role's own tasks
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Install
+      ansible.builtin.include_role:
+        name: wsgi_supervisor
+        tasks_from: install.yml
+"""
+    )
+    for source in (wheel, ROOT):
+        venv = tmp_path / f"venv-{source.suffix or 'tree'}"
+        args = ["-e", f"wsgi_supervisor_venv={venv}", "-e", f"wsgi_supervisor_source={source}"]
+        args += [
+            "-e",
+            "wsgi_supervisor_pip_extra_args=--no-deps",
+            "-e",
+            f"wsgi_supervisor_python={sys.base_prefix}/bin/python3",
+        ]
+        first = run_playbook(tmp_path, tmp_path / "install.yml", *args)
+        assert first.returncode == 0, first.stdout
+        assert "changed" in task(first.stdout, "Install wsgi-supervisor into the venv")
+        where = "the control node" if source == wheel else "the source tree"
+        assert "changed" in task(first.stdout, f"Provide the unit templates from {where}"), first.stdout
+        units = venv / "share" / "wsgi-supervisor" / "units"
+        assert sorted(p.name for p in units.iterdir()) == ["wsgi-supervisor.service", "wsgi@.service"]
+        assert (units / "wsgi@.service").read_text() == (ROOT / "units" / "wsgi@.service").read_text()
+        written = subprocess.run(
+            [str(venv / "bin" / "wsgictl"), "units", "install", "--dest", str(tmp_path / f"units-{venv.name}")],
+            capture_output=True,
+            text=True,
+        )
+        assert written.returncode == 0, written.stderr
+        unit = (tmp_path / f"units-{venv.name}" / "wsgi-supervisor.service").read_text()
+        assert f"ExecStart={venv}/bin/wsgi-supervisor" in unit
+        again = run_playbook(tmp_path, tmp_path / "install.yml", *args)
+        assert again.returncode == 0 and recap(again.stdout)["localhost"]["changed"] == 0, again.stdout
 
 
 # -- the role against a running daemon ---------------------------------------------------------------

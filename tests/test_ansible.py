@@ -40,11 +40,12 @@ PLAYBOOK = BIN / "ansible-playbook"
 pytestmark = pytest.mark.skipif(not PLAYBOOK.exists(), reason="needs ansible-core (pip install -e '.[test]')")
 
 sys.path.insert(0, str(ROLE / "filter_plugins"))
-sys.path.insert(0, str(CONTRIB / "filter_plugins"))
+sys.path.insert(0, str(CONTRIB / "roles" / "wsgi_rolling" / "filter_plugins"))
 from wsgi_haproxy import wsgi_haproxy_late, wsgi_haproxy_rotation, wsgi_haproxy_status  # noqa: E402
 from wsgi_supervisor_toml import (  # noqa: E402
     AnsibleFilterError,
     wsgi_supervisor_enabled,
+    wsgi_supervisor_health_base,
     wsgi_supervisor_relative_paths,
     wsgi_supervisor_toml,
 )
@@ -141,6 +142,15 @@ def test_relative_paths_and_enabled_services():
     }
     assert wsgi_supervisor_relative_paths(services) == ["b.app = 'apps/b.py'", "c.paste = 'api-paste.ini'"]
     assert wsgi_supervisor_enabled(services) == ["a", "c", "d", "e"]
+
+
+def test_where_the_host_answers_health():
+    assert wsgi_supervisor_health_base("127.0.0.1:9180") == "http://127.0.0.1:9180"
+    assert wsgi_supervisor_health_base("0.0.0.0:9180") == "http://127.0.0.1:9180"
+    assert wsgi_supervisor_health_base(":9180") == "http://127.0.0.1:9180"
+    assert wsgi_supervisor_health_base("[::]:9180") == "http://[::1]:9180"
+    assert wsgi_supervisor_health_base("10.0.0.11:9180") == "http://10.0.0.11:9180"
+    assert wsgi_supervisor_health_base("") == ""
 
 
 # -- rendering through Ansible ----------------------------------------------------------------------
@@ -619,7 +629,7 @@ def test_rolling_reload_waits_for_haproxy_to_take_each_host_out_and_back(tmp_pat
         done.set()
         watcher.join()
     assert result.returncode == 0, result.stdout
-    assert "Ask HAProxy's stats socket until the server is out of rotation" in result.stdout
+    assert "Ask HAProxy's stats socket until the server is in the wanted rotation state, which is out" in result.stdout
     # each host went out of rotation, never both at once, and both are back in it
     for h in fleet:
         assert any(s[h.name].startswith("DOWN") for s in seen), h.name

@@ -16,6 +16,9 @@ a manifest, so the role asks for absolute paths instead.
 
 `wsgi_supervisor_enabled` lists the services that start with the daemon
 (`enabled` not false): the ones the role waits for after applying a change.
+
+`wsgi_supervisor_health_base` turns the daemon's --metrics-listen into the
+URL to ask on the host itself (an all-interfaces address on loopback).
 """
 
 from __future__ import annotations
@@ -154,10 +157,23 @@ def wsgi_supervisor_enabled(services: Mapping) -> list[str]:
     return [name for name, table in services.items() if not _is_table(table) or table.get("enabled") is not False]
 
 
+def wsgi_supervisor_health_base(listen: str) -> str:
+    """'HOST:PORT' of --metrics-listen -> 'http://HOST:PORT' to ask on the host; '' when it is off."""
+    listen = str(listen or "")
+    if ":" not in listen:
+        return ""
+    host, port = listen.rsplit(":", 1)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 class FilterModule:
     def filters(self):
         return {
             "wsgi_supervisor_toml": wsgi_supervisor_toml,
             "wsgi_supervisor_relative_paths": wsgi_supervisor_relative_paths,
             "wsgi_supervisor_enabled": wsgi_supervisor_enabled,
+            "wsgi_supervisor_health_base": wsgi_supervisor_health_base,
         }

@@ -12,6 +12,7 @@ installed by the role) is the fleet test's.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -687,3 +688,116 @@ def test_haproxy_filters():
         "lb1: backend keystone, server ctl2: DOWN 1/2",
         "http://lb2/stats: backend keystone, server ctl2: DOWN 1/2",
     ]
+
+
+# -- the whole role under a real systemd (systemd-nspawn, as test_systemd.py) ------------------------------
+
+SYSTEMD_INVENTORY = """
+all:
+  children:
+    wsgi_supervisor:
+      hosts:
+        localhost:
+          ansible_connection: local
+          ansible_python_interpreter: {python}
+          ansible_become: false
+      vars:
+        wsgi_supervisor_install: false
+        wsgi_supervisor_venv: {venv}
+        wsgi_supervisor_metrics_listen: 127.0.0.1:{port}
+        wsgi_supervisor_socket_group: root
+        wsgi_supervisor_ready_timeout: 60
+        wsgi_rolling_drain_wait: 0
+        wsgi_supervisor_services:
+          api:
+            kind: api
+            app: {app}
+            processes: {processes}
+"""
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    if shutil.which("systemd-nspawn") is None:
+        pytest.skip("needs systemd-container")
+    import nspawn
+
+    # services this host may have installed that only slow the container's boot down
+    monkeypatch.setattr(nspawn, "MASKED", (*nspawn.MASKED, "ssh", "postgresql", "haproxy", "rabbitmq-server"))
+    c = nspawn.Container("wsgiansible", [ROOT, Path(sys.base_prefix)], tmp_path / "console.log")
+    try:
+        c.start(timeout=180)
+        yield c
+    finally:
+        c.stop()
+
+
+def test_the_role_under_systemd_installs_units_starts_and_reloads(machine):
+    c = machine
+
+    def play(playbook: Path, processes: object = 1, port: int = 9180, *args: str):
+        inventory = SYSTEMD_INVENTORY.format(
+            python=sys.executable, venv=sys.prefix, port=port, app=APPS / "probe.py", processes=processes
+        )
+        c.write("/root/inventory.yml", inventory)
+        return c.run(
+            "env",
+            "ANSIBLE_NOCOLOR=1",
+            "ANSIBLE_DEPRECATION_WARNINGS=0",
+            str(PLAYBOOK),
+            "-i",
+            "/root/inventory.yml",
+            str(playbook),
+            *args,
+            check=False,
+            timeout=400,
+        )
+
+    def status() -> dict:
+        out = c.run(str(BIN / "wsgictl"), "status", "--json", "api", check=False).stdout
+        return json.loads(out)[0]
+
+    def health(port: int) -> str:
+        code = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/health/api').status)"
+        return c.run(sys.executable, "-c", code, check=False).stdout.strip()
+
+    first = play(CONTRIB / "site.yml")
+    assert first.returncode == 0, first.stdout
+    assert c.run("systemctl", "is-active", "wsgi-supervisor").stdout.strip() == "active"
+    assert c.run("systemctl", "is-enabled", "wsgi-supervisor").stdout.strip() == "enabled"
+    unit = c.run("systemctl", "cat", "wsgi-supervisor").stdout
+    assert f'"{sys.prefix}/bin/wsgi-supervisor"' in unit and '"--metrics-listen" "127.0.0.1:9180"' in unit
+    assert c.run("test", "-f", "/etc/systemd/system/wsgi@.service", check=False).returncode == 0
+    api = status()
+    assert (api["state"], api["ready"]) == ("running", True) and health(9180) == "200"
+
+    again = play(CONTRIB / "site.yml")
+    assert again.returncode == 0 and recap(again.stdout)["localhost"]["changed"] == 0, again.stdout
+
+    # a manifest change: systemctl reload (the handler), the API restarted on its socket and ready
+    changed = play(CONTRIB / "site.yml", 2)
+    assert changed.returncode == 0, changed.stdout
+    assert "Apply the manifest change (systemctl reload wsgi-supervisor)" in changed.stdout
+    assert status()["pid"] != api["pid"] and status()["ready"] is True
+    assert "manifest applied: 1 changed" in c.run("journalctl", "-u", "wsgi-supervisor", "-o", "cat").stdout
+
+    # one that fails the check changes nothing, and the daemon keeps serving what it had
+    pid = status()["pid"]
+    conf = c.run("cat", "/etc/wsgi-supervisor/conf.d/ansible.toml").stdout
+    refused = play(CONTRIB / "site.yml", "two")
+    assert refused.returncode != 0
+    assert "service 'api', key 'processes': Input should be a valid integer" in refused.stdout
+    assert c.run("cat", "/etc/wsgi-supervisor/conf.d/ansible.toml").stdout == conf and status()["pid"] == pid
+
+    # new daemon options: the daemon restarts with them
+    moved = play(CONTRIB / "site.yml", 2, 9181)
+    assert moved.returncode == 0, moved.stdout
+    assert "Restart wsgi-supervisor for its new options" in moved.stdout and health(9181) == "200"
+
+    # rolling.yml on this one host: drained, reloaded (a new master), back in rotation
+    pid = status()["pid"]
+    rolled = play(
+        CONTRIB / "rolling.yml", 2, 9181, "-e", "wsgi_rolling_service=api", "-e", "wsgi_rolling_action=reload"
+    )
+    assert rolled.returncode == 0, rolled.stdout
+    assert status()["pid"] != pid and status()["draining"] is False and health(9181) == "200"

@@ -474,10 +474,13 @@ def daemon_said(host: Host, text: str) -> bool:
     return text in host.daemon.output()
 
 
-@pytest.mark.parametrize("action", ["reload", "restart"])
+@pytest.mark.parametrize("action", ["reload", "restart", "manifest"])
 def test_rolling_action_without_haproxy(tmp_path, fleet, action):
     inventory = deploy(tmp_path, fleet, {"api": probe_service()}, wsgi_rolling_drain_wait=0)
     pids = {h.name: h.status("api")["pid"] for h in fleet}
+    if action == "manifest":
+        services = {"api": probe_service(processes=2)}
+        write_inventory(inventory, {h.name: h.vars for h in fleet}, services, wsgi_rolling_drain_wait=0)
     result = rolling(tmp_path, inventory, "-e", "wsgi_rolling_service=api", "-e", f"wsgi_rolling_action={action}")
     assert result.returncode == 0, result.stdout
     for h in fleet:
@@ -486,6 +489,9 @@ def test_rolling_action_without_haproxy(tmp_path, fleet, action):
         assert api["pid"] != pids[h.name], h.name
         assert daemon_said(h, "drained: out of rotation") and daemon_said(h, "undrained: back in rotation")
         assert health(h.metrics, "api")[0] == 200
+        if action == "manifest":
+            assert daemon_said(h, "manifest applied: 1 changed")
+            assert tomllib.loads((h.daemon.conf_dir / "ansible.toml").read_text())["services"]["api"]["processes"] == 2
     # one host after the other: ctl1 was back in rotation before ctl2 was drained
     order = [line for line in result.stdout.splitlines() if line.startswith(("TASK [Drain", "TASK [Undrain"))]
     assert len(order) == 4 and order[0].startswith("TASK [Drain") and order[1].startswith("TASK [Undrain"), order
@@ -688,6 +694,61 @@ def test_haproxy_filters():
         "lb1: backend keystone, server ctl2: DOWN 1/2",
         "http://lb2/stats: backend keystone, server ctl2: DOWN 1/2",
     ]
+
+
+# -- the playbooks parse -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "rolling.yml"])
+def test_syntax_check(tmp_path, playbook):
+    result = run_playbook(
+        tmp_path, CONTRIB / playbook, "--syntax-check", inventory=str(CONTRIB / "inventory.example.yml")
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_example_inventory_renders_a_manifest_that_loads(tmp_path):
+    inventory = yaml.safe_load((CONTRIB / "inventory.example.yml").read_text())
+    services = inventory["all"]["children"]["wsgi_supervisor"]["vars"]["wsgi_supervisor_services"]
+    result, out = render(tmp_path, yaml.safe_dump({"wsgi_supervisor_services": services}))
+    assert result.returncode == 0, result.stdout
+    manifest = load(out.parent, check_host=False)
+    assert set(manifest.services) == set(services)
+    assert json.loads(json.dumps(tomllib.loads(out.read_text())["services"])) == services
+
+
+def test_ansible_lint_passes_when_it_is_installed():
+    lint = shutil.which("ansible-lint")
+    if lint is None:
+        pytest.skip("ansible-lint is not installed (it is not in the test extras)")
+    result = subprocess.run(
+        [lint, "--offline", "--nocolor", "--format=pep8", "site.yml", "rolling.yml", "roles/"],
+        capture_output=True,
+        text=True,
+        cwd=CONTRIB,
+        env={**os.environ, "ANSIBLE_ROLES_PATH": str(CONTRIB / "roles")},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_haproxy_example_is_valid_and_checks_each_service_on_the_daemon():
+    text = (CONTRIB / "haproxy.cfg.example").read_text()
+    for line in (
+        "option httpchk GET /health/keystone",
+        "option httpchk GET /health/placement",
+        "http-check expect status 200",
+        "default-server inter 2s fall 2 rise 2",
+        "server ctl1 10.0.0.11:80 check port 9180",
+        "stats socket /run/haproxy/admin.sock",
+    ):
+        assert line in text, line
+    if shutil.which("haproxy") is None:
+        pytest.skip("needs haproxy for haproxy -c")
+    result = subprocess.run(
+        ["haproxy", "-c", "-f", str(CONTRIB / "haproxy.cfg.example")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- the whole role under a real systemd (systemd-nspawn, as test_systemd.py) ------------------------------

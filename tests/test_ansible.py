@@ -599,16 +599,22 @@ backend api
             proc.wait()
 
 
-def test_rolling_reload_waits_for_haproxy_to_take_each_host_out_and_back(tmp_path, fleet, haproxy):
-    inventory = deploy(
+def deploy_behind(haproxy: Path, tmp_path: Path, fleet: list[Host], wait: int, **group_vars) -> Path:
+    """The probe service on every host, rolled with HAProxy asked on its stats socket for `wait` seconds."""
+    return deploy(
         tmp_path,
         fleet,
         {"api": probe_service()},
         wsgi_rolling_haproxy_hosts=["localhost"],
         wsgi_rolling_haproxy_socket=str(haproxy),
         wsgi_rolling_haproxy_python=sys.executable,
-        wsgi_rolling_haproxy_timeout=30,
+        wsgi_rolling_haproxy_timeout=wait,
+        **group_vars,
     )
+
+
+def test_rolling_reload_waits_for_haproxy_to_take_each_host_out_and_back(tmp_path, fleet, haproxy):
+    inventory = deploy_behind(haproxy, tmp_path, fleet, wait=30)
 
     def statuses() -> dict[str, str]:
         text = haproxy_stat(haproxy)
@@ -647,16 +653,7 @@ def test_rolling_reload_waits_for_haproxy_to_take_each_host_out_and_back(tmp_pat
 def test_rolling_fails_when_haproxy_never_sees_the_host_go(tmp_path, fleet, haproxy):
     """A backend name that HAProxy does not have: the rollout stops on the first host, saying so, and puts
     nothing back in rotation there (wsgi_rolling_undrain_on_failure false)."""
-    inventory = deploy(
-        tmp_path,
-        fleet,
-        {"api": probe_service()},
-        wsgi_rolling_haproxy_hosts=["localhost"],
-        wsgi_rolling_haproxy_socket=str(haproxy),
-        wsgi_rolling_haproxy_python=sys.executable,
-        wsgi_rolling_haproxy_timeout=2,
-        wsgi_rolling_haproxy_backends={"api": "keystone"},
-    )
+    inventory = deploy_behind(haproxy, tmp_path, fleet, wait=2, wsgi_rolling_haproxy_backends={"api": "keystone"})
     result = rolling(tmp_path, inventory, "-e", "wsgi_rolling_service=api", "-e", "wsgi_rolling_action=restart")
     assert result.returncode != 0
     assert "HAProxy does not have ctl1 out of rotation after 2s:" in result.stdout

@@ -137,6 +137,16 @@ class Config:
             "--sample-interval", "seconds between samples of the services (metrics, status)", float, "SECONDS"
         ),
     )
+    stop_drain: float = field(
+        default=0.0,
+        metadata=option(
+            "--stop-drain",
+            "on SIGTERM (systemctl stop, a host shutdown) take the host out of rotation (/health answers 503) "
+            "for SECONDS, still serving, before the services stop",
+            float,
+            "SECONDS",
+        ),
+    )
     units: bool = field(
         default=True,
         metadata=option(

@@ -136,6 +136,8 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
                 print(summary(sup), flush=True)
             await stop.wait()
         sup.systemd.stopping()
+        if config.stop_drain > 0:
+            await leave_rotation(sup, config.stop_drain)
         log.info("stopping: %d services", sum(1 for s in sup.services.values() if s.state.active))
     except Exception:
         log.exception("start-up failed")
@@ -148,6 +150,23 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
     if file_sink is not None:
         file_sink.close()
     return return_code
+
+
+async def leave_rotation(sup: Supervisor, seconds: float) -> None:
+    """--stop-drain: every /health answers 503 for `seconds` while the services go on serving, so
+    that the load balancer has the host out before they stop. A second SIGTERM ends the wait."""
+    from supervisor.surfaces.rotation import in_rotation
+
+    if not any(in_rotation(svc) is None for svc in sup.services.values()):
+        return  # nothing is in rotation: nothing to take out
+    sup.leaving = True
+    log.info("stopping: out of rotation for %gs first (--stop-drain), still serving", seconds)
+    hurry = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, hurry.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hurry.wait(), seconds)
 
 
 def _manifest_or_none(config: Config) -> Manifest | None:

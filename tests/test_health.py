@@ -159,3 +159,29 @@ def test_restart_with_drain_is_out_of_rotation_first_and_back_after(served, tmp_
     assert served.status("api")["api"]["draining"] is False
     served.wait_for(lambda s: s["api"]["ready"], what="ready after the restart")
     assert ask(served.port, "/health/api")[0] == 200
+
+
+def test_stop_drain_takes_the_host_out_of_rotation_before_the_services_stop(tmp_path):
+    """--stop-drain: after SIGTERM every /health answers 503 while the API still serves; then it stops."""
+    port = free_port()
+    d = Daemon(tmp_path, extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--stop-drain", "30"])
+    write_manifest(d.conf_dir, manifest("uwsgi", tmp_path / "flag"))
+    try:
+        d.start()
+        d.ctl("start", "api")
+        d.wait_for(lambda s: s["api"]["ready"], what="ready")
+        assert ask(port, "/health/api") == (200, "api: ok\n")
+
+        d.proc.send_signal(signal.SIGTERM)
+        leaving = "the daemon is stopping (--stop-drain): out of rotation, still serving"
+        d.wait_for(lambda s: ask(port, "/health/api")[0] == 503, what="out of rotation after SIGTERM")
+        assert ask(port, "/health/api") == (503, f"api: {leaving}\n")
+        assert ask(port, "/health") == (503, f"host: {leaving}\n")
+        assert uwsgi_request(d.socket("api"), "/api/hi")[0] == 200  # still serving meanwhile
+        assert d.proc.poll() is None
+
+        d.proc.send_signal(signal.SIGTERM)  # a second one ends the wait: the services stop now
+        assert d.proc.wait(20) == 0
+        assert "out of rotation for 30s first (--stop-drain), still serving" in d.output()
+    finally:
+        d.stop()

@@ -79,6 +79,7 @@ class Supervisor:
         self.watcher = watcher or ExitWatcher(self.loop)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
+        self.leaving = False  # --stop-drain: the daemon is stopping; every /health answers 503
         self.started_at = time.time()
         self.metrics_address: str | None = None
         self.last_reload_ok: bool | None = None

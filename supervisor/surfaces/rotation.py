@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from supervisor.state.supervisor import Supervisor
 
 
+LEAVING = "the daemon is stopping (--stop-drain): out of rotation, still serving"
+
+
 def in_rotation(svc: ServiceRuntime) -> str | None:
     """None when a load balancer should send the service requests, else why not."""
     if svc.drained:
@@ -33,8 +36,10 @@ def rotation(sup: Supervisor, name: str) -> tuple[int, str]:
         svc = sup.services.get(name)
         if svc is None:
             return 404, f"{name}: not in the manifest\n"
-        why = in_rotation(svc)
+        why = LEAVING if sup.leaving else in_rotation(svc)
         return (200, f"{name}: ok\n") if why is None else (503, f"{name}: {why}\n")
+    if sup.leaving:
+        return 503, f"host: {LEAVING}\n"
     wanted = [svc for svc in sup.services.values() if svc.goal_running or svc.state.active]
     problems = [(svc.name, why) for svc in wanted if (why := in_rotation(svc)) is not None]
     if problems:

@@ -14,12 +14,13 @@ from support import APPS, Daemon, Load, uwsgi_request, write_manifest
 PROBE = APPS / "probe.py"
 
 
-def manifest(n_others=2, other_env="a"):
+def manifest(n_others=2, other_env="a", threads=1):
     text = f"""
 [services.loaded]
 kind = "api"
 app = "{PROBE}"
 processes = 2
+threads = {threads}
 stop_timeout = 5
 """
     for i in range(n_others):
@@ -108,6 +109,25 @@ def test_restarts_under_load_fail_nothing(daemon, tmp_path, server):
     else:
         # every stop was gunicorn's graceful one (SIGTERM: the workers finish what they accepted)
         assert log_file.read_text().count("Handling signal: term") == 20
+
+
+def test_a_threaded_api_restarts_under_load_without_a_kill(daemon, tmp_path, server):
+    """Threads per worker, as OpenStack deployments run their APIs: each restart's old server ends by
+    its graceful stop, not by the SIGKILL at stop_timeout (uWSGI cannot pause a threaded worker)."""
+    write_manifest(daemon.conf_dir, manifest(n_others=0, threads=2), server=server)
+    daemon.extra_args += ["--log-dir", str(tmp_path / "logs")]
+    daemon.start()
+    daemon.ctl("start", "--all")
+    daemon.ctl("restart", "loaded")  # idle
+    with Load(daemon.socket("loaded")) as load:
+        for _ in range(10):
+            daemon.ctl("restart", "loaded")
+            load.wait_for_requests(20)
+    daemon.ctl("stop", "loaded")  # idle again
+    assert load.failures == [] and load.ok > 100
+    log = (tmp_path / "logs" / "loaded.log").read_text()
+    assert "SIGKILL" not in log and "SIGKILL" not in daemon.output()
+    assert daemon.status()["loaded"]["restarts"] == 11
 
 
 def _suspended_before_each_stop(log_file):

@@ -131,7 +131,7 @@ class VassalDriver(EmperorSupervision):
         task.add_done_callback(lambda _: self.retiring.get(svc.name, set()).discard(instance))
 
     async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        idle = self._fifo(svc.name, uwsgi.PAUSE, instance) and await self._wait_paused(svc, instance, pid)
+        idle = await self._paused(svc, instance, pid)
         await self._count_final(svc, instance, pid)
         self._end(svc, instance, pid, idle)
         # removed once it is stopping: the emperor's own stop would not be graceful
@@ -308,7 +308,7 @@ class VassalDriver(EmperorSupervision):
         """
         if svc.pid is None:
             return False
-        if self._fifo(svc.name, uwsgi.PAUSE, svc.instance):
+        if os.path.exists(self.layout.master_fifo(svc.name, svc.instance)):
             self.ctx.spawn(self._stop_when_paused(svc, svc.instance, svc.pid), f"stop-{svc.name}")
             return True
         # no master FIFO yet (still starting): SIGTERM is a graceful stop too
@@ -316,14 +316,21 @@ class VassalDriver(EmperorSupervision):
             os.kill(svc.pid, signal.SIGTERM)
         return True
 
-    async def _wait_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> bool:
-        """True once every worker is idle in the pause loop: nothing is in flight, the vassal may go at once
-        (a graceful stop would wait for uWSGI's once-a-second master cycle to reap the workers)."""
+    async def _paused(self, svc: ServiceRuntime, instance: str, pid: int) -> bool:
+        """Pause the vassal's workers; True once every one is idle in the pause loop: nothing is in
+        flight, the vassal may go at once (a graceful stop would wait for uWSGI's once-a-second
+        master cycle to reap the workers). False: it goes with a graceful stop.
+
+        A threaded vassal is not paused: uWSGI pauses a worker's main thread only, its other
+        threads go on accepting, and a graceful stop then never ends the paused worker (measured:
+        the master was still there after 15 s; tests/test_reliability.py has the case)."""
+        if svc.spec.threads > 1 or not self._fifo(svc.name, uwsgi.PAUSE, instance):
+            return False
         bound = min(5.0, svc.spec.stop_timeout / 2)
         return await wait_paused(lambda: self.stats(svc.name, instance, timeout=0.5), pid, bound)
 
     async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        idle = await self._wait_paused(svc, instance, pid)
+        idle = await self._paused(svc, instance, pid)
         await self._count_final(svc, instance, pid)
         if svc.pid == pid:
             self._end(svc, instance, pid, idle)

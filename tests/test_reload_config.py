@@ -81,3 +81,20 @@ def test_sighup_reloads_the_manifest(daemon):
     write_manifest(daemon.conf_dir, manifest() + '\n[services.late]\nkind = "api"\napp = "' + str(PROBE) + '"\n')
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_state("late", "running")
+
+
+def test_a_change_that_does_not_come_up_is_named_by_reload_config(daemon):
+    write_manifest(daemon.conf_dir, manifest())
+    daemon.start()
+    daemon.ctl("start", "--all")
+    broken = manifest().replace(
+        'environment = { PROBE_GREETING = "one" }',
+        'environment = { PROBE_FAIL_IMPORT = "a bad release" }\nstart_limit = 1',
+    )
+    write_manifest(daemon.conf_dir, broken)
+    result = daemon.ctl("reload-config", check=False)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("wsgictl: the manifest is applied, but not every change succeeded: "), result.stderr
+    assert "changing" in result.stderr and "None" not in result.stderr
+    assert daemon.status()["changing"]["state"] == "failed"
+    assert daemon.status()["steady"]["state"] == "running"

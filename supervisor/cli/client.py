@@ -17,6 +17,9 @@ class Unreachable(Exception):
     pass
 
 
+KEEP = object()  # a request's timeout: the client's own
+
+
 class Client:
     def __init__(self, runtime_dir: Path, timeout: float | None = 10.0):
         self.path = runtime_dir / "control.sock"
@@ -37,14 +40,15 @@ class Client:
             raise Unreachable(f"cannot reach wsgi-supervisor at {self.path}: {exc.strerror or exc}") from None
         self.sock = sock
 
-    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Send one request (a command of protocol.COMMANDS, with its fields) and read the first reply."""
+    def request(self, message: dict[str, Any], timeout: float | object | None = KEEP) -> dict[str, Any]:
+        """Send one request (a command of protocol.COMMANDS, with its fields) and read the first reply;
+        `timeout` None waits for as long as it takes (a manifest reload, a followed log)."""
         data = encode(protocol.request(**message))
         if self.sock is None:
             self.connect()
         assert self.sock is not None
-        if timeout is not None:
-            self.sock.settimeout(timeout)
+        if timeout is not KEEP:
+            self.sock.settimeout(timeout)  # type: ignore[arg-type]
         try:
             # the daemon may have answered (a refusal) and hung up before we were
             # done sending: read what it said

@@ -334,7 +334,7 @@ class Supervisor:
         new = event.manifest.services
         change = reconcile.diff(self.manifest.services, new)
         self.manifest = event.manifest  # the truth from now on: a removed service is unknown at once
-        waits: list[Result] = []
+        waits: list[tuple[str, Result]] = []  # what each service's change came to
         for name in change.removed + change.replaced:
             lc = self.lifecycles.pop(name)
             if name in change.replaced and self._serves_until_replaced(lc, new[name]):
@@ -344,7 +344,7 @@ class Supervisor:
                 self.say(name, f"moving to {runner(new[name])}: {runner(lc.svc.spec)} serves until it is running")
                 continue
             self.handovers.discard(name)
-            waits.append(lc.remove())
+            waits.append((name, lc.remove()))
             if lc.svc.state == State.STOPPED:
                 lc.driver.release(lc.svc)
                 if name in change.removed:
@@ -356,9 +356,9 @@ class Supervisor:
         for name in self.manifest.start_order():
             if name in change.added or name in change.replaced:
                 if new[name].enabled:
-                    waits.append(self.lifecycles[name].start())
+                    waits.append((name, self.lifecycles[name].start()))
             elif name in change.changed:
-                waits.append(reconcile.redefine(self.lifecycles[name], new[name], self.say, self.future()))
+                waits.append((name, reconcile.redefine(self.lifecycles[name], new[name], self.say, self.future())))
         log.info(
             "manifest applied: %d changed, %d added, %d removed, %d untouched",
             len(change.changed),
@@ -385,9 +385,13 @@ class Supervisor:
             self._retired(name)
 
     @staticmethod
-    async def _outcome(waits: list[Result], summary: dict[str, Any]) -> dict[str, Any]:
-        results = [await w for w in waits]
-        return {"ok": all(ok for ok, _ in results), **summary}
+    async def _outcome(waits: list[tuple[str, Result]], summary: dict[str, Any]) -> dict[str, Any]:
+        results = [(name, await w) for name, w in waits]
+        failed = [f"{name}: {message}" for name, (ok, message) in results if not ok]
+        if failed:
+            error = "the manifest is applied, but not every change succeeded: " + "; ".join(failed)
+            return {"ok": False, "error": error, **summary}
+        return {"ok": True, **summary}
 
     def _retired(self, name: str) -> None:
         lc = self.retiring.pop(name)

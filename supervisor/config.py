@@ -141,8 +141,8 @@ class Config:
         default=0.0,
         metadata=option(
             "--stop-drain",
-            "on SIGTERM (systemctl stop, a host shutdown) take the host out of rotation (/health answers 503) "
-            "for SECONDS, still serving, before the services stop",
+            "a stop by systemd (systemctl stop wsgi@NAME or wsgi-supervisor, a host shutdown) or SIGTERM first "
+            "takes what it stops out of rotation (/health answers 503) for SECONDS, still serving",
             float,
             "SECONDS",
         ),

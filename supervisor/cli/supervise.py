@@ -58,7 +58,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         sd_notify("STOPPING=1\nSTATUS=stopping")
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            Client(args.runtime_dir, timeout=None).request({"cmd": "stop", "services": [name], "wait": True})
+            stop = {"cmd": "stop", "services": [name], "wait": True, "by_unit": True}  # --stop-drain applies
+            Client(args.runtime_dir, timeout=None).request(stop)
         except Unreachable as exc:
             print(f"{name}: stop: {exc}", file=sys.stderr)
         return 0

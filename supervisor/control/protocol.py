@@ -38,7 +38,8 @@ class Command:
     socket: str = CONTROL
 
 
-_VERB = ("services", "all", "wait", "timeout", "drain")
+# by_unit: the request comes from a wsgi@NAME unit stopping (systemd), for --stop-drain
+_VERB = ("services", "all", "wait", "timeout", "drain", "by_unit")
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (

@@ -43,6 +43,7 @@ from supervisor.listeners import Listener, listen
 from supervisor.logs.pipeline import DAEMON_NAME
 from supervisor.observe.procs import is_descendant
 from supervisor.state.service import LogLine
+from supervisor.surfaces.rotation import in_rotation
 
 if TYPE_CHECKING:
     from supervisor.state.supervisor import Supervisor
@@ -194,6 +195,14 @@ class ControlServer:
 
     # -- handlers ----------------------------------------------------------------
 
+    def _stop_drain(self, names: list[str]) -> float:
+        """--stop-drain for a stop by systemd (`systemctl stop wsgi@NAME`, or the daemon's unit
+        stopping, which stops every wsgi@ unit first): the load balancer has the service out before
+        it stops. Nothing to wait for when none of them is in rotation."""
+        if any(in_rotation(self.sup.services[name]) is None for name in names):
+            return self.sup.config.stop_drain
+        return 0.0
+
     def _unknown(self, names: list[str]) -> dict[str, Any] | None:
         unknown = [n for n in names if n not in self.sup.services]
         if unknown:
@@ -241,6 +250,8 @@ class ControlServer:
         if bad:
             return bad
         drain = float(request.get("drain") or 0)
+        if cmd == "stop" and request.get("by_unit"):
+            drain = max(drain, self._stop_drain(names))
         if drain and cmd in ("stop", "restart", "reload"):
             await drain_first(self.sup, names, drain)
         act = getattr(self.sup, cmd)

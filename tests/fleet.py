@@ -122,6 +122,11 @@ class Host:
         out = self.ctl("status", "--json", check=False).stdout
         return {s["name"]: s for s in json.loads(out)}
 
+    def kill(self) -> None:
+        """The host crashes: every process on it is gone at once (its network stays: what reaches
+        its address is refused, as after a kernel's panic-reboot or an OOM of everything)."""
+        self.container.kill()
+
     def journal(self, unit: str, lines: int = 40) -> str:
         return self.run("journalctl", "-u", unit, "-n", str(lines), "--no-pager", check=False).stdout
 
@@ -137,6 +142,7 @@ class Fleet:
     """
 
     lan_port = 8000  # HAProxy's frontend
+    stats_port = 8404  # HAProxy's stats page (CSV at /stats;csv), which rolling.yml asks
     prometheus_port = 9090
     nginx_port = 8080
     metrics_port = 9180
@@ -155,6 +161,7 @@ class Fleet:
         rise: int = 2,
         sample_interval: float = 0.5,
         scrape_interval: float = 1.0,
+        daemon_args: tuple[str, ...] = (),
         tag: str | None = None,
     ):
         assert 1 <= hosts <= 9
@@ -171,6 +178,7 @@ class Fleet:
         self.rise = rise
         self.sample_interval = sample_interval
         self.scrape_interval = scrape_interval
+        self.daemon_args = daemon_args
         self.tag = tag or f"{PREFIX}{os.getpid()}"
         self.lan = f"{self.tag}-lan"
         self.lan_address = f"{subnet}.254"
@@ -422,6 +430,7 @@ Subsystem sftp internal-sftp
         unit = host.run("cat", "/etc/systemd/system/wsgi-supervisor.service").stdout
         exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
         exec_start += f" --metrics-listen {host.address}:{self.metrics_port} --sample-interval {self.sample_interval}"
+        exec_start += "".join(f" {arg}" for arg in self.daemon_args)
         host.write("/etc/systemd/system/wsgi-supervisor.service.d/fleet.conf", f"[Service]\nExecStart=\n{exec_start}\n")
         host.run("systemctl", "daemon-reload")
         started = host.run("systemctl", "start", "wsgi-supervisor", check=False, timeout=180)
@@ -470,14 +479,21 @@ defaults
     timeout client 30s
     timeout server 30s
     timeout check 1s
-    # a request that found a host going down is sent to another (GETs: safe to repeat)
+    # only a request that never reached a server (its connection refused) is sent to another:
+    # safe for any method. A 502 or a reset answer is not retried, so a host taken away without
+    # a drain costs failed requests, which the tests count.
     retries 3
     option redispatch 1
-    retry-on all-retryable-errors
+    retry-on conn-failure
 
 frontend api
     bind {self.lan_address}:{self.lan_port}
     default_backend hosts
+
+listen stats
+    bind {self.lan_address}:{self.stats_port}
+    stats enable
+    stats uri /stats
 
 backend hosts
     balance roundrobin
@@ -628,6 +644,27 @@ backend hosts
     def ansible(self, pattern: str, module: str, args: str = "", *, timeout: float = 120) -> AnsibleRun:
         """An ad-hoc task over SSH: `ansible PATTERN -m MODULE -a ARGS`."""
         return self._ansible("ansible", [pattern, "-m", module, *(["-a", args] if args else [])], timeout)
+
+    def rollout(self, variables: dict, *, timeout: float = 300) -> AnsibleRun:
+        """contrib/ansible/rolling.yml over the fleet, HAProxy asked on its stats page; `variables`
+        (-e) add to and override what every rollout here has: the fleet's venv, conf dir and
+        metrics address, the backend `hosts` for every service."""
+        base = {
+            "wsgi_rolling_hosts": "fleet",
+            "wsgi_supervisor_venv": str(VENV_BIN.parent),
+            "wsgi_supervisor_install": False,
+            "wsgi_supervisor_conf_dir": CONF_DIR,
+            "wsgi_supervisor_metrics_listen": "{{ ansible_host }}:" + str(self.metrics_port),
+            "wsgi_rolling_haproxy_stats_urls": [f"http://{self.lan_address}:{self.stats_port}/stats"],
+            "wsgi_rolling_haproxy_timeout": 30,
+            "wsgi_rolling_timeout": 60,
+        }
+        services = variables.get("wsgi_rolling_service", [])
+        names = [services] if isinstance(services, str) else services
+        base["wsgi_rolling_haproxy_backends"] = dict.fromkeys(names, "hosts")
+        path = Path(tempfile.mkstemp(prefix="rollout-", suffix=".json", dir=self.workdir)[1])
+        path.write_text(json.dumps(base | variables))
+        return self._ansible("ansible-playbook", [str(ROOT / "contrib/ansible/rolling.yml"), "-e", f"@{path}"], timeout)
 
     def playbook(self, text: str, *, limit: str | None = None, timeout: float = 300) -> AnsibleRun:
         """ansible-playbook on a playbook given as YAML text, over SSH."""

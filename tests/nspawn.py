@@ -161,6 +161,14 @@ class Container:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
+    def kill(self, timeout: float = 20.0) -> None:
+        """Pull the plug: SIGKILL to the container's systemd ends every process in it at once, as a
+        host that crashes does (no unit stops, nothing says goodbye); then clean up as `stop` does."""
+        if self.pid1 is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid1, signal.SIGKILL)
+        self.stop(timeout)
+
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None:
             return

@@ -45,3 +45,15 @@ def test_moving_an_api_to_another_server_fails_no_request(daemon, before, after)
     # gunicorn names itself in a Server header; uWSGI's vassal does not
     assert (server_header(daemon) == "gunicorn") == (after == "gunicorn")
     daemon.wait_for(lambda _: not psutil.pid_exists(old["pid"]), what="the old server gone")
+
+
+def test_a_drained_api_stays_drained_under_its_new_server(daemon):
+    """Drained is the operator's intent for the service: a move to another server keeps it."""
+    write_manifest(daemon.conf_dir, manifest("uwsgi"))
+    daemon.start()
+    daemon.ctl("start", "moving")
+    daemon.ctl("drain", "moving")
+    write_manifest(daemon.conf_dir, manifest("gunicorn"))
+    daemon.ctl("reload-config")
+    daemon.wait_for(lambda s: s["moving"]["server"] == "gunicorn" and s["moving"]["ready"], what="moved")
+    assert daemon.status("moving")["moving"]["draining"] is True

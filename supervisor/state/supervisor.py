@@ -335,6 +335,8 @@ class Supervisor:
         change = reconcile.diff(self.manifest.services, new)
         self.manifest = event.manifest  # the truth from now on: a removed service is unknown at once
         waits: list[tuple[str, Result]] = []  # what each service's change came to
+        # a drain is the operator's intent for the service, whatever runs it: a replacement keeps it
+        drained = {name for name in change.replaced if self.lifecycles[name].svc.drained}
         for name in change.removed + change.replaced:
             lc = self.lifecycles.pop(name)
             if name in change.replaced and self._serves_until_replaced(lc, new[name]):
@@ -353,6 +355,7 @@ class Supervisor:
                 self.retiring[name] = lc  # its successor, if any, starts once it has stopped
         for name in change.added + change.replaced:
             self.lifecycles[name] = self._lifecycle(name, new[name])
+            self.lifecycles[name].svc.drained = name in drained
         for name in self.manifest.start_order():
             if name in change.added or name in change.replaced:
                 if new[name].enabled:

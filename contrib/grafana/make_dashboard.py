@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'service="$service"'
+SEL = 'instance=~"$instance",service="$service"'
 
 
 def panel(pid, title, kind, exprs, x, unit="short", legend="{{service}}", width=4, extra=None, y=1):
@@ -173,6 +173,9 @@ dashboard = {
                 "type": "query",
                 "datasource": DATASOURCE,
                 "label": "host",
+                "multi": True,
+                "includeAll": True,
+                "allValue": ".+",
                 "query": "label_values(wsgi_supervisor_build_info, instance)",
                 "refresh": 2,
             },

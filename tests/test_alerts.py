@@ -1,10 +1,12 @@
 """The alerting rules and the Grafana dashboard in contrib/: valid, proven by promtool's unit tests, on real names."""
 
+import contextlib
 import json
 import re
 import runpy
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -135,7 +137,35 @@ processes = 1
 kind = "worker"
 command = ["{sys.executable}", "{APPS / "worker.py"}"]
 ready_after = 0.2
+
+[services.broken]
+kind = "api"
+app = "{APPS / "probe.py"}"
+environment = {{ PROBE_FAIL_IMPORT = "a database that never answers" }}
+start_limit = 1
 """
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """A daemon with an API under each server (each has served a request), a worker, and an API failed for good."""
+    port = free_port()
+    d = Daemon(
+        tmp_path_factory.mktemp("host"),
+        extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--sample-interval", "0.5"],
+    )
+    write_manifest(d.conf_dir, MANIFEST)
+    try:
+        d.start()
+        d.ctl("start", "api", "green", "conductor")
+        d.wait_state("broken", "failed")
+        for name in ("api", "green"):
+            uwsgi_request(d.socket(name), "/")
+        d.wait_for(lambda s: s["api"]["requests"] == 1 and s["green"]["requests"] == 1, what="both requests counted")
+        d.metrics_address = f"127.0.0.1:{port}"
+        yield d
+    finally:
+        d.stop()
 
 
 def exported_names(text: str) -> set[str]:
@@ -151,27 +181,81 @@ def exported_names(text: str) -> set[str]:
     return names
 
 
-@pytest.fixture
-def scrape(tmp_path):
-    """A real scrape of a daemon running an API under each server and a worker, after a request to each API."""
-    port = free_port()
-    d = Daemon(tmp_path, extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--sample-interval", "0.5"])
-    write_manifest(d.conf_dir, MANIFEST)
-    try:
-        d.start()
-        d.ctl("start", "--all")
-        for name in ("api", "green"):
-            uwsgi_request(d.socket(name), "/")
-        d.wait_for(lambda s: s["api"]["requests"] == 1 and s["green"]["requests"] == 1, what="both requests counted")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            yield response.read().decode()
-    finally:
-        d.stop()
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
 
 
-def test_the_rules_and_the_dashboard_use_only_names_the_daemon_exports(scrape):
+def test_the_rules_and_the_dashboard_use_only_names_the_daemon_exports(host):
+    scrape = get(f"http://{host.metrics_address}/metrics")
     known = exported_names(scrape) | {"up"} | {rule["record"] for rule in rules() if "record" in rule}
     exprs = [rule["expr"] for rule in rules()] + dashboard_exprs()
     assert all(metric_names(expr) for expr in exprs)
     unknown = {expr: sorted(metric_names(expr) - known) for expr in exprs if metric_names(expr) - known}
     assert not unknown, f"not exported: {sorted(set().union(*unknown.values()))}, in {list(unknown)}"
+
+
+@pytest.fixture
+def prometheus(host, tmp_path):
+    """A real Prometheus scraping `host` every second under the job name the rules expect, with the rules loaded."""
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(PROMETHEUS / "alerts.yml")],
+                "scrape_configs": [
+                    {"job_name": "wsgi-supervisor", "static_configs": [{"targets": [host.metrics_address]}]}
+                ],
+            }
+        )
+    )
+    args = [f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"]
+    prom = subprocess.Popen(
+        ["prometheus", *args, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield lambda path: json.loads(get(f"http://127.0.0.1:{port}/api/v1/{path}"))["data"]
+    finally:
+        prom.terminate()
+        prom.wait(10)
+
+
+def until(ask, check, what, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if check(answer := ask()):
+                return answer
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_real_prometheus_evaluates_the_rules_on_a_real_daemon(prometheus):
+    """Every rule evaluates without error on real series, and only the failed service raises an alert."""
+    alerts = until(
+        lambda: prometheus("alerts")["alerts"],
+        lambda found: any(a["labels"]["alertname"] == "WsgiServiceFailed" for a in found),
+        "WsgiServiceFailed pending",
+    )
+    assert [(a["labels"]["alertname"], a["labels"].get("service"), a["state"]) for a in alerts] == [
+        ("WsgiServiceFailed", "broken", "pending")  # for: 1m
+    ]
+    assert alerts[0]["labels"]["job"] == "wsgi-supervisor" and alerts[0]["labels"]["instance"]
+    groups = until(
+        lambda: prometheus("rules")["groups"],
+        lambda groups: all(rule["health"] != "unknown" for group in groups for rule in group["rules"]),
+        "every rule evaluated",
+    )
+    health = {rule["name"]: (rule["health"], rule.get("lastError", "")) for g in groups for rule in g["rules"]}
+    assert set(health) == {rule.get("alert") or rule["record"] for rule in rules()}
+    assert {name: h for name, h in health.items() if h != ("ok", "")} == {}
+    ratios = until(
+        lambda: prometheus("query?query=instance_service:wsgi_listen_queue:ratio")["result"],
+        lambda result: {r["metric"]["service"] for r in result} >= {"api", "green"},
+        "the queue ratio recorded for both APIs",
+    )
+    assert all(r["value"][1] == "0" for r in ratios)

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import re
 import runpy
 import subprocess
@@ -259,3 +260,21 @@ def test_a_real_prometheus_evaluates_the_rules_on_a_real_daemon(prometheus):
         "the queue ratio recorded for both APIs",
     )
     assert all(r["value"][1] == "0" for r in ratios)
+
+
+def test_the_latency_and_5xx_rules_record_what_real_requests_took(host, prometheus):
+    def recorded(rule: str) -> dict[str, float]:
+        return {r["metric"]["service"]: float(r["value"][1]) for r in prometheus(f"query?query={rule}")["result"]}
+
+    def p99_after_more_requests() -> dict[str, float]:
+        for name in ("api", "green"):  # again and again: a rate needs two scrapes that differ
+            uwsgi_request(host.socket(name), "/")
+        return recorded("instance_service:wsgi_request_duration_seconds:p99_5m")
+
+    until(
+        p99_after_more_requests,
+        lambda p99: all(p99.get(name, math.nan) > 0 for name in ("api", "green")),
+        "a p99 recorded for both APIs",
+    )
+    ratio = recorded("instance_service:wsgi_responses_5xx:ratio_rate5m")
+    assert (ratio.get("api"), ratio.get("green")) == (0.0, 0.0)

@@ -206,17 +206,3 @@ def test_a_real_prometheus_scrapes_every_service(served, tmp_path):
     finally:
         prom.terminate()
         prom.wait(10)
-
-
-def test_the_grafana_dashboard_uses_only_names_the_daemon_exports(served):
-    import re
-
-    from support import ROOT
-
-    dashboard = json.loads((ROOT / "contrib" / "grafana" / "wsgi-supervisor.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    exprs += [v["query"] for v in dashboard["templating"]["list"] if "label_values" in str(v.get("query"))]
-    names = {n for e in exprs for n in re.findall(r"\b(wsgi_[a-z_]+)", e)}
-    text = scrape(served.metrics_url)
-    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("wsgi_")}
-    assert names and names <= exported, names - exported

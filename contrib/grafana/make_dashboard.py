@@ -1,24 +1,27 @@
 """Writes wsgi-supervisor.json: a Grafana dashboard on the daemon's metric names.
 
 One row per service (a repeated row over the `service` variable): state,
-request rate, errors, queue depth, memory, restarts. Run it again after
-changing a panel: `python contrib/grafana/make_dashboard.py`.
+request rate, errors, queue depth, memory, restarts; below them the latency
+(a heatmap of the request duration histogram, and p50/p99) and the share of
+5xx responses. Run it again after changing a panel:
+`python contrib/grafana/make_dashboard.py` (tests/test_alerts.py checks that
+the JSON is what this writes).
 """
 
 import json
 from pathlib import Path
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'service="$service"'
+SEL = 'instance=~"$instance",service="$service"'
 
 
-def panel(pid, title, kind, exprs, x, unit="short", legend="{{service}}", width=4, extra=None):
+def panel(pid, title, kind, exprs, x, unit="short", legend="{{service}}", width=4, extra=None, y=1):
     p = {
         "id": pid,
         "title": title,
         "type": kind,
         "datasource": DATASOURCE,
-        "gridPos": {"h": 6, "w": width, "x": x, "y": 1},
+        "gridPos": {"h": 6, "w": width, "x": x, "y": y},
         "targets": [
             {"refId": chr(ord("A") + i), "expr": e, "legendFormat": lg, "datasource": DATASOURCE}
             for i, (e, lg) in enumerate(exprs if isinstance(exprs[0], tuple) else [(e, legend) for e in exprs])
@@ -62,6 +65,34 @@ state_panel = panel(
         },
     },
 )
+BUCKETS = f"wsgi_request_duration_seconds_bucket{{{SEL}}}"
+
+
+def quantile(q):
+    return f"histogram_quantile({q}, sum by (le) (rate({BUCKETS}[$__rate_interval])))"
+
+
+latency_heatmap = panel(
+    8,
+    "Latency",
+    "heatmap",
+    [(f"sum by (le) (increase({BUCKETS}[$__rate_interval]))", "{{le}}")],
+    0,
+    "s",
+    width=8,
+    y=7,
+    extra={
+        "options": {
+            "calculate": False,
+            "yAxis": {"unit": "s"},
+            "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
+            "cellGap": 1,
+            "tooltip": {"show": True, "yHistogram": True},
+        },
+    },
+)
+latency_heatmap["targets"][0]["format"] = "heatmap"  # one series per bucket, as Grafana draws them
+
 panels = [
     {
         "id": 1,
@@ -97,6 +128,33 @@ panels = [
     ),
     panel(6, "Memory", "timeseries", [f"sum(wsgi_resident_memory_bytes{{{SEL}}})"], 16, "bytes"),
     panel(7, "Restarts (1h)", "stat", [f"sum(increase(wsgi_service_restarts_total{{{SEL}}}[1h]))"], 20),
+    latency_heatmap,
+    panel(
+        9,
+        "Latency p50 / p99",
+        "timeseries",
+        [(quantile(q), f"p{round(q * 100)}") for q in (0.5, 0.99)],
+        8,
+        "s",
+        width=8,
+        y=7,
+    ),
+    panel(
+        10,
+        "5xx ratio",
+        "timeseries",
+        [
+            (
+                f'sum(rate(wsgi_responses_total{{{SEL},code="5xx"}}[$__rate_interval]))'
+                f" / sum(rate(wsgi_responses_total{{{SEL}}}[$__rate_interval]))",
+                "5xx",
+            )
+        ],
+        16,
+        "percentunit",
+        width=8,
+        y=7,
+    ),
 ]
 
 dashboard = {
@@ -115,6 +173,9 @@ dashboard = {
                 "type": "query",
                 "datasource": DATASOURCE,
                 "label": "host",
+                "multi": True,
+                "includeAll": True,
+                "allValue": ".+",
                 "query": "label_values(wsgi_supervisor_build_info, instance)",
                 "refresh": 2,
             },

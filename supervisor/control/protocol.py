@@ -43,7 +43,7 @@ COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command("ping", "ping"),
-        Command("status", "status", ("services", "lines")),
+        Command("status", "status", ("services", "lines", "fresh")),
         Command("start", "verb", _VERB),
         Command("stop", "verb", _VERB),
         Command("restart", "verb", _VERB),

@@ -219,6 +219,8 @@ class ControlServer:
         bad = self._unknown(names)
         if bad:
             return bad
+        if request.get("fresh"):
+            await self.sup.sampler.fresh()  # as a scrape does: bounded, else the last sample
         services = self.sup.status(names)
         if request.get("lines"):
             n = int(request.get("lines", 0))

@@ -69,6 +69,9 @@ def _daemon_commands(command: Command) -> None:
     s.add_argument("names", nargs="*", metavar="NAME")
     s.add_argument("--json", action="store_true", help="machine-readable output")
 
+    tp = command("top", "a live view of every service, refreshed every second, the worst first (q quits)")
+    tp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default %(default)s)")
+
     for verb, text in (
         ("start", "start services; wait until they are ready (or failed)"),
         ("stop", "stop services gracefully (in-flight requests finish; killed past their stop_timeout)"),
@@ -190,6 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cmd_supervise(args))
     client = Client(args.runtime_dir)
     try:
+        if args.cmd == "top":
+            from supervisor.cli.top import cmd_top  # curses: only for top, so that status starts as fast
+
+            sys.exit(cmd_top(client, args))
         commands = {
             "status": cmd_status,
             "logs": cmd_logs,

@@ -17,7 +17,7 @@ from typing import Any
 from supervisor.cli.client import Client, Unreachable
 from supervisor.cli.offline import cmd_check, cmd_import, cmd_proxy_config, cmd_serve, cmd_units
 from supervisor.cli.supervise import cmd_supervise
-from supervisor.cli.talk import cmd_action, cmd_logs, cmd_reexec, cmd_reload_config, cmd_status
+from supervisor.cli.talk import cmd_action, cmd_logs, cmd_reexec, cmd_reload_config, cmd_stack, cmd_status
 from supervisor.control.protocol import EXIT_FAILED, EXIT_UNKNOWN
 from supervisor.layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
 
@@ -71,6 +71,11 @@ def _daemon_commands(command: Command) -> None:
 
     tp = command("top", "a live view of every service, refreshed every second, the worst first (q quits)")
     tp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default %(default)s)")
+
+    st = command(
+        "stack", "the Python stack of every worker process of a service (py-spy, run by the daemon) and what it serves"
+    )
+    st.add_argument("name", metavar="NAME")
 
     for verb, text in (
         ("start", "start services; wait until they are ready (or failed)"),
@@ -200,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         commands = {
             "status": cmd_status,
             "logs": cmd_logs,
+            "stack": cmd_stack,
             "reload-config": cmd_reload_config,
             "daemon-reexec": cmd_reexec,
         }

@@ -1,4 +1,4 @@
-"""The commands that ask the daemon: status, start/stop/restart/reload, logs, reload-config, daemon-reexec."""
+"""The commands that ask the daemon: status, start/stop/restart/reload, logs, stack, reload-config, daemon-reexec."""
 
 from __future__ import annotations
 
@@ -163,3 +163,20 @@ def cmd_reload_config(client: Client, args: argparse.Namespace) -> int:
         if reply[key]:
             print(f"  {key}: {', '.join(reply[key])}")
     return 0
+
+
+def cmd_stack(client: Client, args: argparse.Namespace) -> int:
+    """Each worker process's Python stack, under a line that says which process and what it serves."""
+    reply = client.request({"cmd": "stack", "service": args.name}, timeout=60)
+    if not reply.get("ok"):
+        print(f"wsgictl: {reply.get('error', 'failed')}", file=sys.stderr)
+        return reply.get("code", EXIT_FAILED)
+    failed = 0
+    for process in reply["processes"]:
+        print(f"--- {args.name} {process['label']}")
+        if process["ok"]:
+            print(process["stack"].rstrip() + "\n")
+        else:
+            failed += 1
+            print(f"    (no stack: {process['error']})\n")
+    return EXIT_FAILED if failed else 0

@@ -52,6 +52,7 @@ COMMANDS: dict[str, Command] = {
         Command("undrain", "verb", ("services", "all")),
         Command("logs", "logs", ("services", "n", "follow")),
         Command("watch", "watch", ("services",)),
+        Command("stack", "stack", ("service",)),
         Command("reload-config", "reload_config"),
         Command("reexec", "reexec"),
         # sent by launcher.py (which imports nothing of ours: it writes this request by hand)

@@ -39,6 +39,7 @@ from supervisor.control.protocol import (
     encode,
     error,
 )
+from supervisor.control.stacks import stacks
 from supervisor.listeners import Listener, listen
 from supervisor.logs.pipeline import DAEMON_NAME
 from supervisor.observe.procs import is_descendant
@@ -309,6 +310,9 @@ class ControlServer:
             await self._stream(conn, queue, message)
         finally:
             self.sup.log_sinks.remove(sink)
+
+    async def _stack(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
+        return await stacks(self.sup, str(request.get("service", "")))
 
     async def _reexec(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> None:
         await self._send(conn, {"ok": True, "pid": os.getpid()})

@@ -88,3 +88,27 @@ def test_stack_of_a_worker_service_and_the_errors(stuck):
     assert unknown.returncode == 4 and "unknown service: nope" in unknown.stderr
     stopped = stuck.ctl("stack", "idle", check=False)
     assert stopped.returncode == 3 and "idle is not running (it is stopped)" in stopped.stderr
+
+
+SLEEPER = """
+[services.sleeper]
+kind = "worker"
+command = ["/bin/sleep", "300"]
+user = "nobody"
+ready_after = 0.2
+"""
+
+
+def test_a_daemon_that_may_not_attach_says_what_to_do(tmp_path):
+    """Without CAP_SYS_PTRACE, root may not read the memory of another user's process: py-spy is refused."""
+    d = Daemon(tmp_path, wrapper=["setpriv", "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace"])
+    write_manifest(d.conf_dir, SLEEPER)
+    try:
+        d.start()
+        d.ctl("start", "sleeper")
+        refused = d.ctl("stack", "sleeper", check=False)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "permission denied" in refused.stderr and "CAP_SYS_PTRACE" in refused.stderr
+        assert "ptrace_scope" in refused.stderr
+    finally:
+        d.stop()

@@ -31,8 +31,8 @@ DUMP_TIMEOUT = 20.0  # seconds one py-spy dump may take (it reads the process's 
 NOT_PERMITTED = ("Permission denied", "Operation not permitted", "EPERM")
 PTRACE_HINT = (
     "py-spy may not attach to the process: the daemon needs the right to ptrace it: run it as root with "
-    "CAP_SYS_PTRACE (containers drop it: add it, e.g. --cap-add SYS_PTRACE), and with "
-    "kernel.yama.ptrace_scope at most 2 (sysctl kernel.yama.ptrace_scope=1)"
+    "CAP_SYS_PTRACE (containers drop it: add it, e.g. --cap-add SYS_PTRACE), on a kernel whose "
+    "kernel.yama.ptrace_scope is below 3 (3 refuses every attach until a reboot; see sysctl kernel.yama.ptrace_scope)"
 )
 
 
@@ -86,6 +86,7 @@ async def dump(binary: str, pid: int) -> dict[str, Any]:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "RUST_BACKTRACE": "0"},  # its error, not a backtrace of py-spy itself
     )
     try:
         async with asyncio.timeout(DUMP_TIMEOUT):
@@ -97,9 +98,10 @@ async def dump(binary: str, pid: int) -> dict[str, Any]:
     if proc.returncode == 0:
         return {"ok": True, "stack": out.decode(errors="replace")}
     text = (err or out).decode(errors="replace").strip()
+    first = text.splitlines()[0].removeprefix("Error: ") if text else f"py-spy exited with {proc.returncode}"
     if any(word in text for word in NOT_PERMITTED):
-        return {"ok": False, "error": f"pid {pid}: {text.splitlines()[-1]}: {PTRACE_HINT}"}
-    return {"ok": False, "error": text or f"py-spy exited with {proc.returncode}"}
+        return {"ok": False, "error": f"pid {pid}: {first} (permission denied): {PTRACE_HINT}"}
+    return {"ok": False, "error": f"pid {pid}: {first}"}
 
 
 async def stacks(sup: Supervisor, name: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+import supervisor.gunicorn.board as board
 from support import APPS, Daemon, uwsgi_request, write_manifest
 
 STUCK = APPS / "stuck.py"
@@ -112,3 +113,15 @@ def test_a_daemon_that_may_not_attach_says_what_to_do(tmp_path):
         assert "ptrace_scope" in refused.stderr
     finally:
         d.stop()
+
+
+def test_a_scoreboard_keeps_each_workers_request_and_older_boards_still_read(tmp_path):
+    live = board.create(str(tmp_path / "new.board"), 2, 1234)
+    board.set_request(live, 1, "GET /stuck?30")
+    data = bytes(live)
+    assert board.read_requests(data, 2) == ["", "GET /stuck?30"]
+    board.set_request(live, 1, "")
+    assert board.read_requests(bytes(live), 2) == ["", ""]
+    old = data[: board.size_for(2)]  # an arbiter started before the field existed
+    assert board.read(old)[0] == 1234 and board.read_requests(old, 2) == ["", ""]
+    live.close()

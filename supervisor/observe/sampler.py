@@ -2,17 +2,17 @@
 
 Every `sample_interval` seconds (sooner when a service just came up) the
 drivers' sources run on the event loop (an API's uWSGI stats, read with a
-timeout), then the RSS and CPU of every service's process tree are read
+timeout) while the RSS and CPU of every service's process tree are read
 from the process table (psutil) in a thread of the loop's default executor.
 The metrics endpoint and `wsgictl status` read the snapshot. A scrape (and
-`wsgictl top`) wants it no older than `FRESH`: when the last sample is older,
-it starts one (or joins the one in flight: never two at once) and waits for
-it at most `FRESH_WAIT`, so that a vassal that does not answer its stats
-never holds up a scrape; the snapshot then is the last one, and each
-service's `age()` says how old its part is. The socket queues are asked of
-the kernel afresh at every scrape (`instant`). uWSGI's per-worker counters start again from
-zero whenever a worker or the master is replaced, so the daemon keeps totals
-that only grow.
+`wsgictl top`) wants it no older than `FRESH`: when the last sample is
+older, it starts one (or joins the one in flight: never two at once) and
+waits for it at most `FRESH_WAIT`, so that a vassal that does not answer
+its stats never holds up a scrape; the snapshot then is the last one, and
+each service's `Sample.age()` says how old its part is. The socket queues
+are asked of the kernel afresh at every scrape (`instant`). uWSGI's
+per-worker counters start again from zero whenever a worker or the master
+is replaced, so the daemon keeps totals that only grow.
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ def _in_flight(worker: dict[str, Any]) -> int:
 
 
 def _serving(worker: dict[str, Any]) -> tuple[str, ...]:
-    """ "METHOD URI" of each request a worker's cores are in (uWSGI lists a busy core's request vars)."""
+    """Each request the worker's cores are in, as "METHOD URI" (uWSGI lists a busy core's request vars)."""
     found = []
     for core in worker.get("cores", ()):
         if not core.get("in_request"):

@@ -10,7 +10,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_DEBS  := libsystemd-dev pkg-config
 # what the tests run for real: systemd in nspawn, Apache, nginx, promtool, wrk; the fleet
 # test's hosts run sshd, and HAProxy balances over them
-TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd haproxy openssh-server openssh-client
+TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd haproxy openssh-server openssh-client tmux
 
 .PHONY: setup setup-test run test test-fleet lint bench clean
 

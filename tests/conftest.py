@@ -30,6 +30,7 @@ FAST_FIRST = (
     "test_cli.py",
     "test_config.py",
     "test_protocol.py",
+    "test_top_view.py",
 )
 
 

@@ -21,7 +21,7 @@ def subcommands(parser=None, prefix=()):
                 yield from nested or [(*prefix, name)]
 
 
-REQUIRED = {"proxy-config": ["apache"], "import": ["f"], "serve": ["n"], "supervise": ["n"]}
+REQUIRED = {"proxy-config": ["apache"], "import": ["f"], "serve": ["n"], "supervise": ["n"], "stack": ["n"]}
 
 
 @pytest.mark.parametrize("command", list(subcommands()), ids=" ".join)

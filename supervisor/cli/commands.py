@@ -17,7 +17,7 @@ from typing import Any
 from supervisor.cli.client import Client, Unreachable
 from supervisor.cli.offline import cmd_check, cmd_import, cmd_proxy_config, cmd_serve, cmd_units
 from supervisor.cli.supervise import cmd_supervise
-from supervisor.cli.talk import cmd_action, cmd_logs, cmd_reexec, cmd_reload_config, cmd_status
+from supervisor.cli.talk import cmd_action, cmd_logs, cmd_reexec, cmd_reload_config, cmd_stack, cmd_status
 from supervisor.control.protocol import EXIT_FAILED, EXIT_UNKNOWN
 from supervisor.layout import DEFAULT_CONF_DIR, DEFAULT_RUNTIME_DIR
 
@@ -68,6 +68,14 @@ def _daemon_commands(command: Command) -> None:
     s = command("status", "state of services (exit 0 when every named one is running, 3 when one is not)")
     s.add_argument("names", nargs="*", metavar="NAME")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+
+    tp = command("top", "a live view of every service, refreshed every second, the worst first (q quits)")
+    tp.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default %(default)s)")
+
+    st = command(
+        "stack", "the Python stack of every worker process of a service (py-spy, run by the daemon) and what it serves"
+    )
+    st.add_argument("name", metavar="NAME")
 
     for verb, text in (
         ("start", "start services; wait until they are ready (or failed)"),
@@ -190,9 +198,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cmd_supervise(args))
     client = Client(args.runtime_dir)
     try:
+        if args.cmd == "top":
+            from supervisor.cli.top import cmd_top  # curses: only for top, so that status starts as fast
+
+            sys.exit(cmd_top(client, args))
         commands = {
             "status": cmd_status,
             "logs": cmd_logs,
+            "stack": cmd_stack,
             "reload-config": cmd_reload_config,
             "daemon-reexec": cmd_reexec,
         }

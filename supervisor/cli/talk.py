@@ -1,4 +1,4 @@
-"""The commands that ask the daemon: status, start/stop/restart/reload, logs, reload-config, daemon-reexec."""
+"""The commands that ask the daemon: status, start/stop/restart/reload, logs, stack, reload-config, daemon-reexec."""
 
 from __future__ import annotations
 
@@ -162,4 +162,17 @@ def cmd_reload_config(client: Client, args: argparse.Namespace) -> int:
     for key in ("changed", "added", "removed"):
         if reply[key]:
             print(f"  {key}: {', '.join(reply[key])}")
+    return 0
+
+
+def cmd_stack(client: Client, args: argparse.Namespace) -> int:
+    """Each worker process's Python stack, under a line that says which process and what it serves (exit 0
+    when the daemon could dump at least one)."""
+    reply = client.request({"cmd": "stack", "service": args.name}, timeout=60)
+    if not reply.get("ok"):
+        print(f"wsgictl: {reply.get('error', 'failed')}", file=sys.stderr)
+        return reply.get("code", EXIT_FAILED)
+    for process in reply["processes"]:  # some may have none (a shell in a worker's tree is no Python)
+        print(f"--- {args.name} {process['label']}")
+        print((process["stack"].rstrip() if process["ok"] else f"    (no stack: {process['error']})") + "\n")
     return 0

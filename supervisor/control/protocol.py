@@ -44,7 +44,7 @@ COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command("ping", "ping"),
-        Command("status", "status", ("services", "lines")),
+        Command("status", "status", ("services", "lines", "fresh")),
         Command("start", "verb", _VERB),
         Command("stop", "verb", _VERB),
         Command("restart", "verb", _VERB),
@@ -53,6 +53,7 @@ COMMANDS: dict[str, Command] = {
         Command("undrain", "verb", ("services", "all")),
         Command("logs", "logs", ("services", "n", "follow")),
         Command("watch", "watch", ("services",)),
+        Command("stack", "stack", ("service",)),
         Command("reload-config", "reload_config"),
         Command("reexec", "reexec"),
         # sent by launcher.py (which imports nothing of ours: it writes this request by hand)

@@ -39,6 +39,7 @@ from supervisor.control.protocol import (
     encode,
     error,
 )
+from supervisor.control.stacks import stacks
 from supervisor.listeners import Listener, listen
 from supervisor.logs.pipeline import DAEMON_NAME
 from supervisor.observe.procs import is_descendant
@@ -228,6 +229,8 @@ class ControlServer:
         bad = self._unknown(names)
         if bad:
             return bad
+        if request.get("fresh"):
+            await self.sup.sampler.fresh()  # as a scrape does: bounded, else the last sample
         services = self.sup.status(names)
         if request.get("lines"):
             n = int(request.get("lines", 0))
@@ -318,6 +321,9 @@ class ControlServer:
             await self._stream(conn, queue, message)
         finally:
             self.sup.log_sinks.remove(sink)
+
+    async def _stack(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
+        return await stacks(self.sup, str(request.get("service", "")))
 
     async def _reexec(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> None:
         await self._send(conn, {"ok": True, "pid": os.getpid()})

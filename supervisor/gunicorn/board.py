@@ -31,17 +31,25 @@ STATE_NAMES = {FREE: "free", BOOTING: "loading", READY: "idle", EXITING: "exitin
 _BUSY = 12
 _COUNTERS = 16  # requests, exceptions, timeouts, tx, busy µs: five Q from here
 
+# after the slots, one field per slot: "METHOD URI" of the request its worker last began while busy
+# (NUL-padded UTF-8; empty when idle). A board of an arbiter started before it existed ends at the slots.
+REQUEST_SIZE = 256
+
 
 def size_for(slots):
     return HEADER.size + slots * SLOT.size
+
+
+def board_size(slots):
+    return size_for(slots) + slots * REQUEST_SIZE
 
 
 def create(path, slots, arbiter_pid):
     """A new, empty board at `path` (only its owner may read it), mapped shared; the map."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.ftruncate(fd, size_for(slots))
-        board = mmap.mmap(fd, size_for(slots), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        os.ftruncate(fd, board_size(slots))
+        board = mmap.mmap(fd, board_size(slots), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
     HEADER.pack_into(board, 0, MAGIC, VERSION, arbiter_pid, slots)
@@ -68,9 +76,30 @@ def set_pid(board, index, pid):
 
 
 def add_busy(board, index, delta):
+    """Requests the slot's worker serves, changed by `delta`; the new count."""
     offset = slot_offset(index) + _BUSY
     (busy,) = struct.unpack_from("=I", board, offset)
-    struct.pack_into("=I", board, offset, max(0, busy + delta))
+    busy = max(0, busy + delta)
+    struct.pack_into("=I", board, offset, busy)
+    return busy
+
+
+def set_request(board, index, text):
+    slots = HEADER.unpack_from(board, 0)[3]
+    if len(board) < board_size(slots):
+        return
+    offset = size_for(slots) + index * REQUEST_SIZE
+    data = text.encode("utf-8", "replace")[: REQUEST_SIZE - 1]
+    board[offset : offset + REQUEST_SIZE] = data.ljust(REQUEST_SIZE, b"\0")
+
+
+def read_requests(data, slots):
+    """The request field of each slot ("" when idle); "" for all on a board that has none."""
+    if len(data) < board_size(slots):
+        return [""] * slots
+    start = size_for(slots)
+    fields = (data[start + i * REQUEST_SIZE : start + (i + 1) * REQUEST_SIZE] for i in range(slots))
+    return [field.split(b"\0", 1)[0].decode("utf-8", "replace") for field in fields]
 
 
 def count(board, index, requests, exceptions, timeouts, tx, busy_us):

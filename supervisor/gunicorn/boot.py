@@ -120,11 +120,12 @@ class Requests:
     def started_worker(self, slot):
         self.slot = slot
 
-    def begin(self):
+    def begin(self, req):
         self.local.started = time.monotonic()
         self.local.exception = False
         with self.lock:
             board.add_busy(self.board, self.slot, 1)
+            board.set_request(self.board, self.slot, f"{req.method} {req.uri or req.path}")
 
     def failed(self):
         self.local.exception = True
@@ -134,7 +135,8 @@ class Requests:
         sent = int(getattr(resp, "sent", 0) or 0)
         exception = 1 if getattr(self.local, "exception", False) else 0
         with self.lock:
-            board.add_busy(self.board, self.slot, -1)
+            if board.add_busy(self.board, self.slot, -1) == 0:
+                board.set_request(self.board, self.slot, "")
             board.count(self.board, self.slot, 1, exception, 0, sent, micros)
         if self.log is not None:
             status = getattr(resp, "status_code", None) or 500
@@ -331,7 +333,7 @@ def main(spec_path):
     def pre_request(worker, req):
         SENT.vars = getattr(req, "uwsgi_vars", None)
         if requests.slot is not None:
-            requests.begin()
+            requests.begin(req)
 
     def post_request(worker, req, environ, resp):
         if requests.slot is not None:

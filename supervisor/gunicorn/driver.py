@@ -89,10 +89,11 @@ def render_spec(name: str, service: ApiService, log_socket: Path, board_path: Pa
 def read_board(path: Path) -> ServerStats | None:
     """An arbiter's scoreboard as stats; None when there is none (yet)."""
     try:
-        pid, slots = board.read(path.read_bytes())
+        data = path.read_bytes()
+        pid, slots = board.read(data)
     except (OSError, ValueError):
         return None
-    workers = []
+    workers, serving = [], board.read_requests(data, len(slots))
     for index, (wpid, state, busy, requests, exceptions, timeouts, tx, busy_us, spawned) in enumerate(slots):
         if wpid == 0:
             continue  # never used
@@ -113,6 +114,7 @@ def read_board(path: Path) -> ServerStats | None:
                 apps=1 if state == board.READY else 0,
                 last_spawn=int(spawned),
                 in_flight=busy if live else 0,
+                serving=(serving[index],) if live and busy and serving[index] else (),
             )
         )
     return ServerStats(pid=pid, workers=tuple(workers))

@@ -2,13 +2,17 @@
 
 Every `sample_interval` seconds (sooner when a service just came up) the
 drivers' sources run on the event loop (an API's uWSGI stats, read with a
-timeout), then the RSS and CPU of every service's process tree are read
+timeout) while the RSS and CPU of every service's process tree are read
 from the process table (psutil) in a thread of the loop's default executor.
-The metrics endpoint and `wsgictl status` read the snapshot; they never
-wait on a vassal or on the emperor (a scrape only asks the kernel afresh for
-the socket queues, `instant`). uWSGI's per-worker counters start again from
-zero whenever a worker or the master is replaced, so the daemon keeps totals
-that only grow.
+The metrics endpoint and `wsgictl status` read the snapshot. A scrape (and
+`wsgictl top`) wants it no older than `FRESH`: when the last sample is
+older, it starts one (or joins the one in flight: never two at once) and
+waits for it at most `FRESH_WAIT`, so that a vassal that does not answer
+its stats never holds up a scrape; the snapshot then is the last one, and
+each service's `Sample.age()` says how old its part is. The socket queues
+are asked of the kernel afresh at every scrape (`instant`). uWSGI's
+per-worker counters start again from zero whenever a worker or the master
+is replaced, so the daemon keeps totals that only grow.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsgi-supervisor")
 
 COUNTERS = ("requests", "exceptions", "harakiri", "tx")
+FRESH = 1.0  # seconds: a scrape takes a new sample when the last one is older than this
+FRESH_WAIT = 0.5  # seconds a scrape waits for that sample before it answers with the last one
 
 
 class Totals:
@@ -119,6 +125,13 @@ class Sample:
     cpu_seconds: float = 0.0
     listen_queue: int | None = None
     listen_queue_max: int | None = None
+    stats_at: float | None = None  # monotonic: when the server's stats were last read
+    usage_at: float | None = None  # monotonic: when the process tree was last read
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the older of the two reads (None before the first)."""
+        stamps = [t for t in (self.stats_at, self.usage_at) if t is not None]
+        return now - min(stamps) if stamps else None
 
 
 @dataclass
@@ -190,6 +203,8 @@ class Sampler:
         self.totals: dict[str, Totals] = {}
         self.usage: dict[str, Usage] = {}
         self._wake: asyncio.Event | None = None
+        self._in_flight: asyncio.Task[None] | None = None
+        self.sampled_at: float | None = None  # monotonic: when the last whole sample began
 
     def sample_of(self, name: str) -> Sample:
         return self.samples.setdefault(name, Sample())
@@ -201,10 +216,7 @@ class Sampler:
         self._wake = asyncio.Event()
         while True:
             started = time.monotonic()
-            try:
-                await self.sample_all()
-            except Exception:  # never let sampling take the daemon down
-                log.exception("sampling failed")
+            await self.sample()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.5, self.interval - (time.monotonic() - started))):
                     await self._wake.wait()
@@ -215,10 +227,39 @@ class Sampler:
         if self._wake is not None:
             self._wake.set()
 
+    def sample(self) -> asyncio.Task[None]:
+        """The sample in flight, or a new one: the loop and every scrape share it."""
+        if self._in_flight is None or self._in_flight.done():
+            self._in_flight = asyncio.get_running_loop().create_task(self._sample_once(), name="sample")
+        return self._in_flight
+
+    async def _sample_once(self) -> None:
+        started = time.monotonic()
+        try:
+            await self.sample_all()
+        except Exception:  # never let sampling take the daemon down
+            log.exception("sampling failed")
+        self.sampled_at = started
+
+    async def fresh(self, max_age: float = FRESH, wait: float = FRESH_WAIT) -> None:
+        """A sample no older than `max_age`, waited for at most `wait` (else the last one stays)."""
+        if self.sampled_at is not None and time.monotonic() - self.sampled_at <= max_age:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await asyncio.shield(self.sample())
+
     async def sample_all(self) -> None:
-        for source in self.sources:
-            await source()
+        """Every source and the process table at once: a slow vassal delays only its own figures."""
+        results = await asyncio.gather(
+            *(source() for source in self.sources), self.sample_usage(), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("sampling failed: %r", result, exc_info=result)
         self.sample_queues()
+
+    async def sample_usage(self) -> None:
         running = [svc for svc in self.records() if svc.pid is not None and svc.state != State.STOPPED]
         # the whole process table is read in a thread, off the event loop
         pids = [svc.pid for svc in running if svc.pid is not None]
@@ -228,7 +269,7 @@ class Sampler:
                 continue  # a new main process since the table was read: sampled next time
             rss, cpu = usage[svc.pid]
             sample = self.sample_of(svc.name)
-            sample.rss_bytes = rss
+            sample.rss_bytes, sample.usage_at = rss, time.monotonic()
             sample.cpu_seconds = self.usage.setdefault(svc.name, Usage()).update(svc.pid, cpu)
 
     def refresh(self) -> None:
@@ -252,7 +293,7 @@ class Sampler:
         """Fold a serving instance's stats into the totals and the snapshot (also fed by readiness probes)."""
         self.fold(name, stats)
         sample = self.sample_of(name)
-        sample.stats = stats
+        sample.stats, sample.stats_at = stats, time.monotonic()
         sample.workers = Counter(_worker_status(w.status) for w in stats.workers if w.pid > 0)
         times = [w.avg_rt_us for w in stats.workers if w.requests and w.avg_rt_us]
         sample.avg_response_s = (sum(times) / len(times) / 1e6) if times else None

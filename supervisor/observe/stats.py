@@ -26,6 +26,7 @@ class WorkerStats:
     apps: int
     last_spawn: int
     in_flight: int = 0  # requests this worker is serving now (busy cores)
+    serving: tuple[str, ...] = ()  # what those requests are, as "METHOD URI", where the server tells
 
 
 @dataclass(frozen=True)

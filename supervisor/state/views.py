@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
                 {"pid": w.pid, "status": w.status, "requests": w.requests} for w in sample.stats.workers if w.pid > 0
             ]
         info["rss_bytes"] = sample.rss_bytes
+        info["sample_age"] = sample.age(time.monotonic())
         if info["socket"] is not None:
             info["listen_queue"] = sample.listen_queue
     totals = sampler.totals.get(svc.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,21 @@ class SupervisorCollector:
             usage = sampler.usage.get(name)
             cpu.add_metric(values, usage.base + usage.last if usage is not None else 0)
         yield from (info, up, state, restarts, start_time, ready_duration, rss, cpu, drained)
+        yield self._ages()
+
+    def _ages(self) -> Metric:
+        ages = GaugeMetricFamily(
+            "wsgi_metrics_sample_age_seconds",
+            "How old the sample behind the service's sampled figures (counters, workers, memory) is",
+            labels=["service"],
+        )
+        now = time.monotonic()
+        for name, svc in sorted(self.sup.services.items()):
+            sample = self.sup.sampler.samples.get(name)
+            age = sample.age(now) if sample is not None and svc.pid is not None else None
+            if age is not None:
+                ages.add_metric([name], age)
+        return ages
 
     def _servers(self) -> Iterator[Metric]:
         """What a WSGI server tells of an API: requests, errors, workers, its socket's queue."""
@@ -197,6 +213,7 @@ class MetricsServer:
             elif parts[1].split("?")[0] not in ("/metrics", "/"):
                 await self._reply(writer, 404, b"see /metrics or /health/NAME\n", "text/plain")
             else:
+                await self.sup.sampler.fresh()  # bounded: a vassal that does not answer leaves its last figures
                 self.sup.sampler.refresh()  # the kernel answers at once
                 body = generate_latest(self.registry)
                 await self._reply(writer, 200, body if parts[0] == "GET" else b"", CONTENT_TYPE_LATEST)

@@ -269,6 +269,20 @@ def _in_flight(worker: dict[str, Any]) -> int:
     return cores or (1 if worker.get("status") == "busy" else 0)
 
 
+def _serving(worker: dict[str, Any]) -> tuple[str, ...]:
+    """Each request the worker's cores are in, as "METHOD URI" (uWSGI lists a busy core's request vars)."""
+    found = []
+    for core in worker.get("cores", ()):
+        if not core.get("in_request"):
+            continue
+        pairs = (str(v).partition("=") for v in core.get("vars", ()) if isinstance(v, str))
+        env = {key: value for key, _, value in pairs}
+        uri = env.get("REQUEST_URI") or env.get("PATH_INFO", "")
+        if uri:
+            found.append(f"{env.get('REQUEST_METHOD', '?')} {uri}")
+    return tuple(found)
+
+
 def parse_stats(raw: bytes) -> ServerStats:
     data = json.loads(raw)
     workers = tuple(
@@ -287,6 +301,7 @@ def parse_stats(raw: bytes) -> ServerStats:
             apps=len(w.get("apps", ())),
             last_spawn=int(w.get("last_spawn", 0)),
             in_flight=_in_flight(w),
+            serving=_serving(w),
         )
         for w in data.get("workers", ())
     )

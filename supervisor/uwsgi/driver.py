@@ -260,10 +260,14 @@ class VassalDriver(EmperorSupervision):
     async def sample(self) -> None:
         """The serving vassals' counters, for the snapshot."""
         serving = [s for s in self._mine() if s.pid is not None and s.state != State.STOPPED]
-        stats = await asyncio.gather(*(self.stats(s.name, s.instance) for s in serving))
-        for svc, st in zip(serving, stats, strict=True):
-            if st is not None and st.pid == svc.pid:
-                self.sampler.observe(svc.name, st)
+        await asyncio.gather(*(self._sample_one(svc) for svc in serving))
+
+    async def _sample_one(self, svc: ServiceRuntime) -> None:
+        """Each vassal's stats into the snapshot as they come: one that does not answer delays no other."""
+        pid = svc.pid
+        stats = await self.stats(svc.name, svc.instance)
+        if stats is not None and stats.pid == pid == svc.pid:
+            self.sampler.observe(svc.name, stats)
 
     def _mine(self) -> list[ServiceRuntime]:
         return [s for s in self.ctx.services() if runner(s.spec) == "uwsgi"]

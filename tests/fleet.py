@@ -508,7 +508,7 @@ backend hosts
         every = f"{int(self.scrape_interval * 1000)}ms"  # Prometheus durations are integers with a unit
         return (
             f"global:\n  scrape_interval: {every}\n  evaluation_interval: {every}\n"
-            f"scrape_configs:\n  - job_name: wsgi\n    static_configs:\n      - targets: [{targets}]\n"
+            f"scrape_configs:\n  - job_name: wsgi-supervisor\n    static_configs:\n      - targets: [{targets}]\n"
         )
 
     def _start_lan_side(self) -> None:

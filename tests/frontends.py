@@ -13,12 +13,6 @@ from pathlib import Path
 MODULES = "/usr/lib/apache2/modules"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proxy_config(daemon, server: str, port: int) -> str:
     """`wsgictl proxy-config SERVER --vhost` for a daemon under test, listening on 127.0.0.1:PORT."""
     from support import WSGICTL

@@ -97,6 +97,30 @@ def get_json(sock_path, path="/", protocol="uwsgi"):
 # -- the daemon under test ------------------------------------------------------
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def metrics_daemon(tmp: Path, manifest: str, server: str | None = None, sample_interval: float = 0.5):
+    """A daemon with every service of `manifest` started (APIs under `server`), its metrics on a
+    port of its own at `.metrics_url`; stopped at the end."""
+    port = free_port()
+    d = Daemon(tmp, extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--sample-interval", str(sample_interval)])
+    write_manifest(d.conf_dir, manifest, server=server)
+    try:
+        d.start()
+        d.ctl("start", "--all")
+        d.port = port
+        d.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        yield d
+    finally:
+        d.stop()
+
+
 def write_manifest(conf_dir: Path, text: str, name: str = "services.toml", server: str | None = None) -> None:
     """Write a manifest file; with `server`, every API table that names no server runs under that one."""
     conf_dir.mkdir(parents=True, exist_ok=True)

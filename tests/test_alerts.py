@@ -12,9 +12,8 @@ import urllib.request
 
 import pytest
 import yaml
-from test_metrics import free_port
 
-from support import APPS, ROOT, Daemon, uwsgi_request, write_manifest
+from support import APPS, ROOT, Daemon, free_port, uwsgi_request, write_manifest
 
 PROMETHEUS = ROOT / "contrib" / "prometheus"
 GRAFANA = ROOT / "contrib" / "grafana"

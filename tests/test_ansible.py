@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from supervisor.manifest.loading import load
 from supervisor.manifest.models import ApiService, WorkerService
-from support import APPS, BIN, ROOT, Daemon
+from support import APPS, BIN, ROOT, Daemon, free_port
 
 CONTRIB = ROOT / "contrib" / "ansible"
 ROLE = CONTRIB / "roles" / "wsgi_supervisor"
@@ -385,12 +385,6 @@ def test_install_from_a_wheel_and_from_a_source_tree_once_with_the_unit_template
 
 
 # -- the role against a running daemon ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def health(port: int, name: str) -> tuple[int, str]:

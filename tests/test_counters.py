@@ -4,9 +4,9 @@ requests a stop had to cut are said and counted; every line of a reload belongs 
 import threading
 import time
 
-from test_metrics import free_port, scrape, value
+from test_metrics import scrape, value
 
-from support import APPS, Daemon, uwsgi_request, write_manifest
+from support import APPS, Daemon, free_port, uwsgi_request, write_manifest
 
 PROBE = APPS / "probe.py"
 

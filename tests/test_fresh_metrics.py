@@ -7,10 +7,10 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from test_metrics import free_port, scrape, value
+from test_metrics import scrape, value
 
 from supervisor.observe.sampler import Sampler
-from support import APPS, Daemon, uwsgi_request, write_manifest
+from support import APPS, metrics_daemon, uwsgi_request
 
 MANIFEST = f"""
 [services.api]
@@ -28,16 +28,8 @@ processes = 1
 @pytest.fixture
 def slow_sampler(tmp_path, server):
     """Both APIs under `server`, sampled in the background only every 30 s."""
-    port = free_port()
-    d = Daemon(tmp_path, extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--sample-interval", "30"])
-    write_manifest(d.conf_dir, MANIFEST, server=server)
-    try:
-        d.start()
-        d.ctl("start", "--all")
-        d.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    with metrics_daemon(tmp_path, MANIFEST, server, sample_interval=30) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def test_a_request_just_before_a_scrape_is_counted_in_it(slow_sampler):

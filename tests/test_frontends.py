@@ -9,9 +9,9 @@ import subprocess
 import time
 
 import pytest
-from frontends import Apache, Nginx, free_port, proxy_config
+from frontends import Apache, Nginx, proxy_config
 
-from support import APPS, Daemon, uwsgi_request, write_manifest
+from support import APPS, Daemon, free_port, uwsgi_request, write_manifest
 
 PROBE = APPS / "probe.py"
 PLAIN = APPS / "plain.py"  # a PEP 3333 app that reads wsgi.input and knows nothing of uWSGI

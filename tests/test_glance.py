@@ -13,9 +13,9 @@ import subprocess
 import time
 
 import pytest
-from frontends import Apache, Nginx, free_port, proxy_config
+from frontends import Apache, Nginx, proxy_config
 
-from support import Daemon, service_venv, write_manifest
+from support import Daemon, free_port, service_venv, write_manifest
 
 FRONTS = {"apache": Apache, "nginx": Nginx}
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import signal
-import socket
 import urllib.error
 import urllib.request
 
@@ -10,16 +9,10 @@ import pytest
 
 from supervisor.manifest.models import ApiService
 from supervisor.observe.health import check
-from support import APPS, Daemon, uwsgi_request, write_manifest
+from support import APPS, Daemon, free_port, uwsgi_request, write_manifest
 
 HEALTH = APPS / "health.py"
 SERVERS = ["uwsgi", "gunicorn"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def manifest(server, flag, path="/healthcheck", extra=""):

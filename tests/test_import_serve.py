@@ -112,7 +112,7 @@ def test_serve_answers_like_the_vassal_and_refuses_while_the_daemon_serves(daemo
     assert refused.returncode == 1 and "is being served by wsgi-supervisor right now" in refused.stderr
 
     daemon.ctl("stop", "echo")
-    from frontends import free_port
+    from support import free_port
 
     port = free_port()
     serve = subprocess.Popen(

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from support import APPS, Daemon, uwsgi_request, write_manifest
+from support import APPS, free_port, metrics_daemon, uwsgi_request
 
 PROBE = APPS / "probe.py"
 MANIFEST = f"""
@@ -33,25 +33,11 @@ ready_after = 0.2
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path, server):
     """The manifest's services running under `server`, metrics on a port of their own."""
-    port = free_port()
-    d = Daemon(tmp_path, extra_args=["--metrics-listen", f"127.0.0.1:{port}", "--sample-interval", "0.5"])
-    write_manifest(d.conf_dir, MANIFEST, server=server)
-    try:
-        d.start()
-        d.ctl("start", "--all")
-        d.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    with metrics_daemon(tmp_path, MANIFEST, server) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def scrape(url: str) -> str:

@@ -73,7 +73,7 @@ def test_a_paste_app_that_cannot_load_says_why(daemon, server, tmp_path):
 
 def test_serve_runs_a_paste_app(tmp_path, server):
     """wsgictl serve runs the app on wsgiref whichever server the manifest names: the same app, in the foreground."""
-    from frontends import free_port
+    from support import free_port
 
     conf = tmp_path / "conf.d"
     write_manifest(

@@ -9,7 +9,7 @@ import pytest
 from gunicorn.config import Config
 
 from supervisor.gunicorn import boot
-from supervisor.gunicorn.driver import render_spec
+from supervisor.gunicorn.arbiters import render_spec
 from supervisor.gunicorn.settings import MANAGED
 from supervisor.manifest.gunicorn_import import from_gunicorn_command
 from supervisor.manifest.importer import ImportProblem

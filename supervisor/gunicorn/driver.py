@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 import supervisor.gunicorn.board as board
+import supervisor.gunicorn.noise as noise
 from supervisor.files import write_atomic
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import BACKLOG, HeldSockets
@@ -356,6 +357,9 @@ class GunicornDriver:
                 wake.set()
             return None
         return failure_hint(text, svc.spec.venv)
+
+    def noise(self, text: str) -> bool:
+        return noise.is_noise(text)
 
     def endpoint(self, svc: ServiceRuntime) -> str | None:
         return str(self.layout.api_socket(svc.name))

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor.manifest.models import ApiService
+from supervisor.request_marks import PROBE_AGENT
 from supervisor.state.events import Health
 
 if TYPE_CHECKING:
     from supervisor.state.events import Event
     from supervisor.state.service import ServiceRuntime
 
-USER_AGENT = "wsgi-supervisor-health"
+USER_AGENT = PROBE_AGENT  # marks its request lines, which the daemon drops (request_marks.py)
 RETRY_INTERVAL = 1.0  # until the first pass, and while failing: recovery is seen within a second
 MAX_HEAD = 16 * 1024
 

@@ -93,6 +93,10 @@ class Driver(Protocol):
     def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
         """A line of the service's output: the driver may know what it means."""
 
+    def noise(self, text: str) -> bool:
+        """A routine line of the server's own (its banner, a notice of normal operation): logged at
+        debug priority and left off the console and `wsgictl logs` unless asked for."""
+
     def endpoint(self, svc: ServiceRuntime) -> str | None:
         """Where clients reach the service (an API's socket), for status."""
 

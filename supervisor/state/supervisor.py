@@ -27,6 +27,7 @@ from supervisor.gunicorn.driver import GunicornDriver
 from supervisor.layout import DAEMON_NAME, Layout
 from supervisor.listeners import HeldSockets
 from supervisor.logs.pipeline import Drops, LogIntake
+from supervisor.logs.requests import take_request
 from supervisor.manifest.models import Manifest, runner
 from supervisor.observe.health import HealthChecks
 from supervisor.observe.sampler import Sampler
@@ -98,7 +99,7 @@ class Supervisor:
         self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
         self.sampler = Sampler(context, self.save_soon, self.sockets)
         self.vassals = VassalDriver(context, self.sampler, emperor or Emperor(self.layout), self.sockets)
-        self.intake = LogIntake(self.loop, self.layout, self.emit, self._owner_of, self._known)
+        self.intake = LogIntake(self.loop, self.layout, self.emit, self._owner_of, self._known, self._noise)
         self.gunicorn = GunicornDriver(context, self.sampler, self.sockets, self.intake.take)
         self.workers = ProcessDriver(context, self.intake.take)
         # by what runs a service's processes (manifest.models.runner)
@@ -149,6 +150,11 @@ class Supervisor:
     def emit(self, line: LogLine) -> None:
         """Every line of every service, and of the daemon, passes through here."""
         lc = self.lifecycles.get(line.service)
+        if line.request is not None:
+            if line.request.probe:
+                return  # the daemon's own health probe: neither counted nor logged
+            if lc is not None and not take_request(lc.svc, line.request):
+                return
         if lc is not None:
             lc.svc.tail.append(line)
             if line.stream == "o":
@@ -164,6 +170,12 @@ class Supervisor:
 
     def _known(self, name: str) -> bool:
         return name in self.lifecycles or name in self.retiring
+
+    def _noise(self, name: str, text: str) -> bool:
+        """The routine line of a server, as the service's driver knows it (the emperor's: uWSGI's)."""
+        lc = self.lifecycles.get(name)
+        driver = lc.driver if lc is not None else self.vassals if name == DAEMON_NAME else None
+        return driver is not None and driver.noise(text)
 
     def _owner_of(self, pid: int) -> str | None:
         """The service whose main process is `pid`: the serving one, or the new one of a reload."""

@@ -37,8 +37,10 @@ APP_VARIABLE = "WSGI_SUPERVISOR_APP"
 PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
 
 
-# one request log line: fixed fields first, the URI last (it may hold spaces)
-REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(uri)"
+# one request log line: fixed fields first, the URI last (it may hold spaces); the request id
+# and the origin ("probe" for the daemon's health probe) are log variables vassal_app.py sets,
+# "-" when unset. gunicorn's boot.py writes the same format.
+REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(wsgi_rid) %(wsgi_origin) %(uri)"
 
 
 class Raw(str):
@@ -339,15 +341,28 @@ class Request:
     size: int
     addr: str
     path: str
+    request_id: str | None = None  # what the app returned in X-OpenStack-Request-ID (or X-Request-Id)
+    probe: bool = False  # asked by the daemon's own health probe
+
+
+_ORIGINS = ("-", "probe")
 
 
 def parse_request(line: str) -> Request | None:
-    parts = line.rstrip("\n").split(" ", 5)
-    if len(parts) != 6:
+    """A request line; one of a server started by an earlier daemon (without the request id and
+    origin fields) is read too."""
+    parts = line.rstrip("\n").split(" ", 7)
+    if len(parts) < 6:
         return None
-    method, status, micros, size, addr, path = parts
+    method, status, micros, size, addr = parts[:5]
+    rid = origin = "-"
+    if len(parts) == 8 and parts[6] in _ORIGINS and not parts[5].startswith("/"):
+        rid, origin, path = parts[5:]
+    else:
+        path = line.rstrip("\n").split(" ", 5)[5]
     try:
-        return Request(method, int(status), int(micros) / 1e6, int(size), addr, path)
+        timing = (int(status), int(micros) / 1e6, int(size))
+        return Request(method, *timing, addr, path, None if rid == "-" else rid, origin == "probe")
     except ValueError:
         return None
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import supervisor.uwsgi.core as uwsgi
+import supervisor.uwsgi.noise as noise
 from supervisor.files import write_atomic
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
@@ -244,6 +245,9 @@ class VassalDriver(EmperorSupervision):
         if hint is None:
             return None
         return Failure(hint, retry_helps=not uwsgi.is_config_error(text))
+
+    def noise(self, text: str) -> bool:
+        return noise.is_noise(text)
 
     def exited(self, svc: ServiceRuntime, pid: int, status: int | None) -> str | None:
         self.sampler.master_gone(svc.name, pid)

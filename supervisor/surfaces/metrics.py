@@ -22,6 +22,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.utils import floatToGoString
 
 import supervisor.gunicorn.board as board
 from supervisor import __version__
@@ -150,7 +151,7 @@ class SupervisorCollector:
             "wsgi_request_duration_seconds", "Time to answer a request, by status class", labels=labels
         )
         responses = CounterMetricFamily("wsgi_responses", "Responses by status class", labels=labels)
-        bounds = [f"{b:g}" for b in BUCKETS] + ["+Inf"]
+        bounds = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]
         for name, svc in sorted(self.sup.services.items()):
             if svc.kind != "api":
                 continue

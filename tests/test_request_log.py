@@ -86,6 +86,8 @@ def test_latency_responses_ids_and_skipped_lines(tmp_path, server):
         d.wait_for(lambda st: st["api"].get("responses", {}).get("2xx") == 6, what="every request counted")
         s = d.status()["api"]
         text = scrape(f"http://127.0.0.1:{port}/metrics")
+        d.ctl("daemon-reexec")  # the next daemon carries the counts on
+        again = d.status()["api"]
     finally:
         d.stop()
     # status --json: every request but the daemon's own health probes (which ran every 0.2 s meanwhile)
@@ -93,6 +95,7 @@ def test_latency_responses_ids_and_skipped_lines(tmp_path, server):
     assert s["latency"]["le"] == list(BUCKETS) and s["latency"]["counts"][-1] == 9
     assert s["latency"]["counts"][BUCKETS.index(0.25)] <= 8  # the 0.3 s sleep is above 0.25
     assert s["latency"]["sum"] >= 0.3
+    assert again["responses"] == s["responses"] and again["latency"]["counts"] == s["latency"]["counts"]
     # the same numbers in a real scrape, which promtool accepts
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr

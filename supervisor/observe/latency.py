@@ -1,7 +1,8 @@
 """Per-service latency and response counts, from the request lines both servers write.
 
 One `RequestCounts` lives in each service's record, cumulative since the
-record began: the metrics (a Prometheus histogram and counter) and
+record began and carried across daemons in state.json, as the servers'
+totals are: the metrics (a Prometheus histogram and counter) and
 `wsgictl status --json` (`latency`, `responses`) read the same numbers.
 Requests of the daemon's own health probe are not counted (they are not
 the app's traffic, and would add one request a `health_interval` to a quiet
@@ -61,6 +62,24 @@ class RequestCounts:
 
     def responses(self) -> dict[str, int]:
         return {cls: sum(self.by_class[cls].counts) if cls in self.by_class else 0 for cls in CLASSES}
+
+    def to_json(self) -> dict[str, Any]:
+        return {cls: {"counts": h.counts, "sum": h.total_s} for cls, h in self.by_class.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RequestCounts:
+        """What a previous daemon saved (state.json); anything malformed starts from zero."""
+        counts = cls()
+        for code, kept in data.items():
+            try:
+                hist = Histogram([int(n) for n in kept["counts"]], float(kept["sum"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if code in CLASSES and len(hist.counts) == len(BUCKETS) + 1:
+                counts.by_class[code] = hist
+                counts.every.counts = [a + b for a, b in zip(counts.every.counts, hist.counts, strict=True)]
+                counts.every.total_s += hist.total_s
+        return counts
 
     def latency(self) -> dict[str, Any]:
         """The `latency` object of `wsgictl status --json` (every status class together)."""

@@ -37,6 +37,7 @@ def save(
             "instance": svc.instance,
             "drained": svc.drained,
             "totals": sampler.totals[svc.name].to_json() if svc.name in sampler.totals else None,
+            "request_counts": svc.request_counts.to_json(),
         }
         for svc in services
     }
@@ -58,6 +59,7 @@ def load(layout: Layout) -> dict[str, Any]:
 def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler: Sampler) -> None:
     """Counters carry on from what the previous daemon saved (a re-exec, a crash, a restart):
     they never go down while the runtime dir lives."""
+    from supervisor.observe.latency import RequestCounts
     from supervisor.observe.sampler import Totals
 
     for name, kept in load(layout).get("services", {}).items():
@@ -68,3 +70,5 @@ def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler:
         lc.svc.drained = kept.get("drained") is True  # operator intent, like a stop
         if isinstance(kept.get("totals"), dict):
             sampler.totals[name] = Totals.from_json(kept["totals"])
+        if isinstance(kept.get("request_counts"), dict):
+            lc.svc.request_counts = RequestCounts.from_json(kept["request_counts"])

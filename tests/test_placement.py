@@ -84,3 +84,7 @@ def test_a_request_id_finds_the_access_line_and_the_apps_own_lines_in_the_journa
     # and the same id finds placement's own line (oslo.log writes it as "[None req-… …]")
     own = journal(journal_dir, "-u", "wsgi@placement.service", "-g", f"\\[\\S* ?{request_id}")
     assert any(e["WSGI_STREAM"] == "output" and "resource_providers" in e["MESSAGE"] for e in own), own
+    # the server's banner is in the journal too, at debug priority
+    banner = "detected binary path" if server == "uwsgi" else "Booting worker with pid"
+    kept = journal(journal_dir, "-u", "wsgi@placement.service", "-g", banner)
+    assert kept and {e["PRIORITY"] for e in kept} == {"7"}

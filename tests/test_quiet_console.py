@@ -37,6 +37,8 @@ def test_uwsgi_routine_lines(line):
         "unable to load app 0 (mountpoint='') (callable not found or import error)",
         "2026-12-02 12:59:18.123 4242 INFO placement.requestlog [req-1 - - - - - -] 127.0.0.1 GET /",
         "running migrations",
+        "Wed Dec  2 12:59:18 2026 - [emperor] vassal api.ini sent no heartbeat in last 30 seconds, brutally respawning",
+        "[emperor] unloyal bad behaving vassal found: api.ini throttling it...",
     ],
 )
 def test_what_tells_of_trouble_or_comes_from_the_app_is_not_routine(line):

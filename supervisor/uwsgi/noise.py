@@ -59,7 +59,9 @@ _NOTICES = (
     "announcing my loyalty to the Emperor...",
     "*** PAUSE (press start to resume",
     "*** RESUME ",
-    "[emperor] vassal ",  # … has been spawned, is ready to accept requests, is now loyal
+    "[emperor] binary path: ",
+    "[emperor] cleaning up blacklist ...",
+    "[emperor] *** RAGNAROK EVOKED ***",  # the emperor stops every vassal: the daemon stops
     "[emperor] curse the uwsgi instance ",
     "[emperor] removed uwsgi instance ",
     "[emperor] stop the uwsgi instance ",

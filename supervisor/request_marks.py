@@ -1,13 +1,21 @@
 """What a request line says besides method, status and time: the app's request id, and whether
 the daemon's own health probe made the request.
 
+A probe names itself with a token the daemon keeps (in state.json, so it
+outlives a daemon) and gives each server it starts: a client through the
+front end cannot send it, so it cannot keep its requests out of the log.
+
 Standard library only: the uWSGI vassal's app wrapper (uwsgi/vassal_app.py)
 and gunicorn's boot.py load this file by its path, in the service's own
 Python, and the daemon's health probe imports it.
 """
 
-# the daemon's health probes send this User-Agent; their request lines are marked and dropped
-PROBE_AGENT = "wsgi-supervisor-health"
+import hmac
+
+PROBE_AGENT = "wsgi-supervisor-health"  # the User-Agent of the daemon's health probes, for people
+PROBE_HEADER = "X-Wsgi-Supervisor-Probe"  # carries the token
+PROBE_ENVIRON = "HTTP_X_WSGI_SUPERVISOR_PROBE"
+TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"  # how a vassal gets the token (its wrapper pops it)
 PROBE = "probe"  # the origin field of a probe's request line ("-" for every other request)
 
 # the response headers an app names its request id in, the first found wins (oslo's, then the common one)
@@ -29,6 +37,7 @@ def request_id(headers):
     return None
 
 
-def origin(environ):
+def origin(environ, token):
     """The origin field of a request's line: PROBE for the daemon's health probe, else "-"."""
-    return PROBE if environ.get("HTTP_USER_AGENT") == PROBE_AGENT else "-"
+    sent = environ.get(PROBE_ENVIRON)
+    return PROBE if token and sent and hmac.compare_digest(str(sent), token) else "-"

@@ -83,7 +83,11 @@ def test_latency_responses_ids_and_skipped_lines(tmp_path, server):
         }
         for path, code in asked.items():
             assert uwsgi_request(sock, path)[0] == code, path
-        d.wait_for(lambda st: st["api"].get("responses", {}).get("2xx") == 6, what="every request counted")
+        # a client cannot pass for the daemon's probe: not by its User-Agent, nor by a guessed token
+        posing = {"User-Agent": "wsgi-supervisor-health", "X-Wsgi-Supervisor-Probe": "0" * 32}
+        assert uwsgi_request(sock, "/api/healthcheck?posing", headers=posing)[0] == 200
+        asked["/api/healthcheck?posing"] = 200
+        d.wait_for(lambda st: st["api"].get("responses", {}).get("2xx") == 7, what="every request counted")
         s = d.status()["api"]
         text = scrape(f"http://127.0.0.1:{port}/metrics")
         d.ctl("daemon-reexec")  # the next daemon carries the counts on
@@ -91,19 +95,19 @@ def test_latency_responses_ids_and_skipped_lines(tmp_path, server):
     finally:
         d.stop()
     # status --json: every request but the daemon's own health probes (which ran every 0.2 s meanwhile)
-    assert s["responses"] == {"2xx": 6, "3xx": 1, "4xx": 1, "5xx": 1}
-    assert s["latency"]["le"] == list(BUCKETS) and s["latency"]["counts"][-1] == 9
-    assert s["latency"]["counts"][BUCKETS.index(0.25)] <= 8  # the 0.3 s sleep is above 0.25
+    assert s["responses"] == {"2xx": 7, "3xx": 1, "4xx": 1, "5xx": 1}
+    assert s["latency"]["le"] == list(BUCKETS) and s["latency"]["counts"][-1] == 10
+    assert s["latency"]["counts"][BUCKETS.index(0.25)] <= 9  # the 0.3 s sleep is above 0.25
     assert s["latency"]["sum"] >= 0.3
     assert again["responses"] == s["responses"] and again["latency"]["counts"] == s["latency"]["counts"]
     # the same numbers in a real scrape, which promtool accepts
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert value(text, "wsgi_responses_total", service="api", code="2xx") == 6
+    assert value(text, "wsgi_responses_total", service="api", code="2xx") == 7
     assert value(text, "wsgi_responses_total", service="api", code="5xx") == 1
-    assert value(text, "wsgi_request_duration_seconds_count", service="api", code="2xx") == 6
-    assert value(text, "wsgi_request_duration_seconds_bucket", service="api", code="2xx", le="+Inf") == 6
-    assert value(text, "wsgi_request_duration_seconds_bucket", service="api", code="2xx", le="0.25") <= 5
+    assert value(text, "wsgi_request_duration_seconds_count", service="api", code="2xx") == 7
+    assert value(text, "wsgi_request_duration_seconds_bucket", service="api", code="2xx", le="+Inf") == 7
+    assert value(text, "wsgi_request_duration_seconds_bucket", service="api", code="2xx", le="0.25") <= 6
     assert value(text, "wsgi_request_duration_seconds_bucket", service="api", code="4xx", le="30.0") == 1
 
     # --log-format json: one object a line, journald's field names
@@ -111,7 +115,7 @@ def test_latency_responses_ids_and_skipped_lines(tmp_path, server):
     requests = [e for e in entries if e.get("WSGI_STREAM") == "request"]
     paths = [e["REQUEST_PATH"] for e in requests]
     assert sorted(paths) == sorted(p for p in asked if "lb-check" not in p)  # skipped: counted, not logged
-    assert not any("healthcheck" in p for p in paths)  # the daemon's probes: neither
+    assert [p for p in paths if "healthcheck" in p] == ["/api/healthcheck?posing"]  # the daemon's probes: neither
     by_path = {e["REQUEST_PATH"]: e for e in requests}
     assert by_path["/api/rid?req-5d1bd1a2-aaaa"]["REQUEST_ID"] == "req-5d1bd1a2-aaaa"
     assert by_path["/api/xrid?abc-123"]["REQUEST_ID"] == "abc-123"

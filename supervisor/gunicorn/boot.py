@@ -142,7 +142,8 @@ class Requests:
             uri = req.uri if req.uri else req.path
             rid = marks.request_id(getattr(resp, "headers", None) or ()) or "-"
             addr = environ.get("REMOTE_ADDR") or "-"
-            line = f"{req.method} {status} {micros} {sent} {addr} {rid} {marks.origin(environ)} {uri}"
+            origin = marks.origin(environ, self.spec.get("probe_token"))
+            line = f"{req.method} {status} {micros} {sent} {addr} {rid} {origin} {uri}"
             try:
                 os.write(self.log, line.encode(errors="replace")[: MAX_REQUEST_LINE - 1] + b"\n")
             except OSError:

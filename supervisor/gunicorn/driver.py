@@ -61,7 +61,7 @@ def interpreter(service: ApiService, default_venv: Path) -> Path:
     return (Path(service.venv) if service.venv else default_venv) / "bin" / "python3"
 
 
-def render_spec(name: str, service: ApiService, log_socket: Path, board_path: Path) -> str:
+def render_spec(name: str, service: ApiService, log_socket: Path, board_path: Path, probe_token: str = "") -> str:
     """What boot.py is told: pure, the same service gives the same text (adoption compares it)."""
     spec: dict[str, Any] = {
         "service": name,
@@ -83,6 +83,7 @@ def render_spec(name: str, service: ApiService, log_socket: Path, board_path: Pa
         "settings": service.gunicorn,
         "log": str(log_socket),
         "board": str(board_path),
+        "probe_token": probe_token,  # what the daemon's health probe sends (request_marks.py)
     }
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"
 
@@ -141,7 +142,8 @@ class GunicornDriver:
 
     def _write_spec(self, svc: ServiceRuntime, instance: str) -> None:
         assert isinstance(svc.spec, ApiService)
-        text = render_spec(svc.name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(svc.name, instance))
+        board_path = self.layout.gunicorn_board(svc.name, instance)
+        text = render_spec(svc.name, svc.spec, self.layout.log_socket, board_path, self.ctx.probe_token)
         write_atomic(self.layout.gunicorn_spec(svc.name, instance), text)
 
     def _environment(self, spec: ApiService, fd: int) -> dict[str, str]:
@@ -407,7 +409,9 @@ class GunicornDriver:
             if fd is not None:
                 self.sockets.take_over(name, self, fd)
             assert isinstance(svc.spec, ApiService)
-            rendered = render_spec(name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(name, keep))
+            rendered = render_spec(
+                name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(name, keep), self.ctx.probe_token
+            )
             try:
                 changed = rendered != self.layout.gunicorn_spec(name, keep).read_text()
             except OSError:

@@ -34,6 +34,7 @@ class Context:
     say: Callable[[str, str, int], None]  # (service, text, priority): a message in that service's log
     spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]  # a task the daemon keeps and reaps
     services: Callable[[], Iterable[ServiceRuntime]]  # the records, to read
+    probe_token: str = ""  # what the daemon's health probe sends, so that servers leave its requests out
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,11 @@ log = logging.getLogger("wsgi-supervisor")
 
 
 def save(
-    layout: Layout, services: Iterable[ServiceRuntime], sampler: Sampler, handover: dict[str, Any] | None = None
+    layout: Layout,
+    services: Iterable[ServiceRuntime],
+    sampler: Sampler,
+    handover: dict[str, Any] | None = None,
+    probe_token: str = "",
 ) -> None:
     """Write the state file; with `handover`, what a re-exec hands the next image."""
     state = {
@@ -41,7 +46,7 @@ def save(
         }
         for svc in services
     }
-    body = {"services": state, "workers": handover or {}, "reexec": handover is not None}
+    body = {"services": state, "workers": handover or {}, "reexec": handover is not None, "probe_token": probe_token}
     try:
         write_atomic(layout.state_file, json.dumps(body), mode=0o600)
     except OSError as exc:
@@ -54,6 +59,12 @@ def load(layout: Layout) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def probe_token(layout: Layout) -> str:
+    """The previous daemon's health-probe token, which the servers it started know; else a new one."""
+    kept = load(layout).get("probe_token")
+    return kept if isinstance(kept, str) and len(kept) >= 16 else secrets.token_hex(16)
 
 
 def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler: Sampler) -> None:

@@ -93,8 +93,17 @@ class Supervisor:
         self.retiring: dict[str, Lifecycle] = {}  # removed or replaced by a new manifest, still stopping
         # APIs moved to another server: the old one serves until its successor is running
         self.handovers: set[str] = set()
+        self.probe_token = statefile.probe_token(self.layout)
         context = Context(
-            self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records
+            self.loop,
+            config,
+            self.layout,
+            self.watcher,
+            self.report,
+            self.say,
+            self.spawn_task,
+            self._records,
+            self.probe_token,
         )
         self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
         self.sampler = Sampler(context, self.save_soon, self.sockets)
@@ -108,7 +117,7 @@ class Supervisor:
             "gunicorn": self.gunicorn,
             "process": self.workers,
         }
-        self.health = HealthChecks(self.report, self.spawn_task, self.layout.api_socket)
+        self.health = HealthChecks(self.report, self.spawn_task, self.layout.api_socket, self.probe_token)
         self.systemd = Systemd(self.loop, config.units, self.spawn_task, self._records)
         for name, spec in manifest.services.items():
             self.lifecycles[name] = self._lifecycle(name, spec)
@@ -427,7 +436,7 @@ class Supervisor:
 
     def save_state(self, handover: dict[str, Any] | None = None) -> None:
         self._save_pending = False
-        statefile.save(self.layout, self._records(), self.sampler, handover)
+        statefile.save(self.layout, self._records(), self.sampler, handover, self.probe_token)
 
     def reexec(self) -> None:
         """Replace this daemon's program with itself (after an upgrade), costing no service anything.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
+from supervisor.request_marks import TOKEN_VARIABLE
 
 if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is rendered
     from supervisor.manifest.models import ApiService
@@ -66,7 +67,7 @@ def interpreter(service: ApiService, default_venv: Path) -> tuple[Path, Path]:
 
 
 def launch_spec(
-    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = ""
+    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "", probe_token: str = ""
 ) -> dict[str, Any]:
     from supervisor.manifest.models import paste_uri
 
@@ -77,6 +78,8 @@ def launch_spec(
     # the app vassal_app.py loads: a module or file, or a paste-deploy URI
     env[APP_VARIABLE] = service.app or paste_uri(service)
     env[PROTOCOL_VARIABLE] = service.protocol
+    if probe_token:
+        env[TOKEN_VARIABLE] = probe_token  # what the daemon's health probe sends (request_marks.py)
     return {
         "service": name,
         "instance": instance,
@@ -104,7 +107,9 @@ def launch_line(spec: dict[str, Any]) -> str:
 Options = list[tuple[str, object]]
 
 
-def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "") -> str:
+def render_vassal(
+    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "", probe_token: str = ""
+) -> str:
     """The vassal ini for one API (one of its two instances). Pure: same service, same text."""
     options = [
         *_workers(service),
@@ -117,7 +122,7 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
     for key, value in service.uwsgi.items():
         for item in value if isinstance(value, list) else [value]:
             options.append((key, item))
-    spec = launch_spec(name, service, layout, default_venv, instance)
+    spec = launch_spec(name, service, layout, default_venv, instance, probe_token)
     lines = [launch_line(spec), "[uwsgi]"]
     lines += [f"{key} = {_value(value)}" for key, value in options]
     return "\n".join(lines) + "\n"

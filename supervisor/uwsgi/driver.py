@@ -85,7 +85,8 @@ class VassalDriver(EmperorSupervision):
     def render(self, svc: ServiceRuntime, instance: str | None = None) -> str:
         assert isinstance(svc.spec, ApiService)
         chosen = svc.instance if instance is None else instance
-        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.config.default_venv, chosen)
+        token = self.ctx.probe_token
+        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.config.default_venv, chosen, token)
 
     def install_launcher(self, svc: ServiceRuntime) -> None:
         assert isinstance(svc.spec, ApiService)

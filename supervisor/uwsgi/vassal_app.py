@@ -142,19 +142,20 @@ class ChunkedInput:
         pass
 
 
-def wrap(app, chunked_read, framed_by_length, set_logvar=None):
+def wrap(app, chunked_read, framed_by_length, set_logvar=None, probe_token=""):
     """`app` with every request body in wsgi.input.
 
     `chunked_read` is uWSGI's; `framed_by_length`: the socket speaks the
     uwsgi protocol, where a body is always framed by CONTENT_LENGTH;
     `set_logvar` is uWSGI's, to put the request id and the origin in the
-    request line (an unset variable is logged as "-").
+    request line (an unset variable is logged as "-"); `probe_token` is what
+    the daemon's health probe sends.
     """
 
     def application(environ, start_response):
         if set_logvar is not None:
             start_response = _noting_request_id(start_response, set_logvar)
-            origin = marks.origin(environ)
+            origin = marks.origin(environ, probe_token)
             if origin != "-":
                 set_logvar(ORIGIN_VAR, origin)
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -184,9 +185,10 @@ def _main(uwsgi):
     # popped: the app and what it starts see the environment the manifest gave them
     target = os.environ.pop(APP_VARIABLE, "")
     protocol = os.environ.pop(PROTOCOL_VARIABLE, "uwsgi")
+    token = os.environ.pop(marks.TOKEN_VARIABLE, "")
     if not target:
         raise RuntimeError(f"{APP_VARIABLE} is not set: the vassal has no app to load")
-    return wrap(load(target), uwsgi.chunked_read, protocol != "http", uwsgi.set_logvar)
+    return wrap(load(target), uwsgi.chunked_read, protocol != "http", uwsgi.set_logvar, token)
 
 
 try:

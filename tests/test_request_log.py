@@ -94,6 +94,11 @@ def test_latency_responses_ids_and_skipped_lines(tmp_path, server):
         again = d.status()["api"]
     finally:
         d.stop()
+    assert_counted(s, again, text)
+    assert_logged(logs, d, asked)
+
+
+def assert_counted(s: dict, again: dict, text: str) -> None:
     # status --json: every request but the daemon's own health probes (which ran every 0.2 s meanwhile)
     assert s["responses"] == {"2xx": 7, "3xx": 1, "4xx": 1, "5xx": 1}
     assert s["latency"]["le"] == list(BUCKETS) and s["latency"]["counts"][-1] == 10
@@ -110,6 +115,8 @@ def test_latency_responses_ids_and_skipped_lines(tmp_path, server):
     assert value(text, "wsgi_request_duration_seconds_bucket", service="api", code="2xx", le="0.25") <= 6
     assert value(text, "wsgi_request_duration_seconds_bucket", service="api", code="4xx", le="30.0") == 1
 
+
+def assert_logged(logs, d: Daemon, asked: dict[str, int]) -> None:
     # --log-format json: one object a line, journald's field names
     entries = [json.loads(line) for line in (logs / "api.log").read_text().splitlines()]
     requests = [e for e in entries if e.get("WSGI_STREAM") == "request"]

@@ -94,17 +94,8 @@ class Supervisor:
         # APIs moved to another server: the old one serves until its successor is running
         self.handovers: set[str] = set()
         self.probe_token = statefile.probe_token(self.layout)
-        context = Context(
-            self.loop,
-            config,
-            self.layout,
-            self.watcher,
-            self.report,
-            self.say,
-            self.spawn_task,
-            self._records,
-            self.probe_token,
-        )
+        wiring = (self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records)
+        context = Context(*wiring, probe_token=self.probe_token)
         self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
         self.sampler = Sampler(context, self.save_soon, self.sockets)
         self.vassals = VassalDriver(context, self.sampler, emperor or Emperor(self.layout), self.sockets)

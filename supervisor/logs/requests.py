@@ -16,9 +16,16 @@ def app_path(path: str, mount: str | None) -> str:
     return path
 
 
-def take_request(svc: ServiceRuntime, req: Request) -> bool:
-    """Count `req` in the service's latency and responses; True if its line goes on to the log
-    (the paths of `request_log_skip` are counted, not logged)."""
+def take_request(svc: ServiceRuntime | None, req: Request) -> bool:
+    """Count `req` in the service's latency and responses; True if its line goes on to the log.
+
+    The daemon's own health probes are neither counted nor logged; the paths
+    of `request_log_skip` are counted, not logged.
+    """
+    if req.probe:
+        return False
+    if svc is None:
+        return True
     svc.request_counts.observe(req.status, req.duration_s)
     skip = getattr(svc.spec, "request_log_skip", ())
     return not (skip and app_path(req.path, getattr(svc.spec, "mount", None)).startswith(tuple(skip)))

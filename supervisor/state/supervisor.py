@@ -150,11 +150,8 @@ class Supervisor:
     def emit(self, line: LogLine) -> None:
         """Every line of every service, and of the daemon, passes through here."""
         lc = self.lifecycles.get(line.service)
-        if line.request is not None:
-            if line.request.probe:
-                return  # the daemon's own health probe: neither counted nor logged
-            if lc is not None and not take_request(lc.svc, line.request):
-                return
+        if line.request is not None and not take_request(lc.svc if lc is not None else None, line.request):
+            return
         if lc is not None:
             lc.svc.tail.append(line)
             if line.stream == "o":

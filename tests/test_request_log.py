@@ -7,6 +7,7 @@ import subprocess
 import pytest
 from test_metrics import free_port, scrape, value
 
+from supervisor import request_marks as marks
 from supervisor.manifest.loading import load
 from supervisor.manifest.models import ManifestError
 from supervisor.observe.latency import BUCKETS, RequestCounts
@@ -23,6 +24,17 @@ def test_request_line_fields_and_the_format_of_an_earlier_daemon():
     assert probe.probe and probe.request_id is None and probe.path == "/healthcheck"
     old = parse_request("GET 200 1500 12 127.0.0.1 /v3/auth tokens?x=1")  # a vassal of an earlier daemon
     assert old.path == "/v3/auth tokens?x=1" and old.request_id is None and not old.probe
+
+
+def test_request_id_and_probe_marks():
+    both = [("X-Request-Id", "other"), ("x-openstack-request-id", "req-1")]
+    assert marks.request_id(both) == "req-1"  # oslo's header first, whatever its case
+    assert marks.request_id([("X-Request-Id", " a b ")]) == "ab"  # one token in the line
+    assert marks.request_id([("Content-Type", "text/plain"), ("X-Request-Id", "-")]) is None
+    token = "f" * 32
+    assert marks.origin({marks.PROBE_ENVIRON: token}, token) == "probe"
+    assert marks.origin({marks.PROBE_ENVIRON: "0" * 32, "HTTP_USER_AGENT": marks.PROBE_AGENT}, token) == "-"
+    assert marks.origin({marks.PROBE_ENVIRON: ""}, "") == "-"
 
 
 def test_latency_buckets_are_cumulative_and_bounds_inclusive():

@@ -73,6 +73,12 @@ def _auto_yes_no(value: str) -> bool | None:
         raise argparse.ArgumentTypeError(f"{value!r} is not one of auto, yes, no") from None
 
 
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of text, json")
+    return value
+
+
 def _address(value: str) -> str | None:
     return value or None
 
@@ -117,6 +123,15 @@ class Config:
             _auto_yes_no,
             "{auto,yes,no}",
             shown="auto",
+        ),
+    )
+    log_format: str = field(
+        default="text",
+        metadata=option(
+            "--log-format",
+            "text, or json: one JSON object a line with journald's field names, in the files and on the console",
+            _log_format,
+            "{text,json}",
         ),
     )
     quiet: bool = field(

@@ -132,7 +132,7 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
     try:
         await _start(sup, control, metrics, stop)
         if not stop.is_set():
-            if not config.quiet:
+            if not config.quiet and config.log_format == "text":  # a JSON console holds JSON objects only
                 print(summary(sup), flush=True)
             await stop.wait()
         sup.systemd.stopping()
@@ -246,16 +246,19 @@ def journal_available() -> bool:
 
 def setup_logging(sup: Supervisor) -> FileSink | None:
     """Sinks for every line: the terminal, journald, files; the daemon's logger joins the pipeline."""
-    from supervisor.logs.pipeline import ConsoleSink, DaemonLogHandler, FileSink, JournalSink
+    from supervisor.logs.pipeline import ConsoleSink, DaemonLogHandler, FileSink, JournalSink, format_line, json_lines
 
+    as_json = json_lines(sup.kind_of) if sup.config.log_format == "json" else None
     if not sup.config.quiet:
-        sup.log_sinks.append(ConsoleSink())
+        sup.log_sinks.append(ConsoleSink(form=as_json))
     use_journal = sup.config.journal if sup.config.journal is not None else journal_available()
     if use_journal:
         sup.log_sinks.append(JournalSink(sup.kind_of, sup.drops))
     file_sink = None
     if sup.config.log_dir is not None:
-        file_sink = FileSink(sup.config.log_dir, sup.drops, sup.config.log_max_bytes, sup.config.log_keep)
+        file_sink = FileSink(
+            sup.config.log_dir, sup.drops, sup.config.log_max_bytes, sup.config.log_keep, as_json or format_line
+        )
         sup.log_sinks.append(file_sink)
     root = logging.getLogger("wsgi-supervisor")
     root.handlers[:] = [DaemonLogHandler(sup.emit)]

@@ -114,7 +114,7 @@ def test_every_line_of_a_reload_belongs_to_the_service(daemon, server):
     daemon.start()
     daemon.wait_state("api", "running")
     daemon.ctl("reload", "api")
-    logs = daemon.ctl("logs", "api", "-n", "200").stdout
+    logs = daemon.ctl("logs", "-v", "api", "-n", "200").stdout  # -v: these are the servers' routine lines
     # the first lines of the second instance: the vassal's, or the second arbiter's
     if server == "uwsgi":
         assert "getting INI configuration from" in logs and "api.b.ini" in logs
@@ -123,5 +123,5 @@ def test_every_line_of_a_reload_belongs_to_the_service(daemon, server):
         pid = daemon.status()["api"]["pid"]
         assert f"Listening at: unix:{daemon.socket('api')} ({pid})" in logs
         first = "Starting gunicorn"
-    daemon_lines = daemon.ctl("logs", "wsgi-supervisor", "-n", "200").stdout
+    daemon_lines = daemon.ctl("logs", "-v", "wsgi-supervisor", "-n", "200").stdout
     assert first not in daemon_lines and "has_emperor mode" not in daemon_lines

@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
+from test_logs import journal
 
-from support import service_venv, uwsgi_request, write_manifest
+from support import ROOT, Daemon, service_venv, uwsgi_request, write_manifest
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +19,7 @@ def placement_venv():
 HEADERS = {"x-auth-token": "admin", "OpenStack-API-Version": "placement latest"}
 
 
-def test_placement_serves_and_survives_reload(daemon, server, placement_venv, tmp_path):
+def placement_manifest(tmp_path, venv) -> str:
     conf = tmp_path / "placement"
     conf.mkdir()
     (conf / "placement.conf").write_text(
@@ -30,19 +31,19 @@ connection = sqlite:///{tmp_path}/placement.sqlite
 sync_on_startup = True
 """
     )
-    write_manifest(
-        daemon.conf_dir,
-        f"""
+    return f"""
 [services.placement]
 kind = "api"
 app = "placement.wsgi.api:application"
-venv = "{placement_venv}"
+venv = "{venv}"
 processes = 2
 mount = "/placement"
 environment = {{ OS_PLACEMENT_CONFIG_DIR = "{conf}" }}
-""",
-        server=server,
-    )
+"""
+
+
+def test_placement_serves_and_survives_reload(daemon, server, placement_venv, tmp_path):
+    write_manifest(daemon.conf_dir, placement_manifest(tmp_path, placement_venv), server=server)
     daemon.start()
     daemon.ctl("start", "placement", "--timeout", "120")
 
@@ -58,3 +59,32 @@ environment = {{ OS_PLACEMENT_CONFIG_DIR = "{conf}" }}
     for pid in (s["pid"], *(w["pid"] for w in s["workers"])):
         exe = os.readlink(f"/proc/{pid}/exe")
         assert Path(exe).resolve() == (placement_venv / "bin" / "python3").resolve()
+
+
+def test_a_request_id_finds_the_access_line_and_the_apps_own_lines_in_the_journal(tmp_path, server, placement_venv):
+    journal_dir = tmp_path / "journal"
+    wrapper = ["unshare", "--mount", "--propagation", "private", "--", str(ROOT / "tests" / "journal-ns")]
+    d = Daemon(tmp_path, wrapper=[*wrapper, str(journal_dir)], extra_args=["--quiet"])
+    write_manifest(d.conf_dir, placement_manifest(tmp_path, placement_venv), server=server)
+    d.start()
+    try:
+        d.ctl("start", "placement", "--timeout", "120")
+        status, headers, _ = uwsgi_request(d.socket("placement"), "/placement/resource_providers", headers=HEADERS)
+        assert status == 200
+        request_id = {k.lower(): v for k, v in headers.items()}["x-openstack-request-id"]
+        assert request_id.startswith("req-")
+    finally:
+        d.stop()
+    # journalctl REQUEST_ID=req-…: the access line
+    found = journal(journal_dir, f"REQUEST_ID={request_id}")
+    assert len(found) == 1, found
+    access = found[0]
+    assert access["WSGI_SERVICE"] == "placement" and access["WSGI_STREAM"] == "request"
+    assert access["REQUEST_PATH"] == "/placement/resource_providers" and access["REQUEST_STATUS"] == "200"
+    # and the same id finds placement's own line (oslo.log writes it as "[None req-… …]")
+    own = journal(journal_dir, "-u", "wsgi@placement.service", "-g", f"\\[\\S* ?{request_id}")
+    assert any(e["WSGI_STREAM"] == "output" and "resource_providers" in e["MESSAGE"] for e in own), own
+    # the server's banner is in the journal too, at debug priority
+    banner = "detected binary path" if server == "uwsgi" else "Booting worker with pid"
+    kept = journal(journal_dir, "-u", "wsgi@placement.service", "-g", banner)
+    assert kept and {e["PRIORITY"] for e in kept} == {"7"}

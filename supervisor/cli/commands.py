@@ -121,6 +121,8 @@ def _daemon_commands(command: Command) -> None:
     lg.add_argument("names", nargs="*", metavar="NAME", help="services (default: all, and the daemon)")
     lg.add_argument("-n", "--lines", type=int, default=20, help="how many recent lines (default %(default)s)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    every = "every line, the servers' routine banner and notices too (journald keeps them at debug priority)"
+    lg.add_argument("-v", "--verbose", "--all", action="store_true", help=every)
 
     sv = command("supervise", "the main process of wsgi@NAME.service (used by the unit)")
     sv.add_argument("name", metavar="NAME")

@@ -113,7 +113,7 @@ def _print_line(message: dict[str, Any], width: int) -> None:
 
 def cmd_logs(client: Client, args: argparse.Namespace) -> int:
     width = max((len(n) for n in args.names), default=15)
-    request = {"cmd": "logs", "services": args.names, "n": args.lines, "follow": args.follow}
+    request = {"cmd": "logs", "services": args.names, "n": args.lines, "follow": args.follow, "verbose": args.verbose}
     reply = client.request(request, timeout=None if args.follow else 30)
     while True:
         if "text" in reply:

@@ -51,7 +51,7 @@ COMMANDS: dict[str, Command] = {
         Command("reload", "verb", _VERB),
         Command("drain", "verb", ("services", "all")),
         Command("undrain", "verb", ("services", "all")),
-        Command("logs", "logs", ("services", "n", "follow")),
+        Command("logs", "logs", ("services", "n", "follow", "verbose")),
         Command("watch", "watch", ("services",)),
         Command("stack", "stack", ("service",)),
         Command("reload-config", "reload_config"),

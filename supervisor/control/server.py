@@ -236,7 +236,7 @@ class ControlServer:
             n = int(request.get("lines", 0))
             for info in services:
                 svc = self.sup.services[info["name"]]
-                info["last_lines"] = [line.text for line in list(svc.tail)[-n:]]
+                info["last_lines"] = [line.text for line in svc.tail if not line.noise][-n:]
         code = 0 if all(s["state"] == "running" for s in services) else EXIT_NOT_RUNNING
         return {"ok": True, "services": services, "code": code}
 
@@ -293,8 +293,10 @@ class ControlServer:
             names = sorted(known)
         wanted = set(names)
         n = int(request.get("n", 20))
+        every = bool(request.get("verbose"))
         tails = [self.sup.daemon_tail if name == DAEMON_NAME else self.sup.services[name].tail for name in names]
-        recent = sorted((line for tail in tails for line in tail), key=lambda line: line.ts)[-n:] if n else []
+        lines = (line for tail in tails for line in tail if every or not line.noise)
+        recent = sorted(lines, key=lambda line: line.ts)[-n:] if n else []
         for line in recent:
             await self._send(conn, _line_message(line))
         if not request.get("follow"):
@@ -304,7 +306,7 @@ class ControlServer:
 
         def sink(line: LogLine) -> None:
             nonlocal dropped
-            if line.service in wanted:
+            if line.service in wanted and (every or not line.noise):
                 try:
                     queue.put_nowait(line)
                 except asyncio.QueueFull:

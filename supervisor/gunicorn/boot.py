@@ -47,6 +47,7 @@ def _by_path(name, path):
 
 board = _by_path("wsgi_supervisor_board", HERE / "board.py")
 app_loader = _by_path("wsgi_supervisor_app_loader", HERE.parent / "app_loader.py")
+marks = _by_path("wsgi_supervisor_request_marks", HERE.parent / "request_marks.py")
 
 
 class LogRelay:
@@ -141,7 +142,10 @@ class Requests:
         if self.log is not None:
             status = getattr(resp, "status_code", None) or 500
             uri = req.uri if req.uri else req.path
-            line = f"{req.method} {status} {micros} {sent} {environ.get('REMOTE_ADDR') or '-'} {uri}"
+            rid = marks.request_id(getattr(resp, "headers", None) or ()) or "-"
+            addr = environ.get("REMOTE_ADDR") or "-"
+            origin = marks.origin(environ, self.spec.get("probe_token"))
+            line = f"{req.method} {status} {micros} {sent} {addr} {rid} {origin} {uri}"
             try:
                 os.write(self.log, line.encode(errors="replace")[: MAX_REQUEST_LINE - 1] + b"\n")
             except OSError:

@@ -23,6 +23,7 @@ import signal
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+import supervisor.gunicorn.noise as noise
 from supervisor.files import write_atomic
 from supervisor.gunicorn.arbiters import (
     BOOT_FILE,
@@ -74,7 +75,8 @@ class GunicornDriver:
 
     def _write_spec(self, svc: ServiceRuntime, instance: str) -> None:
         assert isinstance(svc.spec, ApiService)
-        text = render_spec(svc.name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(svc.name, instance))
+        board_path = self.layout.gunicorn_board(svc.name, instance)
+        text = render_spec(svc.name, svc.spec, self.layout.log_socket, board_path, self.ctx.probe_token)
         write_atomic(self.layout.gunicorn_spec(svc.name, instance), text)
 
     def _environment(self, spec: ApiService, fd: int) -> dict[str, str]:
@@ -291,6 +293,9 @@ class GunicornDriver:
             return None
         return failure_hint(text, svc.spec.venv)
 
+    def noise(self, text: str) -> bool:
+        return noise.is_noise(text)
+
     def endpoint(self, svc: ServiceRuntime) -> str | None:
         return str(self.layout.api_socket(svc.name))
 
@@ -337,7 +342,9 @@ class GunicornDriver:
             if fd is not None:
                 self.sockets.take_over(name, self, fd)
             assert isinstance(svc.spec, ApiService)
-            rendered = render_spec(name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(name, keep))
+            rendered = render_spec(
+                name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(name, keep), self.ctx.probe_token
+            )
             try:
                 changed = rendered != self.layout.gunicorn_spec(name, keep).read_text()
             except OSError:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TextIO
 import supervisor.uwsgi.core as uwsgi
 from supervisor.layout import DAEMON_NAME
 from supervisor.listeners import bind_datagram
+from supervisor.logs.fields import STREAMS, journal_fields, json_line
 from supervisor.state.service import LogLine
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ def format_request(text: str) -> str:
     req = uwsgi.parse_request(text)
     if req is None:
         return text.rstrip("\n")
-    return f"{req.method} {req.path} {req.status} {req.duration_s * 1000:.1f}ms {req.size}B {req.addr}"
+    text = f"{req.method} {req.path} {req.status} {req.duration_s * 1000:.1f}ms {req.size}B {req.addr}"
+    return text if req.request_id is None else f"{text} {req.request_id}"
 
 
 class LogIntake:
@@ -98,8 +100,10 @@ class LogIntake:
         emit: Callable[[LogLine], None],
         owner_of: Callable[[int], str | None],
         known: Callable[[str], bool],
+        noise: Callable[[str, str], bool] = lambda service, text: False,
     ):
         self.loop = loop
+        self.noise = noise  # (service, text): the server's routine line, asked of the service's driver
         self.layout = layout
         self.emit = emit
         self.owner_of = owner_of  # the service whose main process has this pid
@@ -156,7 +160,7 @@ class LogIntake:
                     self.emit(LogLine(now, name, "r", format_request(line), priority, req))
             return
         for entry in split_entries(text):
-            self.emit(LogLine(now, name, "o", entry, priority_of(entry)))
+            self.emit(self._output(now, name, entry, entry))
 
     def _read_fifo(self) -> None:
         assert self.fifo_fd is not None
@@ -170,7 +174,12 @@ class LogIntake:
         for raw in lines:
             text = raw.decode("utf-8", errors="replace").rstrip()
             if text:
-                self.emit(LogLine(now, DAEMON_NAME, "o", f"emperor: {text}", priority_of(text)))
+                self.emit(self._output(now, DAEMON_NAME, text, f"emperor: {text}"))
+
+    def _output(self, now: float, name: str, raw: str, shown: str) -> LogLine:
+        if self.noise(name, raw):
+            return LogLine(now, name, "o", shown, 7, noise=True)
+        return LogLine(now, name, "o", shown, priority_of(raw))
 
     def close(self) -> None:
         if self.sock is not None:
@@ -219,34 +228,12 @@ class JournalSink:
     def __call__(self, line: LogLine) -> None:
         if self.drops.saying and line.service == DAEMON_NAME:
             return
-        fields = [f"MESSAGE={line.text}", f"PRIORITY={line.priority}"]
-        if line.service == DAEMON_NAME:
-            fields.append(f"SYSLOG_IDENTIFIER={DAEMON_NAME}")
-        else:
-            ident = DAEMON_NAME if line.stream == "d" else line.service
-            fields += [
-                f"SYSLOG_IDENTIFIER={ident}",
-                f"WSGI_SERVICE={line.service}",
-                f"WSGI_KIND={self.kind_of(line.service)}",
-                f"OBJECT_SYSTEMD_UNIT=wsgi@{line.service}.service",
-                f"WSGI_STREAM={_STREAMS.get(line.stream, line.stream)}",
-            ]
-            if line.request is not None:
-                req = line.request
-                fields += [
-                    f"REQUEST_METHOD={req.method}",
-                    f"REQUEST_PATH={req.path}",
-                    f"REQUEST_STATUS={req.status}",
-                    f"REQUEST_DURATION_US={round(req.duration_s * 1e6)}",
-                    f"REQUEST_BYTES={req.size}",
-                ]
         try:
-            self._sendv(*fields)
+            self._sendv(*(f"{key}={value}" for key, value in journal_fields(line, self.kind_of).items()))
         except OSError as exc:
             self.drops.add("journal", exc)
 
 
-_STREAMS = {"o": "output", "r": "request", "d": "supervisor"}
 _LEVEL_NAMES = {0: "EMERG", 1: "ALERT", 2: "CRIT", 3: "ERROR", 4: "WARNING", 5: "NOTICE", 6: "INFO", 7: "DEBUG"}
 
 
@@ -254,7 +241,7 @@ def format_line(line: LogLine) -> str:
     """The one line format of the log files: time, service, stream, level, text."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(line.ts)) + f".{int(line.ts % 1 * 1000):03d}"
     text = line.text.replace("\n", "\n    ")
-    stream = _STREAMS.get(line.stream, line.stream)
+    stream = STREAMS.get(line.stream, line.stream)
     return f"{stamp} {line.service} {stream} {_LEVEL_NAMES.get(line.priority, '?')} {text}\n"
 
 
@@ -280,8 +267,11 @@ class FileSink:
     and the file is opened again for the next one.
     """
 
-    def __init__(self, directory: Path, drops: Drops, max_bytes: int, keep: int):
+    def __init__(
+        self, directory: Path, drops: Drops, max_bytes: int, keep: int, form: Callable[[LogLine], str] = format_line
+    ):
         self.directory = Path(directory)
+        self.form = form  # one entry, newline included
         self.max_bytes = max_bytes
         self.keep = keep
         self.drops = drops
@@ -302,7 +292,7 @@ class FileSink:
         except OSError as exc:
             self.drops.add("files", exc)
             return
-        handler.emit(logging.makeLogRecord({"msg": format_line(line), "args": None}))
+        handler.emit(logging.makeLogRecord({"msg": self.form(line), "args": None}))
         if handler.failure is not None:
             failure, handler.failure = handler.failure, None
             self._forget(line.service)
@@ -337,20 +327,28 @@ class DaemonLogHandler(logging.Handler):
             self.handleError(record)
 
 
-class ConsoleSink:
-    """Lines to a terminal, `NAME | text`: the foreground view of `make run`."""
+def json_lines(kind_of: Callable[[str], str]) -> Callable[[LogLine], str]:
+    """`--log-format json`: an entry as one JSON object a line."""
+    return lambda line: json_line(line, kind_of) + "\n"
 
-    def __init__(self, stream: TextIO = sys.stdout, width: int = 12):
+
+class ConsoleSink:
+    """Lines to a terminal, `NAME | text`: the foreground view of `make run` (or `form`'s, JSON)."""
+
+    def __init__(self, stream: TextIO = sys.stdout, width: int = 12, form: Callable[[LogLine], str] | None = None):
         self.stream = stream
         self.width = width
+        self.form = form or self._plain
+
+    def _plain(self, line: LogLine) -> str:
+        prefix = f"{line.service:<{self.width}} | "
+        return prefix + line.text.replace("\n", "\n" + " " * len(prefix)) + "\n"
 
     def __call__(self, line: LogLine) -> None:
-        if line.stream == "d":
-            return  # the daemon's own line about it says the same
-        prefix = f"{line.service:<{self.width}} | "
-        text = line.text.replace("\n", "\n" + " " * len(prefix))
+        if line.stream == "d" or line.noise:
+            return  # the daemon's own line about it says the same; the server's routine lines stay in the log
         try:
-            self.stream.write(f"{prefix}{text}\n")
+            self.stream.write(self.form(line))
             self.stream.flush()
         except (OSError, ValueError):
             pass

@@ -163,6 +163,9 @@ class ApiService(_Service):
     mount: SafeStr | None = Field(None, description="URL prefix at the front-end proxy, e.g. /identity")
     chdir: AbsPath | None = Field(None, description="working directory of the app")
     request_log: StrictBool = Field(True, description="log one line per request")
+    request_log_skip: tuple[StrictStr, ...] = Field(
+        (), description="path prefixes (under the mount) whose request lines are counted in metrics, not logged"
+    )
     harakiri: StrictInt | None = Field(None, ge=1, le=86400, description="seconds before a stuck worker is killed")
     max_rss_mb: StrictInt | None = Field(None, ge=16, description="recycle a worker whose resident memory passes this")
     uwsgi: dict[str, Any] = Field(default_factory=dict, description="extra uWSGI options for this vassal")
@@ -244,6 +247,17 @@ class ApiService(_Service):
         if value is not None and (not value.startswith("/") or any(ch.isspace() for ch in value)):
             raise ValueError("must be a URL path of the app, like '/healthcheck' (relative to its mount)")
         return value
+
+    @field_validator("request_log_skip")
+    @classmethod
+    def _request_log_skip(cls, prefixes: tuple[str, ...]) -> tuple[str, ...]:
+        for prefix in prefixes:
+            if not prefix.startswith("/") or any(ch.isspace() or ord(ch) < 0x20 for ch in prefix):
+                raise ValueError(
+                    f"{prefix!r} is not a path prefix: each item must be a URL path like '/healthcheck' "
+                    "(relative to the mount), without spaces"
+                )
+        return prefixes
 
     @field_validator("gunicorn")
     @classmethod

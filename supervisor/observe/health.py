@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor.manifest.models import ApiService
+from supervisor.request_marks import PROBE_AGENT, PROBE_ENVIRON, PROBE_HEADER
 from supervisor.state.events import Health
 
 if TYPE_CHECKING:
     from supervisor.state.events import Event
     from supervisor.state.service import ServiceRuntime
 
-USER_AGENT = "wsgi-supervisor-health"
+USER_AGENT = PROBE_AGENT  # marks its request lines, which the daemon drops (request_marks.py)
 RETRY_INTERVAL = 1.0  # until the first pass, and while failing: recovery is seen within a second
 MAX_HEAD = 16 * 1024
 
@@ -37,7 +38,7 @@ def probe_path(service: ApiService) -> str:
     return mount + service.health
 
 
-def uwsgi_packet(path: str) -> bytes:
+def uwsgi_packet(path: str, token: str = "") -> bytes:
     """A GET in the uwsgi protocol: a header, then each variable as length-prefixed key and value."""
     fields = {
         "REQUEST_METHOD": "GET",
@@ -51,6 +52,8 @@ def uwsgi_packet(path: str) -> bytes:
         "HTTP_HOST": "localhost",
         "HTTP_USER_AGENT": USER_AGENT,
     }
+    if token:
+        fields[PROBE_ENVIRON] = token
     body = b"".join(
         struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
         for k, v in ((key.encode(), value.encode("latin-1")) for key, value in fields.items())
@@ -58,15 +61,16 @@ def uwsgi_packet(path: str) -> bytes:
     return struct.pack("<BHB", 0, len(body), 0) + body
 
 
-def http_request(path: str) -> bytes:
-    return f"GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: {USER_AGENT}\r\n\r\n".encode("latin-1")
+def http_request(path: str, token: str = "") -> bytes:
+    mark = f"{PROBE_HEADER}: {token}\r\n" if token else ""
+    return f"GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: {USER_AGENT}\r\n{mark}\r\n".encode("latin-1")
 
 
-async def check(socket_path: Path, service: ApiService) -> str | None:
-    """One health check: None when it passes, else why not."""
+async def check(socket_path: Path, service: ApiService, token: str = "") -> str | None:
+    """One health check: None when it passes, else why not. `token` marks its request line (request_marks.py)."""
     path = probe_path(service)
     shown = service.health
-    request = uwsgi_packet(path) if service.protocol == "uwsgi" else http_request(path)
+    request = uwsgi_packet(path, token) if service.protocol == "uwsgi" else http_request(path, token)
     writer = None
     closed = f"health check: the app closed the connection without answering {shown}"
     try:
@@ -109,10 +113,12 @@ class HealthChecks:
         report: Callable[[Event], None],
         spawn: Callable[..., asyncio.Task[None]],
         socket_of: Callable[[str], Path],
+        token: str = "",
     ):
         self.report = report
         self.spawn = spawn
         self.socket_of = socket_of
+        self.token = token
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     def watch(self, svc: ServiceRuntime) -> None:
@@ -134,7 +140,7 @@ class HealthChecks:
         while record.state.up:
             spec = record.spec
             assert isinstance(spec, ApiService)
-            why = await check(self.socket_of(record.name), spec)
+            why = await check(self.socket_of(record.name), spec, self.token)
             if not record.state.up:
                 return
             if why is None:

@@ -34,6 +34,7 @@ class Context:
     say: Callable[[str, str, int], None]  # (service, text, priority): a message in that service's log
     spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]  # a task the daemon keeps and reaps
     services: Callable[[], Iterable[ServiceRuntime]]  # the records, to read
+    probe_token: str = ""  # what the daemon's health probe sends, so that servers leave its requests out
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class Driver(Protocol):
 
     def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
         """A line of the service's output: the driver may know what it means."""
+
+    def noise(self, text: str) -> bool:
+        """A routine line of the server's own (its banner, a notice of normal operation): logged at
+        debug priority and left off the console and `wsgictl logs` unless asked for."""
 
     def endpoint(self, svc: ServiceRuntime) -> str | None:
         """Where clients reach the service (an API's socket), for status."""

@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from supervisor.observe.latency import RequestCounts
 from supervisor.state.states import State
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class LogLine:
     text: str
     priority: int = 6
     request: Any = None  # a parsed request line (uwsgi.Request), for structured fields
+    noise: bool = False  # the server's routine banner or notice: debug priority, off the console
 
 
 @dataclass
@@ -88,6 +90,7 @@ class ServiceRuntime:
     health_reason: str | None = None  # why it is not healthy
     drained: bool = False  # out of the load balancer's rotation (operator intent, kept across daemon restarts)
     exceptions: Any = None  # the driver's reader of exception lines in its output
+    request_counts: RequestCounts = field(default_factory=RequestCounts)  # from its request lines
 
     @property
     def kind(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,11 @@ log = logging.getLogger("wsgi-supervisor")
 
 
 def save(
-    layout: Layout, services: Iterable[ServiceRuntime], sampler: Sampler, handover: dict[str, Any] | None = None
+    layout: Layout,
+    services: Iterable[ServiceRuntime],
+    sampler: Sampler,
+    handover: dict[str, Any] | None = None,
+    probe_token: str = "",
 ) -> None:
     """Write the state file; with `handover`, what a re-exec hands the next image."""
     state = {
@@ -37,10 +42,11 @@ def save(
             "instance": svc.instance,
             "drained": svc.drained,
             "totals": sampler.totals[svc.name].to_json() if svc.name in sampler.totals else None,
+            "request_counts": svc.request_counts.to_json(),
         }
         for svc in services
     }
-    body = {"services": state, "workers": handover or {}, "reexec": handover is not None}
+    body = {"services": state, "workers": handover or {}, "reexec": handover is not None, "probe_token": probe_token}
     try:
         write_atomic(layout.state_file, json.dumps(body), mode=0o600)
     except OSError as exc:
@@ -55,9 +61,16 @@ def load(layout: Layout) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def probe_token(layout: Layout) -> str:
+    """The previous daemon's health-probe token, which the servers it started know; else a new one."""
+    kept = load(layout).get("probe_token")
+    return kept if isinstance(kept, str) and len(kept) >= 16 else secrets.token_hex(16)
+
+
 def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler: Sampler) -> None:
     """Counters carry on from what the previous daemon saved (a re-exec, a crash, a restart):
     they never go down while the runtime dir lives."""
+    from supervisor.observe.latency import RequestCounts
     from supervisor.observe.sampler import Totals
 
     for name, kept in load(layout).get("services", {}).items():
@@ -68,3 +81,5 @@ def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler:
         lc.svc.drained = kept.get("drained") is True  # operator intent, like a stop
         if isinstance(kept.get("totals"), dict):
             sampler.totals[name] = Totals.from_json(kept["totals"])
+        if isinstance(kept.get("request_counts"), dict):
+            lc.svc.request_counts = RequestCounts.from_json(kept["request_counts"])

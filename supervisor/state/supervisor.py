@@ -27,6 +27,7 @@ from supervisor.gunicorn.driver import GunicornDriver
 from supervisor.layout import DAEMON_NAME, Layout
 from supervisor.listeners import HeldSockets
 from supervisor.logs.pipeline import Drops, LogIntake
+from supervisor.logs.requests import take_request
 from supervisor.manifest.models import Manifest, runner
 from supervisor.observe.health import HealthChecks
 from supervisor.observe.sampler import Sampler
@@ -93,13 +94,13 @@ class Supervisor:
         self.retiring: dict[str, Lifecycle] = {}  # removed or replaced by a new manifest, still stopping
         # APIs moved to another server: the old one serves until its successor is running
         self.handovers: set[str] = set()
-        context = Context(
-            self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records
-        )
+        self.probe_token = statefile.probe_token(self.layout)
+        wiring = (self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records)
+        context = Context(*wiring, probe_token=self.probe_token)
         self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
         self.sampler = Sampler(context, self.save_soon, self.sockets)
         self.vassals = VassalDriver(context, self.sampler, emperor or Emperor(self.layout), self.sockets)
-        self.intake = LogIntake(self.loop, self.layout, self.emit, self._owner_of, self._known)
+        self.intake = LogIntake(self.loop, self.layout, self.emit, self._owner_of, self._known, self._noise)
         self.gunicorn = GunicornDriver(context, self.sampler, self.sockets, self.intake.take)
         self.workers = ProcessDriver(context, self.intake.take)
         # by what runs a service's processes (manifest.models.runner)
@@ -108,7 +109,7 @@ class Supervisor:
             "gunicorn": self.gunicorn,
             "process": self.workers,
         }
-        self.health = HealthChecks(self.report, self.spawn_task, self.layout.api_socket)
+        self.health = HealthChecks(self.report, self.spawn_task, self.layout.api_socket, self.probe_token)
         self.systemd = Systemd(self.loop, config.units, self.spawn_task, self._records)
         for name, spec in manifest.services.items():
             self.lifecycles[name] = self._lifecycle(name, spec)
@@ -150,6 +151,8 @@ class Supervisor:
     def emit(self, line: LogLine) -> None:
         """Every line of every service, and of the daemon, passes through here."""
         lc = self.lifecycles.get(line.service)
+        if line.request is not None and not take_request(lc.svc if lc is not None else None, line.request):
+            return
         if lc is not None:
             lc.svc.tail.append(line)
             if line.stream == "o":
@@ -165,6 +168,12 @@ class Supervisor:
 
     def _known(self, name: str) -> bool:
         return name in self.lifecycles or name in self.retiring
+
+    def _noise(self, name: str, text: str) -> bool:
+        """The routine line of a server, as the service's driver knows it (the emperor's: uWSGI's)."""
+        lc = self.lifecycles.get(name)
+        driver = lc.driver if lc is not None else self.vassals if name == DAEMON_NAME else None
+        return driver is not None and driver.noise(text)
 
     def _owner_of(self, pid: int) -> str | None:
         """The service whose main process is `pid`: the serving one, or the new one of a reload."""
@@ -423,7 +432,7 @@ class Supervisor:
 
     def save_state(self, handover: dict[str, Any] | None = None) -> None:
         self._save_pending = False
-        statefile.save(self.layout, self._records(), self.sampler, handover)
+        statefile.save(self.layout, self._records(), self.sampler, handover, self.probe_token)
 
     def reexec(self) -> None:
         """Replace this daemon's program with itself (after an upgrade), costing no service anything.

@@ -49,6 +49,9 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
         info["sample_age"] = sample.age(time.monotonic())
         if info["socket"] is not None:
             info["listen_queue"] = sample.listen_queue
+    if svc.request_counts.served:
+        info["latency"] = svc.request_counts.latency()
+        info["responses"] = svc.request_counts.responses()
     totals = sampler.totals.get(svc.name)
     if totals is not None or info["socket"] is not None:
         totals = sampler.totals_of(svc.name)

@@ -15,12 +15,20 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.utils import floatToGoString
 
 import supervisor.gunicorn.board as board
 from supervisor import __version__
 from supervisor.manifest.models import runner
+from supervisor.observe.latency import BUCKETS, CLASSES, Histogram
 from supervisor.state.states import State
 from supervisor.surfaces.rotation import rotation
 
@@ -46,6 +54,7 @@ class SupervisorCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._services()
         yield from self._servers()
+        yield from self._requests()
         yield from self._daemon()
 
     def _services(self) -> Iterator[Metric]:
@@ -150,6 +159,24 @@ class SupervisorCollector:
                 queue.add_metric(values, sample.listen_queue)
                 queue_max.add_metric(values, sample.listen_queue_max or 0)
         yield from (*counters.values(), respawns, killed, workers, avg_rt, queue, queue_max)
+
+    def _requests(self) -> Iterator[Metric]:
+        """Latency and responses by status class, from every API's request lines (either server)."""
+        labels = ["service", "code"]
+        duration = HistogramMetricFamily(
+            "wsgi_request_duration_seconds", "Time to answer a request, by status class", labels=labels
+        )
+        responses = CounterMetricFamily("wsgi_responses", "Responses by status class", labels=labels)
+        bounds = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]
+        for name, svc in sorted(self.sup.services.items()):
+            if svc.kind != "api":
+                continue
+            for code in CLASSES:
+                hist = svc.request_counts.by_class.get(code) or Histogram()
+                cumulative = hist.cumulative()
+                duration.add_metric([name, code], list(zip(bounds, cumulative, strict=True)), hist.total_s)
+                responses.add_metric([name, code], cumulative[-1])
+        yield from (duration, responses)
 
     def _daemon(self) -> Iterator[Metric]:
         sup = self.sup

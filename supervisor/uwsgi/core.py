@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
+from supervisor.request_marks import TOKEN_VARIABLE
 
 if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is rendered
     from supervisor.manifest.models import ApiService
@@ -37,8 +38,10 @@ APP_VARIABLE = "WSGI_SUPERVISOR_APP"
 PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
 
 
-# one request log line: fixed fields first, the URI last (it may hold spaces)
-REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(uri)"
+# one request log line: fixed fields first, the URI last (it may hold spaces); the request id
+# and the origin ("probe" for the daemon's health probe) are log variables vassal_app.py sets,
+# "-" when unset. gunicorn's boot.py writes the same format.
+REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(wsgi_rid) %(wsgi_origin) %(uri)"
 
 
 class Raw(str):
@@ -64,7 +67,7 @@ def interpreter(service: ApiService, default_venv: Path) -> tuple[Path, Path]:
 
 
 def launch_spec(
-    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = ""
+    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "", probe_token: str = ""
 ) -> dict[str, Any]:
     from supervisor.manifest.models import paste_uri
 
@@ -75,6 +78,8 @@ def launch_spec(
     # the app vassal_app.py loads: a module or file, or a paste-deploy URI
     env[APP_VARIABLE] = service.app or paste_uri(service)
     env[PROTOCOL_VARIABLE] = service.protocol
+    if probe_token:
+        env[TOKEN_VARIABLE] = probe_token  # what the daemon's health probe sends (request_marks.py)
     return {
         "service": name,
         "instance": instance,
@@ -102,7 +107,9 @@ def launch_line(spec: dict[str, Any]) -> str:
 Options = list[tuple[str, object]]
 
 
-def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "") -> str:
+def render_vassal(
+    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "", probe_token: str = ""
+) -> str:
     """The vassal ini for one API (one of its two instances). Pure: same service, same text."""
     options = [
         *_workers(service),
@@ -115,7 +122,7 @@ def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: 
     for key, value in service.uwsgi.items():
         for item in value if isinstance(value, list) else [value]:
             options.append((key, item))
-    spec = launch_spec(name, service, layout, default_venv, instance)
+    spec = launch_spec(name, service, layout, default_venv, instance, probe_token)
     lines = [launch_line(spec), "[uwsgi]"]
     lines += [f"{key} = {_value(value)}" for key, value in options]
     return "\n".join(lines) + "\n"
@@ -354,15 +361,28 @@ class Request:
     size: int
     addr: str
     path: str
+    request_id: str | None = None  # what the app returned in X-OpenStack-Request-ID (or X-Request-Id)
+    probe: bool = False  # asked by the daemon's own health probe
+
+
+_ORIGINS = ("-", "probe")
 
 
 def parse_request(line: str) -> Request | None:
-    parts = line.rstrip("\n").split(" ", 5)
-    if len(parts) != 6:
+    """A request line; one of a server started by an earlier daemon (without the request id and
+    origin fields) is read too."""
+    parts = line.rstrip("\n").split(" ", 7)
+    if len(parts) < 6:
         return None
-    method, status, micros, size, addr, path = parts
+    method, status, micros, size, addr = parts[:5]
+    rid = origin = "-"
+    if len(parts) == 8 and parts[6] in _ORIGINS and not parts[5].startswith("/"):
+        rid, origin, path = parts[5:]
+    else:
+        path = line.rstrip("\n").split(" ", 5)[5]
     try:
-        return Request(method, int(status), int(micros) / 1e6, int(size), addr, path)
+        timing = (int(status), int(micros) / 1e6, int(size))
+        return Request(method, *timing, addr, path, None if rid == "-" else rid, origin == "probe")
     except ValueError:
         return None
 

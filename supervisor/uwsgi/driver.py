@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import supervisor.uwsgi.core as uwsgi
+import supervisor.uwsgi.noise as noise
 from supervisor.files import write_atomic
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
@@ -84,7 +85,8 @@ class VassalDriver(EmperorSupervision):
     def render(self, svc: ServiceRuntime, instance: str | None = None) -> str:
         assert isinstance(svc.spec, ApiService)
         chosen = svc.instance if instance is None else instance
-        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.config.default_venv, chosen)
+        token = self.ctx.probe_token
+        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.config.default_venv, chosen, token)
 
     def install_launcher(self, svc: ServiceRuntime) -> None:
         assert isinstance(svc.spec, ApiService)
@@ -244,6 +246,9 @@ class VassalDriver(EmperorSupervision):
         if hint is None:
             return None
         return Failure(hint, retry_helps=not uwsgi.is_config_error(text))
+
+    def noise(self, text: str) -> bool:
+        return noise.is_noise(text)
 
     def exited(self, svc: ServiceRuntime, pid: int, status: int | None) -> str | None:
         self.sampler.master_gone(svc.name, pid)

@@ -17,6 +17,10 @@ CONTENT_LENGTH, so the stale `Transfer-Encoding: chunked` header is dropped
 there, or an app that trusts it would call `uwsgi.chunked_read()` on a body
 that is not chunked.
 
+It also names, in uWSGI's log variables, what the request line carries
+besides uWSGI's own fields (see REQUEST_LOG_FORMAT in core.py): the request
+id the app returned, and whether the daemon's health probe asked.
+
 Loaded by uWSGI as `wsgi-file` (or the file of a `mount`), so uWSGI's
 SCRIPT_NAME/PATH_INFO split is untouched. An app that fails to import
 raises here, at uWSGI's import of this file: uWSGI logs the traceback and
@@ -33,16 +37,22 @@ APP_VARIABLE = "WSGI_SUPERVISOR_APP"
 PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
 
 
-def _load_sibling():
-    """supervisor/app_loader.py, by its path: this file runs where wsgi-supervisor is not importable."""
-    path = Path(__file__).resolve().parent.parent / "app_loader.py"
-    spec = importlib.util.spec_from_file_location("wsgi_supervisor_app_loader", path)
+# uWSGI log variables of the request line, set per request
+REQUEST_ID_VAR = "wsgi_rid"
+ORIGIN_VAR = "wsgi_origin"
+
+
+def _load_sibling(name):
+    """supervisor/NAME.py, by its path: this file runs where wsgi-supervisor is not importable."""
+    path = Path(__file__).resolve().parent.parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"wsgi_supervisor_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.load
+    return module
 
 
-load = _load_sibling()
+load = _load_sibling("app_loader").load
+marks = _load_sibling("request_marks")
 
 
 class ChunkedInput:
@@ -132,14 +142,22 @@ class ChunkedInput:
         pass
 
 
-def wrap(app, chunked_read, framed_by_length):
+def wrap(app, chunked_read, framed_by_length, set_logvar=None, probe_token=""):
     """`app` with every request body in wsgi.input.
 
     `chunked_read` is uWSGI's; `framed_by_length`: the socket speaks the
-    uwsgi protocol, where a body is always framed by CONTENT_LENGTH.
+    uwsgi protocol, where a body is always framed by CONTENT_LENGTH;
+    `set_logvar` is uWSGI's, to put the request id and the origin in the
+    request line (an unset variable is logged as "-"); `probe_token` is what
+    the daemon's health probe sends.
     """
 
     def application(environ, start_response):
+        if set_logvar is not None:
+            start_response = _noting_request_id(start_response, set_logvar)
+            origin = marks.origin(environ, probe_token)
+            if origin != "-":
+                set_logvar(ORIGIN_VAR, origin)
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and environ.get("CONTENT_LENGTH"):
             if framed_by_length:
@@ -153,13 +171,24 @@ def wrap(app, chunked_read, framed_by_length):
     return application
 
 
+def _noting_request_id(start_response, set_logvar):
+    def noting(status, headers, exc_info=None):
+        found = marks.request_id(headers)
+        if found is not None:
+            set_logvar(REQUEST_ID_VAR, found)
+        return start_response(status, headers, exc_info) if exc_info is not None else start_response(status, headers)
+
+    return noting
+
+
 def _main(uwsgi):
     # popped: the app and what it starts see the environment the manifest gave them
     target = os.environ.pop(APP_VARIABLE, "")
     protocol = os.environ.pop(PROTOCOL_VARIABLE, "uwsgi")
+    token = os.environ.pop(marks.TOKEN_VARIABLE, "")
     if not target:
         raise RuntimeError(f"{APP_VARIABLE} is not set: the vassal has no app to load")
-    return wrap(load(target), uwsgi.chunked_read, protocol != "http")
+    return wrap(load(target), uwsgi.chunked_read, protocol != "http", uwsgi.set_logvar, token)
 
 
 try:

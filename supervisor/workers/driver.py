@@ -339,6 +339,9 @@ class ProcessDriver:
     def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
         return None
 
+    def noise(self, text: str) -> bool:
+        return False  # a worker's output is all its own
+
     def endpoint(self, svc: ServiceRuntime) -> str | None:
         return None
 

@@ -1,7 +1,8 @@
 """Test app: answers with what the process and the request look like.
 
 /sleep?N holds the worker N seconds; /crash exits the worker; /env shows the
-environment; anything else echoes. Import fails when PROBE_FAIL_IMPORT is set,
+environment; /status?N answers with status N; /rid?ID and /xrid?ID return ID as
+X-OpenStack-Request-ID and X-Request-Id; anything else echoes. Import fails when PROBE_FAIL_IMPORT is set,
 while the file PROBE_FAIL_IF_EXISTS exists, or until the file PROBE_NEEDS_FILE does;
 it takes PROBE_IMPORT_DELAY seconds to import.
 """
@@ -81,5 +82,8 @@ def application(environ, start_response):
         "request_uri": environ.get("REQUEST_URI", ""),
     }
     data = json.dumps(answer).encode()
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    status = f"{int(query)} As Asked" if path == "/status" else "200 OK"
+    ids = {"/rid": "X-OpenStack-Request-ID", "/xrid": "X-Request-Id"}
+    extra = [(ids[path], query)] if path in ids else []
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *extra])
     return [data]

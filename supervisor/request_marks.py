@@ -1,0 +1,43 @@
+"""What a request line says besides method, status and time: the app's request id, and whether
+the daemon's own health probe made the request.
+
+A probe names itself with a token the daemon keeps (in state.json, so it
+outlives a daemon) and gives each server it starts: a client through the
+front end cannot send it, so it cannot keep its requests out of the log.
+
+Standard library only: the uWSGI vassal's app wrapper (uwsgi/vassal_app.py)
+and gunicorn's boot.py load this file by its path, in the service's own
+Python, and the daemon's health probe imports it.
+"""
+
+import hmac
+
+PROBE_AGENT = "wsgi-supervisor-health"  # the User-Agent of the daemon's health probes, for people
+PROBE_HEADER = "X-Wsgi-Supervisor-Probe"  # carries the token
+PROBE_ENVIRON = "HTTP_X_WSGI_SUPERVISOR_PROBE"
+TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"  # how a vassal gets the token (its wrapper pops it)
+PROBE = "probe"  # the origin field of a probe's request line ("-" for every other request)
+
+# the response headers an app names its request id in, the first found wins (oslo's, then the common one)
+REQUEST_ID_HEADERS = ("x-openstack-request-id", "x-request-id")
+LONGEST_ID = 128
+
+
+def request_id(headers):
+    """The request id among `headers` (name, value pairs), as one token for the log line; None if none."""
+    found = {}
+    for name, value in headers:
+        key = str(name).lower()
+        if key in REQUEST_ID_HEADERS and key not in found:
+            found[key] = str(value)
+    for key in REQUEST_ID_HEADERS:
+        token = "".join(found.get(key, "").split())[:LONGEST_ID]
+        if token and token != "-":
+            return token
+    return None
+
+
+def origin(environ, token):
+    """The origin field of a request's line: PROBE for the daemon's health probe, else "-"."""
+    sent = environ.get(PROBE_ENVIRON)
+    return PROBE if token and sent and hmac.compare_digest(str(sent), token) else "-"

@@ -177,6 +177,11 @@ def test_the_options_of_the_app_wrapper_are_reserved(tmp_path):
     assert any("'callable' is set by wsgi-supervisor" in p[3] for p in found), found
 
 
+def test_process_titles_are_refused(tmp_path):
+    found = problems(tmp_path, a='[services.a]\nkind = "api"\napp = "x.y"\nuwsgi = { auto-procname = true }\n')
+    assert any("'auto-procname' corrupts the memory of a vassal" in p[3] for p in found), found
+
+
 def test_import_folds_callable_into_app(tmp_path):
     from supervisor.manifest.importer import from_uwsgi_ini
 

@@ -21,7 +21,7 @@ from typing import Any
 import tomli_w
 
 from supervisor.manifest.models import SERVICE_NAME, ini_safe
-from supervisor.uwsgi.options import MANAGED, RESERVED_UWSGI_OPTIONS, UWSGI_OPTION_NAME
+from supervisor.uwsgi.options import MANAGED, RESERVED_UWSGI_OPTIONS, UNSAFE_UWSGI_OPTIONS, UWSGI_OPTION_NAME
 
 
 class ImportProblem(Exception):
@@ -136,6 +136,8 @@ def from_uwsgi_ini(path: Path) -> Imported:
             svc.callable = value
         elif key in MANAGED:
             svc.notes.append(f"{key} = {value}: wsgi-supervisor sets this itself")
+        elif key in UNSAFE_UWSGI_OPTIONS:
+            svc.notes.append(f"{key} = {value}: left out (uWSGI's process titles corrupt an in-process vassal)")
         elif key in RESERVED_UWSGI_OPTIONS or not UWSGI_OPTION_NAME.fullmatch(key) or not _safe(value):
             svc.notes.append(f"{key} = {value}: not carried over (managed by wsgi-supervisor, or unsafe in a manifest)")
         else:

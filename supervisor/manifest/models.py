@@ -27,7 +27,7 @@ from pydantic import (
 from supervisor.config import DEFAULT_PATH
 from supervisor.gunicorn.settings import check_table as check_gunicorn_table
 from supervisor.layout import RESERVED_SERVICE_NAMES
-from supervisor.uwsgi.options import RESERVED_UWSGI_OPTIONS, UWSGI_OPTION_NAME
+from supervisor.uwsgi.options import RESERVED_UWSGI_OPTIONS, UNSAFE_UWSGI_OPTIONS, UWSGI_OPTION_NAME
 
 SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 MAX_NAME = 64
@@ -272,6 +272,8 @@ class ApiService(_Service):
                 raise ValueError(f"{key!r} is not a uWSGI option name")
             if key in RESERVED_UWSGI_OPTIONS:
                 raise ValueError(f"{key!r} is set by wsgi-supervisor; use the manifest key for it instead")
+            if key in UNSAFE_UWSGI_OPTIONS:
+                raise ValueError(f"{key!r} corrupts the memory of a vassal run in its launcher's process; leave it out")
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, str):
                     try:

@@ -185,8 +185,6 @@ def _plumbing(name: str, service: ApiService, layout: Layout, default_venv: Path
         ("stats", layout.stats_socket(name, instance)),
         ("memory-report", True),
         ("master-fifo", layout.master_fifo(name, instance)),
-        ("procname-prefix-spaced", f"[{name}]"),
-        ("auto-procname", True),
         ("exit-on-reload", False),
         # a little longer than the daemon's own bound: the daemon's SIGKILL comes
         # first, and it counts the requests it ends

@@ -12,6 +12,21 @@ UWSGI_OPTION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 # uWSGI options that wsgi-supervisor sets itself: a service's `uwsgi` table may
 # not override them, or the daemon would lose track of the vassal.
+# uWSGI writes a process title over what it takes for its argv and environ: where the launcher
+# runs pyuwsgi in its own process, those are heap copies, and the title overwrote the heap
+# (workers segfaulted at fork, depending on the environment's size). The workers are named
+# after the service anyway (the launcher's file is its name). Refused in a `uwsgi` table.
+UNSAFE_UWSGI_OPTIONS = frozenset(
+    {
+        "auto-procname",
+        "procname",
+        "procname-prefix",
+        "procname-prefix-spaced",
+        "procname-append",
+        "procname-master",
+    }
+)
+
 RESERVED_UWSGI_OPTIONS = frozenset(
     {
         "socket",
@@ -111,9 +126,6 @@ MANAGED = {
     "req-logger",
     "binary-path",
     "memory-report",
-    "procname-prefix",
-    "procname-prefix-spaced",
-    "auto-procname",
     "http-auto-chunked",
     "http-raw-body",
     "chunked-input-limit",

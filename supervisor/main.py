@@ -79,6 +79,7 @@ def summary(sup: Supervisor) -> str:
             "try:",
             f"  {ctl} status",
             f"  {ctl} logs -f",
+            f"  {ctl} top",
             *tries,
             "  (uwsgi-protocol sockets are for a front end: Apache mod_proxy_uwsgi or nginx uwsgi_pass)",
             "stop with Ctrl-C (SIGTERM): every service stops gracefully",

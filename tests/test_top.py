@@ -74,6 +74,9 @@ def test_top_shows_every_service_and_its_rates_and_quits_on_q(tmp_path):
         with Load(d.socket("alpha"), threads=2):
             busy = tmux.wait_screen(lambda t: row(t, "alpha")[3] not in ("-", "0.0"), "requests per second for alpha")
         assert float(row(busy, "alpha")[3]) > 0
+        # the latency of the second between two polls, from the request-duration histograms
+        assert row(busy, "alpha")[4].endswith(("ms", "s")) and row(busy, "alpha")[5].endswith(("ms", "s")), busy
+        assert row(busy, "alpha")[6] == "0.0"  # no 5xx among its responses
         assert row(busy, "alpha")[7].endswith("/2")  # busy of two workers
         tmux("send-keys", "-t", "top", "q")
         deadline = time.monotonic() + 10

@@ -45,6 +45,14 @@ def test_percentiles_and_error_share_come_from_the_difference_of_two_polls():
     assert (row.busy, row.workers) == (1, 2)
 
 
+def test_the_first_requests_of_a_service_have_percentiles_at_once():
+    """Before its first request a service has no `latency` or `responses`: the next poll counts from zero."""
+    before = [api("placement", 0)]
+    now = [api("placement", 4, [4] + [0] * 12, {"2xx": 3, "3xx": 0, "4xx": 0, "5xx": 1})]
+    (row,) = rows_between(before, now, 1.0)
+    assert row.p50 is not None and row.p50 <= 0.005 and row.errors == 0.25
+
+
 def test_figures_that_cannot_be_had_are_dashes():
     worker = {"name": "conductor", "state": "running", "ready": True, "restarts": 2, "rss_bytes": 1 << 20}
     quiet = api("keystone", 7, [7] + [0] * 12, {"2xx": 7, "3xx": 0, "4xx": 0, "5xx": 0})

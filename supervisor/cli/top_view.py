@@ -63,7 +63,9 @@ def _delta(now: Any, before: Any) -> float | None:
 
 def _latency(now: dict[str, Any], before: dict[str, Any]) -> tuple[float | None, float | None]:
     new, old = now.get("latency"), before.get("latency")
-    if not new or not old or new.get("le") != old.get("le"):
+    if new and not old:  # it had served nothing yet: the field comes with the first request
+        old = {"le": new.get("le"), "counts": [0] * len(new.get("counts", ()))}
+    if not new or new.get("le") != old.get("le"):
         return None, None
     diff = [_delta(a, b) for a, b in zip(new["counts"], old["counts"], strict=False)]
     if any(d is None for d in diff) or len(diff) != len(new["le"]) + 1:
@@ -73,8 +75,8 @@ def _latency(now: dict[str, Any], before: dict[str, Any]) -> tuple[float | None,
 
 
 def _errors(now: dict[str, Any], before: dict[str, Any]) -> float | None:
-    new, old = now.get("responses"), before.get("responses")
-    if not new or not old:
+    new, old = now.get("responses"), before.get("responses") or {}
+    if not new:
         return None
     diff = {code: _delta(new.get(code, 0), old.get(code, 0)) for code in new}
     if any(d is None for d in diff.values()):

@@ -98,3 +98,19 @@ def test_a_change_that_does_not_come_up_is_named_by_reload_config(daemon):
     assert "changing" in result.stderr and "None" not in result.stderr
     assert daemon.status()["changing"]["state"] == "failed"
     assert daemon.status()["steady"]["state"] == "running"
+
+
+def test_a_change_left_in_backoff_is_answered_without_waiting_for_it(daemon):
+    """start_limit 0 retries for ever: reload-config says so at the first failed start, and does not hang."""
+    write_manifest(daemon.conf_dir, manifest())
+    daemon.start()
+    daemon.ctl("start", "--all")
+    broken = manifest().replace(
+        'environment = { PROBE_GREETING = "one" }',
+        'environment = { PROBE_FAIL_IMPORT = "a bad release" }\nstart_limit = 0',
+    )
+    write_manifest(daemon.conf_dir, broken)
+    result = daemon.ctl("reload-config", check=False, timeout=60)
+    assert result.returncode == 1, result.stdout
+    assert "changing: in backoff, the daemon keeps trying: " in result.stderr, result.stderr
+    assert daemon.status()["changing"]["state"] in ("backoff", "starting")

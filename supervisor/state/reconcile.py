@@ -1,12 +1,14 @@
 """A new manifest against the running one: what to stop, start, restart, and leave alone.
 
 `diff` is pure; `redefine` applies a changed definition to one service's
-lifecycle. The supervisor does the rest in its queue, one event at a time.
+lifecycle; `outcome` is what `reload-config` answers. The supervisor does the
+rest in its queue, one event at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ from supervisor.state.states import State
 if TYPE_CHECKING:
     from supervisor.manifest.models import Service
     from supervisor.state.lifecycle import Lifecycle
+    from supervisor.state.service import ServiceRuntime
     from supervisor.state.waiters import Result
 
 
@@ -53,3 +56,38 @@ def redefine(lc: Lifecycle, spec: Service, say: Any, result: Result) -> Result:
         return lc.start()
     result.set_result((True, "not running"))
     return result
+
+
+def serves_until_replaced(lc: Lifecycle, spec: Service) -> bool:
+    """An API that serves and is to run under another server: both can share its socket."""
+    running = lc.svc.state in (State.RUNNING, State.RELOADING) and lc.svc.goal_running
+    return running and lc.svc.kind == "api" and spec.kind == "api" and spec.enabled
+
+
+async def outcome(
+    waits: list[tuple[str, Result]], summary: dict[str, Any], listeners: list[Callable[[ServiceRuntime], None]]
+) -> dict[str, Any]:
+    """What `reload-config` answers once every change has its result. A service that goes into
+    backoff has it then (a failed start; the daemon keeps trying), not when a start succeeds,
+    which may be never. `listeners`: the supervisor's, told of every change to a record."""
+    loop = asyncio.get_running_loop()
+    backoff = {name: loop.create_future() for name, _ in waits}
+
+    def on_change(svc: ServiceRuntime) -> None:
+        entered = backoff.get(svc.name)
+        if entered is not None and not entered.done() and svc.state == State.BACKOFF:
+            entered.set_result((False, f"in backoff, the daemon keeps trying: {svc.reason}"))
+
+    listeners.append(on_change)
+    try:
+        results = []
+        for name, result in waits:
+            done, _ = await asyncio.wait({result, backoff[name]}, return_when=asyncio.FIRST_COMPLETED)
+            results.append((name, result.result() if result in done else backoff[name].result()))
+    finally:
+        listeners.remove(on_change)
+    failed = [f"{name}: {message}" for name, (ok, message) in results if not ok]
+    if failed:
+        error = "the manifest is applied, but not every change succeeded: " + "; ".join(failed)
+        return {"ok": False, "error": error, **summary}
+    return {"ok": True, **summary}

@@ -348,7 +348,7 @@ class Supervisor:
         drained = {name for name in change.replaced if self.lifecycles[name].svc.drained}
         for name in change.removed + change.replaced:
             lc = self.lifecycles.pop(name)
-            if name in change.replaced and self._serves_until_replaced(lc, new[name]):
+            if name in change.replaced and reconcile.serves_until_replaced(lc, new[name]):
                 # another server for the same API: it goes once its successor serves on the same socket
                 self.retiring[name] = lc
                 self.handovers.add(name)
@@ -378,13 +378,8 @@ class Supervisor:
             len(change.removed),
             change.unchanged,
         )
-        event.reply.set_result(self.spawn_task(self._outcome(waits, change.summary()), "manifest"))
-
-    @staticmethod
-    def _serves_until_replaced(lc: Lifecycle, spec: Service) -> bool:
-        """An API that serves and is to run under another server: both can share its socket."""
-        running = lc.svc.state in (State.RUNNING, State.RELOADING) and lc.svc.goal_running
-        return running and lc.svc.kind == "api" and spec.kind == "api" and spec.enabled
+        outcome = reconcile.outcome(waits, change.summary(), self.state_listeners)
+        event.reply.set_result(self.spawn_task(outcome, "manifest"))
 
     def _hand_over(self, name: str) -> None:
         """The successor of a moved API is running (or will not be): its old server stops now."""
@@ -395,15 +390,6 @@ class Supervisor:
         old.remove()
         if old.svc.state == State.STOPPED:
             self._retired(name)
-
-    @staticmethod
-    async def _outcome(waits: list[tuple[str, Result]], summary: dict[str, Any]) -> dict[str, Any]:
-        results = [(name, await w) for name, w in waits]
-        failed = [f"{name}: {message}" for name, (ok, message) in results if not ok]
-        if failed:
-            error = "the manifest is applied, but not every change succeeded: " + "; ".join(failed)
-            return {"ok": False, "error": error, **summary}
-        return {"ok": True, **summary}
 
     def _retired(self, name: str) -> None:
         lc = self.retiring.pop(name)

@@ -47,6 +47,7 @@ from common import (
     wait_until,
     wrk_ms,
 )
+from request_log import section_request_log
 from servers import section_servers
 
 SUPERVISORD_VENV = ROOT / ".cache" / "supervisord-venv"
@@ -612,6 +613,7 @@ def section_adoption(n=20, repeats=5, goal=1.0) -> None:
 SECTIONS = {
     "startup": section_startup,
     "throughput": section_throughput,
+    "requestlog": section_request_log,
     "control": section_control,
     "operations": section_operations,
     "reliability": section_reliability,

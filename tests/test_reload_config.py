@@ -83,16 +83,21 @@ def test_sighup_reloads_the_manifest(daemon):
     daemon.wait_state("late", "running")
 
 
-def test_a_change_that_does_not_come_up_is_named_by_reload_config(daemon):
+def reload_a_release_that_fails_to_import(daemon, start_limit: int):
+    """Every service running, then reload-config with `changing` unable to import its app."""
     write_manifest(daemon.conf_dir, manifest())
     daemon.start()
     daemon.ctl("start", "--all")
     broken = manifest().replace(
         'environment = { PROBE_GREETING = "one" }',
-        'environment = { PROBE_FAIL_IMPORT = "a bad release" }\nstart_limit = 1',
+        f'environment = {{ PROBE_FAIL_IMPORT = "a bad release" }}\nstart_limit = {start_limit}',
     )
     write_manifest(daemon.conf_dir, broken)
-    result = daemon.ctl("reload-config", check=False)
+    return daemon.ctl("reload-config", check=False, timeout=60)
+
+
+def test_a_change_that_does_not_come_up_is_named_by_reload_config(daemon):
+    result = reload_a_release_that_fails_to_import(daemon, start_limit=1)
     assert result.returncode == 1, result.stdout
     assert result.stderr.startswith("wsgictl: the manifest is applied, but not every change succeeded: "), result.stderr
     assert "changing" in result.stderr and "None" not in result.stderr
@@ -102,15 +107,7 @@ def test_a_change_that_does_not_come_up_is_named_by_reload_config(daemon):
 
 def test_a_change_left_in_backoff_is_answered_without_waiting_for_it(daemon):
     """start_limit 0 retries for ever: reload-config says so at the first failed start, and does not hang."""
-    write_manifest(daemon.conf_dir, manifest())
-    daemon.start()
-    daemon.ctl("start", "--all")
-    broken = manifest().replace(
-        'environment = { PROBE_GREETING = "one" }',
-        'environment = { PROBE_FAIL_IMPORT = "a bad release" }\nstart_limit = 0',
-    )
-    write_manifest(daemon.conf_dir, broken)
-    result = daemon.ctl("reload-config", check=False, timeout=60)
+    result = reload_a_release_that_fails_to_import(daemon, start_limit=0)
     assert result.returncode == 1, result.stdout
     assert "changing: in backoff, the daemon keeps trying: " in result.stderr, result.stderr
     assert daemon.status()["changing"]["state"] in ("backoff", "starting")

@@ -47,18 +47,23 @@ class Histogram:
 @dataclass
 class RequestCounts:
     by_class: dict[str, Histogram] = field(default_factory=dict)
-    every: Histogram = field(default_factory=Histogram)
 
     def observe(self, status: int, seconds: float) -> None:
         cls = status_class(status)
-        if cls is None:
-            return
-        self.by_class.setdefault(cls, Histogram()).observe(seconds)
-        self.every.observe(seconds)
+        if cls is not None:
+            self.by_class.setdefault(cls, Histogram()).observe(seconds)
+
+    def every(self) -> Histogram:
+        """Every status class together (summed when asked: a request updates one histogram only)."""
+        total = Histogram()
+        for hist in self.by_class.values():
+            total.counts = [a + b for a, b in zip(total.counts, hist.counts, strict=True)]
+            total.total_s += hist.total_s
+        return total
 
     @property
     def served(self) -> int:
-        return sum(self.every.counts)
+        return sum(sum(h.counts) for h in self.by_class.values())
 
     def responses(self) -> dict[str, int]:
         return {cls: sum(self.by_class[cls].counts) if cls in self.by_class else 0 for cls in CLASSES}
@@ -77,10 +82,9 @@ class RequestCounts:
                 continue
             if code in CLASSES and len(hist.counts) == len(BUCKETS) + 1:
                 counts.by_class[code] = hist
-                counts.every.counts = [a + b for a, b in zip(counts.every.counts, hist.counts, strict=True)]
-                counts.every.total_s += hist.total_s
         return counts
 
     def latency(self) -> dict[str, Any]:
         """The `latency` object of `wsgictl status --json` (every status class together)."""
-        return {"le": list(BUCKETS), "counts": self.every.cumulative(), "sum": self.every.total_s}
+        every = self.every()
+        return {"le": list(BUCKETS), "counts": every.cumulative(), "sum": every.total_s}

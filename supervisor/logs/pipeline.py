@@ -84,8 +84,8 @@ def _continues(previous: str, line: str) -> bool:
     return last.startswith((" ", "\t", "Traceback")) or line.startswith(("During handling", "The above exception"))
 
 
-def format_request(text: str) -> str:
-    req = uwsgi.parse_request(text)
+def format_request(text: str, req: uwsgi.Request | None) -> str:
+    """The line as the log shows it: `req` (the line parsed), else the text as it came."""
     if req is None:
         return text.rstrip("\n")
     text = f"{req.method} {req.path} {req.status} {req.duration_s * 1000:.1f}ms {req.size}B {req.addr}"
@@ -157,7 +157,7 @@ class LogIntake:
                 if line.strip():
                     req = uwsgi.parse_request(line)
                     priority = 6 if req is None or req.status < 500 else 4
-                    self.emit(LogLine(now, name, "r", format_request(line), priority, req))
+                    self.emit(LogLine(now, name, "r", format_request(line, req), priority, req))
             return
         for entry in split_entries(text):
             self.emit(self._output(now, name, entry, entry))

@@ -65,6 +65,10 @@ class Layout:
     def master_fifo(self, name: str, instance: str = "") -> Path:
         return self.fifo_dir / f"{self.instance_id(name, instance)}.fifo"
 
+    def vassal_log(self, name: str, instance: str = "") -> Path:
+        """The FIFO a vassal's logger writes into (its output and its request lines)."""
+        return self.fifo_dir / f"{self.instance_id(name, instance)}.log"
+
     @property
     def gunicorn_dir(self) -> Path:
         return self.runtime_dir / "gunicorn"

@@ -313,8 +313,9 @@ def test_clean_shutdown_leaves_nothing(daemon, server):
     leftover = [p.name for p in daemon.runtime_dir.rglob("*") if p.is_socket() or p.is_fifo()]
     # what only a vassal that is gone used is gone too
     in_use = sorted(p for p in leftover if p.startswith(("alpha", "beta")))
-    # a vassal has a master FIFO and a stats socket of its own; an arbiter only the API's socket
-    assert in_use == (["alpha.b.fifo", "alpha.b.sock", "alpha.sock"] if server == "uwsgi" else ["alpha.sock"])
+    # a vassal has a master FIFO, a log FIFO and a stats socket of its own; an arbiter only the API's socket
+    vassal = ["alpha.b.fifo", "alpha.b.log", "alpha.b.sock", "alpha.sock"]
+    assert in_use == (vassal if server == "uwsgi" else ["alpha.sock"])
     try:
         took = daemon.stop(remove=False)
         assert took < 10

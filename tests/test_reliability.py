@@ -102,6 +102,8 @@ def test_restarts_under_load_fail_nothing(daemon, tmp_path, server):
     assert load.failures == [] and load.ok > 100
     assert len(pids) == 20  # twenty new masters, never refused (no start limit)
     log_file = tmp_path / "logs" / "loaded.log"
+    # every request served is in the log, those of a vassal that went at once too
+    assert _wait_for_request_lines(log_file, load.ok) == load.ok
     if server == "uwsgi":
         # what makes a loss possible at all, however rare (issue 13): a graceful stop that reaches
         # a worker not yet in its pause loop, which may have accepted a connection it has not read
@@ -128,6 +130,16 @@ def test_a_threaded_api_restarts_under_load_without_a_kill(daemon, tmp_path, ser
     log = (tmp_path / "logs" / "loaded.log").read_text()
     assert "SIGKILL" not in log and "SIGKILL" not in daemon.output()
     assert daemon.status()["loaded"]["restarts"] == 11
+
+
+def _wait_for_request_lines(log_file, expected: int, timeout: float = 5.0) -> int:
+    """How many request lines the service's log file holds, once it holds `expected` or `timeout` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = sum(" loaded request " in line for line in log_file.read_text().splitlines())
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
 
 
 def _suspended_before_each_stop(log_file):
@@ -192,6 +204,7 @@ def test_the_daemon_killed_and_started_again_adopts_everything(tmp_path, server)
             d.proc.send_signal(signal.SIGKILL)
             d.proc.wait()
             load.wait_for_requests(50)  # serving with no daemon at all
+            uwsgi_request(d.socket("other1"), "/while-away")
             d.start()
             d.ctl("start", "--all")
             load.wait_for_requests(50)
@@ -211,6 +224,8 @@ def test_the_daemon_killed_and_started_again_adopts_everything(tmp_path, server)
         # logs resume: a request after the adoption is logged
         uwsgi_request(d.socket("other1"), "/after-adoption")
         d.wait_for(lambda s: "GET /after-adoption" in d.ctl("logs", "other1").stdout, what="the request log line")
+        if server == "uwsgi":  # a vassal's log FIFO kept what it wrote while no daemon read it
+            assert "GET /while-away" in d.ctl("logs", "other1").stdout
         # the worker service ended with the old daemon and was started again by the new one
         assert after["conductor"]["state"] == "running" and after["conductor"]["pid"] != before["conductor"]["pid"]
         assert not alive(before["conductor"]["pid"])

@@ -4,7 +4,15 @@ from pathlib import Path
 
 from supervisor.layout import Layout
 from supervisor.manifest.models import ApiService
-from supervisor.uwsgi.core import APP_FILE, APP_VARIABLE, parse_request, read_launch_spec, render_vassal, split_datagram
+from supervisor.uwsgi.core import (
+    APP_FILE,
+    APP_VARIABLE,
+    REQUEST_MARK,
+    parse_request,
+    read_launch_spec,
+    render_vassal,
+    split_datagram,
+)
 
 LAYOUT = Layout(Path("/run/wsgi-supervisor"))
 VENV = Path("/opt/venv")
@@ -15,7 +23,8 @@ def render(**fields):
 
 
 def options(text):
-    return [line.split(" = ", 1) for line in text.splitlines()[2:]]
+    # on "\n" only, as uWSGI reads it: str.splitlines would also split at the request mark (\x1e)
+    return [line.split(" = ", 1) for line in text.rstrip("\n").split("\n")[2:]]
 
 
 def test_the_vassal_has_the_options_deployments_converged_on():
@@ -67,7 +76,7 @@ def test_percent_is_escaped_and_each_value_stays_on_its_line():
     text = render(args=["--opt=50%", "%d"], uwsgi={"route": ["^/a break:404", "^/b break:403"]})
     assert "pyargv = --opt=50%% %%d" in text
     assert [v for k, v in options(text) if k == "route"] == ["^/a break:404", "^/b break:403"]
-    assert all(line.count(" = ") >= 1 or line == "[uwsgi]" for line in text.splitlines()[1:])
+    assert all(line.count(" = ") >= 1 or line == "[uwsgi]" for line in text.rstrip("\n").split("\n")[1:])
 
 
 def test_launch_line_carries_environment_as_json():
@@ -114,3 +123,12 @@ def test_the_launcher_asks_on_the_launch_socket_not_the_control_socket():
     assert "control" not in spec
     # a vassal file written by an earlier version (adopted after an upgrade) named the control socket
     assert launch_socket({"control": str(LAYOUT.control_socket)}) == str(LAYOUT.launch_socket)
+
+
+def test_request_lines_travel_marked_in_the_output_fifo_of_each_instance():
+    """One pipe from the workers for request lines and output, so the lines keep their order
+    (supervisor/uwsgi/logfifos.py says why); each instance writes into a FIFO of its own."""
+    opts = dict(options(render_vassal("keystone", ApiService(kind="api", app="k.wsgi"), LAYOUT, VENV, "b")))
+    assert opts["logger"] == f"file:{LAYOUT.vassal_log('keystone', 'b')}"
+    assert "req-logger" not in opts
+    assert opts["log-format"].startswith(REQUEST_MARK + "%(method) %(status)")

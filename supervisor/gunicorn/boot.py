@@ -10,8 +10,8 @@ gunicorn. It does what uWSGI's options do for a vassal:
 - the output: fds 1 and 2 of the arbiter and its workers go into a pipe
   that a thread of the arbiter forwards to the daemon's log socket as
   datagrams (`NAME|o|…`), addressed at each send, so a daemon started again
-  hears them at once; when no daemon listens they are dropped, as uWSGI's
-  socket logger drops them;
+  hears them at once; when no daemon listens they are dropped (a uWSGI
+  vassal's log FIFO keeps them meanwhile, see uwsgi/logfifos.py);
 - one request line per request (`NAME|r|…`, the daemon's request format),
   written by the worker from gunicorn's `post_request` hook into a pipe the
   same thread forwards;
@@ -101,7 +101,7 @@ class LogRelay:
     def send(self, payload):
         try:
             self.sock.sendto(payload, self.address)
-        except OSError:  # no daemon listens, or it does not keep up: dropped, as uWSGI's logger does
+        except OSError:  # no daemon listens, or it does not keep up for a second: dropped
             pass
 
 

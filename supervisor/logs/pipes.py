@@ -1,7 +1,8 @@
-"""Output pipes of the processes the daemon starts itself, read on the event loop into the log intake.
+"""Pipes and FIFOs of service output, read on the event loop into the log intake.
 
-Worker services write into one for as long as they run; a gunicorn arbiter
-only until its own log relay takes its output over (see gunicorn/boot.py).
+Worker services write into a pipe for as long as they run; a gunicorn arbiter
+only until its own log relay takes its output over (see gunicorn/boot.py); a
+uWSGI vassal's loggers into FIFOs of its own (see uwsgi/logfifos.py).
 Complete lines go on to the intake; a last line without a newline goes
 when the pipe closes.
 """
@@ -22,14 +23,15 @@ class OutputPipes:
     def __init__(self, loop: asyncio.AbstractEventLoop, take: Take):
         self.loop = loop
         self.take = take
-        self.open: dict[str, tuple[int, str, bytearray]] = {}  # key -> (fd, service, partial line)
+        self.open: dict[str, tuple[int, str, str, bytearray]] = {}  # key -> (fd, service, stream, partial line)
 
-    def add(self, key: str, fd: int, service: str) -> None:
-        """Read `fd` (the read end of a pipe, ours now) for `service`'s output, under `key`."""
+    def add(self, key: str, fd: int, service: str, stream: str = "o") -> None:
+        """Read `fd` (the read end of a pipe, ours now) for `service`'s output (or, stream "r",
+        its request lines), under `key`."""
         self.drop(key)
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)
-        self.open[key] = (fd, service, bytearray())
+        self.open[key] = (fd, service, stream, bytearray())
         self.loop.add_reader(fd, self._read, key, fd)
 
     def fd(self, key: str) -> int | None:
@@ -49,27 +51,42 @@ class OutputPipes:
         entry = self.open.get(key)
         if entry is None or entry[0] != fd:
             return
-        _, service, buffer = entry
         if not chunk:
             self.drop(key)
-            if buffer:
-                self.take(service, "o", bytes(buffer))
             return
+        self._pass_on(entry, chunk)
+
+    def _pass_on(self, entry: tuple[int, str, str, bytearray], chunk: bytes) -> None:
+        _, service, stream, buffer = entry
         buffer.extend(chunk)
         cut = buffer.rfind(b"\n")
         if cut >= 0:
             complete = bytes(buffer[: cut + 1])
             del buffer[: cut + 1]
-            self.take(service, "o", complete)
+            self.take(service, stream, complete)
         elif len(buffer) > LONGEST_LINE:  # a very long line without a newline: pass it on as it is
-            self.take(service, "o", bytes(buffer))
+            self.take(service, stream, bytes(buffer))
             buffer.clear()
 
     def drop(self, key: str) -> None:
+        """Stop reading `key`: what is still in the pipe is read first, and a last line without
+        a newline goes too."""
         entry = self.open.pop(key, None)
-        if entry is not None:
-            self.loop.remove_reader(entry[0])
-            os.close(entry[0])
+        if entry is None:
+            return
+        fd, service, stream, buffer = entry
+        self.loop.remove_reader(fd)
+        while True:
+            try:
+                chunk = os.read(fd, READ_SIZE)
+            except OSError:  # EAGAIN: a FIFO still open at the other end, with nothing left in it
+                break
+            if not chunk:
+                break
+            self._pass_on(entry, chunk)
+        os.close(fd)
+        if buffer:
+            self.take(service, stream, bytes(buffer))
 
     def close(self) -> None:
         for key in list(self.open):

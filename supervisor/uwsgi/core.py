@@ -42,6 +42,9 @@ PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
 # and the origin ("probe" for the daemon's health probe) are log variables vassal_app.py sets,
 # "-" when unset. gunicorn's boot.py writes the same format.
 REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(wsgi_rid) %(wsgi_origin) %(uri)"
+# what starts a request line in a vassal's output, where it travels among the other lines: a
+# control character (ASCII's record separator), which no line of a person's starts with
+REQUEST_MARK = "\x1e"
 
 
 class Raw(str):
@@ -197,11 +200,11 @@ def _plumbing(name: str, service: ApiService, layout: Layout, default_venv: Path
         ("disable-write-exception", True),
         ("threaded-logger", True),
         ("import", BOOT_FILE),
-        ("logger", f"socket:{layout.log_socket},{name}|o|"),
-        ("req-logger", f"socket:{layout.log_socket},{name}|r|"),
+        # request lines too: one pipe from the workers keeps them in order with what else they write
+        ("logger", f"file:{layout.vassal_log(name, instance)}"),
     ]
     if service.request_log:
-        options.append(("log-format", Raw(REQUEST_LOG_FORMAT)))
+        options.append(("log-format", Raw(REQUEST_MARK + REQUEST_LOG_FORMAT)))
     else:
         options.append(("disable-logging", True))
     return options
@@ -339,11 +342,13 @@ _OPTION_ERROR = re.compile(r"\[strict-mode\] unknown config directive: (\S+)")
 
 
 def split_datagram(data: bytes) -> tuple[str | None, str, bytes]:
-    """(service, stream, payload) of a datagram from a vassal's logger.
+    """(service, stream, payload) of a datagram on the daemon's log socket.
 
-    stream is "o" (output) or "r" (request log); service is None for a
-    datagram without the logger's prefix (uWSGI's output before its logger
-    started, attributed by the sender's pid instead).
+    Prefixed `NAME|o|` (output) or `NAME|r|` (request lines): from a gunicorn
+    arbiter's relay, or from a vassal an earlier version of the daemon started
+    with uWSGI's socket logger (vassals now write into FIFOs, logfifos.py).
+    service is None for a datagram without the prefix: a vassal's first lines,
+    before uWSGI's logger runs, attributed by the sender's pid instead.
     """
     match = LOG_PREFIX.match(data)
     if match:
@@ -398,6 +403,15 @@ def failure_hint(line: str) -> str | None:
     if _APP_FAILED.search(line):
         return "the app failed to load"
     return None
+
+
+_SUSPENDED = re.compile(r"\*\*\* worker (\d+) suspended \*\*\*")
+
+
+def suspended_worker(line: str) -> int | None:
+    """The id of the worker that says it is pausing (it writes this line, then waits in its pause loop)."""
+    match = _SUSPENDED.search(line)
+    return int(match.group(1)) if match else None
 
 
 def app_loaded(line: str) -> bool:

@@ -27,6 +27,7 @@ import supervisor.uwsgi.noise as noise
 from supervisor.files import write_atomic
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
+from supervisor.logs.pipes import Take
 from supervisor.manifest.models import ApiService, runner
 from supervisor.observe.procs import signal_tree, take_listener
 from supervisor.observe.stats import ServerStats
@@ -35,6 +36,7 @@ from supervisor.state.events import Ready
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.uwsgi.emperor import Emperor, install_service_launcher, read_unix
+from supervisor.uwsgi.logfifos import VassalLogs
 from supervisor.uwsgi.pause import wait_paused
 from supervisor.uwsgi.supervision import EmperorSupervision
 
@@ -53,18 +55,20 @@ PROBE_INTERVAL = 1.0
 
 
 class VassalDriver(EmperorSupervision):
-    def __init__(self, context: Context, sampler: Sampler, emperor: Emperor, sockets: HeldSockets):
+    def __init__(self, context: Context, sampler: Sampler, emperor: Emperor, sockets: HeldSockets, take: Take):
         self.ctx = context
         self.layout = context.layout
         self.config = context.config
         self.sampler = sampler
         self.emperor = emperor
         self.sockets = sockets
+        self.logs = VassalLogs(context.loop, self.layout, take)
         self.pending: list[Callable[[], bool]] = []
         self.poker: asyncio.Task[None] | None = None
         self.final_stats: dict[tuple[str, str], ServerStats] = {}  # (name, instance) of stopping vassals
         self.probes: dict[str, asyncio.Event] = {}
         self.retiring: dict[str, set[str]] = {}  # instances of each service still stopping after a reload
+        self.suspended: dict[str, set[int]] = {}  # worker ids that said "suspended" since the last pause
         sampler.sources.append(self.sample)
 
     def take_over_socket(self, name: str, master_pid: int) -> bool:
@@ -97,6 +101,7 @@ class VassalDriver(EmperorSupervision):
     def prepare(self, svc: ServiceRuntime) -> None:
         self.sockets.hold(svc.name, self)
         self.install_launcher(svc)
+        self.logs.follow(svc.name, svc.instance)
         write_atomic(self.layout.vassal_file(svc.name, svc.instance), self.render(svc), mtime=VASSAL_MTIME)
 
     def reload(self, svc: ServiceRuntime) -> ReloadAttempt:
@@ -107,6 +112,7 @@ class VassalDriver(EmperorSupervision):
         attempt = ReloadAttempt(instance, replaces=svc.instance)
         self.sockets.hold(svc.name, self)
         self.install_launcher(svc)
+        self.logs.follow(svc.name, attempt.instance)
         path = self.layout.vassal_file(svc.name, attempt.instance)
         write_atomic(path, self.render(svc, attempt.instance), mtime=VASSAL_MTIME)
         self._want_spawn(lambda: attempt.pid is not None or svc.reload is not attempt)
@@ -181,8 +187,11 @@ class VassalDriver(EmperorSupervision):
         signal_tree(pid, signal.SIGKILL)
 
     def forget(self, name: str, instance: str) -> None:
-        """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO."""
+        """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO.
+        Its log FIFOs go once its file has gone too (the emperor could start it again until then)."""
         self.final_stats.pop((name, instance), None)
+        if not self.layout.vassal_file(name, instance).exists():
+            self.logs.unfollow(name, instance)
         for path in (self.layout.stats_socket(name, instance), self.layout.master_fifo(name, instance)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -237,6 +246,9 @@ class VassalDriver(EmperorSupervision):
             self.probes.pop(svc.name, None)
 
     def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
+        if (worker := uwsgi.suspended_worker(text)) is not None:
+            self.suspended.setdefault(svc.name, set()).add(worker)
+            return None
         if uwsgi.app_loaded(text):
             wake = self.probes.get(svc.name)
             if wake is not None:
@@ -333,10 +345,13 @@ class VassalDriver(EmperorSupervision):
         A threaded vassal is not paused: uWSGI pauses a worker's main thread only, its other
         threads go on accepting, and a graceful stop then never ends the paused worker (measured:
         the master was still there after 15 s; tests/test_reliability.py has the case)."""
-        if svc.spec.threads > 1 or not self._fifo(svc.name, uwsgi.PAUSE, instance):
+        if svc.spec.threads > 1:
+            return False
+        logged = self.suspended[svc.name] = set()
+        if not self._fifo(svc.name, uwsgi.PAUSE, instance):
             return False
         bound = min(5.0, svc.spec.stop_timeout / 2)
-        return await wait_paused(lambda: self.stats(svc.name, instance, timeout=0.5), pid, bound)
+        return await wait_paused(lambda: self.stats(svc.name, instance, timeout=0.5), pid, bound, logged)
 
     async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         idle = await self._paused(svc, instance, pid)
@@ -368,6 +383,7 @@ class VassalDriver(EmperorSupervision):
         """The service is down (stopped, failed, waiting to retry): its socket goes, and its vassal's files."""
         self.sockets.release(svc.name, self)
         self.forget(svc.name, svc.instance)
+        self.suspended.pop(svc.name, None)
 
     def _fifo(self, name: str, command: bytes, instance: str = "") -> bool:
         try:
@@ -395,4 +411,5 @@ class VassalDriver(EmperorSupervision):
             return None
 
     def close(self) -> None:
-        """Nothing of its own to let go of: the sockets are the supervisor's to close."""
+        """The log FIFOs are read one last time; the sockets are the supervisor's to close."""
+        self.logs.close()

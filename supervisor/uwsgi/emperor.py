@@ -98,7 +98,13 @@ def _install(path: Path, text: str) -> None:
 
 def clear_runtime_dir(layout: Layout) -> None:
     """After a clean stop (no vassal left): the sockets that only running processes use."""
-    stale = (layout.log_socket, layout.emperor_stats, *layout.stats_dir.glob("*.sock"), *layout.fifo_dir.glob("*.fifo"))
+    stale = (
+        layout.log_socket,
+        layout.emperor_stats,
+        *layout.stats_dir.glob("*.sock"),
+        *layout.fifo_dir.glob("*.fifo"),
+        *layout.fifo_dir.glob("*.log"),
+    )
     for path in stale:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -11,8 +11,14 @@ from collections.abc import Awaitable, Callable
 from supervisor.observe.procs import in_pause_loop, stopped
 from supervisor.observe.stats import ServerStats
 
+# how long a vassal whose workers all wait in the pause loop may take to deliver their "suspended"
+# lines; past it, a line that went missing does not hold up the stop
+LOG_GRACE = 0.5
 
-async def wait_paused(read_stats: Callable[[], Awaitable[ServerStats | None]], pid: int, bound: float) -> bool:
+
+async def wait_paused(
+    read_stats: Callable[[], Awaitable[ServerStats | None]], pid: int, bound: float, logged: set[int]
+) -> bool:
     """Until every worker of the vassal waits in uWSGI's pause loop, where it accepts nothing.
 
     True once each is seen there: no worker holds a request or a connection, so
@@ -29,10 +35,17 @@ async def wait_paused(read_stats: Callable[[], Awaitable[ServerStats | None]], p
     idle in epoll_wait, where the pause signal did not reach it, is stopped and
     continued: that makes epoll_wait return (EINTR, signal(7)) and the worker then
     sees the pause; a stop and continue restarts every other call it could be in.
+
+    `logged` fills with the ids of the workers whose "suspended" line has reached the
+    daemon. A vassal that goes at once goes with its master's logger thread, and
+    what that thread has not yet sent (the last request lines, the workers' own
+    last words) would be lost; each worker writes that line after everything else,
+    so once every worker's has arrived the log is complete.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bound
     idle_since: dict[int, float] = {}
+    all_paused_at: float | None = None
     while loop.time() < deadline:
         stats = await read_stats()
         if stats is None or stats.pid != pid:
@@ -42,9 +55,13 @@ async def wait_paused(read_stats: Callable[[], Awaitable[ServerStats | None]], p
             if None in where.values():
                 return False  # cannot look (no /proc access): the master's word has to do
             waiting = [p for p, paused in where.items() if not paused]
-            if not waiting:
-                return True
             now = loop.time()
+            if not waiting:
+                all_paused_at = now if all_paused_at is None else all_paused_at
+                if {w.id for w in stats.workers if w.pid > 0} <= logged or now - all_paused_at >= LOG_GRACE:
+                    return True
+            else:
+                all_paused_at = None
             for worker in waiting:
                 # give a worker that accepted one last connection time to read it
                 if now - idle_since.setdefault(worker, now) >= 0.02:

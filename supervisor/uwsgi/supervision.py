@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from supervisor.state.drivers import Context
     from supervisor.state.service import ServiceRuntime
     from supervisor.uwsgi.emperor import Emperor
+    from supervisor.uwsgi.logfifos import VassalLogs
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -31,6 +32,7 @@ class EmperorSupervision:
     ctx: Context
     layout: Layout
     emperor: Emperor
+    logs: VassalLogs
 
     # the driver's own, in driver.py
     def _mine(self) -> list[ServiceRuntime]: ...
@@ -92,6 +94,7 @@ class EmperorSupervision:
             keep = previous.get(name, {}).get("instance", "")
             keep = keep if keep in instances else next(iter(instances))
             for instance, pid in instances.items():
+                self.logs.follow(name, instance)
                 if instance != keep:
                     self.retire(svc, instance, pid)
             pid = instances[keep]

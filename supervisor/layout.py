@@ -73,6 +73,10 @@ class Layout:
     def gunicorn_dir(self) -> Path:
         return self.runtime_dir / "gunicorn"
 
+    def gunicorn_log(self, name: str, instance: str = "") -> Path:
+        """The FIFO an arbiter's log relay writes into (its tree's output and request lines)."""
+        return self.gunicorn_dir / f"{self.instance_id(name, instance)}.log"
+
     def gunicorn_spec(self, name: str, instance: str = "") -> Path:
         """What an arbiter is told (its settings); also how a next daemon recognises it."""
         return self.gunicorn_dir / f"{self.instance_id(name, instance)}.json"

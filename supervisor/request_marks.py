@@ -17,6 +17,9 @@ PROBE_HEADER = "X-Wsgi-Supervisor-Probe"  # carries the token
 PROBE_ENVIRON = "HTTP_X_WSGI_SUPERVISOR_PROBE"
 TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"  # how a vassal gets the token (its wrapper pops it)
 PROBE = "probe"  # the origin field of a probe's request line ("-" for every other request)
+# what starts a request line where it travels among a server's other output (its log FIFO,
+# logs/fifos.py): a control character (ASCII's record separator) that no line of a person's holds
+REQUEST_MARK = "\x1e"
 
 # the response headers an app names its request id in, the first found wins (oslo's, then the common one)
 REQUEST_ID_HEADERS = ("x-openstack-request-id", "x-request-id")

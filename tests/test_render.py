@@ -127,7 +127,7 @@ def test_the_launcher_asks_on_the_launch_socket_not_the_control_socket():
 
 def test_request_lines_travel_marked_in_the_output_fifo_of_each_instance():
     """One pipe from the workers for request lines and output, so the lines keep their order
-    (supervisor/uwsgi/logfifos.py says why); each instance writes into a FIFO of its own."""
+    (supervisor/logs/fifos.py says why); each instance writes into a FIFO of its own."""
     opts = dict(options(render_vassal("keystone", ApiService(kind="api", app="k.wsgi"), LAYOUT, VENV, "b")))
     assert opts["logger"] == f"file:{LAYOUT.vassal_log('keystone', 'b')}"
     assert "req-logger" not in opts

@@ -29,7 +29,7 @@ def interpreter(service: ApiService, default_venv: Path) -> Path:
     return (Path(service.venv) if service.venv else default_venv) / "bin" / "python3"
 
 
-def render_spec(name: str, service: ApiService, log_socket: Path, board_path: Path, probe_token: str = "") -> str:
+def render_spec(name: str, service: ApiService, log_fifo: Path, board_path: Path, probe_token: str = "") -> str:
     """What boot.py is told: pure, the same service gives the same text (adoption compares it)."""
     spec: dict[str, Any] = {
         "service": name,
@@ -49,7 +49,7 @@ def render_spec(name: str, service: ApiService, log_socket: Path, board_path: Pa
         "request_log": service.request_log,
         "backlog": BACKLOG,
         "settings": service.gunicorn,
-        "log": str(log_socket),
+        "log": str(log_fifo),
         "board": str(board_path),
         "probe_token": probe_token,  # what the daemon's health probe sends (request_marks.py)
     }

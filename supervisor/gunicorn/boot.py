@@ -8,25 +8,25 @@ gunicorn. It does what uWSGI's options do for a vassal:
   gunicorn's socket activation (LISTEN_FDS), so gunicorn neither binds nor
   unlinks it and every instance serves the same queue;
 - the output: fds 1 and 2 of the arbiter and its workers go into a pipe
-  that a thread of the arbiter forwards to the daemon's log socket as
-  datagrams (`NAME|o|…`), addressed at each send, so a daemon started again
-  hears them at once; when no daemon listens they are dropped (a uWSGI
-  vassal's log FIFO keeps them meanwhile, see uwsgi/logfifos.py);
-- one request line per request (`NAME|r|…`, the daemon's request format),
-  written by the worker from gunicorn's `post_request` hook into a pipe the
-  same thread forwards;
+  that a thread of the arbiter forwards into the instance's log FIFO, which
+  the daemon made and reads, and which keeps a MiB of lines while no daemon
+  runs (logs/fifos.py);
+- one request line per request (the daemon's request format), written by
+  the worker from gunicorn's `post_request` hook into a pipe the same thread
+  forwards, marked, into the same FIFO;
 - the scoreboard (`board.py`): readiness, busy workers, counters;
 - `max_rss_mb`: a worker past it ends after its request, and is replaced;
 - `mount`: SCRIPT_NAME/PATH_INFO split at the mount, as uWSGI's
   manage-script-name does.
 """
 
+import atexit
+import contextlib
 import importlib.util
 import json
 import logging
 import os
 import select
-import socket
 import sys
 import threading
 import time
@@ -34,8 +34,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LISTEN_FD = 3  # SD_LISTEN_FDS_START
-MAX_DATAGRAM = 60 * 1024
-MAX_REQUEST_LINE = select.PIPE_BUF  # one atomic write into the pipe
+READ_SIZE = 64 * 1024
+STALL = 1.0  # how long a full log FIFO may keep the relay (and so the writers) waiting
+MAX_REQUEST_LINE = select.PIPE_BUF - 1  # one atomic write into the pipe, and into the FIFO with its mark
 
 
 def _by_path(name, path):
@@ -48,29 +49,38 @@ def _by_path(name, path):
 board = _by_path("wsgi_supervisor_board", HERE / "board.py")
 app_loader = _by_path("wsgi_supervisor_app_loader", HERE.parent / "app_loader.py")
 marks = _by_path("wsgi_supervisor_request_marks", HERE.parent / "request_marks.py")
+REQUEST_MARK = marks.REQUEST_MARK.encode()
 
 
 class LogRelay:
-    """The arbiter's thread that sends its tree's output and request lines to the daemon.
+    """The arbiter's thread that passes its tree's output and request lines on to the daemon.
 
     fds 1 and 2 (of the arbiter, and of every worker it forks) go into one
-    pipe, request lines into another; the thread sends what comes out of
-    each as datagrams, prefixed `NAME|o|` or `NAME|r|`. The arbiter keeps
-    root, so this reaches the daemon's log socket (mode 0660) even from
-    workers that run as the service's user; a request line is one write of
-    less than PIPE_BUF, so the lines of several workers never interleave.
+    pipe, request lines into another; the thread writes what comes out of
+    each into the instance's log FIFO, which the daemon made and reads
+    (logs/fifos.py), each request line marked. The FIFO is open read-write
+    and non-blocking: while no daemon reads it, it keeps what comes (a MiB).
+    A full FIFO makes the writers wait (a daemon slow to read), for a second
+    at most: then lines are dropped, without waiting, until it has room
+    again. Writes of at most PIPE_BUF are whole or not at all, so no line is cut;
+    the arbiter keeps root, so this reaches the FIFO even from workers that
+    run as the service's user.
     """
 
-    def __init__(self, address, service):
-        self.address = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.settimeout(1.0)  # a daemon that is slow to read makes writers wait, briefly
+    def __init__(self, fifo_path):
+        try:
+            self.fifo = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            print(f"cannot open the log FIFO {fifo_path}: {exc}; this arbiter's lines are lost", file=sys.stderr)
+            self.fifo = None
         output, write_fd = os.pipe2(os.O_CLOEXEC)
         for fd in (1, 2):
             os.dup2(write_fd, fd)  # the daemon's pipe of the first lines is closed here
         os.close(write_fd)
         requests, self.request_fd = os.pipe2(os.O_CLOEXEC)
-        self.prefixes = {output: (service + "|o|").encode(), requests: (service + "|r|").encode()}
+        self.arbiter = os.getpid()
+        self.stalled = False  # the FIFO stayed full for STALL: no daemon reads it
+        self.marked = {output: False, requests: True}
         self.pending = {output: b"", requests: b""}
         self.thread = threading.Thread(target=self._forward, name="log-relay", daemon=True)
 
@@ -79,30 +89,64 @@ class LogRelay:
 
     def close_in_worker(self):
         """A forked worker writes into the pipes; only the arbiter's thread reads them."""
-        for fd in self.prefixes:
+        for fd in self.marked:
             os.close(fd)
 
+    def finish(self):
+        """At the arbiter's exit: what its workers wrote last goes on before the process ends."""
+        if os.getpid() != self.arbiter:
+            return  # a worker's exit
+        for fd in (1, 2, self.request_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.thread.join(1.0)
+
     def _forward(self):
-        while self.prefixes:
-            readable, _, _ = select.select(list(self.prefixes), [], [])
+        while self.marked:
+            readable, _, _ = select.select(list(self.marked), [], [])
             for fd in readable:
-                chunk = os.read(fd, MAX_DATAGRAM)
-                if not chunk:
-                    del self.prefixes[fd]
+                chunk = os.read(fd, READ_SIZE)
+                if not chunk:  # every writer has gone: a last line without its newline goes too
+                    self.write(self.pending.pop(fd), self.marked.pop(fd))
                     continue
                 pending = self.pending[fd] + chunk
                 cut = pending.rfind(b"\n")
-                if cut < 0 and len(pending) < MAX_DATAGRAM:
+                if cut < 0 and len(pending) < READ_SIZE:
                     self.pending[fd] = pending
                     continue
                 whole, self.pending[fd] = (pending[: cut + 1], pending[cut + 1 :]) if cut >= 0 else (pending, b"")
-                self.send(self.prefixes[fd] + whole)
+                self.write(whole, self.marked[fd])
 
-    def send(self, payload):
-        try:
-            self.sock.sendto(payload, self.address)
-        except OSError:  # no daemon listens, or it does not keep up for a second: dropped
-            pass
+    def write(self, data, marked):
+        if self.fifo is None or not data:
+            return
+        if marked:
+            data = b"".join(REQUEST_MARK + line for line in data.splitlines(keepends=True))
+        for piece in _pieces(data):
+            while True:
+                try:
+                    os.write(self.fifo, piece)
+                    self.stalled = False
+                    break
+                except BlockingIOError:  # full: the daemon is slow to read, or there is none
+                    if self.stalled:
+                        return  # dropped at once, until the daemon has read again
+                    _, writable, _ = select.select([], [self.fifo], [], STALL)
+                    if not writable:
+                        self.stalled = True
+                        return
+                except OSError:
+                    return
+
+
+def _pieces(data, size=select.PIPE_BUF):
+    """`data` in writes of at most `size` (which a pipe takes whole or not at all), cut after a newline where one is."""
+    while len(data) > size:
+        cut = data.rfind(b"\n", 0, size) + 1 or size
+        yield data[:cut]
+        data = data[cut:]
+    if data:
+        yield data
 
 
 class Requests:
@@ -304,8 +348,9 @@ def main(spec_path):
         os.dup2(handed, LISTEN_FD, inheritable=True)
         os.close(handed)
     spec = json.loads(Path(spec_path).read_text())
-    relay = LogRelay(spec["log"], spec["service"])
+    relay = LogRelay(spec["log"])
     relay.start()
+    atexit.register(relay.finish)
     os.environ["LISTEN_FDS"] = "1"
     os.environ["LISTEN_PID"] = str(os.getpid())
     sys.argv = [spec["argv0"], *spec["args"]]

@@ -37,6 +37,7 @@ from supervisor.gunicorn.arbiters import (
 )
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
+from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import ApiService, runner
 from supervisor.observe.procs import signal_tree, take_listener
@@ -64,7 +65,8 @@ class GunicornDriver:
         self.config = context.config
         self.sampler = sampler
         self.sockets = sockets
-        self.pipes = OutputPipes(context.loop, take)
+        self.pipes = OutputPipes(context.loop, take)  # each arbiter's first lines, until its relay runs
+        self.logs = LogFifos(context.loop, self.layout.gunicorn_log, take)
         self.arbiters: dict[tuple[str, str], int] = {}  # (service, instance) -> arbiter pid
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.probes: dict[str, asyncio.Event] = {}
@@ -76,7 +78,8 @@ class GunicornDriver:
     def _write_spec(self, svc: ServiceRuntime, instance: str) -> None:
         assert isinstance(svc.spec, ApiService)
         board_path = self.layout.gunicorn_board(svc.name, instance)
-        text = render_spec(svc.name, svc.spec, self.layout.log_socket, board_path, self.ctx.probe_token)
+        log_fifo = self.layout.gunicorn_log(svc.name, instance)
+        text = render_spec(svc.name, svc.spec, log_fifo, board_path, self.ctx.probe_token)
         write_atomic(self.layout.gunicorn_spec(svc.name, instance), text)
 
     def _environment(self, spec: ApiService, fd: int) -> dict[str, str]:
@@ -95,6 +98,7 @@ class GunicornDriver:
         assert isinstance(spec, ApiService)
         fd = self.sockets.hold(svc.name, self)
         python = interpreter(spec, self.config.default_venv)
+        self.logs.follow(svc.name, instance)
         self._write_spec(svc, instance)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
@@ -119,6 +123,7 @@ class GunicornDriver:
         return proc.pid
 
     def _remove_files(self, name: str, instance: str) -> None:
+        self.logs.unfollow(name, instance)
         for path in (self.layout.gunicorn_spec(name, instance), self.layout.gunicorn_board(name, instance)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -333,6 +338,7 @@ class GunicornDriver:
             keep = keep if keep in instances else next(iter(instances))
             for instance, pid in instances.items():
                 self.arbiters[name, instance] = pid
+                self.logs.follow(name, instance)
                 if instance != keep:
                     self.retire(svc, instance, pid)
             pid = instances[keep]
@@ -342,9 +348,8 @@ class GunicornDriver:
             if fd is not None:
                 self.sockets.take_over(name, self, fd)
             assert isinstance(svc.spec, ApiService)
-            rendered = render_spec(
-                name, svc.spec, self.layout.log_socket, self.layout.gunicorn_board(name, keep), self.ctx.probe_token
-            )
+            log_fifo, board_path = self.layout.gunicorn_log(name, keep), self.layout.gunicorn_board(name, keep)
+            rendered = render_spec(name, svc.spec, log_fifo, board_path, self.ctx.probe_token)
             try:
                 changed = rendered != self.layout.gunicorn_spec(name, keep).read_text()
             except OSError:
@@ -356,3 +361,4 @@ class GunicornDriver:
 
     def close(self) -> None:
         self.pipes.close()
+        self.logs.close()

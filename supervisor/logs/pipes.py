@@ -1,8 +1,9 @@
 """Pipes and FIFOs of service output, read on the event loop into the log intake.
 
 Worker services write into a pipe for as long as they run; a gunicorn arbiter
-only until its own log relay takes its output over (see gunicorn/boot.py); a
-uWSGI vassal's loggers into FIFOs of its own (see uwsgi/logfifos.py).
+only until its own log relay takes its output over (see gunicorn/boot.py);
+an API server's logger (a vassal's, an arbiter's relay) into a FIFO of its
+own for each instance (see logs/fifos.py).
 Complete lines go on to the intake; a last line without a newline goes
 when the pipe closes.
 """

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
-from supervisor.request_marks import TOKEN_VARIABLE
+from supervisor.request_marks import REQUEST_MARK, TOKEN_VARIABLE
 
 if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is rendered
     from supervisor.manifest.models import ApiService
@@ -42,9 +42,6 @@ PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
 # and the origin ("probe" for the daemon's health probe) are log variables vassal_app.py sets,
 # "-" when unset. gunicorn's boot.py writes the same format.
 REQUEST_LOG_FORMAT = "%(method) %(status) %(micros) %(size) %(addr) %(wsgi_rid) %(wsgi_origin) %(uri)"
-# what starts a request line in a vassal's output, where it travels among the other lines: a
-# control character (ASCII's record separator), which no line of a person's starts with
-REQUEST_MARK = "\x1e"
 
 
 class Raw(str):
@@ -346,7 +343,7 @@ def split_datagram(data: bytes) -> tuple[str | None, str, bytes]:
 
     Prefixed `NAME|o|` (output) or `NAME|r|` (request lines): from a gunicorn
     arbiter's relay, or from a vassal an earlier version of the daemon started
-    with uWSGI's socket logger (vassals now write into FIFOs, logfifos.py).
+    with uWSGI's socket logger (vassals now write into FIFOs, logs/fifos.py).
     service is None for a datagram without the prefix: a vassal's first lines,
     before uWSGI's logger runs, attributed by the sender's pid instead.
     """

@@ -27,6 +27,7 @@ import supervisor.uwsgi.noise as noise
 from supervisor.files import write_atomic
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
+from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import Take
 from supervisor.manifest.models import ApiService, runner
 from supervisor.observe.procs import signal_tree, take_listener
@@ -36,7 +37,6 @@ from supervisor.state.events import Ready
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.uwsgi.emperor import Emperor, install_service_launcher, read_unix
-from supervisor.uwsgi.logfifos import VassalLogs
 from supervisor.uwsgi.pause import wait_paused
 from supervisor.uwsgi.supervision import EmperorSupervision
 
@@ -62,7 +62,7 @@ class VassalDriver(EmperorSupervision):
         self.sampler = sampler
         self.emperor = emperor
         self.sockets = sockets
-        self.logs = VassalLogs(context.loop, self.layout, take)
+        self.logs = LogFifos(context.loop, self.layout.vassal_log, take)
         self.pending: list[Callable[[], bool]] = []
         self.poker: asyncio.Task[None] | None = None
         self.final_stats: dict[tuple[str, str], ServerStats] = {}  # (name, instance) of stopping vassals

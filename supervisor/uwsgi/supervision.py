@@ -18,10 +18,10 @@ from supervisor.state.events import Adopted, Lost
 
 if TYPE_CHECKING:
     from supervisor.layout import Layout
+    from supervisor.logs.fifos import LogFifos
     from supervisor.state.drivers import Context
     from supervisor.state.service import ServiceRuntime
     from supervisor.uwsgi.emperor import Emperor
-    from supervisor.uwsgi.logfifos import VassalLogs
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -32,7 +32,7 @@ class EmperorSupervision:
     ctx: Context
     layout: Layout
     emperor: Emperor
-    logs: VassalLogs
+    logs: LogFifos
 
     # the driver's own, in driver.py
     def _mine(self) -> list[ServiceRuntime]: ...

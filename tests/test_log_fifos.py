@@ -1,11 +1,11 @@
-"""A vassal's log FIFO: request lines sorted out of its output, nothing left unread when it goes."""
+"""A server instance's log FIFO: request lines sorted out of its output, nothing left unread when it goes."""
 
 import asyncio
 import os
 
 from supervisor.layout import Layout
-from supervisor.uwsgi.core import REQUEST_MARK
-from supervisor.uwsgi.logfifos import VassalLogs
+from supervisor.logs.fifos import LogFifos
+from supervisor.request_marks import REQUEST_MARK
 
 MARK = REQUEST_MARK.encode()
 
@@ -17,7 +17,7 @@ def _read(tmp_path, writes: list[bytes], unfollow: bool = False) -> list[tuple[s
     taken: list[tuple[str, str, bytes]] = []
 
     async def run():
-        logs = VassalLogs(asyncio.get_running_loop(), layout, lambda *line: taken.append(line))
+        logs = LogFifos(asyncio.get_running_loop(), layout.vassal_log, lambda *line: taken.append(line))
         logs.follow("nova", "b")
         writer = os.open(layout.vassal_log("nova", "b"), os.O_WRONLY)
         for data in writes:
@@ -67,9 +67,19 @@ def test_a_plain_file_where_the_fifo_belongs_is_replaced(tmp_path):
     layout.vassal_log("nova").write_text("a logger made this when no FIFO was there\n")
 
     async def run():
-        logs = VassalLogs(asyncio.get_running_loop(), layout, lambda *line: None)
+        logs = LogFifos(asyncio.get_running_loop(), layout.vassal_log, lambda *line: None)
         logs.follow("nova", "")
         logs.close()
 
     asyncio.run(run())
     assert layout.vassal_log("nova").is_fifo()
+
+
+def test_a_request_line_after_a_piece_of_output_without_its_newline_is_still_a_request(tmp_path):
+    """Another worker's print() comes as two writes ("text", then its newline); a request line between them."""
+    taken = _read(tmp_path, [b"half a line", MARK + b"GET 200 10 5 - - - /a\n", b"\n"])
+    assert [(stream, data) for _, stream, data in taken] == [
+        ("o", b"half a line"),
+        ("r", b"GET 200 10 5 - - - /a\n"),
+        ("o", b"\n"),
+    ]

@@ -198,12 +198,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cmd_serve(args))
     if args.cmd == "supervise":
         sys.exit(cmd_supervise(args))
-    client = Client(args.runtime_dir)
     try:
         if args.cmd == "top":
             from supervisor.cli.top import cmd_top  # curses: only for top, so that status starts as fast
 
-            sys.exit(cmd_top(client, args))
+            sys.exit(cmd_top(args))  # with a connection of its own, made again when the daemon comes back
+        client = Client(args.runtime_dir)
         commands = {
             "status": cmd_status,
             "logs": cmd_logs,

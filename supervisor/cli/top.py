@@ -91,7 +91,7 @@ def run(window: Any, screen: Screen) -> int:
             next_tick = 0.0  # draw for the new size at once
 
 
-def cmd_top(client: Client, args: argparse.Namespace) -> int:
+def cmd_top(args: argparse.Namespace) -> int:
     poller = Poller(args)
     try:
         poller.poll()  # unreachable at the start: say so on a plain terminal, not in a screen

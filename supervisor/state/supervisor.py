@@ -32,7 +32,6 @@ from supervisor.manifest.models import Manifest, runner
 from supervisor.observe.health import HealthChecks
 from supervisor.observe.sampler import Sampler
 from supervisor.observe.watcher import ExitWatcher
-from supervisor.state import reconcile
 from supervisor.state.drivers import Context, Driver
 from supervisor.state.events import (
     Command,
@@ -43,6 +42,7 @@ from supervisor.state.events import (
     Timeout,
 )
 from supervisor.state.lifecycle import Lifecycle
+from supervisor.state.rollover import ManifestChanges
 from supervisor.state.service import TAIL_LINES, LogLine, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.state.views import describe
@@ -61,7 +61,7 @@ _LEVELS = {3: logging.ERROR, 4: logging.WARNING, 5: logging.INFO, 6: logging.INF
 VERBS = ("start", "stop", "restart", "reload")
 
 
-class Supervisor:
+class Supervisor(ManifestChanges):
     def __init__(
         self,
         config: Config,
@@ -330,76 +330,6 @@ class Supervisor:
             for name in self.manifest.start_order()
             if self.lifecycles[name].svc.spec.enabled and not self.lifecycles[name].svc.state.active
         ]
-
-    # -- a new manifest -----------------------------------------------------------------------------
-
-    async def apply_manifest(self, manifest: Manifest) -> dict[str, Any]:
-        """Apply only the difference: changed services restart (APIs on their kept socket),
-        removed ones stop, new ones start; the others are not touched."""
-        reply: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        self.report(Reconcile(manifest, reply))
-        return await (await reply)
-
-    def _reconcile(self, event: Reconcile) -> None:
-        new = event.manifest.services
-        change = reconcile.diff(self.manifest.services, new)
-        self.manifest = event.manifest  # the truth from now on: a removed service is unknown at once
-        waits: list[tuple[str, Result]] = []  # what each service's change came to
-        # a drain is the operator's intent for the service, whatever runs it: a replacement keeps it
-        drained = {name for name in change.replaced if self.lifecycles[name].svc.drained}
-        for name in change.removed + change.replaced:
-            lc = self.lifecycles.pop(name)
-            if name in change.replaced and reconcile.serves_until_replaced(lc, new[name]):
-                # another server for the same API: it goes once its successor serves on the same socket
-                self.retiring[name] = lc
-                self.handovers.add(name)
-                self.say(name, f"moving to {runner(new[name])}: {runner(lc.svc.spec)} serves until it is running")
-                continue
-            self.handovers.discard(name)
-            waits.append((name, lc.remove()))
-            if lc.svc.state == State.STOPPED:
-                lc.driver.release(lc.svc)
-                if name in change.removed:
-                    self.sampler.forget(name)
-            else:
-                self.retiring[name] = lc  # its successor, if any, starts once it has stopped
-        for name in change.added + change.replaced:
-            self.lifecycles[name] = self._lifecycle(name, new[name])
-            self.lifecycles[name].svc.drained = name in drained
-        for name in self.manifest.start_order():
-            if name in change.added or name in change.replaced:
-                if new[name].enabled:
-                    waits.append((name, self.lifecycles[name].start()))
-            elif name in change.changed:
-                waits.append((name, reconcile.redefine(self.lifecycles[name], new[name], self.say, self.future())))
-        log.info(
-            "manifest applied: %d changed, %d added, %d removed, %d untouched",
-            len(change.changed),
-            len(change.added),
-            len(change.removed),
-            change.unchanged,
-        )
-        outcome = reconcile.outcome(waits, change.summary(), self.state_listeners)
-        event.reply.set_result(self.spawn_task(outcome, "manifest"))
-
-    def _hand_over(self, name: str) -> None:
-        """The successor of a moved API is running (or will not be): its old server stops now."""
-        self.handovers.discard(name)
-        old = self.retiring.get(name)
-        if old is None:
-            return
-        old.remove()
-        if old.svc.state == State.STOPPED:
-            self._retired(name)
-
-    def _retired(self, name: str) -> None:
-        lc = self.retiring.pop(name)
-        lc.driver.release(lc.svc)
-        successor = self.lifecycles.get(name)
-        if successor is None:
-            self.sampler.forget(name)
-        else:
-            successor.begin_start()
 
     # -- start-up, re-exec and shut-down --------------------------------------------------------------
 

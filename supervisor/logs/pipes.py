@@ -24,15 +24,14 @@ class OutputPipes:
     def __init__(self, loop: asyncio.AbstractEventLoop, take: Take):
         self.loop = loop
         self.take = take
-        self.open: dict[str, tuple[int, str, str, bytearray]] = {}  # key -> (fd, service, stream, partial line)
+        self.open: dict[str, tuple[int, str, bytearray]] = {}  # key -> (fd, service, partial line)
 
-    def add(self, key: str, fd: int, service: str, stream: str = "o") -> None:
-        """Read `fd` (the read end of a pipe, ours now) for `service`'s output (or, stream "r",
-        its request lines), under `key`."""
+    def add(self, key: str, fd: int, service: str) -> None:
+        """Read `fd` (the read end of a pipe, ours now) for `service`'s output, under `key`."""
         self.drop(key)
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)
-        self.open[key] = (fd, service, stream, bytearray())
+        self.open[key] = (fd, service, bytearray())
         self.loop.add_reader(fd, self._read, key, fd)
 
     def fd(self, key: str) -> int | None:
@@ -57,16 +56,16 @@ class OutputPipes:
             return
         self._pass_on(entry, chunk)
 
-    def _pass_on(self, entry: tuple[int, str, str, bytearray], chunk: bytes) -> None:
-        _, service, stream, buffer = entry
+    def _pass_on(self, entry: tuple[int, str, bytearray], chunk: bytes) -> None:
+        _, service, buffer = entry
         buffer.extend(chunk)
         cut = buffer.rfind(b"\n")
         if cut >= 0:
             complete = bytes(buffer[: cut + 1])
             del buffer[: cut + 1]
-            self.take(service, stream, complete)
+            self.take(service, "o", complete)
         elif len(buffer) > LONGEST_LINE:  # a very long line without a newline: pass it on as it is
-            self.take(service, stream, bytes(buffer))
+            self.take(service, "o", bytes(buffer))
             buffer.clear()
 
     def drop(self, key: str) -> None:
@@ -75,7 +74,7 @@ class OutputPipes:
         entry = self.open.pop(key, None)
         if entry is None:
             return
-        fd, service, stream, buffer = entry
+        fd, service, buffer = entry
         self.loop.remove_reader(fd)
         while True:
             try:
@@ -87,7 +86,7 @@ class OutputPipes:
             self._pass_on(entry, chunk)
         os.close(fd)
         if buffer:
-            self.take(service, stream, bytes(buffer))
+            self.take(service, "o", bytes(buffer))
 
     def close(self) -> None:
         for key in list(self.open):

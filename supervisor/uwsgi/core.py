@@ -341,9 +341,9 @@ _OPTION_ERROR = re.compile(r"\[strict-mode\] unknown config directive: (\S+)")
 def split_datagram(data: bytes) -> tuple[str | None, str, bytes]:
     """(service, stream, payload) of a datagram on the daemon's log socket.
 
-    Prefixed `NAME|o|` (output) or `NAME|r|` (request lines): from a gunicorn
-    arbiter's relay, or from a vassal an earlier version of the daemon started
-    with uWSGI's socket logger (vassals now write into FIFOs, logs/fifos.py).
+    Prefixed `NAME|o|` (output) or `NAME|r|` (request lines): from a vassal
+    or a gunicorn arbiter that an earlier version of the daemon started (both
+    now write into a log FIFO of their own, logs/fifos.py).
     service is None for a datagram without the prefix: a vassal's first lines,
     before uWSGI's logger runs, attributed by the sender's pid instead.
     """

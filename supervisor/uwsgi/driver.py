@@ -188,7 +188,7 @@ class VassalDriver(EmperorSupervision):
 
     def forget(self, name: str, instance: str) -> None:
         """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO.
-        Its log FIFOs go once its file has gone too (the emperor could start it again until then)."""
+        Its log FIFO goes once its file has gone too (the emperor could start it again until then)."""
         self.final_stats.pop((name, instance), None)
         if not self.layout.vassal_file(name, instance).exists():
             self.logs.unfollow(name, instance)

@@ -1,4 +1,5 @@
 import pytest
+from burners import burning
 
 from support import Daemon
 
@@ -15,6 +16,23 @@ def daemon(tmp_path):
 def server(request):
     """The WSGI server an API test runs its services under: every promise holds for both."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def host_load(request):
+    """ "quiet", or "busy" for the second run of a `busy` test: CPU burners beside it, ended after it."""
+    load = getattr(request, "param", "quiet")
+    if load != "busy":
+        yield load
+        return
+    with burning():
+        yield load
+
+
+def pytest_generate_tests(metafunc):
+    """A test marked `busy` runs on the quiet machine and again beside CPU burners (`-m busy` selects both)."""
+    if metafunc.definition.get_closest_marker("busy"):
+        metafunc.parametrize("host_load", ["quiet", "busy"], indirect=True)
 
 
 # the fast tests of the pure parts (no process) run first: a broken lifecycle shows in seconds

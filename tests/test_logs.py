@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from support import APPS, ROOT, WSGICTL, Daemon, uwsgi_request, write_manifest
 
 PROBE = APPS / "probe.py"
@@ -161,6 +163,7 @@ def test_logs_follow_and_interleave(daemon, server):
         follower.wait(5)
 
 
+@pytest.mark.busy
 def test_a_burst_of_100000_lines_arrives_whole(tmp_path):
     logs = tmp_path / "logs"
     d = Daemon(
@@ -191,6 +194,7 @@ ready_after = 0.1
     assert numbers == list(range(100000))
 
 
+@pytest.mark.busy
 def test_an_api_that_prints_100000_lines_at_import_loses_none_and_lives(tmp_path, server):
     """uWSGI gives workers a non-blocking stdout; a fast writer would crash on BlockingIOError."""
     logs = tmp_path / "logs"

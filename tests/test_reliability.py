@@ -7,6 +7,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from supervisor.observe.procs import alive
 from support import APPS, Daemon, Load, uwsgi_request, write_manifest
@@ -40,6 +41,7 @@ ready_after = 0.2
     return text
 
 
+@pytest.mark.busy
 def test_reloads_under_load_fail_nothing(daemon, server):
     write_manifest(daemon.conf_dir, manifest(), server=server)
     daemon.start()
@@ -88,6 +90,7 @@ def test_a_reload_with_broken_code_keeps_the_old_code_serving(daemon, tmp_path, 
     assert load.failures == []
 
 
+@pytest.mark.busy
 def test_restarts_under_load_fail_nothing(daemon, tmp_path, server):
     write_manifest(daemon.conf_dir, manifest(), server=server)
     # one file for every line: a busy run passes the default size, and the count below reads one file
@@ -114,6 +117,7 @@ def test_restarts_under_load_fail_nothing(daemon, tmp_path, server):
         assert log_file.read_text().count("Handling signal: term") == 20
 
 
+@pytest.mark.busy
 def test_a_threaded_api_restarts_under_load_without_a_kill(daemon, tmp_path, server):
     """Threads per worker, as OpenStack deployments run their APIs: each restart's old server ends by
     its graceful stop, not by the SIGKILL at stop_timeout (uWSGI cannot pause a threaded worker)."""
@@ -191,6 +195,7 @@ def test_stopping_the_daemon_with_20_services_is_graceful_and_quick(tmp_path, se
     assert "SIGKILL" not in d.output()
 
 
+@pytest.mark.busy
 def test_the_daemon_killed_and_started_again_adopts_everything(tmp_path, server):
     d = Daemon(tmp_path)
     write_manifest(d.conf_dir, manifest(), server=server)

@@ -1,6 +1,9 @@
 """The pure parts of the log pipeline: entries, levels, the file format."""
 
-from supervisor.logs.pipeline import format_line, priority_of, split_entries
+import asyncio
+
+from supervisor.logs.pipeline import format_line
+from supervisor.logs.records import Records, priority_of, split_entries
 from supervisor.state.service import LogLine
 
 TRACEBACK = """2026-11-25 10:00:00.000 1234 ERROR nova.conductor [-] Unexpected exception
@@ -85,3 +88,58 @@ def test_a_failing_write_is_counted_and_harms_no_other_file(tmp_path):
     assert drops.count == 5
     assert (logs / "worker.log").read_text().count("kept") == 5
     assert (logs / "api.log").is_symlink()  # a device is never rotated away
+
+
+# what keystone printed at import (eventlet's deprecation warning, through warnings.showwarning)
+EVENTLET_WARNING = """/opt/keystone/lib/python3.11/site-packages/oslo_service/service.py:25: \
+EventletDeprecationWarning: \n\
+Eventlet is deprecated. It is currently being maintained in bugfix mode, and
+we strongly recommend against using it for new projects.
+
+If you are already using Eventlet, we recommend migrating to a different
+framework.  For more detail see
+https://eventlet.readthedocs.io/en/latest/asyncio/migration.html#migration-guide
+
+  import eventlet
+2026-12-07 10:00:00.000 1234 INFO keystone.server [-] started
+"""
+
+
+def test_a_warning_with_its_message_and_source_line_is_one_entry_at_warning():
+    warning, started = split_entries(EVENTLET_WARNING)
+    assert warning.startswith("/opt/keystone/") and warning.endswith("  import eventlet")
+    assert "\n\nIf you are already using Eventlet" in warning  # its blank line stays inside it
+    assert priority_of(warning) == 4
+    assert started.endswith("started") and priority_of(started) == 6
+
+
+def test_no_entry_is_blank_nor_starts_with_a_blank_line():
+    entries = split_entries("one\n\n  indented after a blank line\n\n\ntwo\n")
+    assert entries == ["one\n  indented after a blank line", "two"]
+
+
+def _records(hold=0.05):
+    loop = asyncio.new_event_loop()
+    got: list[tuple[str, str]] = []
+    return loop, Records(loop, lambda service, entry: got.append((service, entry)), hold), got
+
+
+def test_a_traceback_cut_between_two_reads_is_one_entry():
+    loop, records, got = _records()
+    head, tail = TRACEBACK[:120], TRACEBACK[120:]
+    records.add("nova-conductor", head[: head.rindex("\n") + 1])
+    records.add("nova-conductor", head[head.rindex("\n") + 1 :] + tail)
+    loop.run_until_complete(asyncio.sleep(0.1))
+    loop.close()
+    assert [entry.split("\n")[-1] for _, entry in got] == ["ValueError: bad", got[1][1]]
+    assert got[0][1].startswith("2026-11-25 10:00:00.000 1234 ERROR") and got[1][1].endswith("carrying on")
+
+
+def test_a_record_that_could_go_on_goes_alone_after_the_hold_and_services_do_not_mix():
+    loop, records, got = _records()
+    records.add("a", "2026-11-25 10:00:00.000 1234 ERROR a [-] failed\n")
+    records.add("b", "  an indented line of b's own\n")
+    assert got == [("b", "  an indented line of b's own")]  # b's line is b's, and a's error waits
+    loop.run_until_complete(asyncio.sleep(0.1))
+    loop.close()
+    assert got[1] == ("a", "2026-11-25 10:00:00.000 1234 ERROR a [-] failed")

@@ -27,6 +27,7 @@ import supervisor.uwsgi.core as uwsgi
 from supervisor.layout import DAEMON_NAME
 from supervisor.listeners import bind_datagram
 from supervisor.logs.fields import STREAMS, journal_fields, json_line
+from supervisor.logs.records import Records, priority_of
 from supervisor.state.service import LogLine
 
 if TYPE_CHECKING:
@@ -36,52 +37,6 @@ log = logging.getLogger("wsgi-supervisor")
 
 MAX_DATAGRAM = 256 * 1024
 _CREDS = struct.calcsize("3i")
-
-# oslo.log and Python logging put the level after the timestamp and pid
-_LEVEL_WORDS = {
-    "CRITICAL": 2,
-    "FATAL": 2,
-    "ERROR": 3,
-    "WARNING": 4,
-    "WARN": 4,
-    "NOTICE": 5,
-    "INFO": 6,
-    "DEBUG": 7,
-}
-
-
-def priority_of(text: str, default: int = 6) -> int:
-    """The syslog priority a line states, from words like ERROR or WARNING near its start."""
-    head = text[:120]
-    for word in head.replace("[", " ").replace("]", " ").replace(":", " ").split():
-        level = _LEVEL_WORDS.get(word)
-        if level is not None:
-            return level
-    if head.startswith("Traceback (most recent call last)"):
-        return 3
-    return default
-
-
-def split_entries(payload: str) -> list[str]:
-    """Lines of one write, with a traceback's lines kept as one entry."""
-    entries: list[str] = []
-    for line in payload.rstrip("\n").split("\n"):
-        if entries and (line.startswith((" ", "\t")) or _continues(entries[-1], line)):
-            entries[-1] += "\n" + line
-        else:
-            entries.append(line)
-    return [e for e in entries if e.strip()]
-
-
-def _continues(previous: str, line: str) -> bool:
-    """A traceback goes on until its final `SomeError: message` line; it belongs
-    to the error message logged just before it (logging.exception)."""
-    if line.startswith("Traceback (most recent call last)") and priority_of(previous) <= 3:
-        return True
-    if not previous.startswith("Traceback (most recent call last)") and "\nTraceback" not in previous:
-        return False
-    last = previous.rsplit("\n", 1)[-1]
-    return last.startswith((" ", "\t", "Traceback")) or line.startswith(("During handling", "The above exception"))
 
 
 def format_request(text: str, req: uwsgi.Request | None) -> str:
@@ -111,6 +66,7 @@ class LogIntake:
         self.sock: socket.socket | None = None
         self.fifo_fd: int | None = None
         self.fifo_buffer = b""
+        self.records = Records(loop, lambda name, entry: self.emit(self._output(time.time(), name, entry, entry)))
 
     def open(self) -> None:
         self.sock = bind_datagram(self.layout.log_socket, 0o660)
@@ -159,8 +115,7 @@ class LogIntake:
                     priority = 6 if req is None or req.status < 500 else 4
                     self.emit(LogLine(now, name, "r", format_request(line, req), priority, req))
             return
-        for entry in split_entries(text):
-            self.emit(self._output(now, name, entry, entry))
+        self.records.add(name, text)
 
     def _read_fifo(self) -> None:
         assert self.fifo_fd is not None
@@ -182,6 +137,7 @@ class LogIntake:
         return LogLine(now, name, "o", shown, priority_of(raw))
 
     def close(self) -> None:
+        self.records.flush()
         if self.sock is not None:
             self.loop.remove_reader(self.sock.fileno())
             self.sock.close()

@@ -208,6 +208,9 @@ def test_the_worker_itself_and_its_children_still_notify_and_its_escapes_show_as
     for text in (table, detail):
         assert "\x1b" not in text, repr(text)
         assert "own 1 \\x1b[31mred\\x1b[0m" in text, text
+    as_json = daemon.ctl("status", "--json", check=False).stdout  # JSON escapes them itself
+    victim = next(s for s in json.loads(as_json) if s["name"] == "victim")
+    assert "\x1b" not in as_json and victim["status_text"] == "own 1 \x1b[31mred\x1b[0m"
     logs = wait_log(daemon, "victim", "victim up")
     assert "\x1b" not in logs and "victim up\twith \\x1b[31mred\\x1b[0m" in logs, repr(logs)
     os.kill(pid, signal.SIGUSR2)  # a child of the worker says READY=1

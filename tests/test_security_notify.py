@@ -176,6 +176,19 @@ def test_a_local_user_can_neither_make_a_worker_ready_nor_set_its_status(daemon,
     assert "forged" not in shown(daemon) and "forged" not in logs_of(daemon)
 
 
+def test_a_socket_its_owner_opened_to_everyone_still_hears_only_the_service(daemon, users):
+    pid = started_victim(daemon, victim_manifest(VICTIM_USER))
+    path = daemon.runtime_dir / "notify" / "victim.sock"
+    os.chmod(path, 0o666)  # as the service's user may do to the socket it owns
+    tag = f"{daemon.runtime_dir}:victim"
+    attack = as_user(ATTACKER, SYSTEM_PYTHON, "-c", FORGER, SENDER, str(path), tag, "3", "now", timeout=60)
+    assert "sender: sent" in attack.stdout, attack.stdout + attack.stderr  # it reached the socket, this time
+    assert_not_ready(marker(daemon, pid, 1))
+    said = [line for line in logs_of(daemon, "victim").splitlines() if "dropped a notification" in line]
+    assert len(said) == 1 and "not the service's user" in said[0], said
+    assert "forged" not in shown(daemon) and "forged" not in logs_of(daemon)
+
+
 def test_another_service_cannot_notify_for_a_worker_even_as_the_same_user(daemon, users):
     path = daemon.runtime_dir / "notify" / "victim.sock"
     tag = f"{daemon.runtime_dir}:victim"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -158,11 +159,23 @@ def started_victim(d: Daemon, manifest: str) -> int:
 
 @pytest.fixture
 def users():
+    """The three users, made before the daemon and removed after it (userdel refuses a user whose
+    processes still run: a test names this fixture before `daemon`)."""
     with local_user(VICTIM_USER), local_user(OTHER_USER), local_user(ATTACKER):
         yield
+    left = [name for name in (VICTIM_USER, OTHER_USER, ATTACKER) if _exists(name)]
+    assert not left, f"users left behind: {left}"
 
 
-def test_a_local_user_can_neither_make_a_worker_ready_nor_set_its_status(daemon, users):
+def _exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
+def test_a_local_user_can_neither_make_a_worker_ready_nor_set_its_status(users, daemon):
     pid = started_victim(daemon, victim_manifest(VICTIM_USER))
     path = daemon.runtime_dir / "notify" / "victim.sock"
     # the attacker carries the victim's environment tag, and stays alive while the daemon looks
@@ -176,7 +189,7 @@ def test_a_local_user_can_neither_make_a_worker_ready_nor_set_its_status(daemon,
     assert "forged" not in shown(daemon) and "forged" not in logs_of(daemon)
 
 
-def test_a_socket_its_owner_opened_to_everyone_still_hears_only_the_service(daemon, users):
+def test_a_socket_its_owner_opened_to_everyone_still_hears_only_the_service(users, daemon):
     pid = started_victim(daemon, victim_manifest(VICTIM_USER))
     path = daemon.runtime_dir / "notify" / "victim.sock"
     os.chmod(path, 0o666)  # as the service's user may do to the socket it owns
@@ -189,7 +202,7 @@ def test_a_socket_its_owner_opened_to_everyone_still_hears_only_the_service(daem
     assert "forged" not in shown(daemon) and "forged" not in logs_of(daemon)
 
 
-def test_another_service_cannot_notify_for_a_worker_even_as_the_same_user(daemon, users):
+def test_another_service_cannot_notify_for_a_worker_even_as_the_same_user(users, daemon):
     path = daemon.runtime_dir / "notify" / "victim.sock"
     tag = f"{daemon.runtime_dir}:victim"
     manifest = victim_manifest(VICTIM_USER)
@@ -214,7 +227,7 @@ def test_another_service_cannot_notify_for_a_worker_even_as_the_same_user(daemon
     assert "forged" not in logs_of(daemon)
 
 
-def test_the_worker_itself_and_its_children_still_notify_and_its_escapes_show_as_text(daemon, users):
+def test_the_worker_itself_and_its_children_still_notify_and_its_escapes_show_as_text(users, daemon):
     pid = started_victim(daemon, victim_manifest(VICTIM_USER))
     marker(daemon, pid, 1)
     table, detail = daemon.ctl("status", check=False).stdout, daemon.ctl("status", "victim", check=False).stdout
@@ -231,7 +244,7 @@ def test_the_worker_itself_and_its_children_still_notify_and_its_escapes_show_as
     assert s["victim"]["state"] == "running" and s["dependent"]["pid"]
 
 
-def test_stack_of_a_worker_reaches_only_its_own_processes(daemon, users):
+def test_stack_of_a_worker_reaches_only_its_own_processes(users, daemon):
     # the worker (root's) has a child that runs as another user: in its tree, yet not the service's
     source = f"""
 import subprocess, sys, time

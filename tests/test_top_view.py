@@ -110,3 +110,10 @@ def test_a_narrow_terminal_drops_the_least_needed_columns_first():
     assert "RSS" not in header and "QUEUE" not in header
     assert all(len(line) < 50 for line in render(rows, 50, 10, "t"))
     assert len(render(rows, 20, 3, "a very long title that is cut")[0]) < 20
+
+
+def test_control_characters_in_a_row_are_shown_as_text():
+    rows = [Row(name="w\x1b[2J", state="running", ready=True)]
+    lines = render(rows, 80, 24, "title \x1b]0;x\x07")
+    assert not any(c in "".join(lines) for c in "\x1b\x07")
+    assert lines[0].startswith("title \\x1b]0;x\\x07") and lines[2].startswith("w\\x1b[2J")

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from supervisor.cli.client import Client, Unreachable, sd_notify
+from supervisor.cli.visible import lines, visible
 from supervisor.control.protocol import EXIT_FAILED
 
 
@@ -17,6 +18,8 @@ class _Terminated(Exception):
 
 
 def _describe_state(s: dict[str, Any]) -> str:
+    """One line for systemd's STATUS=: with no line break or control character of the service's, which
+    would otherwise start a field of its own (a READY=1 of its choosing) in the unit's notification."""
     text = f"{s['state']}"
     if s.get("pid"):
         text += f", pid {s['pid']}"
@@ -26,7 +29,7 @@ def _describe_state(s: dict[str, Any]) -> str:
         text += f": {s['status_text']}"
     elif s.get("reason") and s["state"] != "running":
         text += f": {s['reason']}"
-    return text
+    return visible(text)
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -50,8 +53,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         reply = Client(args.runtime_dir).request({"cmd": "start", "services": [name], "wait": False})
         if not reply.get("ok"):
             why = reply.get("error", "failed")
-            print(f"{name}: cannot start: {why}", file=sys.stderr)
-            sd_notify(f"STATUS=failed to start: {why}")
+            print(f"{name}: cannot start: {lines(why)}", file=sys.stderr)
+            sd_notify(f"STATUS=failed to start: {visible(why)}")
             return EXIT_FAILED
         return _mirror(args, name)
     except _Terminated:
@@ -78,20 +81,20 @@ def _mirror(args: argparse.Namespace, name: str) -> int:
             reconnect_until = None
             while True:
                 if "state" not in state:
-                    print(f"{name}: {state.get('error', state)}", file=sys.stderr)
+                    print(f"{name}: {lines(str(state.get('error', state)))}", file=sys.stderr)
                     return EXIT_FAILED
                 if state["state"] == "running" and not ready:
                     ready = True
                     sd_notify("READY=1")
                 sd_notify(f"STATUS={_describe_state(state)}")
                 if state["state"] == "failed":
-                    print(f"{name}: failed: {state.get('reason')}", file=sys.stderr)
+                    print(f"{name}: failed: {lines(str(state.get('reason')))}", file=sys.stderr)
                     return EXIT_FAILED
                 if state["state"] == "stopped":
                     if ready:
                         return 0
                     # stopped before it was ever ready (what it comes after failed): not started
-                    print(f"{name}: cannot start: {state.get('reason') or 'stopped'}", file=sys.stderr)
+                    print(f"{name}: cannot start: {lines(state.get('reason') or 'stopped')}", file=sys.stderr)
                     return EXIT_FAILED
                 state = client.receive()
         except Unreachable:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from supervisor.cli.client import Client, Unreachable
+from supervisor.cli.visible import lines, visible
 from supervisor.control.protocol import EXIT_FAILED
 
 
@@ -38,18 +39,17 @@ def status_table(services: list[dict[str, Any]]) -> str:
         state = s["state"] + (" (drained)" if s.get("draining") else "")
         if s["state"] in ("running", "reloading") and not s.get("ready", True):
             state += " (not ready)"
-        rows.append(
-            [
-                s["name"],
-                s["kind"],
-                state,
-                str(s["pid"] or "-"),
-                _age(s.get("uptime")),
-                str(s["restarts"]),
-                s.get("socket") or "-",
-                reason,
-            ]
-        )
+        cells = [
+            s["name"],
+            s["kind"],
+            state,
+            str(s["pid"] or "-"),
+            _age(s.get("uptime")),
+            str(s["restarts"]),
+            s.get("socket") or "-",
+            reason,
+        ]
+        rows.append([visible(cell) for cell in cells])  # a STATUS= or a reason is the service's text
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for r in rows:
@@ -60,10 +60,10 @@ def status_table(services: list[dict[str, Any]]) -> str:
 def detail(s: dict[str, Any]) -> str:
     out = [status_table([s])]
     if s.get("last_exit"):
-        out.append(f"last exit: {s['last_exit']}")
+        out.append(f"last exit: {visible(s['last_exit'])}")
     if s.get("last_lines"):
         out.append("last lines:")
-        out.extend("  " + line.replace("\n", "\n  ") for line in s["last_lines"])
+        out.extend("  " + lines(line).replace("\n", "\n  ") for line in s["last_lines"])
     return "\n".join(out)
 
 
@@ -71,7 +71,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     lines = 20 if len(args.names) == 1 and not args.json else 0
     reply = client.request({"cmd": "status", "services": args.names, "lines": lines})
     if not reply.get("ok"):
-        print(f"wsgictl: {reply['error']}", file=sys.stderr)
+        print(f"wsgictl: {lines(reply['error'])}", file=sys.stderr)
         return reply.get("code", EXIT_FAILED)
     services = reply["services"]
     if args.json:
@@ -95,20 +95,22 @@ def cmd_action(client: Client, args: argparse.Namespace) -> int:
             message["drain"] = drain
     reply = client.request(message, timeout=getattr(args, "timeout", 20.0) + drain + 10)
     if "results" not in reply:
-        print(f"wsgictl: {reply.get('error', 'failed')}", file=sys.stderr)
+        print(f"wsgictl: {lines(reply.get('error', 'failed'))}", file=sys.stderr)
         return reply.get("code", EXIT_FAILED)
     for name, result in reply["results"].items():
         if not result["ok"]:
-            print(f"{name}: {args.cmd} failed: {result['message']}", file=sys.stderr)
+            print(f"{name}: {args.cmd} failed: {lines(result['message'])}", file=sys.stderr)
         elif not args.quiet:
-            print(f"{name}: {result['message'] if args.cmd in ('drain', 'undrain') else result.get('state')}")
+            said = result["message"] if args.cmd in ("drain", "undrain") else result.get("state")
+            print(f"{name}: {visible(str(said))}")
     return 0 if reply.get("ok") else reply.get("code", EXIT_FAILED)
 
 
 def _print_line(message: dict[str, Any], width: int) -> None:
     stamp = time.strftime("%H:%M:%S", time.localtime(message["ts"])) + f".{int(message['ts'] % 1 * 1000):03d}"
     prefix = f"{stamp} {message['service']:<{width}} | "
-    print(prefix + message["text"].replace("\n", "\n" + " " * len(prefix)), flush=True)
+    text = lines(message["text"])  # the service's own text: its tabs and line breaks only
+    print(prefix + text.replace("\n", "\n" + " " * len(prefix)), flush=True)
 
 
 def cmd_logs(client: Client, args: argparse.Namespace) -> int:
@@ -123,7 +125,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         elif reply.get("end"):
             return 0
         elif not reply.get("ok", True):
-            print(f"wsgictl: {reply['error']}", file=sys.stderr)
+            print(f"wsgictl: {lines(reply['error'])}", file=sys.stderr)
             return reply.get("code", EXIT_FAILED)
         reply = client.receive()
 
@@ -132,7 +134,7 @@ def cmd_reexec(client: Client, args: argparse.Namespace) -> int:
     """Ask the daemon to exec itself again (after an upgrade), then wait until it answers."""
     before = client.request({"cmd": "reexec"})
     if not before.get("ok"):
-        print(f"wsgictl: {before.get('error')}", file=sys.stderr)
+        print(f"wsgictl: {lines(str(before.get('error')))}", file=sys.stderr)
         return EXIT_FAILED
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -151,9 +153,9 @@ def cmd_reexec(client: Client, args: argparse.Namespace) -> int:
 def cmd_reload_config(client: Client, args: argparse.Namespace) -> int:
     reply = client.request({"cmd": "reload-config"}, timeout=None)
     if not reply.get("ok"):
-        print(f"wsgictl: {reply.get('error')}", file=sys.stderr)
+        print(f"wsgictl: {lines(str(reply.get('error')))}", file=sys.stderr)
         for problem in reply.get("problems", []):
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {lines(problem)}", file=sys.stderr)
         return reply.get("code", EXIT_FAILED)
     print(
         f"applied: {len(reply['changed'])} changed, {len(reply['added'])} added, "
@@ -170,9 +172,11 @@ def cmd_stack(client: Client, args: argparse.Namespace) -> int:
     when the daemon could dump at least one)."""
     reply = client.request({"cmd": "stack", "service": args.name}, timeout=60)
     if not reply.get("ok"):
-        print(f"wsgictl: {reply.get('error', 'failed')}", file=sys.stderr)
+        print(f"wsgictl: {lines(reply.get('error', 'failed'))}", file=sys.stderr)
         return reply.get("code", EXIT_FAILED)
     for process in reply["processes"]:  # some may have none (a shell in a worker's tree is no Python)
-        print(f"--- {args.name} {process['label']}")
-        print((process["stack"].rstrip() if process["ok"] else f"    (no stack: {process['error']})") + "\n")
+        # the label holds a process title and a request line, the stack names from the process's memory
+        print(f"--- {args.name} {visible(process['label'])}")
+        said = process["stack"].rstrip() if process["ok"] else f"    (no stack: {visible(process['error'])})"
+        print(lines(said) + "\n")
     return 0

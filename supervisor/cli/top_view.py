@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from supervisor.cli.visible import visible
+
 TROUBLE = ("failed", "backoff")
 
 
@@ -183,6 +185,7 @@ def fit(width: int) -> tuple[int, list[str]]:
 
 
 def _cell(text: str, width: int, left: bool) -> str:
+    text = visible(text)  # curses would act on a control character, not show it
     if len(text) > width:
         text = text[: max(0, width - 1)] + "~" if width > 1 else text[:width]
     return text.ljust(width) if left else text.rjust(width)
@@ -191,7 +194,7 @@ def _cell(text: str, width: int, left: bool) -> str:
 def render(rows: Sequence[Row], width: int, height: int, title: str) -> list[str]:
     """The screen as lines no longer than `width - 1` (curses cannot write the last cell), at most `height`."""
     usable = max(1, width - 1)
-    longest = max((len(r.name) for r in rows), default=4)
+    longest = max((len(visible(r.name)) for r in rows), default=4)
     name_width, keys = fit(usable)
     name_width = min(name_width, max(NAME_MIN, longest))
     cols = [COLUMNS[k] for k in keys]
@@ -201,7 +204,7 @@ def render(rows: Sequence[Row], width: int, height: int, title: str) -> list[str
         parts += [_cell(c, col.width, col is COLUMNS["state"]) for c, col in zip(cells, cols, strict=True)]
         return " ".join(parts)[:usable].rstrip()
 
-    lines = [title[:usable], line("NAME", [c.header for c in cols])]
+    lines = [visible(title)[:usable], line("NAME", [c.header for c in cols])]
     room = max(0, height - len(lines))
     shown = rows if len(rows) <= room else rows[: max(0, room - 1)]
     lines += [line(r.name, [c.text(r) for c in cols]) for r in shown]

@@ -3,9 +3,10 @@
 The daemon runs `py-spy dump --pid P` (it has the rights to attach: root,
 or the services' user) for every worker of an API (the uWSGI vassal's or
 the gunicorn arbiter's, as the last sample lists them) or every process of
-a worker service's tree, all at once, and labels each with what the
-server's stats say it does: idle, or the request it serves (from a sample
-taken for the purpose, bounded as a scrape's is).
+a worker service (its main process and their descendants that run as its
+user), all at once, and labels each with what the server's stats say it
+does: idle, or the request it serves (from a sample taken for the purpose,
+bounded as a scrape's is).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.control.protocol import EXIT_NOT_RUNNING, EXIT_UNKNOWN, error
 from supervisor.manifest.models import runner
-from supervisor.observe.procs import cmdline, descendants
-from supervisor.workers.driver import tagged
+from supervisor.observe.procs import cmdline
 
 if TYPE_CHECKING:
     from supervisor.state.supervisor import Supervisor
@@ -63,12 +63,13 @@ def api_targets(sup: Supervisor, name: str) -> list[Target]:
 
 
 def tree_targets(sup: Supervisor, name: str) -> list[Target]:
-    """The main process of a worker service and every process of its tree (found by its tag too)."""
-    main = sup.services[name].pid
+    """The main process of a worker service and its descendants that run as the service's user: never a
+    process found by what it says about itself (its environment), which any process may choose."""
+    svc = sup.services[name]
+    main = svc.pid
     if main is None:
         return []
-    pids = [main, *descendants(main)]
-    pids += [p for p in tagged(sup.workers.tag(name)) if p not in pids]
+    pids = sup.workers.members(svc)
     targets = []
     for pid in pids:
         command = " ".join(cmdline(pid))[:80]

@@ -293,7 +293,9 @@ class WorkerService(_Service):
     stop_signal: Literal[SIGNALS] = Field("SIGTERM", description="signal that asks the worker to stop")
     reload_signal: Literal[SIGNALS] = Field("SIGHUP", description="signal that asks the worker to reload")
     notify: StrictBool = Field(
-        False, description="the worker sends READY=1 to $NOTIFY_SOCKET when up (oslo.service does); wait for it"
+        False,
+        description="the worker sends READY=1 to $NOTIFY_SOCKET when up (oslo.service does); wait for it "
+        "(heard only from its main process or their descendants, running as its user)",
     )
     ready_after: Seconds = Field(
         2.0, ge=0, le=3600, description="seconds up before a worker that never sends READY=1 counts as ready"

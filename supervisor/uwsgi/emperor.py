@@ -52,7 +52,8 @@ def prepare_runtime_dir(layout: Layout, default_venv: Path) -> None:
     for d in layout.private_dirs():
         d.mkdir(exist_ok=True)
         os.chmod(d, 0o700)
-    # services running as other users reach their notify socket (each checked by pid)
+    # services running as other users reach the sockets meant for them (a worker's notify socket is its
+    # user's, 0600); nobody else may list these dirs
     os.chmod(layout.daemon_dir, 0o711)
     os.chmod(layout.notify_dir, 0o711)
     _install(layout.launcher, DISPATCHER)

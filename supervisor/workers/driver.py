@@ -12,7 +12,10 @@ in the environment it was started with (unless it was exec'd with one
 without it). A stop signals the main process, its group and its
 descendants; once the main process is gone, whatever still carries the tag
 is killed too, even children that started sessions of their own or were
-orphaned by a double fork.
+orphaned by a double fork. That is the tag's only use: any process may
+carry it, so nothing is believed because of it. Who may notify for a worker
+(notify.py) and which processes `stack` looks at are decided by the process
+tree of the main process and the user its processes run as.
 """
 
 from __future__ import annotations
@@ -25,20 +28,18 @@ import logging
 import os
 import pwd
 import signal
-import socket
-import struct
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from supervisor.listeners import bind_datagram
 from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import WorkerService, worker_path
-from supervisor.observe.procs import alive, signal_tree
+from supervisor.observe.procs import alive, processes_of, signal_tree
 from supervisor.state.events import Adopted, Ready, Reloading, Spawned, SpawnFailed, StatusText
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
+from supervisor.workers.notify import NotifySockets, Owner
 
 if TYPE_CHECKING:
     from supervisor.state.drivers import Context, Failure
@@ -47,7 +48,6 @@ log = logging.getLogger("wsgi-supervisor")
 
 TAG = "WSGI_SUPERVISOR_SERVICE"
 _PR_SET_PDEATHSIG = 1
-_CREDS = struct.calcsize("3i")
 BASE_ENV = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
 
 
@@ -91,7 +91,7 @@ class ProcessDriver:
         self.layout = context.layout
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pipes = OutputPipes(context.loop, take)
-        self.notify: dict[str, socket.socket] = {}
+        self.notify = NotifySockets(context.loop, self._notified, context.say)
         self.adopted: dict[str, int] = {}  # main pids taken over after a re-exec (no Popen of ours)
         self.ready_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -100,56 +100,41 @@ class ProcessDriver:
 
     # -- the notify socket ------------------------------------------------------------
 
-    def _open_notify(self, svc: ServiceRuntime) -> None:
-        if svc.name in self.notify:
-            return
-        path = self.layout.notify_socket(svc.name)
-        # writable by the worker's user; senders are checked by pid below
-        sock = bind_datagram(path, 0o666)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        sock.setblocking(False)
-        self.notify[svc.name] = sock
-        self.loop.add_reader(sock.fileno(), self._read_notify, svc.name)
+    def main_pid(self, name: str) -> int | None:
+        """The worker's main process: the one the daemon started, or took over after a re-exec."""
+        proc = self.procs.get(name)
+        return proc.pid if proc is not None else self.adopted.get(name)
 
-    def _read_notify(self, name: str) -> None:
-        sock = self.notify.get(name)
-        if sock is None:
-            return
-        for _ in range(64):
-            try:
-                data, ancdata, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(_CREDS))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            pid = None
-            for level, kind, cdata in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                    pid = struct.unpack("3i", cdata[:_CREDS])[0]
-            if pid is None or not self._belongs(name, pid):
-                continue
-            fields = dict(line.split("=", 1) for line in data.decode(errors="replace").splitlines() if "=" in line)
-            self._notified(name, fields)
+    def _owner(self, svc: ServiceRuntime) -> Owner:
+        """Whom the worker's processes run as: its `user` (and `group`), else the daemon's own."""
+        assert isinstance(svc.spec, WorkerService)
+        creds = self._credentials(svc.spec)
+        uid, gid = creds.get("user"), creds.get("group")
+        return Owner(
+            uid if isinstance(uid, int) else os.geteuid(),
+            gid if isinstance(gid, int) else os.getegid(),
+            lambda: self.main_pid(svc.name),
+        )
+
+    def _open_notify(self, svc: ServiceRuntime) -> None:
+        self.notify.open(svc.name, self.layout.notify_socket(svc.name), self._owner(svc))
 
     def _notified(self, name: str, fields: dict[str, str]) -> None:
-        """sd_notify fields from a worker's NOTIFY_SOCKET, as events."""
+        """sd_notify fields from the worker's own processes, as events."""
         if "STATUS" in fields:
             self.ctx.report(StatusText(name, fields["STATUS"]))
         if fields.get("RELOADING") == "1":
             self.ctx.report(Reloading(name))
-        proc = self.procs.get(name)
-        main = proc.pid if proc is not None else self.adopted.get(name)
+        main = self.main_pid(name)
         if fields.get("READY") == "1" and main is not None:
             self.ctx.report(Ready(name, main))
 
-    def _belongs(self, name: str, pid: int) -> bool:
-        proc = self.procs.get(name)
-        if proc is not None and pid == proc.pid:
-            return True
-        try:
-            return _tag_of(psutil.Process(pid)) == self.tag(name)
-        except psutil.Error:
-            return False
+    def members(self, svc: ServiceRuntime) -> list[int]:
+        """The worker's processes: its main process and their descendants that run as its user."""
+        main = self.main_pid(svc.name)
+        if main is None:
+            return []
+        return processes_of(main, self._owner(svc).uid)
 
     # -- actions -------------------------------------------------------------------------
 
@@ -257,7 +242,10 @@ class ProcessDriver:
                 with contextlib.suppress(OSError):
                     os.close(fd)
                 continue
-            self._open_notify(svc)
+            try:
+                self._open_notify(svc)
+            except (OSError, ValueError) as exc:  # its user gone meanwhile: it runs on, unheard
+                log.warning("%s: no notify socket: %s", name, exc)
             self.pipes.add(name, fd, name)
             self.adopted[name] = pid
             known = kept.get("services", {}).get(name, {})
@@ -355,16 +343,8 @@ class ProcessDriver:
         """Nothing to do: a worker is only started again when the core asks."""
 
     def release(self, svc: ServiceRuntime) -> None:
-        sock = self.notify.pop(svc.name, None)
-        if sock is not None:
-            self.loop.remove_reader(sock.fileno())
-            sock.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.layout.notify_socket(svc.name).unlink()
+        self.notify.close(svc.name, self.layout.notify_socket(svc.name))
 
     def close(self) -> None:
-        for name in list(self.notify):
-            sock = self.notify.pop(name)
-            self.loop.remove_reader(sock.fileno())
-            sock.close()
+        self.notify.close_all()
         self.pipes.close()

@@ -185,6 +185,16 @@ def _offline_commands(command: Command) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`wsgictl status --json | head`): nothing more to say, as systemctl
+        # says nothing; stdout points at /dev/null so that the interpreter's last flush is quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     if args.cmd == "check":
         sys.exit(cmd_check(args))

@@ -1,11 +1,13 @@
 """Log intake: every line of every service passes through here.
 
-Vassals send their output and request log as datagrams (uWSGI's socket
-logger, prefixed `NAME|o|` or `NAME|r|`) to `<runtime>/daemon/log.sock`;
-uWSGI's first lines, before its logger starts, come from the launcher's
-stderr on the same socket and are attributed by the sender's pid
-(SO_PASSCRED). The emperor writes to a FIFO. Workers' pipes are read by the
-worker driver. All become `LogLine`s handed to `Supervisor.emit`.
+Each vassal and each gunicorn arbiter writes its output and request lines
+into a log FIFO of its own instance, read by its driver (logs/fifos.py);
+workers' pipes are read by the worker driver; the emperor writes into a
+FIFO read here under the daemon's name. A line's service is the one whose
+FIFO or pipe it came through, never what the line says.
+`<runtime>/daemon/log.sock` still takes datagrams from servers an earlier
+daemon started, each checked against its sender's pid (logs/senders.py).
+All become `LogLine`s handed to `Supervisor.emit`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import supervisor.uwsgi.core as uwsgi
 from supervisor.layout import DAEMON_NAME
 from supervisor.listeners import bind_datagram
 from supervisor.logs.fields import STREAMS, journal_fields, json_line
+from supervisor.logs.pipes import LONGEST_LINE, READ_SIZE
+from supervisor.logs.senders import Rejections
 from supervisor.state.service import LogLine
 
 if TYPE_CHECKING:
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsgi-supervisor")
 
 MAX_DATAGRAM = 256 * 1024
+READ_BUDGET = READ_SIZE  # what one wake-up reads of the log socket, as of a pipe (logs/pipes.py)
 _CREDS = struct.calcsize("3i")
 
 # oslo.log and Python logging put the level after the timestamp and pid
@@ -101,13 +106,15 @@ class LogIntake:
         owner_of: Callable[[int], str | None],
         known: Callable[[str], bool],
         noise: Callable[[str, str], bool] = lambda service, text: False,
+        say: Callable[[str, str, int], None] = lambda service, text, priority: None,
     ):
         self.loop = loop
         self.noise = noise  # (service, text): the server's routine line, asked of the service's driver
         self.layout = layout
         self.emit = emit
-        self.owner_of = owner_of  # the service whose main process has this pid
+        self.owner_of = owner_of  # the service whose process tree holds this pid
         self.known = known
+        self.rejected = Rejections(say)  # datagrams whose sender is not a process of the service they name
         self.sock: socket.socket | None = None
         self.fifo_fd: int | None = None
         self.fifo_buffer = b""
@@ -130,7 +137,8 @@ class LogIntake:
 
     def _read_datagrams(self) -> None:
         assert self.sock is not None
-        for _ in range(256):  # bounded, so one chatty service cannot starve the loop
+        budget = READ_BUDGET  # bytes a wake-up takes, so one chatty sender cannot starve the loop
+        for _ in range(256):
             try:
                 data, ancdata, _flags, _addr = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(_CREDS))
             except (BlockingIOError, InterruptedError):
@@ -142,12 +150,15 @@ class LogIntake:
             for level, kind, cdata in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(cdata) >= _CREDS:
                     pid = struct.unpack("3i", cdata[:_CREDS])[0]
-            name, stream, payload = uwsgi.split_datagram(data)
-            if name is None:
-                name = self.owner_of(pid) if pid else None
-            if name is None or not self.known(name):
-                name = DAEMON_NAME
-            self.take(name, stream, payload)
+            claimed, stream, payload = uwsgi.split_datagram(data)
+            sender = self.owner_of(pid) if pid else None
+            if sender is None or not self.known(sender) or claimed not in (None, sender):
+                self.rejected.add(sender, claimed, pid)
+            else:
+                self.take(sender, stream, payload)
+            budget -= len(data)
+            if budget <= 0:
+                return  # the rest on the next turn of the loop
 
     def take(self, name: str, stream: str, payload: bytes) -> None:
         text = payload.decode("utf-8", errors="replace")
@@ -170,6 +181,9 @@ class LogIntake:
             return
         self.fifo_buffer += chunk
         *lines, self.fifo_buffer = self.fifo_buffer.split(b"\n")
+        if len(self.fifo_buffer) > LONGEST_LINE:  # no newline in sight: pass it on as it is
+            lines.append(self.fifo_buffer)
+            self.fifo_buffer = b""
         now = time.time()
         for raw in lines:
             text = raw.decode("utf-8", errors="replace").rstrip()

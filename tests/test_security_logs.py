@@ -8,9 +8,12 @@ inherited, and the daemon's paths), and to stall the daemon by writing without e
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +21,7 @@ import urllib.request
 import pytest
 from attacker import COMPROMISED, local_user, run_in_api, user_venv
 
+from supervisor.cli.client import Client
 from supervisor.layout import DAEMON_NAME
 from support import APPS, Daemon, free_port, write_manifest
 
@@ -169,6 +173,121 @@ def test_a_service_cannot_forge_lines_of_another_service_or_of_the_daemon(tmp_pa
                 assert line.startswith("a "), line
 
 
+FLOOD = """
+import select, signal, stat, time
+# what leads to the daemon: stdout and stderr, every named FIFO and datagram socket the worker holds
+targets = [1, 2]
+for entry in os.listdir("/proc/self/fd"):
+    fd = int(entry)
+    try:
+        named = os.readlink(f"/proc/self/fd/{fd}").startswith("/")
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISSOCK(mode):
+            with socket.socket(fileno=os.dup(fd)) as s:
+                datagram = s.type == socket.SOCK_DGRAM
+    except OSError:
+        continue
+    if (stat.S_ISFIFO(mode) and named) or (stat.S_ISSOCK(mode) and datagram):
+        if fd > 2 and select.select([], [fd], [], 0)[1]:
+            targets.append(fd)
+r, w = os.pipe()
+first = os.fork()
+if first == 0:
+    os.setsid()
+    if os.fork() == 0:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for entry in os.listdir("/proc/self/fd"):  # the request's connection too: the answer must end
+            if int(entry) not in (*targets, w):
+                try:
+                    os.close(int(entry))
+                except OSError:
+                    pass
+        os.write(w, str(os.getpid()).encode())
+        os.close(w)
+        chunk = (b"flood " + b"x" * 90 + b"\\n") * 40
+        while targets:
+            for fd in select.select([], targets, [], 1.0)[1]:
+                try:
+                    os.write(fd, chunk)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    targets.remove(fd)
+        os._exit(0)
+    os._exit(0)
+os.waitpid(first, 0)
+os.close(w)
+result = {"pid": int(os.read(r, 32)), "targets": targets}
+"""
+
+
+def _answers_in(seconds: float, ask) -> float:
+    started = time.monotonic()
+    ask()
+    took = time.monotonic() - started
+    assert took < seconds, f"took {took:.2f}s"
+    return took
+
+
+def test_a_flooding_service_stalls_neither_the_daemon_nor_its_own_stop(tmp_path, attacker, server):
+    flooder = None
+    try:
+        with two_services(tmp_path, server, attacker) as d:
+            answer = run_in_api(d.socket("a"), FLOOD)
+            assert answer["error"] is None, answer["error"]
+            flooder = answer["result"]["pid"]
+            assert answer["result"]["targets"], "the worker has nothing to write into"
+            d.wait_for(lambda s: True)  # answers at all
+            deadline = time.monotonic() + 15
+            while "flood xxx" not in logs(d, "a") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "flood xxx" in logs(d, "a")
+
+            control = Client(d.runtime_dir, timeout=5)
+
+            def status() -> None:
+                reply = control.request({"cmd": "status"})
+                assert reply.get("ok") is not False, reply
+
+            def health() -> None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/health/b", timeout=5) as reply:
+                        assert reply.status == 200
+                except urllib.error.HTTPError as exc:
+                    raise AssertionError(f"/health/b answered {exc.code}") from None
+
+            for _ in range(5):  # while a floods
+                _answers_in(1.0, status)
+                _answers_in(1.0, health)
+                time.sleep(0.2)
+
+            stopped: dict[str, float | subprocess.CompletedProcess] = {}
+
+            def stop() -> None:
+                started = time.monotonic()
+                stopped["result"] = d.ctl("stop", "a", check=False, timeout=STOP_TIMEOUT + 60)
+                stopped["took"] = time.monotonic() - started
+
+            stopper = threading.Thread(target=stop)
+            stopper.start()
+            slowest = 0.0
+            while stopper.is_alive():  # while a stops
+                slowest = max(slowest, _answers_in(1.0, health))
+                time.sleep(0.2)
+            stopper.join()
+            result = stopped["result"]
+            assert isinstance(result, subprocess.CompletedProcess)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert stopped["took"] < STOP_TIMEOUT + 3, f"the stop took {stopped['took']:.1f}s"
+            assert d.status("a")["a"]["state"] == "stopped"
+            _answers_in(1.0, status)
+            print(json.dumps({"stop_s": stopped["took"], "slowest_health_s": slowest}))
+    finally:
+        if flooder is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(flooder, signal.SIGKILL)
+
+
 SENDER = """
 import os, socket, sys, time
 path, kind = sys.argv[1], sys.argv[2]
@@ -227,3 +346,57 @@ def test_the_log_socket_keeps_a_datagram_only_from_a_process_of_the_service_it_n
     assert sorted(lines) == [("a", "own from the child"), ("a", "unprefixed from the child")]
     assert rejected["counts"] == {"a": 2, "": 4}
     assert rejected["said"] and rejected["said"][0][0] == "a"
+
+
+def test_a_pipe_dropped_while_its_writer_goes_on_is_read_up_to_what_it_held(tmp_path):
+    """A stop drains a service's FIFO a bounded piece a turn of the loop, up to what it held at the stop,
+    however fast an escaped writer keeps filling it."""
+    import asyncio
+    import fcntl
+
+    from supervisor.logs.pipes import READ_SIZE, OutputPipes
+
+    async def play() -> tuple[int, float, int]:
+        loop = asyncio.get_running_loop()
+        taken: list[int] = []
+        pipes = OutputPipes(loop, lambda service, stream, payload: taken.append(len(payload)))
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK)
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 1024 * 1024)
+        line = b"x" * 99 + b"\n"
+        stop = False
+
+        def flood() -> None:  # a writer that never stops, on the same loop as the reader
+            if stop:
+                return
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    os.write(write_fd, line * 40)
+            loop.call_soon(flood)
+
+        flood()
+        pipes.add("a", read_fd, "a")
+        await asyncio.sleep(0.2)
+        taken.clear()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        tick_task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        pipes.drop("a")
+        while pipes.draining:
+            await asyncio.sleep(0)
+        took = time.monotonic() - started
+        stop = True
+        tick_task.cancel()
+        os.close(write_fd)
+        return sum(taken), took, ticks
+
+    drained, took, ticks = asyncio.run(play())
+    assert drained <= 1024 * 1024 + READ_SIZE, drained
+    assert ticks >= 2, "the drain took the loop for itself"
+    assert took < 5, took

@@ -77,8 +77,9 @@ class Rejections:
             return
         self._last_said[key] = now
         what = f"for {claimed}" if claimed else "naming no service"
-        text = f"dropped a log line {what} sent by its process {pid} ({self.counts[key]} so far)"
         if sender:
-            self.say(sender, text, 4)
+            self.say(sender, f"dropped a log line {what} from its process {pid} ({self.counts[key]} so far)", 4)
         else:
-            log.warning("log socket: %s, from a process of no service", text.replace(" by its process", " by process"))
+            log.warning(
+                "log socket: dropped a line %s from process %s, of no service (%d so far)", what, pid, self.counts[key]
+            )

@@ -67,6 +67,11 @@ processes = 1
         d.stop()
 
 
+def console_text(d: Daemon) -> str:
+    """The daemon's console as written (read_text would turn a carriage return into a newline)."""
+    return d.log_path.read_bytes().decode(errors="replace")
+
+
 def logs(d: Daemon, name: str) -> str:
     return d.ctl("logs", "-v", "-n", "5000", name).stdout
 
@@ -168,9 +173,40 @@ def test_a_service_cannot_forge_lines_of_another_service_or_of_the_daemon(tmp_pa
         assert mark not in logs(d, DAEMON_NAME), tried
         assert metric(d, r'wsgi_responses_total\{code="5xx",service="b"\}') == 0, tried
         assert mark in logs(d, "a") or counted_under_a() > 0, f"neither logged nor counted under a: {tried}"
-        for line in d.output().splitlines():  # the daemon's console: every line there is a's
+        for line in console_text(d).split("\n"):  # the daemon's console: all a's
             if mark in line:
                 assert line.startswith("a "), line
+
+
+DRAW = """
+MARK = {mark!r}.encode()
+for text in (
+    b"ok " + MARK + b"\\r\\x1b[2Kb            | CRITICAL " + MARK + b" drawn over\\n",
+    b"ok " + MARK + b"\\x00b            | CRITICAL " + MARK + b" after a NUL\\n",
+    b"ok " + MARK + b"\\x1b[1A\\x1b[2K\\rwsgi-supervisor | b: running -> failed " + MARK + b"\\n",
+):
+    os.write(1, text)
+result = True
+"""
+CONTROLS = re.compile("[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]")
+
+
+def test_a_service_cannot_draw_a_line_of_another_on_the_daemons_console(tmp_path, attacker, server):
+    """The foreground console (and, under systemd, the daemon's own journal, which splits its stdout at a NUL
+    too) shows every service's lines one after the other: a's text cannot move the cursor or end the line
+    to show one as b's or as the daemon's."""
+    with two_services(tmp_path, server, attacker) as d:
+        mark = f"drawn-{os.getpid()}-{time.monotonic_ns()}"
+        assert run_in_api(d.socket("a"), DRAW.format(mark=mark))["error"] is None
+        deadline = time.monotonic() + 15
+        while console_text(d).count(mark) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        console = console_text(d)
+        shown = [line for line in console.split("\n") if mark in line]
+        assert len(shown) == 3, shown
+        for line in shown:
+            assert line.startswith("a "), repr(line)
+            assert not CONTROLS.search(line), repr(line)
 
 
 FLOOD = """

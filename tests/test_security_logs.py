@@ -436,3 +436,45 @@ def test_a_pipe_dropped_while_its_writer_goes_on_is_read_up_to_what_it_held(tmp_
     assert drained <= 1024 * 1024 + READ_SIZE, drained
     assert ticks >= 2, "the drain took the loop for itself"
     assert took < 5, took
+
+
+def test_the_launcher_gives_uwsgi_the_instances_fifo_and_never_the_emperors_output(tmp_path):
+    """uWSGI keeps fds 1 and 2 of its launcher in the master and every worker: the instance's own FIFO
+    (write-only while the daemon reads it), /dev/null when there is none, never what the emperor gave."""
+    import socket
+    import stat
+
+    from supervisor.uwsgi.launcher import output
+
+    fifo = tmp_path / "a.log"
+    os.mkfifo(fifo, 0o600)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the daemon
+    try:
+        fd = output({"output": str(fifo)})
+        assert stat.S_ISFIFO(os.fstat(fd).st_mode)
+        assert os.get_blocking(fd)
+        assert fcntl_access(fd) == os.O_WRONLY
+        os.write(fd, b"first line\n")
+        os.close(fd)
+        assert os.read(reader, 100) == b"first line\n"
+    finally:
+        os.close(reader)
+    fd = output({"output": str(fifo)})  # no daemon reads it (restarting): the line waits in the FIFO
+    assert fcntl_access(fd) == os.O_RDWR
+    os.close(fd)
+    fd = output({"output": str(tmp_path / "gone.log")})
+    assert os.readlink(f"/proc/self/fd/{fd}") == os.devnull
+    os.close(fd)
+    # a vassal file of an earlier version names the shared log socket, where the daemon checks each sender
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as log:
+        log.bind(str(tmp_path / "log.sock"))
+        fd = output({"log": str(tmp_path / "log.sock")})
+        os.write(fd, b"early line")
+        os.close(fd)
+        assert log.recv(100) == b"early line"
+
+
+def fcntl_access(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE

@@ -1,11 +1,13 @@
 """Log intake: every line of every service passes through here.
 
-Vassals send their output and request log as datagrams (uWSGI's socket
-logger, prefixed `NAME|o|` or `NAME|r|`) to `<runtime>/daemon/log.sock`;
-uWSGI's first lines, before its logger starts, come from the launcher's
-stderr on the same socket and are attributed by the sender's pid
-(SO_PASSCRED). The emperor writes to a FIFO. Workers' pipes are read by the
-worker driver. All become `LogLine`s handed to `Supervisor.emit`.
+Each vassal and each gunicorn arbiter writes its output and request lines
+into a log FIFO of its own instance, read by its driver (logs/fifos.py);
+workers' pipes are read by the worker driver; the emperor writes into a
+FIFO read here under the daemon's name. A line's service is the one whose
+FIFO or pipe it came through, never what the line says.
+`<runtime>/daemon/log.sock` still takes datagrams from servers an earlier
+daemon started, each checked against its sender's pid (logs/senders.py).
+All become `LogLine`s handed to `Supervisor.emit`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import logging
 import logging.handlers
 import os
+import re
 import socket
 import struct
 import sys
@@ -27,7 +30,9 @@ import supervisor.uwsgi.core as uwsgi
 from supervisor.layout import DAEMON_NAME
 from supervisor.listeners import bind_datagram
 from supervisor.logs.fields import STREAMS, journal_fields, json_line
+from supervisor.logs.pipes import LONGEST_LINE, READ_SIZE
 from supervisor.logs.records import Records, priority_of
+from supervisor.logs.senders import Rejections
 from supervisor.state.service import LogLine
 
 if TYPE_CHECKING:
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsgi-supervisor")
 
 MAX_DATAGRAM = 256 * 1024
+READ_BUDGET = READ_SIZE  # what one wake-up reads of the log socket, as of a pipe (logs/pipes.py)
 _CREDS = struct.calcsize("3i")
 
 
@@ -56,13 +62,15 @@ class LogIntake:
         owner_of: Callable[[int], str | None],
         known: Callable[[str], bool],
         noise: Callable[[str, str], bool] = lambda service, text: False,
+        say: Callable[[str, str, int], None] = lambda service, text, priority: None,
     ):
         self.loop = loop
         self.noise = noise  # (service, text): the server's routine line, asked of the service's driver
         self.layout = layout
         self.emit = emit
-        self.owner_of = owner_of  # the service whose main process has this pid
+        self.owner_of = owner_of  # the service whose process tree holds this pid
         self.known = known
+        self.rejected = Rejections(say)  # datagrams whose sender is not a process of the service they name
         self.sock: socket.socket | None = None
         self.fifo_fd: int | None = None
         self.fifo_buffer = b""
@@ -86,7 +94,8 @@ class LogIntake:
 
     def _read_datagrams(self) -> None:
         assert self.sock is not None
-        for _ in range(256):  # bounded, so one chatty service cannot starve the loop
+        budget = READ_BUDGET  # bytes a wake-up takes, so one chatty sender cannot starve the loop
+        for _ in range(256):
             try:
                 data, ancdata, _flags, _addr = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(_CREDS))
             except (BlockingIOError, InterruptedError):
@@ -98,12 +107,15 @@ class LogIntake:
             for level, kind, cdata in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(cdata) >= _CREDS:
                     pid = struct.unpack("3i", cdata[:_CREDS])[0]
-            name, stream, payload = uwsgi.split_datagram(data)
-            if name is None:
-                name = self.owner_of(pid) if pid else None
-            if name is None or not self.known(name):
-                name = DAEMON_NAME
-            self.take(name, stream, payload)
+            claimed, stream, payload = uwsgi.split_datagram(data)
+            sender = self.owner_of(pid) if pid else None
+            if sender is None or not self.known(sender) or claimed not in (None, sender):
+                self.rejected.add(sender, claimed, pid)
+            else:
+                self.take(sender, stream, payload)
+            budget -= len(data)
+            if budget <= 0:
+                return  # the rest on the next turn of the loop
 
     def take(self, name: str, stream: str, payload: bytes) -> None:
         text = payload.decode("utf-8", errors="replace")
@@ -125,6 +137,9 @@ class LogIntake:
             return
         self.fifo_buffer += chunk
         *lines, self.fifo_buffer = self.fifo_buffer.split(b"\n")
+        if len(self.fifo_buffer) > LONGEST_LINE:  # no newline in sight: pass it on as it is
+            lines.append(self.fifo_buffer)
+            self.fifo_buffer = b""
         now = time.time()
         for raw in lines:
             text = raw.decode("utf-8", errors="replace").rstrip()
@@ -192,11 +207,26 @@ class JournalSink:
 
 _LEVEL_NAMES = {0: "EMERG", 1: "ALERT", 2: "CRIT", 3: "ERROR", 4: "WARNING", 5: "NOTICE", 6: "INFO", 7: "DEBUG"}
 
+# What a line of text may not carry raw onto the console or into a file, where every service's lines follow
+# one another: C0 controls (a carriage return or an escape sequence draws over the line's `NAME |` head, and
+# journald ends a line of the daemon's stdout at a NUL as at a newline), DEL, C1 controls, and the
+# bidirectional overrides and isolates that reorder what is shown. Each is written as an escape to read.
+# Tabs stay, and newlines (each sink indents a continuation line).
+_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
+_ESCAPED |= {c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+_ANY_ESCAPED = re.compile("[" + "".join(re.escape(chr(c)) for c in _ESCAPED) + "]")
+
+
+def shown(text: str) -> str:
+    """A service's text as a console or a log file shows it: no control character raw (_ESCAPED).
+    Most lines have none: a search finds that out five times faster than a translation would."""
+    return text.translate(_ESCAPED) if _ANY_ESCAPED.search(text) else text
+
 
 def format_line(line: LogLine) -> str:
     """The one line format of the log files: time, service, stream, level, text."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(line.ts)) + f".{int(line.ts % 1 * 1000):03d}"
-    text = line.text.replace("\n", "\n    ")
+    text = shown(line.text).replace("\n", "\n    ")
     stream = STREAMS.get(line.stream, line.stream)
     return f"{stamp} {line.service} {stream} {_LEVEL_NAMES.get(line.priority, '?')} {text}\n"
 
@@ -298,7 +328,7 @@ class ConsoleSink:
 
     def _plain(self, line: LogLine) -> str:
         prefix = f"{line.service:<{self.width}} | "
-        return prefix + line.text.replace("\n", "\n" + " " * len(prefix)) + "\n"
+        return prefix + shown(line.text).replace("\n", "\n" + " " * len(prefix)) + "\n"
 
     def __call__(self, line: LogLine) -> None:
         if line.stream == "d" or line.noise:

@@ -28,6 +28,7 @@ from supervisor.layout import DAEMON_NAME, Layout
 from supervisor.listeners import HeldSockets
 from supervisor.logs.pipeline import Drops, LogIntake
 from supervisor.logs.requests import take_request
+from supervisor.logs.senders import tree_owner
 from supervisor.manifest.models import Manifest, runner
 from supervisor.observe.health import HealthChecks
 from supervisor.observe.sampler import Sampler
@@ -99,7 +100,9 @@ class Supervisor(ManifestChanges):
         context = Context(*wiring, probe_token=self.probe_token)
         self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
         self.sampler = Sampler(context, self.save_soon, self.sockets)
-        self.intake = LogIntake(self.loop, self.layout, self.emit, self._owner_of, self._known, self._noise)
+        self.intake = LogIntake(
+            self.loop, self.layout, self.emit, self._owner_of, self._known, self._noise, say=self.say
+        )
         emperor = emperor or Emperor(self.layout)
         self.vassals = VassalDriver(context, self.sampler, emperor, self.sockets, self.intake.take)
         self.gunicorn = GunicornDriver(context, self.sampler, self.sockets, self.intake.take)
@@ -177,11 +180,14 @@ class Supervisor(ManifestChanges):
         return driver is not None and driver.noise(text)
 
     def _owner_of(self, pid: int) -> str | None:
-        """The service whose main process is `pid`: the serving one, or the new one of a reload."""
+        """The service whose process tree holds `pid`: below its main process, the serving one or the
+        new one of a reload."""
+        mains = {}
         for svc in self._records():
-            if pid == svc.pid or (svc.reload is not None and pid == svc.reload.pid):
-                return svc.name
-        return None
+            for main in (svc.pid, svc.reload.pid if svc.reload is not None else None):
+                if main is not None:
+                    mains[main] = svc.name
+        return tree_owner(pid, mains)
 
     # -- what lifecycles need of the supervisor (lifecycle.Host) --------------------------------
 

@@ -193,11 +193,19 @@ class SupervisorCollector:
         when.add_metric([], sup.last_reload_success or sup.started_at)
         dropped = CounterMetricFamily("wsgi_supervisor_log_lines_dropped", "Log lines a sink could not deliver")
         dropped.add_metric([], sup.drops.count)
+        rejected = CounterMetricFamily(
+            "wsgi_supervisor_log_lines_rejected",
+            "Datagrams on the daemon's log socket dropped because their sender is not a process of the"
+            " service they name, by the sender's service (empty: a process of no service)",
+            labels=["service"],
+        )
+        for name, count in sorted(sup.intake.rejected.counts.items()):
+            rejected.add_metric([name], count)
         emperor = CounterMetricFamily(
             "wsgi_supervisor_emperor_restarts", "Times the uWSGI emperor had to be started again"
         )
         emperor.add_metric([], sup.emperor.restarts)
-        yield from (build, ok, when, dropped, emperor)
+        yield from (build, ok, when, dropped, rejected, emperor)
 
 
 def registry_for(sup: Supervisor) -> CollectorRegistry:

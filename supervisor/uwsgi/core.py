@@ -87,7 +87,7 @@ def launch_spec(
         "path": str(python.parent),
         "env": env,
         "launch": str(layout.launch_socket),
-        "log": str(layout.log_socket),
+        "output": str(layout.vassal_log(name, instance)),  # where uWSGI's first lines go (launcher.output)
     }
 
 
@@ -341,11 +341,12 @@ _OPTION_ERROR = re.compile(r"\[strict-mode\] unknown config directive: (\S+)")
 def split_datagram(data: bytes) -> tuple[str | None, str, bytes]:
     """(service, stream, payload) of a datagram on the daemon's log socket.
 
-    Prefixed `NAME|o|` (output) or `NAME|r|` (request lines): from a vassal
-    or a gunicorn arbiter that an earlier version of the daemon started (both
-    now write into a log FIFO of their own, logs/fifos.py).
-    service is None for a datagram without the prefix: a vassal's first lines,
-    before uWSGI's logger runs, attributed by the sender's pid instead.
+    Only servers an earlier version of the daemon started still send there
+    (now every vassal and arbiter writes into a log FIFO of its own,
+    logs/fifos.py): prefixed `NAME|o|` (output) or `NAME|r|` (request lines)
+    by their logger, unprefixed (service None) for a vassal's first lines.
+    The name is a claim, not a fact: the log intake keeps a datagram only
+    from a process of the service it names (logs/senders.py).
     """
     match = LOG_PREFIX.match(data)
     if match:

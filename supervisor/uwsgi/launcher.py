@@ -7,8 +7,8 @@ emperor bringing back a master that died. It reads the launch line that
 heads the vassal file, then
 
 - starts a new session, so that a stop can reach every process of the vassal;
-- sends uWSGI's early output (before its logger starts) to the daemon's log
-  socket;
+- sends uWSGI's early output (before its logger starts) to the instance's
+  log FIFO (`output`);
 - asks the daemon, on its launch socket (`daemon/launch.sock`, root only),
   for the service's listening socket and passes it on the systemd way
   (LISTEN_FDS), so the socket outlives any one vassal and
@@ -24,6 +24,7 @@ rather than `socket`, a hex-coded launch line rather than JSON).
 """
 
 import _socket
+import errno
 import os
 import sys
 
@@ -80,6 +81,42 @@ def fetch_socket(path, name, instance):
     return fds[0] if fds else None
 
 
+def output(spec):
+    """Where uWSGI's early output goes (before its logger starts): the instance's log FIFO, which the
+    daemon reads as this service's and nobody else's.
+
+    uWSGI keeps a copy of this descriptor in the master and in every worker, so it must be one that
+    no process of the service can use to speak for another service or for the daemon: never the
+    emperor's output (read under the daemon's name), which fds 1 and 2 are until now.
+    A vassal file of an earlier version names only the shared log socket ("log"), where the daemon
+    checks each sender's pid against the service it claims.
+    """
+    try:
+        if "output" in spec:
+            return _open_fifo(spec["output"])
+        log = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
+            log.connect(spec["log"])
+            return os.dup(log.fileno())
+        finally:
+            log.close()
+    except (OSError, KeyError):
+        return os.open(os.devnull, os.O_WRONLY)
+
+
+def _open_fifo(path):
+    """Write-only while the daemon reads it; read-write when no daemon does (it is restarting), so that
+    the lines wait in the FIFO for the next one instead of failing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        fd = os.open(path, os.O_RDWR)
+    os.set_blocking(fd, True)  # output waits for room, as on a terminal or a pipe
+    return fd
+
+
 def main(argv):
     # one straight script on purpose (about 60 lines): it runs at every vassal start, in the
     # service's own Python, and reads top to bottom as the steps the module docstring lists
@@ -106,14 +143,11 @@ def main(argv):
         os.set_inheritable(emperor_fd, True)
     listen_fd = fetch_socket(launch_socket(spec), name, spec.get("instance", ""))
 
-    try:
-        log = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
-        log.connect(spec["log"])
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        log.close()
-    except OSError:
-        pass
+    out = output(spec)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    if out > 2:
+        os.close(out)
 
     env = {k: v for k, v in os.environ.items() if k not in DROP}
     if emperor_fd >= 0:

@@ -29,8 +29,12 @@ def interpreter(service: ApiService, default_venv: Path) -> Path:
     return (Path(service.venv) if service.venv else default_venv) / "bin" / "python3"
 
 
-def render_spec(name: str, service: ApiService, log_fifo: Path, board_path: Path, probe_token: str = "") -> str:
-    """What boot.py is told: pure, the same service gives the same text (adoption compares it)."""
+def render_spec(name: str, service: ApiService, probe_token: str = "") -> str:
+    """What boot.py is told: pure, the same service gives the same text (adoption compares it).
+
+    The arbiter gets it, its log FIFO and its board as descriptors the daemon opened: it may run as
+    the service's user, who can open nothing in the daemon's private dirs.
+    """
     spec: dict[str, Any] = {
         "service": name,
         "app": service.app or paste_uri(service),
@@ -49,8 +53,7 @@ def render_spec(name: str, service: ApiService, log_fifo: Path, board_path: Path
         "request_log": service.request_log,
         "backlog": BACKLOG,
         "settings": service.gunicorn,
-        "log": str(log_fifo),
-        "board": str(board_path),
+        "slots": board.slots_for(service.processes),
         "probe_token": probe_token,  # what the daemon's health probe sends (request_marks.py)
     }
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"
@@ -59,7 +62,7 @@ def render_spec(name: str, service: ApiService, log_fifo: Path, board_path: Path
 def read_board(path: Path) -> ServerStats | None:
     """An arbiter's scoreboard as stats; None when there is none (yet)."""
     try:
-        data = path.read_bytes()
+        data = board.read_file(path)
         pid, slots = board.read(data)
     except (OSError, ValueError):
         return None

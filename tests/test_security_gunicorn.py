@@ -22,7 +22,7 @@ import pytest
 from attacker import COMPROMISED, local_user, os_user_ids, owner_of, run_in_api, user_venv
 
 import supervisor.gunicorn.board as board
-from supervisor.gunicorn.arbiters import read_board
+from supervisor.gunicorn.arbiters import heads, read_board
 from supervisor.observe.procs import descendants
 from support import Daemon, uwsgi_request, write_manifest
 
@@ -305,3 +305,69 @@ def test_a_user_service_without_chdir_starts_in_the_root_dir(tmp_path, service_u
             assert psutil.Process(d.status("api")["api"]["pid"]).cwd() == "/"
     finally:
         d.stop()
+
+
+def test_a_user_service_keeps_everything_across_adoption_reload_restart_and_stop(tmp_path, service_user, home):
+    """Run as its user, the tree still serves the held socket, logs, counts, and is adopted, reloaded, stopped."""
+    d = Daemon(tmp_path, extra_args=["--sample-interval", "0.3"])
+    write_manifest(d.conf_dir, manifest(service_user, chdir=home, processes=2))
+    uid, _gid = os_user_ids(service_user)
+    try:
+        d.start()
+        d.ctl("start", "api", "--timeout", "60")
+        sock = d.socket("api")
+        before = d.status("api")["api"]
+        assert uwsgi_request(sock, "/before")[0] == 200
+        d.wait_for(lambda s: "GET /before" in d.ctl("logs", "api").stdout, what="the request line")
+        # the daemon is killed: the arbiter goes on, its FIFO keeps the lines, the next daemon adopts it
+        d.remember_processes()
+        d.proc.kill()
+        d.proc.wait()
+        assert uwsgi_request(sock, "/while-away")[0] == 200
+        d.start()
+        d.ctl("start", "api", "--timeout", "60")
+        after = d.wait_for(lambda s: s["api"]["state"] == "running", what="api adopted")["api"]
+        assert after["pid"] == before["pid"]
+        d.wait_for(lambda s: "GET /while-away" in d.ctl("logs", "api").stdout, what="the line kept in the FIFO")
+        for _ in range(3):
+            assert uwsgi_request(sock, "/after")[0] == 200
+        d.wait_for(lambda s: s["api"]["requests"] >= 5, what="the requests counted")
+        d.wait_for(lambda s: len([w for w in s["api"]["workers"] if w["pid"]]) == 2, what="both workers listed")
+        # a reload: a second arbiter, as the user, on the same socket
+        d.ctl("reload", "api", "--timeout", "60")
+        reloaded = d.wait_for(lambda s: s["api"]["state"] == "running", what="api reloaded")["api"]
+        assert reloaded["pid"] != before["pid"]
+        assert owner_of(reloaded["pid"])[0] == uid
+        assert uwsgi_request(sock, "/reloaded")[0] == 200
+        d.ctl("restart", "api", "--timeout", "60")
+        restarted = d.status("api")["api"]
+        assert restarted["state"] == "running" and restarted["pid"] not in (before["pid"], reloaded["pid"])
+        assert all(owner_of(pid)[0] == uid for pid in tree(d))
+        d.ctl("stop", "api", "--timeout", "30")
+        assert d.status("api")["api"]["state"] == "stopped"
+    finally:
+        d.stop()
+
+
+def test_a_board_that_names_a_worker_does_not_make_it_the_arbiter(tmp_path):
+    """With setproctitle, a next daemon finds an arbiter by its board: a worker writing its own pid there
+    (it maps the board too) is not taken for one."""
+    path = tmp_path / "api.board"
+    fd = board.make_file(path, 1)
+    live = board.map_fd(fd, 1)
+    os.close(fd)
+    board.start(live, 1, os.getpid())
+    read_end, write_end = os.pipe()
+    worker = os.fork()
+    if worker == 0:  # the "worker": it inherits the map, and waits
+        os.close(write_end)
+        os.read(read_end, 1)
+        os._exit(0)
+    try:
+        os.close(read_end)
+        assert heads(os.getpid(), path)
+        assert not heads(worker, path)
+    finally:
+        os.close(write_end)
+        os.waitpid(worker, 0)
+        board.unmap(live)

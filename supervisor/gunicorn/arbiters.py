@@ -102,7 +102,7 @@ def running_arbiters(layout: Layout) -> dict[tuple[str, str], int]:
 
     With setproctitle in the venv (OpenStack's have it) gunicorn renames them (`gunicorn: master [NAME]`)
     and the command line names no spec: then the arbiter is the pid its board names, while that
-    process still maps the board.
+    process still maps the board and its parent does not (a worker that wrote its own pid there).
     """
     matches: dict[int, tuple[int, str]] = {}  # pid -> (ppid, spec file): arbiters and their workers
     spec_dir = str(layout.gunicorn_dir) + "/"
@@ -120,9 +120,21 @@ def running_arbiters(layout: Layout) -> dict[tuple[str, str], int]:
     for path in layout.gunicorn_dir.glob("*.board"):
         name, _, instance = path.name.removesuffix(".board").partition(".")
         stats = read_board(path)
-        if instance in INSTANCES and (name, instance) not in found and stats is not None and maps(stats.pid, path):
+        if instance in INSTANCES and (name, instance) not in found and stats is not None and heads(stats.pid, path):
             found[name, instance] = stats.pid
     return found
+
+
+def heads(pid: int, path: Path) -> bool:
+    """Whether `pid` is the arbiter of the board at `path`: it maps the board and its parent does not.
+
+    Every worker maps the board too, and may write its own pid where the arbiter's belongs.
+    """
+    try:
+        parent = psutil.Process(pid).ppid()
+    except psutil.Error:
+        return False
+    return maps(pid, path) and not maps(parent, path)
 
 
 def maps(pid: int, path: Path) -> bool:
@@ -149,6 +161,8 @@ def check_accounts(service: ApiService) -> None:
 
 def failure_hint(line: str, venv: str | None) -> Failure | None:
     """What a line of an arbiter's output says about why it is going down."""
+    if "can't open file" in line and str(BOOT_FILE) in line and "Permission denied" in line:
+        return Failure(f"{BOOT_FILE} is not readable by the service's user: install wsgi-supervisor where it is", False)
     if "No module named 'gunicorn'" in line:
         where = venv or sys.prefix
         return Failure(f"gunicorn is not installed in {where}: run '{where}/bin/pip install gunicorn'", False)

@@ -86,6 +86,8 @@ def credentials(service: ApiService) -> dict[str, Any]:
     """subprocess's user=, group=, extra_groups= for the service's tree ({} when it runs as the daemon)."""
     creds: dict[str, Any] = {}
     user = account(service)
+    if user is not None and os.geteuid() != 0 and user.pw_uid == os.geteuid():
+        return creds  # a daemon run by the service's user itself: nothing to drop, and no right to
     if service.group:
         try:
             creds["group"] = int(service.group) if service.group.isdigit() else grp.getgrnam(service.group).gr_gid
@@ -127,7 +129,7 @@ def start(python: Path, spec_path: Path, service: ApiService, handed: Handed, ou
             **credentials(service),
         )
     except PermissionError as exc:
-        if service.user:
+        if service.user and exc.filename is not None:  # the exec was refused (not a step before it)
             raise OSError(exc.errno, f"the venv's python {python} is not executable by user {service.user}") from None
         raise OSError(exc.errno, f"cannot run {python}: {exc.strerror or exc}") from None
     except (OSError, subprocess.SubprocessError, ValueError) as exc:

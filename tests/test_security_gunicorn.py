@@ -218,9 +218,8 @@ def test_a_worker_cannot_make_the_daemon_read_a_huge_board(api):
     before = api.status("api")["api"]["requests"]
     for _ in range(5):
         assert uwsgi_request(sock, "/")[0] == 200
-    started = time.monotonic()
-    api.wait_for(lambda s: s["api"]["requests"] >= before + 5, timeout=10, what="the requests counted")
-    assert time.monotonic() - started < 5
+    # figures that go on (a daemon stuck reading the file whole, or out of memory, froze them), a small daemon
+    api.wait_for(lambda s: s["api"]["requests"] >= before + 5, timeout=20, what="the requests counted")
     assert daemon_rss(api) < 300 * 1024 * 1024
     assert not grown, f"the worker grew the board through {grown}: {answer['result']}"
 
@@ -266,7 +265,9 @@ def test_forged_worker_pids_in_the_board_are_never_trusted(api):
     forged = {1, api.proc.pid}
     answer = run_in_api(api.socket("api"), FORGE.format(daemon=api.proc.pid))
     assert answer["error"] is None, answer["error"]
-    time.sleep(1.0)  # a few samples
+    deadline = time.monotonic() + 30
+    while "forged, ignored" not in api.output() and time.monotonic() < deadline:
+        time.sleep(0.1)  # a sample has read the board
     status = api.status("api")["api"]
     assert not forged & {w["pid"] for w in status["workers"]}, status["workers"]
     assert len([w for w in status["workers"] if w["pid"]]) == 1
@@ -274,7 +275,8 @@ def test_forged_worker_pids_in_the_board_are_never_trusted(api):
     reached = [pid for pid in forged if f"(pid {pid})" in stack.stdout or f"pid {pid}:" in stack.stderr]
     assert not reached, stack.stdout + stack.stderr
     assert stack.returncode == 0 and "SyncWorker.run" in stack.stdout, stack.stdout + stack.stderr  # the real one
-    assert "forged" in api.output() and "ignored" in api.output()
+    for pid in forged:
+        assert api.output().count(f"names pid {pid} as a worker") == 1, api.output()  # said once
 
 
 def test_a_venv_the_user_cannot_run_is_a_clear_reason(tmp_path, service_user):

@@ -373,3 +373,44 @@ def test_a_board_that_names_a_worker_does_not_make_it_the_arbiter(tmp_path):
         os.close(write_end)
         os.waitpid(worker, 0)
         board.unmap(live)
+
+
+# the worker looks for a read end of its instance's log FIFO: its own descriptors, its arbiter's (by
+# /proc, and by pidfd_getfd), and the FIFO's path
+STEAL_FIFO = """
+import ctypes, glob, stat
+libc = ctypes.CDLL(None, use_errno=True)
+got = {}
+def fifo(fd):
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode) and os.readlink("/proc/self/fd/%d" % fd).endswith(".log")
+    except OSError:
+        return False
+for link in glob.glob("/proc/self/fd/*"):
+    fd = int(link.rsplit("/", 1)[1])
+    if fifo(fd):
+        got["own fd %d" % fd] = True
+try:
+    got["arbiter's /proc fds"] = len(os.listdir("/proc/%d/fd" % os.getppid()))
+except OSError as exc:
+    got["arbiter's /proc fds"] = type(exc).__name__
+pidfd = os.pidfd_open(os.getppid())
+for target in range(64):
+    fd = libc.syscall(438, pidfd, target, 0)
+    if fd >= 0:
+        if fifo(fd):
+            got["arbiter's fd %d" % target] = True
+        os.close(fd)
+    elif ctypes.get_errno() == 1:
+        got["pidfd_getfd"] = "EPERM"
+os.close(pidfd)
+result = got
+"""
+
+
+def test_a_worker_gets_no_end_of_the_log_fifo(api):
+    answer = run_in_api(api.socket("api"), STEAL_FIFO)
+    assert answer["error"] is None, answer["error"]
+    stolen = [where for where, what in answer["result"].items() if what is True]
+    assert not stolen, answer["result"]
+    assert answer["result"]["arbiter's /proc fds"] == "PermissionError", answer["result"]

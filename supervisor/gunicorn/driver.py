@@ -57,6 +57,7 @@ log = logging.getLogger("wsgi-supervisor")
 # readiness: woken by each worker's "loaded the app" line; this is the fallback
 PROBE_INTERVAL = 0.5
 LOADED = " loaded the app"
+FORGED_SAID = 32  # forged pids logged per service (a compromised worker may write any number of them)
 
 
 class GunicornDriver:
@@ -72,7 +73,7 @@ class GunicornDriver:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.probes: dict[str, asyncio.Event] = {}
         self.retiring: dict[str, set[str]] = {}
-        self.forged: set[tuple[str, int]] = set()  # (service, pid) said once: a pid its board names, not believed
+        self.forged: dict[str, set[int]] = {}  # pids a board named that are not its workers, said once
         sampler.sources.append(self.sample)
 
     # -- files and processes ------------------------------------------------------------------
@@ -307,8 +308,9 @@ class GunicornDriver:
         found: list[ServerStats | None] = []
         for (name, _, _, pid), (stats, forged) in zip(asks, read, strict=True):
             for worker in forged:
-                if (name, worker) not in self.forged:
-                    self.forged.add((name, worker))
+                said = self.forged.setdefault(name, set())
+                if worker not in said and len(said) < FORGED_SAID:
+                    said.add(worker)
                     log.warning(
                         "%s: its board names pid %d as a worker, which is not a worker of its arbiter (pid %d) "
                         "running as the service's user: forged, ignored",

@@ -46,12 +46,14 @@ def is_worker_of(pid: int, arbiter: int, uid: int | None) -> bool:
 
 
 def trusted(stats: ServerStats, uid: int | None) -> tuple[ServerStats, list[int]]:
-    """The board's stats with every pid that is not a worker of its arbiter taken out; and those pids."""
+    """The board's stats with every pid that is not a worker of its arbiter taken out; and those of
+    them that live (another process's: forged; a worker that has just exited is no news)."""
     forged: list[int] = []
     workers = []
     for worker in stats.workers:
         if worker.pid > 0 and not is_worker_of(worker.pid, stats.pid, uid):
-            forged.append(worker.pid)
+            if psutil.pid_exists(worker.pid):
+                forged.append(worker.pid)
             worker = dataclasses.replace(worker, pid=0, accepting=False, status="", apps=0, in_flight=0, serving=())
         workers.append(worker)
     if not forged:

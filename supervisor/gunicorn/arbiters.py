@@ -3,9 +3,7 @@ stats, which arbiters run (for adoption), and what its output says of a failure.
 
 from __future__ import annotations
 
-import grp
 import json
-import pwd
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,20 +141,6 @@ def maps(pid: int, path: Path) -> bool:
         return f" {path}\n" in Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
-
-
-def check_accounts(service: ApiService) -> None:
-    """The user and group exist here (they may have gone since the manifest was checked): ValueError if not."""
-    if service.user and not service.user.isdigit():
-        try:
-            pwd.getpwnam(service.user)
-        except KeyError:
-            raise ValueError(f"the user {service.user!r} does not exist on this host") from None
-    if service.group and not service.group.isdigit():
-        try:
-            grp.getgrnam(service.group)
-        except KeyError:
-            raise ValueError(f"the group {service.group!r} does not exist on this host") from None
 
 
 def failure_hint(line: str, venv: str | None) -> Failure | None:

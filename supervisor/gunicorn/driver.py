@@ -28,7 +28,6 @@ import supervisor.gunicorn.noise as noise
 import supervisor.gunicorn.spawn as spawn
 from supervisor.files import write_atomic
 from supervisor.gunicorn.arbiters import (
-    check_accounts,
     failure_hint,
     interpreter,
     read_board,
@@ -153,7 +152,7 @@ class GunicornDriver:
         python = interpreter(svc.spec, self.config.default_venv)
         if not python.exists():
             raise OSError(f"{python} does not exist: is {python.parent.parent} a virtualenv?")
-        check_accounts(svc.spec)
+        spawn.credentials(svc.spec)  # a user or group gone since the manifest was checked: say so now
         self.sockets.hold(svc.name, self)
 
     def launch(self, svc: ServiceRuntime) -> None:

@@ -77,7 +77,7 @@ def test_a_full_command_line_becomes_a_gunicorn_service(tmp_path):
 def test_the_daemon_runs_what_gunicorn_would_have_run(tmp_path):
     """Round trip: the imported service, as boot.py hands it to gunicorn, has the command line's settings."""
     svc = loaded(tmp_path, wsgictl_import("--gunicorn", FULL + " --keep-alive 7 -k gthread").stdout)["placement-api"]
-    spec = json.loads(render_spec("placement-api", svc, tmp_path / "placement-api.log", tmp_path / "board"))
+    spec = json.loads(render_spec("placement-api", svc))
     daemon, original = Config(), Config()
     for key, value in boot.settings(spec, {}).items():
         daemon.set(key, value)

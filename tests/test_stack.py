@@ -1,6 +1,7 @@
 """`wsgictl stack NAME`: every worker's Python stack (py-spy, run by the daemon), labelled with what it serves."""
 
 import contextlib
+import os
 import re
 import sys
 import threading
@@ -116,7 +117,10 @@ def test_a_daemon_that_may_not_attach_says_what_to_do(tmp_path):
 
 
 def test_a_scoreboard_keeps_each_workers_request_and_older_boards_still_read(tmp_path):
-    live = board.create(str(tmp_path / "new.board"), 2, 1234)
+    fd = board.make_file(tmp_path / "new.board", 2)
+    live = board.map_fd(fd, 2)
+    os.close(fd)
+    board.start(live, 2, 1234)
     board.set_request(live, 1, "GET /stuck?30")
     data = bytes(live)
     assert board.read_requests(data, 2) == ["", "GET /stuck?30"]
@@ -124,4 +128,4 @@ def test_a_scoreboard_keeps_each_workers_request_and_older_boards_still_read(tmp
     assert board.read_requests(bytes(live), 2) == ["", ""]
     old = data[: board.size_for(2)]  # an arbiter started before the field existed
     assert board.read(old)[0] == 1234 and board.read_requests(old, 2) == ["", ""]
-    live.close()
+    board.unmap(live)

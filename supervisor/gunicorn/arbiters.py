@@ -3,9 +3,7 @@ stats, which arbiters run (for adoption), and what its output says of a failure.
 
 from __future__ import annotations
 
-import grp
 import json
-import pwd
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +27,12 @@ def interpreter(service: ApiService, default_venv: Path) -> Path:
     return (Path(service.venv) if service.venv else default_venv) / "bin" / "python3"
 
 
-def render_spec(name: str, service: ApiService, log_fifo: Path, board_path: Path, probe_token: str = "") -> str:
-    """What boot.py is told: pure, the same service gives the same text (adoption compares it)."""
+def render_spec(name: str, service: ApiService, probe_token: str = "") -> str:
+    """What boot.py is told: pure, the same service gives the same text (adoption compares it).
+
+    The arbiter gets it, its log FIFO and its board as descriptors the daemon opened: it may run as
+    the service's user, who can open nothing in the daemon's private dirs.
+    """
     spec: dict[str, Any] = {
         "service": name,
         "app": service.app or paste_uri(service),
@@ -49,8 +51,7 @@ def render_spec(name: str, service: ApiService, log_fifo: Path, board_path: Path
         "request_log": service.request_log,
         "backlog": BACKLOG,
         "settings": service.gunicorn,
-        "log": str(log_fifo),
-        "board": str(board_path),
+        "slots": board.slots_for(service.processes),
         "probe_token": probe_token,  # what the daemon's health probe sends (request_marks.py)
     }
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"
@@ -59,7 +60,7 @@ def render_spec(name: str, service: ApiService, log_fifo: Path, board_path: Path
 def read_board(path: Path) -> ServerStats | None:
     """An arbiter's scoreboard as stats; None when there is none (yet)."""
     try:
-        data = path.read_bytes()
+        data = board.read_file(path)
         pid, slots = board.read(data)
     except (OSError, ValueError):
         return None
@@ -99,7 +100,7 @@ def running_arbiters(layout: Layout) -> dict[tuple[str, str], int]:
 
     With setproctitle in the venv (OpenStack's have it) gunicorn renames them (`gunicorn: master [NAME]`)
     and the command line names no spec: then the arbiter is the pid its board names, while that
-    process still maps the board.
+    process still maps the board and its parent does not (a worker that wrote its own pid there).
     """
     matches: dict[int, tuple[int, str]] = {}  # pid -> (ppid, spec file): arbiters and their workers
     spec_dir = str(layout.gunicorn_dir) + "/"
@@ -117,9 +118,21 @@ def running_arbiters(layout: Layout) -> dict[tuple[str, str], int]:
     for path in layout.gunicorn_dir.glob("*.board"):
         name, _, instance = path.name.removesuffix(".board").partition(".")
         stats = read_board(path)
-        if instance in INSTANCES and (name, instance) not in found and stats is not None and maps(stats.pid, path):
+        if instance in INSTANCES and (name, instance) not in found and stats is not None and heads(stats.pid, path):
             found[name, instance] = stats.pid
     return found
+
+
+def heads(pid: int, path: Path) -> bool:
+    """Whether `pid` is the arbiter of the board at `path`: it maps the board and its parent does not.
+
+    Every worker maps the board too, and may write its own pid where the arbiter's belongs.
+    """
+    try:
+        parent = psutil.Process(pid).ppid()
+    except psutil.Error:
+        return False
+    return maps(pid, path) and not maps(parent, path)
 
 
 def maps(pid: int, path: Path) -> bool:
@@ -130,22 +143,10 @@ def maps(pid: int, path: Path) -> bool:
         return False
 
 
-def check_accounts(service: ApiService) -> None:
-    """The user and group exist here (they may have gone since the manifest was checked): ValueError if not."""
-    if service.user and not service.user.isdigit():
-        try:
-            pwd.getpwnam(service.user)
-        except KeyError:
-            raise ValueError(f"the user {service.user!r} does not exist on this host") from None
-    if service.group and not service.group.isdigit():
-        try:
-            grp.getgrnam(service.group)
-        except KeyError:
-            raise ValueError(f"the group {service.group!r} does not exist on this host") from None
-
-
 def failure_hint(line: str, venv: str | None) -> Failure | None:
     """What a line of an arbiter's output says about why it is going down."""
+    if "can't open file" in line and str(BOOT_FILE) in line and "Permission denied" in line:
+        return Failure(f"{BOOT_FILE} is not readable by the service's user: install wsgi-supervisor where it is", False)
     if "No module named 'gunicorn'" in line:
         where = venv or sys.prefix
         return Failure(f"gunicorn is not installed in {where}: run '{where}/bin/pip install gunicorn'", False)

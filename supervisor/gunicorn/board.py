@@ -9,10 +9,16 @@ sent, time spent), and the daemon reads the file to sample. The counters
 live with the arbiter, not the daemon: a daemon that is killed and started
 again reads on from the same figures.
 
+The daemon makes the file (root's, in its private dir) and hands the
+arbiter a descriptor of it; the arbiter maps it and closes the descriptor,
+so no process of the service's tree holds one: none can resize the file.
+The daemon reads at most what the slot count needs, however large the file.
+
 Loaded by path by `boot.py` in the service's own Python, and imported by
 the daemon: keep it to the standard library.
 """
 
+import ctypes
 import mmap
 import os
 import struct
@@ -36,6 +42,14 @@ _COUNTERS = 16  # requests, exceptions, timeouts, tx, busy µs: five Q from here
 REQUEST_SIZE = 256
 
 
+SPARE_SLOTS = 4  # room for replacements while the old workers exit
+MAX_SLOTS = 1024  # more than any manifest asks for (processes <= 512): a header saying more is not read
+
+
+def slots_for(processes):
+    return processes + SPARE_SLOTS
+
+
 def size_for(slots):
     return HEADER.size + slots * SLOT.size
 
@@ -44,16 +58,60 @@ def board_size(slots):
     return size_for(slots) + slots * REQUEST_SIZE
 
 
-def create(path, slots, arbiter_pid):
-    """A new, empty board at `path` (only its owner may read it), mapped shared; the map."""
+def make_file(path, slots):
+    """The daemon's side: a new, empty board file at `path` (only its owner may open it); a descriptor of it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.ftruncate(fd, board_size(slots))
-        board = mmap.mmap(fd, board_size(slots), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    finally:
+    except OSError:
         os.close(fd)
+        raise
+    return fd
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def map_fd(fd, slots):
+    """The board behind `fd`, mapped shared and writable; the descriptor may be closed at once.
+
+    mmap.mmap would keep a duplicate of the descriptor for as long as the map lives (until
+    Python 3.13's trackfd), and every forked worker would inherit it, free to resize the file:
+    libc's mmap keeps none.
+    """
+    size = board_size(slots)
+    address = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    if address in (None, _MAP_FAILED):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return memoryview((ctypes.c_ubyte * size).from_address(address)).cast("B")
+
+
+def unmap(board):
+    address, size = ctypes.addressof(board.obj), board.nbytes
+    board.release()
+    _libc.munmap(address, size)
+
+
+def start(board, slots, arbiter_pid):
+    """The arbiter signs a fresh board: its pid and slot count."""
     HEADER.pack_into(board, 0, MAGIC, VERSION, arbiter_pid, slots)
-    return board
+
+
+def read_file(path):
+    """A board's bytes, as many as its slot count needs and no more, whatever the file's size."""
+    with open(path, "rb", buffering=0) as f:
+        head = os.pread(f.fileno(), HEADER.size, 0)
+        if len(head) < HEADER.size:
+            raise ValueError("too short for a scoreboard")
+        slots = HEADER.unpack_from(head, 0)[3]
+        if slots > MAX_SLOTS:
+            raise ValueError(f"a scoreboard of {slots} slots")
+        return os.pread(f.fileno(), board_size(slots), 0)
 
 
 def slot_offset(index):
@@ -86,7 +144,7 @@ def add_busy(board, index, delta):
 
 def set_request(board, index, text):
     slots = HEADER.unpack_from(board, 0)[3]
-    if len(board) < board_size(slots):
+    if index >= slots or len(board) < board_size(slots):
         return
     offset = size_for(slots) + index * REQUEST_SIZE
     data = text.encode("utf-8", "replace")[: REQUEST_SIZE - 1]

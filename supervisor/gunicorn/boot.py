@@ -2,7 +2,11 @@
 
 Runs in the service's own Python (its venv has gunicorn), where
 wsgi-supervisor is not importable: keep it to the standard library and
-gunicorn. It does what uWSGI's options do for a vassal:
+gunicorn. A service with `user` has it run as that user from the start
+(the daemon's kernel-side drop, gunicorn/spawn.py): it opens nothing of the
+daemon's, but is handed descriptors (WSGI_SUPERVISOR_*_FD): the socket,
+its spec, its log FIFO, its board. It does what uWSGI's options do for a
+vassal:
 
 - the socket: the daemon's listening socket, inherited as fd 3 through
   gunicorn's socket activation (LISTEN_FDS), so gunicorn neither binds nor
@@ -10,11 +14,13 @@ gunicorn. It does what uWSGI's options do for a vassal:
 - the output: fds 1 and 2 of the arbiter and its workers go into a pipe
   that a thread of the arbiter forwards into the instance's log FIFO, which
   the daemon made and reads, and which keeps a MiB of lines while no daemon
-  runs (logs/fifos.py);
+  runs (logs/fifos.py); only the arbiter holds the FIFO (its relay thread):
+  a worker closes it as it starts;
 - one request line per request (the daemon's request format), written by
   the worker from gunicorn's `post_request` hook into a pipe the same thread
   forwards, marked, into the same FIFO;
-- the scoreboard (`board.py`): readiness, busy workers, counters;
+- the scoreboard (`board.py`): readiness, busy workers, counters; mapped,
+  and its descriptor closed, before any worker is forked;
 - `max_rss_mb`: a worker past it ends after its request, and is replaced;
 - `mount`: SCRIPT_NAME/PATH_INFO split at the mount, as uWSGI's
   manage-script-name does.
@@ -62,17 +68,17 @@ class LogRelay:
     and non-blocking: while no daemon reads it, it keeps what comes (a MiB).
     A full FIFO makes the writers wait (a daemon slow to read), for a second
     at most: then lines are dropped, without waiting, until it has room
-    again. Writes of at most PIPE_BUF are whole or not at all, so no line is cut;
-    the arbiter keeps root, so this reaches the FIFO even from workers that
-    run as the service's user.
+    again. Writes of at most PIPE_BUF are whole or not at all, so no line is cut.
+    The FIFO is the daemon's descriptor (`fifo`), handed to the arbiter; a
+    worker closes it as it starts, and gets no end of it.
     """
 
-    def __init__(self, fifo_path):
-        try:
-            self.fifo = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            print(f"cannot open the log FIFO {fifo_path}: {exc}; this arbiter's lines are lost", file=sys.stderr)
-            self.fifo = None
+    def __init__(self, fifo):
+        self.fifo = fifo
+        if fifo is None:
+            print("no log FIFO was handed to the arbiter: its lines are lost", file=sys.stderr)
+        else:
+            os.set_blocking(fifo, False)
         output, write_fd = os.pipe2(os.O_CLOEXEC)
         for fd in (1, 2):
             os.dup2(write_fd, fd)  # the daemon's pipe of the first lines is closed here
@@ -88,9 +94,12 @@ class LogRelay:
         self.thread.start()
 
     def close_in_worker(self):
-        """A forked worker writes into the pipes; only the arbiter's thread reads them."""
+        """A forked worker writes into the pipes; only the arbiter's thread reads them, and writes the FIFO."""
         for fd in self.marked:
             os.close(fd)
+        if self.fifo is not None:
+            os.close(self.fifo)
+            self.fifo = None
 
     def finish(self):
         """At the arbiter's exit: what its workers wrote last goes on before the process ends."""
@@ -329,13 +338,42 @@ def settings(spec, hooks):
     }
     if spec["chdir"]:
         chosen["chdir"] = spec["chdir"]
-    if spec["user"]:
-        chosen["user"] = spec["user"]
-    if spec["group"]:
-        chosen["group"] = spec["group"]
+    # no user, no group: the arbiter runs as the service's user already (gunicorn would only switch
+    # its workers, after it had run as root itself)
     chosen.update(spec["settings"])
     chosen.update(hooks)
     return chosen
+
+
+def take_handed():
+    """The descriptors the daemon handed over, by name; the socket already where socket activation puts it."""
+    fds = {}
+    for name in ("FD", "SPEC_FD", "LOG_FD", "BOARD_FD"):
+        value = os.environ.pop(f"WSGI_SUPERVISOR_{name}", None)
+        fds[name] = int(value) if value is not None else None
+    for name, fd in fds.items():
+        if name != "FD" and fd == LISTEN_FD:  # make room for the socket
+            fds[name] = os.dup(fd)
+            os.close(fd)
+    if fds["FD"] != LISTEN_FD:
+        os.dup2(fds["FD"], LISTEN_FD, inheritable=True)
+        os.close(fds["FD"])
+    return fds
+
+
+def read_spec(fd):
+    with os.fdopen(fd, "rb") as spec:
+        return json.loads(spec.read())
+
+
+def no_dumps():
+    """Not dumpable (as a setuid program is): a worker of the same user may then neither ptrace this
+    arbiter nor take a descriptor of it (/proc/PID/fd, pidfd_getfd): the log FIFO stays the arbiter's.
+    Forked workers inherit it; the daemon (root, CAP_SYS_PTRACE) still reads every process."""
+    import ctypes
+
+    pr_set_dumpable = 4
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
 
 
 def main(spec_path):
@@ -343,12 +381,11 @@ def main(spec_path):
     from gunicorn.arbiter import Arbiter
 
     # first, before anything opens a file: the socket goes where socket activation puts it
-    handed = int(os.environ.pop("WSGI_SUPERVISOR_FD"))
-    if handed != LISTEN_FD:
-        os.dup2(handed, LISTEN_FD, inheritable=True)
-        os.close(handed)
-    spec = json.loads(Path(spec_path).read_text())
-    relay = LogRelay(spec["log"])
+    handed = take_handed()
+    spec = read_spec(handed["SPEC_FD"])  # spec_path names it for `ps` and for a next daemon's adoption
+    if spec["user"]:
+        no_dumps()
+    relay = LogRelay(handed["LOG_FD"])
     relay.start()
     atexit.register(relay.finish)
     os.environ["LISTEN_FDS"] = "1"
@@ -359,8 +396,10 @@ def main(spec_path):
         os.chdir(spec["chdir"])
         sys.path.insert(0, spec["chdir"])
 
-    slots = spec["processes"] + 4  # room for replacements while the old ones exit
-    board_map = board.create(spec["board"], slots, os.getpid())
+    slots = spec["slots"]
+    board_map = board.map_fd(handed["BOARD_FD"], slots)
+    os.close(handed["BOARD_FD"])  # no process of the tree holds the file: none can resize it
+    board.start(board_map, slots, os.getpid())
     requests = Requests(spec, board_map, relay.request_fd)
 
     def pre_fork(server, worker):

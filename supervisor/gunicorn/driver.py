@@ -23,11 +23,11 @@ import signal
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+import supervisor.gunicorn.board as board
 import supervisor.gunicorn.noise as noise
+import supervisor.gunicorn.spawn as spawn
 from supervisor.files import write_atomic
 from supervisor.gunicorn.arbiters import (
-    BOOT_FILE,
-    check_accounts,
     failure_hint,
     interpreter,
     read_board,
@@ -35,6 +35,7 @@ from supervisor.gunicorn.arbiters import (
     render_spec,
     running_arbiters,
 )
+from supervisor.gunicorn.trust import tree_uid, trusted
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
@@ -48,14 +49,14 @@ from supervisor.state.states import State
 
 if TYPE_CHECKING:
     from supervisor.observe.sampler import Sampler
+    from supervisor.observe.stats import ServerStats
 
 log = logging.getLogger("wsgi-supervisor")
 
-# what every arbiter inherits from the daemon's environment, as the emperor passes to vassals
-PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "HOME", "TMPDIR")
 # readiness: woken by each worker's "loaded the app" line; this is the fallback
 PROBE_INTERVAL = 0.5
 LOADED = " loaded the app"
+FORGED_SAID = 32  # forged pids logged per service (a compromised worker may write any number of them)
 
 
 class GunicornDriver:
@@ -71,26 +72,10 @@ class GunicornDriver:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.probes: dict[str, asyncio.Event] = {}
         self.retiring: dict[str, set[str]] = {}
+        self.forged: dict[str, set[int]] = {}  # pids a board named that are not its workers, said once
         sampler.sources.append(self.sample)
 
     # -- files and processes ------------------------------------------------------------------
-
-    def _write_spec(self, svc: ServiceRuntime, instance: str) -> None:
-        assert isinstance(svc.spec, ApiService)
-        board_path = self.layout.gunicorn_board(svc.name, instance)
-        log_fifo = self.layout.gunicorn_log(svc.name, instance)
-        text = render_spec(svc.name, svc.spec, log_fifo, board_path, self.ctx.probe_token)
-        write_atomic(self.layout.gunicorn_spec(svc.name, instance), text)
-
-    def _environment(self, spec: ApiService, fd: int) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
-        env["PYTHONUNBUFFERED"] = "1"
-        if spec.venv:
-            env["VIRTUAL_ENV"] = spec.venv
-            env["PATH"] = f"{spec.venv}/bin:" + env.get("PATH", "/usr/bin:/bin")
-        env.update(spec.environment)
-        env["WSGI_SUPERVISOR_FD"] = str(fd)
-        return env
 
     def _spawn(self, svc: ServiceRuntime, instance: str) -> int | str:
         """Start an arbiter for `instance`; its pid, or why it could not be started."""
@@ -99,24 +84,27 @@ class GunicornDriver:
         fd = self.sockets.hold(svc.name, self)
         python = interpreter(spec, self.config.default_venv)
         self.logs.follow(svc.name, instance)
-        self._write_spec(svc, instance)
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        spec_path = self.layout.gunicorn_spec(svc.name, instance)
+        write_atomic(spec_path, render_spec(svc.name, spec, self.ctx.probe_token))
         try:
-            proc = subprocess.Popen(
-                [str(python), str(BOOT_FILE), str(self.layout.gunicorn_spec(svc.name, instance))],
-                env=self._environment(spec, fd),
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=write_fd,
-                pass_fds=(fd,),
-                start_new_session=True,  # outlives the daemon, like a vassal, and is adopted
+            handed = spawn.Handed.open(
+                fd,
+                spec_path,
+                self.layout.gunicorn_log(svc.name, instance),
+                self.layout.gunicorn_board(svc.name, instance),
+                board.slots_for(spec.processes),
             )
         except OSError as exc:
+            return f"cannot prepare the arbiter's files: {exc}"
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            proc = spawn.start(python, spec_path, spec, handed, write_fd)
+        except OSError as exc:
             os.close(read_fd)
-            return f"cannot run {python}: {exc.strerror or exc}"
+            return exc.strerror or str(exc)
         finally:
             os.close(write_fd)
+            handed.close()
         self.pipes.add(f"{svc.name}.{instance}", read_fd, svc.name)
         self.arbiters[svc.name, instance] = proc.pid
         self.procs[proc.pid] = proc
@@ -164,7 +152,7 @@ class GunicornDriver:
         python = interpreter(svc.spec, self.config.default_venv)
         if not python.exists():
             raise OSError(f"{python} does not exist: is {python.parent.parent} a virtualenv?")
-        check_accounts(svc.spec)
+        spawn.credentials(svc.spec)  # a user or group gone since the manifest was checked: say so now
         self.sockets.hold(svc.name, self)
 
     def launch(self, svc: ServiceRuntime) -> None:
@@ -193,8 +181,8 @@ class GunicornDriver:
                 attempt = svc.reload
                 pid, instance = (attempt.pid, attempt.instance) if attempt else (svc.pid, svc.instance)
                 if pid is not None and pid not in reported and not svc.waiting_for:
-                    stats = read_board(self.layout.gunicorn_board(svc.name, instance))
-                    if stats is not None and stats.pid == pid:
+                    (stats,) = await self._read_boards([(svc, instance, pid)])
+                    if stats is not None:
                         if attempt is None:
                             self.sampler.observe(svc.name, stats)
                         if ready_workers(stats) >= svc.spec.processes:  # type: ignore[union-attr]
@@ -306,12 +294,41 @@ class GunicornDriver:
 
     async def sample(self) -> None:
         """The serving arbiters' boards, for the snapshot."""
-        for svc in self._mine():
-            if svc.pid is None or svc.state == State.STOPPED:
-                continue
-            stats = read_board(self.layout.gunicorn_board(svc.name, svc.instance))
-            if stats is not None and stats.pid == svc.pid:
+        wanted = [(s, s.instance, s.pid) for s in self._mine() if s.pid is not None and s.state != State.STOPPED]
+        for (svc, _, pid), stats in zip(wanted, await self._read_boards(wanted), strict=True):
+            if stats is not None and svc.pid == pid:
                 self.sampler.observe(svc.name, stats)
+
+    async def _read_boards(self, wanted: list[tuple[ServiceRuntime, str, int]]) -> list[ServerStats | None]:
+        """Each (service, instance, arbiter pid)'s board, with only the pids that are its arbiter's
+        workers, read in a thread (a bounded read, and a look at the process table)."""
+        asks = [(svc.name, svc.spec, instance, pid) for svc, instance, pid in wanted]
+        read = await asyncio.get_running_loop().run_in_executor(None, self._read_trusted, asks)
+        found: list[ServerStats | None] = []
+        for (name, _, _, pid), (stats, forged) in zip(asks, read, strict=True):
+            for worker in forged:
+                said = self.forged.setdefault(name, set())
+                if worker not in said and len(said) < FORGED_SAID:
+                    said.add(worker)
+                    log.warning(
+                        "%s: its board names pid %d as a worker, which is not a worker of its arbiter (pid %d) "
+                        "running as the service's user: forged, ignored",
+                        name,
+                        worker,
+                        pid,
+                    )
+            found.append(stats)
+        return found
+
+    def _read_trusted(self, asks: list[tuple[str, Any, str, int]]) -> list[tuple[ServerStats | None, list[int]]]:
+        out: list[tuple[ServerStats | None, list[int]]] = []
+        for name, spec, instance, pid in asks:
+            stats = read_board(self.layout.gunicorn_board(name, instance))
+            if stats is None or stats.pid != pid:
+                out.append((None, []))
+            else:
+                out.append(trusted(stats, tree_uid(spec)))
+        return out
 
     def _mine(self) -> list[ServiceRuntime]:
         return [s for s in self.ctx.services() if runner(s.spec) == "gunicorn"]
@@ -348,8 +365,7 @@ class GunicornDriver:
             if fd is not None:
                 self.sockets.take_over(name, self, fd)
             assert isinstance(svc.spec, ApiService)
-            log_fifo, board_path = self.layout.gunicorn_log(name, keep), self.layout.gunicorn_board(name, keep)
-            rendered = render_spec(name, svc.spec, log_fifo, board_path, self.ctx.probe_token)
+            rendered = render_spec(name, svc.spec, self.ctx.probe_token)
             try:
                 changed = rendered != self.layout.gunicorn_spec(name, keep).read_text()
             except OSError:

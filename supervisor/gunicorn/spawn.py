@@ -1,0 +1,137 @@
+"""How the daemon starts an arbiter: as whom, with which descriptors, in which environment.
+
+A service with `user` has its whole gunicorn tree run as that user, the
+arbiter included: the kernel drops root's rights before the exec
+(subprocess's user=, group=, extra_groups=), with the user's primary group
+unless `group` names another, and its supplementary groups as initgroups(3)
+gives them, as uWSGI and systemd do. So no Python of the service's (a
+module it planted in its `chdir`) or of gunicorn's ever runs as root.
+
+Such an arbiter can open nothing in the daemon's private dirs: everything
+it needs of the daemon comes as descriptors the daemon opened (`Handed`):
+the listening socket, its spec, its log FIFO and its board.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import supervisor.gunicorn.board as board
+from supervisor.gunicorn.arbiters import BOOT_FILE
+from supervisor.manifest.models import ApiService
+
+# what every arbiter inherits from the daemon's environment, as the emperor passes to vassals
+PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "HOME", "TMPDIR")
+
+
+@dataclass(frozen=True)
+class Handed:
+    """The descriptors an arbiter gets, by the environment variable boot.py finds each in."""
+
+    listener: int  # the daemon's held socket: the daemon keeps it, the others are closed once passed
+    spec: int
+    log: int
+    board: int
+
+    @classmethod
+    def open(cls, listener: int, spec: Path, log_fifo: Path, board_path: Path, slots: int) -> Handed:
+        opened: list[int] = []
+        try:
+            opened.append(os.open(spec, os.O_RDONLY | os.O_CLOEXEC))
+            # read-write: the FIFO keeps what the relay writes while no daemon reads it (logs/fifos.py)
+            opened.append(os.open(log_fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+            opened.append(board.make_file(board_path, slots))
+        except OSError:
+            for fd in opened:
+                os.close(fd)
+            raise
+        return cls(listener, *opened)
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return (self.listener, self.spec, self.log, self.board)
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "WSGI_SUPERVISOR_FD": str(self.listener),
+            "WSGI_SUPERVISOR_SPEC_FD": str(self.spec),
+            "WSGI_SUPERVISOR_LOG_FD": str(self.log),
+            "WSGI_SUPERVISOR_BOARD_FD": str(self.board),
+        }
+
+    def close(self) -> None:
+        for fd in (self.spec, self.log, self.board):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def account(service: ApiService) -> pwd.struct_passwd | None:
+    """The service's user (None without one); ValueError when it is not on this host."""
+    if not service.user:
+        return None
+    try:
+        return pwd.getpwuid(int(service.user)) if service.user.isdigit() else pwd.getpwnam(service.user)
+    except KeyError:
+        raise ValueError(f"the user {service.user!r} does not exist on this host") from None
+
+
+def credentials(service: ApiService) -> dict[str, Any]:
+    """subprocess's user=, group=, extra_groups= for the service's tree ({} when it runs as the daemon)."""
+    creds: dict[str, Any] = {}
+    user = account(service)
+    if user is not None and os.geteuid() != 0 and user.pw_uid == os.geteuid():
+        return creds  # a daemon run by the service's user itself: nothing to drop, and no right to
+    if service.group:
+        try:
+            creds["group"] = int(service.group) if service.group.isdigit() else grp.getgrnam(service.group).gr_gid
+        except KeyError:
+            raise ValueError(f"the group {service.group!r} does not exist on this host") from None
+    if user is not None:
+        creds["user"] = user.pw_uid
+        creds.setdefault("group", user.pw_gid)
+        creds["extra_groups"] = os.getgrouplist(user.pw_name, creds["group"])
+    return creds
+
+
+def environment(service: ApiService, handed: Handed) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
+    user = account(service)
+    if user is not None:
+        env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
+    env["PYTHONUNBUFFERED"] = "1"
+    if service.venv:
+        env["VIRTUAL_ENV"] = service.venv
+        env["PATH"] = f"{service.venv}/bin:" + env.get("PATH", "/usr/bin:/bin")
+    env.update(service.environment)
+    env.update(handed.environment())
+    return env
+
+
+def start(python: Path, spec_path: Path, service: ApiService, handed: Handed, output: int) -> subprocess.Popen[bytes]:
+    """The arbiter, started; OSError says why it could not be (in words for the operator)."""
+    try:
+        return subprocess.Popen(
+            [str(python), str(BOOT_FILE), str(spec_path)],
+            env=environment(service, handed),
+            cwd="/",  # boot.py goes into the service's chdir, as the service's user
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            pass_fds=handed.fds,
+            start_new_session=True,  # outlives the daemon, like a vassal, and is adopted
+            **credentials(service),
+        )
+    except PermissionError as exc:
+        if service.user and exc.filename is not None:  # the exec was refused (not a step before it)
+            raise OSError(exc.errno, f"the venv's python {python} is not executable by user {service.user}") from None
+        raise OSError(exc.errno, f"cannot run {python}: {exc.strerror or exc}") from None
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise OSError(getattr(exc, "errno", None), f"cannot run {python}: {why}") from None

@@ -20,6 +20,9 @@ PROBE = "probe"  # the origin field of a probe's request line ("-" for every oth
 # what starts a request line where it travels among a server's other output (its log FIFO,
 # logs/fifos.py): a control character (ASCII's record separator) that no line of a person's holds
 REQUEST_MARK = "\x1e"
+# what starts a line by which a server says how many of its lines it dropped while no daemon ran
+# (gunicorn/relay.py), followed by the number: ASCII's group separator
+LOST_MARK = "\x1d"
 
 # the response headers an app names its request id in, the first found wins (oslo's, then the common one)
 REQUEST_ID_HEADERS = ("x-openstack-request-id", "x-request-id")

@@ -27,7 +27,7 @@ def interpreter(service: ApiService, default_venv: Path) -> Path:
     return (Path(service.venv) if service.venv else default_venv) / "bin" / "python3"
 
 
-def render_spec(name: str, service: ApiService, probe_token: str = "") -> str:
+def render_spec(name: str, service: ApiService, probe_token: str = "", daemon_lock: str = "") -> str:
     """What boot.py is told: pure, the same service gives the same text (adoption compares it).
 
     The arbiter gets it, its log FIFO and its board as descriptors the daemon opened: it may run as
@@ -53,6 +53,7 @@ def render_spec(name: str, service: ApiService, probe_token: str = "") -> str:
         "settings": service.gunicorn,
         "slots": board.slots_for(service.processes),
         "probe_token": probe_token,  # what the daemon's health probe sends (request_marks.py)
+        "daemon_lock": daemon_lock,  # the file a running daemon holds locked: its relay waits while one runs
     }
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"
 

@@ -27,7 +27,6 @@ vassal:
 """
 
 import atexit
-import contextlib
 import importlib.util
 import json
 import logging
@@ -40,8 +39,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LISTEN_FD = 3  # SD_LISTEN_FDS_START
-READ_SIZE = 64 * 1024
-STALL = 1.0  # how long a full log FIFO may keep the relay (and so the writers) waiting
 MAX_REQUEST_LINE = select.PIPE_BUF - 1  # one atomic write into the pipe, and into the FIFO with its mark
 
 
@@ -55,107 +52,7 @@ def _by_path(name, path):
 board = _by_path("wsgi_supervisor_board", HERE / "board.py")
 app_loader = _by_path("wsgi_supervisor_app_loader", HERE.parent / "app_loader.py")
 marks = _by_path("wsgi_supervisor_request_marks", HERE.parent / "request_marks.py")
-REQUEST_MARK = marks.REQUEST_MARK.encode()
-
-
-class LogRelay:
-    """The arbiter's thread that passes its tree's output and request lines on to the daemon.
-
-    fds 1 and 2 (of the arbiter, and of every worker it forks) go into one
-    pipe, request lines into another; the thread writes what comes out of
-    each into the instance's log FIFO, which the daemon made and reads
-    (logs/fifos.py), each request line marked. The FIFO is open read-write
-    and non-blocking: while no daemon reads it, it keeps what comes (a MiB).
-    A full FIFO makes the writers wait (a daemon slow to read), for a second
-    at most: then lines are dropped, without waiting, until it has room
-    again. Writes of at most PIPE_BUF are whole or not at all, so no line is cut.
-    The FIFO is the daemon's descriptor (`fifo`), handed to the arbiter; a
-    worker closes it as it starts, and gets no end of it.
-    """
-
-    def __init__(self, fifo):
-        self.fifo = fifo
-        if fifo is None:
-            print("no log FIFO was handed to the arbiter: its lines are lost", file=sys.stderr)
-        else:
-            os.set_blocking(fifo, False)
-        output, write_fd = os.pipe2(os.O_CLOEXEC)
-        for fd in (1, 2):
-            os.dup2(write_fd, fd)  # the daemon's pipe of the first lines is closed here
-        os.close(write_fd)
-        requests, self.request_fd = os.pipe2(os.O_CLOEXEC)
-        self.arbiter = os.getpid()
-        self.stalled = False  # the FIFO stayed full for STALL: no daemon reads it
-        self.marked = {output: False, requests: True}
-        self.pending = {output: b"", requests: b""}
-        self.thread = threading.Thread(target=self._forward, name="log-relay", daemon=True)
-
-    def start(self):
-        self.thread.start()
-
-    def close_in_worker(self):
-        """A forked worker writes into the pipes; only the arbiter's thread reads them, and writes the FIFO."""
-        for fd in self.marked:
-            os.close(fd)
-        if self.fifo is not None:
-            os.close(self.fifo)
-            self.fifo = None
-
-    def finish(self):
-        """At the arbiter's exit: what its workers wrote last goes on before the process ends."""
-        if os.getpid() != self.arbiter:
-            return  # a worker's exit
-        for fd in (1, 2, self.request_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.thread.join(1.0)
-
-    def _forward(self):
-        while self.marked:
-            readable, _, _ = select.select(list(self.marked), [], [])
-            for fd in readable:
-                chunk = os.read(fd, READ_SIZE)
-                if not chunk:  # every writer has gone: a last line without its newline goes too
-                    self.write(self.pending.pop(fd), self.marked.pop(fd))
-                    continue
-                pending = self.pending[fd] + chunk
-                cut = pending.rfind(b"\n")
-                if cut < 0 and len(pending) < READ_SIZE:
-                    self.pending[fd] = pending
-                    continue
-                whole, self.pending[fd] = (pending[: cut + 1], pending[cut + 1 :]) if cut >= 0 else (pending, b"")
-                self.write(whole, self.marked[fd])
-
-    def write(self, data, marked):
-        if self.fifo is None or not data:
-            return
-        if marked:
-            data = b"".join(REQUEST_MARK + line for line in data.splitlines(keepends=True))
-        for piece in _pieces(data):
-            while True:
-                try:
-                    os.write(self.fifo, piece)
-                    self.stalled = False
-                    break
-                except BlockingIOError:  # full: the daemon is slow to read, or there is none
-                    if self.stalled:
-                        return  # dropped at once, until the daemon has read again
-                    _, writable, _ = select.select([], [self.fifo], [], STALL)
-                    if not writable:
-                        self.stalled = True
-                        return
-                except OSError:
-                    return
-
-
-def _pieces(data, size=select.PIPE_BUF):
-    """`data` in writes of at most `size` (which a pipe takes whole or not at all), cut after a newline where one is."""
-    while len(data) > size:
-        cut = data.rfind(b"\n", 0, size) + 1 or size
-        yield data[:cut]
-        data = data[cut:]
-    if data:
-        yield data
+relays = _by_path("wsgi_supervisor_relay", HERE / "relay.py")
 
 
 class Requests:
@@ -385,7 +282,7 @@ def main(spec_path):
     spec = read_spec(handed["SPEC_FD"])  # spec_path names it for `ps` and for a next daemon's adoption
     if spec["user"]:
         no_dumps()
-    relay = LogRelay(handed["LOG_FD"])
+    relay = relays.LogRelay(handed["LOG_FD"], marks, spec.get("daemon_lock"))
     relay.start()
     atexit.register(relay.finish)
     os.environ["LISTEN_FDS"] = "1"

@@ -85,7 +85,7 @@ class GunicornDriver:
         python = interpreter(spec, self.config.default_venv)
         self.logs.follow(svc.name, instance)
         spec_path = self.layout.gunicorn_spec(svc.name, instance)
-        write_atomic(spec_path, render_spec(svc.name, spec, self.ctx.probe_token))
+        write_atomic(spec_path, render_spec(svc.name, spec, self.ctx.probe_token, str(self.layout.daemon_pidfile)))
         try:
             handed = spawn.Handed.open(
                 fd,
@@ -365,7 +365,7 @@ class GunicornDriver:
             if fd is not None:
                 self.sockets.take_over(name, self, fd)
             assert isinstance(svc.spec, ApiService)
-            rendered = render_spec(name, svc.spec, self.ctx.probe_token)
+            rendered = render_spec(name, svc.spec, self.ctx.probe_token, str(self.layout.daemon_pidfile))
             try:
                 changed = rendered != self.layout.gunicorn_spec(name, keep).read_text()
             except OSError:

@@ -35,12 +35,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from supervisor.logs.pipes import OutputPipes, Take
-from supervisor.request_marks import REQUEST_MARK
+from supervisor.request_marks import LOST_MARK, REQUEST_MARK
 
 log = logging.getLogger("wsgi-supervisor")
 
 PIPE_SIZE = 1024 * 1024  # fs.pipe-max-size's default: what an unprivileged daemon may ask for
 _MARK = REQUEST_MARK.encode()
+_LOST = LOST_MARK.encode()
 
 
 class LogFifos:
@@ -80,7 +81,14 @@ class LogFifos:
 
     def _sort(self, service: str, stream: str, payload: bytes) -> None:
         """Complete lines of a server's output: the marked ones on as request lines, the others as
-        output, each in runs (a traceback stays one entry)."""
+        output, each in runs (a traceback stays one entry); a server's count of the lines it dropped
+        while no daemon ran goes on as stream "l"."""
+        if _LOST in payload:
+            kept = [line for line in payload.splitlines(keepends=True) if not line.startswith(_LOST)]
+            for line in payload.splitlines():
+                if line.startswith(_LOST):
+                    self.take(service, "l", line[len(_LOST) :])
+            payload = b"".join(kept)
         if _MARK not in payload:
             self.take(service, stream, payload)
             return

@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -71,6 +72,8 @@ class LogIntake:
         self.owner_of = owner_of  # the service whose process tree holds this pid
         self.known = known
         self.rejected = Rejections(say)  # datagrams whose sender is not a process of the service they name
+        self.say = say
+        self.lost: Counter[str] = Counter()  # lines a server dropped while no daemon ran, by service
         self.sock: socket.socket | None = None
         self.fifo_fd: int | None = None
         self.fifo_buffer = b""
@@ -120,6 +123,9 @@ class LogIntake:
     def take(self, name: str, stream: str, payload: bytes) -> None:
         text = payload.decode("utf-8", errors="replace")
         now = time.time()
+        if stream == "l":
+            self._lost(name, text)
+            return
         if stream == "r":
             for line in text.splitlines():
                 if line.strip():
@@ -128,6 +134,16 @@ class LogIntake:
                     self.emit(LogLine(now, name, "r", format_request(line, req), priority, req))
             return
         self.records.add(name, text)
+
+    def _lost(self, name: str, count: str) -> None:
+        """A server's word that it dropped `count` lines while no daemon ran (gunicorn/relay.py)."""
+        try:
+            lost = int(count.strip())
+        except ValueError:
+            return
+        if lost > 0:
+            self.lost[name] += lost
+            self.say(name, f"{lost} lines of its output were lost while no daemon read its log", 4)
 
     def _read_fifo(self) -> None:
         assert self.fifo_fd is not None

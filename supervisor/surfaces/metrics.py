@@ -201,11 +201,18 @@ class SupervisorCollector:
         )
         for name, count in sorted(sup.intake.rejected.counts.items()):
             rejected.add_metric([name], count)
+        lost = CounterMetricFamily(
+            "wsgi_log_lines_dropped",
+            "Lines a service's server dropped because no daemon read its log (counted there, told to the next daemon)",
+            labels=["service"],
+        )
+        for name, count in sorted(sup.intake.lost.items()):
+            lost.add_metric([name], count)
         emperor = CounterMetricFamily(
             "wsgi_supervisor_emperor_restarts", "Times the uWSGI emperor had to be started again"
         )
         emperor.add_metric([], sup.emperor.restarts)
-        yield from (build, ok, when, dropped, rejected, emperor)
+        yield from (build, ok, when, dropped, rejected, lost, emperor)
 
 
 def registry_for(sup: Supervisor) -> CollectorRegistry:

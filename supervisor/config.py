@@ -186,6 +186,16 @@ class Config:
             "HOST:PORT",
         ),
     )
+    metrics_max_connections: int = field(
+        default=256,
+        metadata=option(
+            "--metrics-max-connections",
+            "connections the metrics listener keeps open at once; past it the oldest idle one is closed "
+            "(one that sent no request within 5 s is closed anyway)",
+            _positive,
+            "N",
+        ),
+    )
     sample_interval: float = field(
         default=5.0,
         metadata=option(

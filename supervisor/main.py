@@ -124,7 +124,7 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
     if config.metrics_listen:
         from supervisor.surfaces.metrics import MetricsServer  # prometheus-client: imported only when it serves
 
-        metrics = MetricsServer(sup, config.metrics_listen)
+        metrics = MetricsServer(sup, config.metrics_listen, config.metrics_max_connections)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

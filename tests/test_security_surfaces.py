@@ -27,6 +27,8 @@ from attacker import COMPROMISED, SYSTEM_PYTHON, as_user, local_user, python_as,
 
 import supervisor.uwsgi.launcher as launcher
 from supervisor import request_marks as marks
+from supervisor.logs.pipeline import Drops, FileSink
+from supervisor.state.service import LogLine
 from support import APPS, Daemon, free_port, uwsgi_request, write_manifest
 
 PROBE = APPS / "probe.py"
@@ -181,6 +183,42 @@ def test_a_link_planted_while_the_daemon_writes_is_not_followed_at_rotation(tmp_
             assert "api.log is a symbolic link: not followed" in d.output()
         finally:
             d.stop()
+
+
+def test_a_log_file_a_local_user_made_for_the_daemon_gets_no_line(reachable_tmp):
+    """In a dir anyone could write (as left by an earlier version), a local user makes api.log a
+    file of their own, readable by them: the sink writes nothing into it, and closes the dir."""
+    logs = reachable_tmp / "logs"
+    logs.mkdir()
+    logs.chmod(0o777)
+    drops = Drops()
+    sink = FileSink(logs, drops, 10**6, 2)
+    with local_user("wsgi-h5-owner") as owner:
+        made = as_user(owner, "/bin/sh", "-c", f"umask 0; : > {logs / 'api.log'}")
+        assert made.returncode == 0, made.stderr
+        try:
+            sink(LogLine(time.time(), "api", "o", f"connected to {DATABASE}"))
+            sink(LogLine(time.time(), "b", "o", "a line of b"))
+        finally:
+            sink.close()
+        assert (logs / "api.log").read_text() == ""  # the secret line went nowhere the user can read
+        assert "Permission denied" in as_user(owner, "cat", str(logs / "api.log")).stderr  # the dir is closed
+        assert drops.count == 1 and mode_of(logs) == 0o750
+        assert (logs / "b.log").read_text().endswith("a line of b\n") and mode_of(logs / "b.log") == 0o640
+
+
+def test_a_log_dir_that_holds_other_files_keeps_its_mode(reachable_tmp):
+    """--log-dir /var/log by mistake: closing it would close the host's logs to syslog and others."""
+    shared = reachable_tmp / "var-log"
+    shared.mkdir()
+    shared.chmod(0o775)
+    (shared / "syslog").write_text("")
+    sink = FileSink(shared, Drops(), 10**6, 2)
+    try:
+        sink(LogLine(time.time(), "api", "o", "a line"))
+    finally:
+        sink.close()
+    assert mode_of(shared) == 0o775 and mode_of(shared / "api.log") == 0o640
 
 
 def served(sock: Path, path: str) -> None:

@@ -4,9 +4,11 @@ The daemon writes as root, so a log file opened by following a symbolic link
 would write wherever the link points (`/etc/shadow`, a unit file): a user who
 could once write into the log dir could plant one. Every open of a log file,
 at the first line and after each rotation, refuses a symbolic link
-(O_NOFOLLOW), anything but a regular file and a file with other hard links;
-and sets the file's mode and group, so that a file made by an earlier version
-(0644) is tightened. The log dir gets its mode, group and owner at start.
+(O_NOFOLLOW), anything but a regular file, a file with other hard links and
+one that another user owns; and sets the file's mode and group, so that a
+file made by an earlier version (0644) is tightened. The log dir gets its
+mode, group and owner at start, unless it holds what is not the daemon's
+(`--log-dir /var/log` by mistake must not close the host's logs to syslog).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("wsgi-supervisor")
 
+# what the daemon writes in its log dir: NAME.log and its rotated NAME.log.N
+OURS = re.compile(r"[a-z0-9][a-z0-9_-]*\.log(\.[0-9]+)?")
 FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
@@ -39,6 +44,15 @@ class LogAccess:
 def prepare_dir(directory: Path, access: LogAccess) -> None:
     """Make the log dir, or take it in hand: the daemon's user owns it, with `access`'s mode and group."""
     directory.mkdir(parents=True, exist_ok=True, mode=access.dir_mode)
+    others = sorted(name for name in os.listdir(directory) if not OURS.fullmatch(name))
+    if others:
+        log.warning(
+            "log dir %s holds files that are not the daemon's (%s): its mode and owner are left as they are; "
+            "give the daemon a dir of its own",
+            directory,
+            ", ".join(others[:5]),
+        )
+        return
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -73,6 +87,8 @@ def open_log(path: str | os.PathLike[str], access: LogAccess) -> int:
             raise UnsafeLogFile(errno.EINVAL, f"{path} is not a regular file: nothing written")
         if st.st_nlink > 1:
             raise UnsafeLogFile(errno.EMLINK, f"{path} has other hard links: nothing written (remove it)")
+        if st.st_uid != os.geteuid():
+            raise UnsafeLogFile(errno.EPERM, f"{path} belongs to uid {st.st_uid}: nothing written (remove it)")
         if access.gid is not None and st.st_gid != access.gid:
             os.fchown(fd, -1, access.gid)
         if stat.S_IMODE(st.st_mode) != access.file_mode:

@@ -128,14 +128,18 @@ class Config:
     log_dir_mode: int = field(
         default=0o750,
         metadata=option(
-            "--log-dir-mode", "mode of the log dir (octal; set on it at every start)", _mode, "MODE", shown="0750"
+            "--log-dir-mode",
+            "mode of the log dir (octal; set at start, with its owner and group, unless it holds other files)",
+            _mode,
+            "MODE",
+            shown="0750",
         ),
     )
     log_file_mode: int = field(
         default=0o640,
         metadata=option(
             "--log-file-mode",
-            "mode of each log file (octal; a file found with more is tightened to it)",
+            "mode of each log file (octal; set as it is opened: an older, wider file is tightened)",
             _mode,
             "MODE",
             shown="0640",

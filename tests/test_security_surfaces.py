@@ -317,9 +317,28 @@ health_interval = 0.2
             deadline = time.monotonic() + 5
             while "a" in (kept := saved_tokens(d)) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert "a" not in kept and set(kept.get("b", {}).values()) - set(stolen["tokens"])
+            b_tokens = {token for instances in kept.get("b", {}).values() for token in instances.values()}
+            assert "a" not in kept and b_tokens and not b_tokens & set(stolen["tokens"])
         finally:
             d.stop()
+
+
+@pytest.mark.parametrize(("before", "after"), [("uwsgi", "gunicorn"), ("gunicorn", "uwsgi")])
+def test_the_probes_stay_unlogged_when_an_api_moves_to_the_other_server(daemon, before, after):
+    """Both servers run instance "" of the service for a moment: the old one going must not take
+    the new one's token with it (its probes would then be logged and counted as the app's)."""
+    table = '[services.moving]\nkind = "api"\nserver = "{}"\napp = "{}"\nhealth = "/"\nhealth_interval = 0.1\n'
+    write_manifest(daemon.conf_dir, table.format(before, PROBE))
+    daemon.start()
+    daemon.ctl("start", "moving")
+    daemon.wait_for(lambda s: s["moving"]["ready"], what="ready")
+    write_manifest(daemon.conf_dir, table.format(after, PROBE))
+    daemon.ctl("reload-config")
+    daemon.wait_for(lambda s: s["moving"]["server"] == after and s["moving"]["ready"], what=f"moved to {after}")
+    time.sleep(2.0)  # 20 probes
+    moved = daemon.status("moving")["moving"]
+    assert not any(moved.get("responses", {}).values()), moved.get("responses")
+    assert "GET / 200" not in daemon.ctl("logs", "moving", "-n", "50").stdout
 
 
 def saved_tokens(d: Daemon) -> dict:

@@ -386,7 +386,7 @@ class ControlServer:
             await self._send(conn, error(why))
             raise ClientGone
         fd = self.sup.sockets.fd(name)
-        payload = encode({"ok": True, "probe_token": self.sup.probe_tokens.issue(name, instance)})
+        payload = encode({"ok": True, "probe_token": self.sup.probe_tokens.issue("uwsgi", name, instance)})
         with contextlib.suppress(OSError):
             if fd is None:
                 await self.loop.sock_sendall(conn, payload)

@@ -79,7 +79,7 @@ class GunicornDriver:
         assert isinstance(svc.spec, ApiService)
         board_path = self.layout.gunicorn_board(svc.name, instance)
         log_fifo = self.layout.gunicorn_log(svc.name, instance)
-        token = self.ctx.tokens.issue(svc.name, instance)  # this arbiter's own (state/probe_tokens.py)
+        token = self.ctx.tokens.issue("gunicorn", svc.name, instance)  # this arbiter's own (state/probe_tokens.py)
         text = render_spec(svc.name, svc.spec, log_fifo, board_path, token)
         write_atomic(self.layout.gunicorn_spec(svc.name, instance), text)
 
@@ -137,7 +137,7 @@ class GunicornDriver:
         self.sampler.master_gone(name, pid)
         if self.arbiters.get((name, instance)) == pid:
             del self.arbiters[name, instance]
-            self.ctx.tokens.drop(name, instance)
+            self.ctx.tokens.drop("gunicorn", name, instance)
         proc = self.procs.pop(pid, None)
         if proc is not None:
             with contextlib.suppress(ChildProcessError):
@@ -341,7 +341,7 @@ class GunicornDriver:
             for instance, pid in instances.items():
                 self.arbiters[name, instance] = pid
                 self.logs.follow(name, instance)
-                self.ctx.tokens.adopt(name, instance)  # its probes are still told apart
+                self.ctx.tokens.adopt("gunicorn", name, instance)  # its probes are still told apart
                 if instance != keep:
                     self.retire(svc, instance, pid)
             pid = instances[keep]
@@ -352,7 +352,7 @@ class GunicornDriver:
                 self.sockets.take_over(name, self, fd)
             assert isinstance(svc.spec, ApiService)
             log_fifo, board_path = self.layout.gunicorn_log(name, keep), self.layout.gunicorn_board(name, keep)
-            rendered = render_spec(name, svc.spec, log_fifo, board_path, self.ctx.tokens.get(name, keep))
+            rendered = render_spec(name, svc.spec, log_fifo, board_path, self.ctx.tokens.get("gunicorn", name, keep))
             try:
                 changed = rendered != self.layout.gunicorn_spec(name, keep).read_text()
             except OSError:

@@ -7,6 +7,10 @@ only: a compromised service reads its own token, and with it can hide nothing
 of another service's requests, nor of its own next instance's. It lives as
 long as its instance: forgotten when the instance is gone, kept in state.json
 meanwhile, so that a daemon that adopts the instance still marks its probes.
+
+An instance is named by its server too: while an API moves to the other
+server, both run an instance "" of it, and the old one's going must not take
+the new one's token along.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-Key = tuple[str, str]  # (service, instance)
+Key = tuple[str, str, str]  # (server, service, instance)
 
 
 class ProbeTokens:
@@ -22,45 +26,46 @@ class ProbeTokens:
         self.live: dict[Key, str] = {}
         self.kept = _parse(kept)  # what the previous daemon saved, until its instances are adopted
 
-    def issue(self, name: str, instance: str) -> str:
+    def issue(self, server: str, name: str, instance: str) -> str:
         """A new token for the instance that starts now (it replaces its predecessor's)."""
-        token = self.live[name, instance] = secrets.token_hex(16)
+        token = self.live[server, name, instance] = secrets.token_hex(16)
         return token
 
-    def adopt(self, name: str, instance: str) -> None:
+    def adopt(self, server: str, name: str, instance: str) -> None:
         """The instance a previous daemon started serves on: its token carries over."""
-        token = self.kept.get((name, instance))
+        token = self.kept.get((server, name, instance))
         if token is not None:
-            self.live[name, instance] = token
+            self.live[server, name, instance] = token
 
     def adopted_all(self) -> None:
         """Adoption is over: what was kept and not adopted belonged to instances that are gone."""
         self.kept = {}
 
-    def get(self, name: str, instance: str) -> str:
-        return self.live.get((name, instance), "")
+    def get(self, server: str, name: str, instance: str) -> str:
+        return self.live.get((server, name, instance), "")
 
     def of(self, name: str) -> tuple[str, ...]:
-        """The tokens of the service's live instances (two while a reload runs: a probe may reach either)."""
-        return tuple(token for (service, _), token in sorted(self.live.items()) if service == name)
+        """The tokens of the service's live instances (two while it reloads or moves: a probe may reach either)."""
+        return tuple(token for (_, service, _), token in sorted(self.live.items()) if service == name)
 
-    def drop(self, name: str, instance: str) -> None:
-        self.live.pop((name, instance), None)
+    def drop(self, server: str, name: str, instance: str) -> None:
+        self.live.pop((server, name, instance), None)
 
-    def to_json(self) -> dict[str, dict[str, str]]:
-        saved: dict[str, dict[str, str]] = {}
-        for (name, instance), token in sorted(self.live.items()):
-            saved.setdefault(name, {})[instance] = token
+    def to_json(self) -> dict[str, dict[str, dict[str, str]]]:
+        """{service: {server: {instance: token}}}"""
+        saved: dict[str, dict[str, dict[str, str]]] = {}
+        for (server, name, instance), token in sorted(self.live.items()):
+            saved.setdefault(name, {}).setdefault(server, {})[instance] = token
         return saved
 
 
 def _parse(kept: Any) -> dict[Key, str]:
+    found: dict[Key, str] = {}
     if not isinstance(kept, dict):
-        return {}
-    found = {}
-    for name, instances in kept.items():
-        if isinstance(instances, dict):
-            for instance, token in instances.items():
+        return found
+    for name, servers in kept.items():
+        for server, instances in servers.items() if isinstance(servers, dict) else ():
+            for instance, token in instances.items() if isinstance(instances, dict) else ():
                 if isinstance(token, str) and len(token) >= 16:
-                    found[str(name), str(instance)] = token
+                    found[str(server), str(name), str(instance)] = token
     return found

@@ -189,7 +189,7 @@ class VassalDriver(EmperorSupervision):
         """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO.
         Its log FIFO goes once its file has gone too (the emperor could start it again until then)."""
         self.final_stats.pop((name, instance), None)
-        self.ctx.tokens.drop(name, instance)
+        self.ctx.tokens.drop("uwsgi", name, instance)
         if not self.layout.vassal_file(name, instance).exists():
             self.logs.unfollow(name, instance)
         for path in (self.layout.stats_socket(name, instance), self.layout.master_fifo(name, instance)):

@@ -7,6 +7,7 @@ Run: .venv/bin/python bench/descriptors.py [N]  (N services of each kind, 10 by 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -34,7 +35,8 @@ def descriptors(pid: int) -> int:
 
 def measure(kind: str, n: int) -> tuple[int, int]:
     """(at rest, peak while every service reloads) for `n` services of `kind` (none: the bare daemon)."""
-    d = Daemon(Path(tempfile.mkdtemp(prefix="wsgi-fds-")))
+    tmp = Path(tempfile.mkdtemp(prefix="wsgi-fds-"))
+    d = Daemon(tmp)
     write_manifest(d.conf_dir, manifest(kind, n))
     d.start()
     try:
@@ -59,6 +61,7 @@ def measure(kind: str, n: int) -> tuple[int, int]:
         return rest, peak
     finally:
         d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

@@ -66,6 +66,24 @@ def _group(value: str) -> int | None:
         raise argparse.ArgumentTypeError(f"no such group {value!r}") from None
 
 
+def _mode(value: str) -> int:
+    """A file mode in octal, as chmod takes it: 0640 or 640."""
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an octal mode like 0640") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a mode: permission bits only (0 to 0777)")
+    return mode
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: at least 1")
+    return number
+
+
 def _auto_yes_no(value: str) -> bool | None:
     try:
         return {"auto": None, "yes": True, "no": False}[value]
@@ -107,6 +125,32 @@ class Config:
         default=None,
         metadata=option("--log-dir", "write each service's log to DIR/NAME.log (rotated by size)", Path, "DIR"),
     )
+    log_dir_mode: int = field(
+        default=0o750,
+        metadata=option(
+            "--log-dir-mode",
+            "mode of the log dir (octal; set at start, with its owner and group, unless it holds other files)",
+            _mode,
+            "MODE",
+            shown="0750",
+        ),
+    )
+    log_file_mode: int = field(
+        default=0o640,
+        metadata=option(
+            "--log-file-mode",
+            "mode of each log file (octal; set as it is opened: an older, wider file is tightened)",
+            _mode,
+            "MODE",
+            shown="0640",
+        ),
+    )
+    log_gid: int | None = field(
+        default=None,
+        metadata=option(
+            "--log-group", "group of the log dir and files, who may read them (default: the daemon's)", _group, "GROUP"
+        ),
+    )
     log_max_bytes: int = field(
         default=10 * 1024 * 1024,
         metadata=option("--log-max-bytes", "rotate a service's log file before it passes this size", int, "BYTES"),
@@ -144,6 +188,16 @@ class Config:
             "HOST:PORT of the Prometheus endpoint, /metrics, and of /health (empty: off)",
             _address,
             "HOST:PORT",
+        ),
+    )
+    metrics_max_connections: int = field(
+        default=256,
+        metadata=option(
+            "--metrics-max-connections",
+            "connections the metrics listener keeps open at once; past it the oldest idle one is closed "
+            "(one that sent no request within 5 s is closed anyway)",
+            _positive,
+            "N",
         ),
     )
     sample_interval: float = field(

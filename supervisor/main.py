@@ -124,7 +124,7 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
     if config.metrics_listen:
         from supervisor.surfaces.metrics import MetricsServer  # prometheus-client: imported only when it serves
 
-        metrics = MetricsServer(sup, config.metrics_listen)
+        metrics = MetricsServer(sup, config.metrics_listen, config.metrics_max_connections)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -248,6 +248,7 @@ def journal_available() -> bool:
 def setup_logging(sup: Supervisor) -> FileSink | None:
     """Sinks for every line: the terminal, journald, files; the daemon's logger joins the pipeline."""
     from supervisor.logs.pipeline import ConsoleSink, DaemonLogHandler, FileSink, JournalSink, format_line, json_lines
+    from supervisor.logs.safe_files import LogAccess
 
     as_json = json_lines(sup.kind_of) if sup.config.log_format == "json" else None
     if not sup.config.quiet:
@@ -257,8 +258,9 @@ def setup_logging(sup: Supervisor) -> FileSink | None:
         sup.log_sinks.append(JournalSink(sup.kind_of, sup.drops))
     file_sink = None
     if sup.config.log_dir is not None:
+        access = LogAccess(sup.config.log_dir_mode, sup.config.log_file_mode, sup.config.log_gid)
         file_sink = FileSink(
-            sup.config.log_dir, sup.drops, sup.config.log_max_bytes, sup.config.log_keep, as_json or format_line
+            sup.config.log_dir, sup.drops, sup.config.log_max_bytes, sup.config.log_keep, as_json or format_line, access
         )
         sup.log_sinks.append(file_sink)
     root = logging.getLogger("wsgi-supervisor")

@@ -1,9 +1,11 @@
 """What a request line says besides method, status and time: the app's request id, and whether
 the daemon's own health probe made the request.
 
-A probe names itself with a token the daemon keeps (in state.json, so it
-outlives a daemon) and gives each server it starts: a client through the
-front end cannot send it, so it cannot keep its requests out of the log.
+A probe names itself with a token: each server instance gets its own when it
+starts (state/probe_tokens.py), and a probe sends those of the service's live
+instances. A client through the front end does not know it, and a
+compromised service knows only its own instance's: neither can keep its
+requests out of another service's log and counts.
 
 Standard library only: the uWSGI vassal's app wrapper (uwsgi/vassal_app.py)
 and gunicorn's boot.py load this file by its path, in the service's own
@@ -15,7 +17,7 @@ import hmac
 PROBE_AGENT = "wsgi-supervisor-health"  # the User-Agent of the daemon's health probes, for people
 PROBE_HEADER = "X-Wsgi-Supervisor-Probe"  # carries the token
 PROBE_ENVIRON = "HTTP_X_WSGI_SUPERVISOR_PROBE"
-TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"  # how a vassal gets the token (its wrapper pops it)
+TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"  # how a vassal gets its token (its wrapper pops it)
 PROBE = "probe"  # the origin field of a probe's request line ("-" for every other request)
 # what starts a request line where it travels among a server's other output (its log FIFO,
 # logs/fifos.py): a control character (ASCII's record separator) that no line of a person's holds
@@ -44,6 +46,11 @@ def request_id(headers):
 
 
 def origin(environ, token):
-    """The origin field of a request's line: PROBE for the daemon's health probe, else "-"."""
-    sent = environ.get(PROBE_ENVIRON)
-    return PROBE if token and sent and hmac.compare_digest(str(sent), token) else "-"
+    """The origin field of a request's line: PROBE when the request sent `token` (among the tokens it
+    sent, space-separated: the probe sends every live instance's), else "-"."""
+    sent = str(environ.get(PROBE_ENVIRON) or "").split()[:4]
+    return (
+        PROBE
+        if token and any(hmac.compare_digest(each.encode(errors="replace"), token.encode()) for each in sent)
+        else "-"
+    )

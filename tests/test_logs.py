@@ -217,11 +217,16 @@ def test_an_api_that_prints_100000_lines_at_import_loses_none_and_lives(tmp_path
 def test_a_full_disk_costs_log_lines_not_services(tmp_path, server):
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / "api.log").symlink_to("/dev/full")  # every write: ENOSPC
+    # a real full disk: a small tmpfs, filled up but for room set aside in conductor.log (a link to
+    # /dev/full would be refused: log files are never opened through a link)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(logs)], check=True)
     d = Daemon(tmp_path, extra_args=["--log-dir", str(logs), "--journal", "no"])
-    write_manifest(d.conf_dir, MANIFEST, server=server)
-    d.start()
     try:
+        (logs / "conductor.log").touch()
+        subprocess.run(["fallocate", "--keep-size", "-l", "128k", str(logs / "conductor.log")], check=True)
+        subprocess.run(["dd", "if=/dev/zero", f"of={logs / 'filler'}", "bs=4k"], capture_output=True, check=False)
+        write_manifest(d.conf_dir, MANIFEST, server=server)
+        d.start()
         d.ctl("start", "api", "conductor")
         for _ in range(5):
             assert uwsgi_request(d.socket("api"), "/")[0] == 200
@@ -236,4 +241,7 @@ def test_a_full_disk_costs_log_lines_not_services(tmp_path, server):
         assert ping  # the daemon still answers
         assert (logs / "conductor.log").read_text()  # other services' files are written
     finally:
-        d.stop()
+        try:
+            d.stop()
+        finally:
+            subprocess.run(["umount", str(logs)], check=False)

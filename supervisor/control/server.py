@@ -377,14 +377,16 @@ class ControlServer:
         raise ClientGone
 
     async def _launch(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> None:
-        """A vassal's launcher asks for its service's socket; its pid becomes the master's."""
+        """A vassal's launcher asks for its service's socket; its pid becomes the master's, and the
+        master gets a probe token of its own (state/probe_tokens.py), which no file holds."""
         name = str(request.get("service", ""))
-        ok, why = await self.sup.launched(name, peer.pid, str(request.get("instance", "")))
+        instance = str(request.get("instance", ""))
+        ok, why = await self.sup.launched(name, peer.pid, instance)
         if not ok:
             await self._send(conn, error(why))
             raise ClientGone
         fd = self.sup.sockets.fd(name)
-        payload = encode({"ok": True})
+        payload = encode({"ok": True, "probe_token": self.sup.probe_tokens.issue("uwsgi", name, instance)})
         with contextlib.suppress(OSError):
             if fd is None:
                 await self.loop.sock_sendall(conn, payload)

@@ -85,7 +85,8 @@ class GunicornDriver:
         python = interpreter(spec, self.config.default_venv)
         self.logs.follow(svc.name, instance)
         spec_path = self.layout.gunicorn_spec(svc.name, instance)
-        write_atomic(spec_path, render_spec(svc.name, spec, self.ctx.probe_token, str(self.layout.daemon_pidfile)))
+        token = self.ctx.tokens.issue("gunicorn", svc.name, instance)  # this arbiter's own (state/probe_tokens.py)
+        write_atomic(spec_path, render_spec(svc.name, spec, token, str(self.layout.daemon_pidfile)))
         try:
             handed = spawn.Handed.open(
                 fd,
@@ -124,6 +125,7 @@ class GunicornDriver:
         self.sampler.master_gone(name, pid)
         if self.arbiters.get((name, instance)) == pid:
             del self.arbiters[name, instance]
+            self.ctx.tokens.drop("gunicorn", name, instance)
         proc = self.procs.pop(pid, None)
         if proc is not None:
             with contextlib.suppress(ChildProcessError):
@@ -356,6 +358,7 @@ class GunicornDriver:
             for instance, pid in instances.items():
                 self.arbiters[name, instance] = pid
                 self.logs.follow(name, instance)
+                self.ctx.tokens.adopt("gunicorn", name, instance)  # its probes are still told apart
                 if instance != keep:
                     self.retire(svc, instance, pid)
             pid = instances[keep]
@@ -365,7 +368,8 @@ class GunicornDriver:
             if fd is not None:
                 self.sockets.take_over(name, self, fd)
             assert isinstance(svc.spec, ApiService)
-            rendered = render_spec(name, svc.spec, self.ctx.probe_token, str(self.layout.daemon_pidfile))
+            token = self.ctx.tokens.get("gunicorn", name, keep)
+            rendered = render_spec(name, svc.spec, token, str(self.layout.daemon_pidfile))
             try:
                 changed = rendered != self.layout.gunicorn_spec(name, keep).read_text()
             except OSError:

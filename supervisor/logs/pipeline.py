@@ -33,6 +33,7 @@ from supervisor.listeners import bind_datagram
 from supervisor.logs.fields import STREAMS, journal_fields, json_line
 from supervisor.logs.pipes import LONGEST_LINE, READ_SIZE
 from supervisor.logs.records import Records, priority_of
+from supervisor.logs.safe_files import LogAccess, UnsafeLogFile, open_log, prepare_dir
 from supervisor.logs.senders import Rejections
 from supervisor.state.service import LogLine
 
@@ -201,6 +202,17 @@ class Drops:
             finally:
                 self.saying = False
 
+    def refused(self, sink: str, error: BaseException) -> None:
+        """A line dropped for a reason an operator must act on (a log file refused): said at once.
+        The caller says each such reason once, not once a line."""
+        self.count += 1
+        if not self.saying:
+            self.saying = True
+            try:
+                log.error("log %s: %s; its lines are dropped until it is fixed", sink, error)
+            finally:
+                self.saying = False
+
 
 class JournalSink:
     """To journald, with fields that let `journalctl -u wsgi@NAME` find each service's lines."""
@@ -248,13 +260,21 @@ def format_line(line: LogLine) -> str:
 
 
 class _ServiceFile(logging.handlers.RotatingFileHandler):
-    """One service's file. A failed write is kept for the sink to count, not printed to stderr."""
+    """One service's file. A failed write is kept for the sink to count, not printed to stderr.
+    Opened, at first and after each rotation, by `safe_files.open_log`: never through a symbolic link."""
 
     terminator = ""  # format_line ends every entry
 
-    def __init__(self, path: Path, max_bytes: int, keep: int):
-        super().__init__(path, maxBytes=max_bytes, backupCount=keep, encoding="utf-8", errors="replace")
+    def __init__(self, path: Path, max_bytes: int, keep: int, access: LogAccess):
+        self.access = access
         self.failure: BaseException | None = None
+        super().__init__(path, maxBytes=max_bytes, backupCount=keep, encoding="utf-8", errors="replace")
+
+    def _open(self) -> TextIO:
+        return open(self.baseFilename, "a", encoding=self.encoding, errors=self.errors, opener=self._opener)
+
+    def _opener(self, path: str, _flags: int) -> int:
+        return open_log(path, self.access)
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.failure = sys.exception()
@@ -265,25 +285,38 @@ class FileSink:
 
     Rotation is the standard library's RotatingFileHandler: a file is rotated
     before a line would take it past `max_bytes`, and `keep` rotated files are
-    kept. A line that cannot be written (a full disk) is counted in `drops`,
-    and the file is opened again for the next one.
+    kept. A line that cannot be written (a full disk, a file refused by
+    `safe_files`) is counted in `drops`, and the file is opened again for the
+    next one. Who may read the files is `access` (0750 dir, 0640 files).
     """
 
     def __init__(
-        self, directory: Path, drops: Drops, max_bytes: int, keep: int, form: Callable[[LogLine], str] = format_line
+        self,
+        directory: Path,
+        drops: Drops,
+        max_bytes: int,
+        keep: int,
+        form: Callable[[LogLine], str] = format_line,
+        access: LogAccess | None = None,
     ):
         self.directory = Path(directory)
         self.form = form  # one entry, newline included
         self.max_bytes = max_bytes
         self.keep = keep
         self.drops = drops
+        self.access = access or LogAccess()
+        self.dir_ready = False
         self.files: dict[str, _ServiceFile] = {}
+        self.refused: set[str] = set()  # services whose file safe_files refused, said once
 
     def _file(self, name: str) -> _ServiceFile:
         handler = self.files.get(name)
         if handler is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handler = self.files[name] = _ServiceFile(self.directory / f"{name}.log", self.max_bytes, self.keep)
+            if not self.dir_ready:
+                prepare_dir(self.directory, self.access)
+                self.dir_ready = True
+            path = self.directory / f"{name}.log"
+            handler = self.files[name] = _ServiceFile(path, self.max_bytes, self.keep, self.access)
         return handler
 
     def __call__(self, line: LogLine) -> None:
@@ -292,13 +325,25 @@ class FileSink:
         try:
             handler = self._file(line.service)
         except OSError as exc:
-            self.drops.add("files", exc)
+            self._failed(line.service, exc)
             return
         handler.emit(logging.makeLogRecord({"msg": self.form(line), "args": None}))
         if handler.failure is not None:
             failure, handler.failure = handler.failure, None
             self._forget(line.service)
-            self.drops.add("files", failure)
+            self._failed(line.service, failure)
+        else:
+            self.refused.discard(line.service)
+
+    def _failed(self, name: str, error: BaseException) -> None:
+        """A line not written: a refused file is said at once (once until it is fixed), the rest counted."""
+        if not isinstance(error, UnsafeLogFile):
+            self.drops.add("files", error)
+        elif name in self.refused:
+            self.drops.count += 1
+        else:
+            self.refused.add(name)
+            self.drops.refused("files", error)
 
     def _forget(self, name: str) -> None:
         handler = self.files.pop(name, None)

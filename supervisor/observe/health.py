@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,8 +66,10 @@ def http_request(path: str, token: str = "") -> bytes:
     return f"GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: {USER_AGENT}\r\n{mark}\r\n".encode("latin-1")
 
 
-async def check(socket_path: Path, service: ApiService, token: str = "") -> str | None:
-    """One health check: None when it passes, else why not. `token` marks its request line (request_marks.py)."""
+async def check(socket_path: Path, service: ApiService, tokens: Sequence[str] = ()) -> str | None:
+    """One health check: None when it passes, else why not. `tokens`, those of the service's live
+    instances (whichever instance answers knows its own), mark its request line (request_marks.py)."""
+    token = " ".join(tokens)
     path = probe_path(service)
     shown = service.health
     request = uwsgi_packet(path, token) if service.protocol == "uwsgi" else http_request(path, token)
@@ -113,12 +115,12 @@ class HealthChecks:
         report: Callable[[Event], None],
         spawn: Callable[..., asyncio.Task[None]],
         socket_of: Callable[[str], Path],
-        token: str = "",
+        tokens_of: Callable[[str], Sequence[str]] = lambda name: (),
     ):
         self.report = report
         self.spawn = spawn
         self.socket_of = socket_of
-        self.token = token
+        self.tokens_of = tokens_of  # a service's probe tokens (state/probe_tokens.py)
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     def watch(self, svc: ServiceRuntime) -> None:
@@ -140,7 +142,7 @@ class HealthChecks:
         while record.state.up:
             spec = record.spec
             assert isinstance(spec, ApiService)
-            why = await check(self.socket_of(record.name), spec, self.token)
+            why = await check(self.socket_of(record.name), spec, self.tokens_of(record.name))
             if not record.state.up:
                 return
             if why is None:

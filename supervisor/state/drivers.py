@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from supervisor.state.probe_tokens import ProbeTokens
 
 if TYPE_CHECKING:
     from supervisor.config import Config
@@ -34,7 +36,8 @@ class Context:
     say: Callable[[str, str, int], None]  # (service, text, priority): a message in that service's log
     spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]  # a task the daemon keeps and reaps
     services: Callable[[], Iterable[ServiceRuntime]]  # the records, to read
-    probe_token: str = ""  # what the daemon's health probe sends, so that servers leave its requests out
+    # what the daemon's health probe sends, so that servers leave its requests out: one per instance
+    tokens: ProbeTokens = field(default_factory=ProbeTokens)
 
 
 @dataclass(frozen=True)

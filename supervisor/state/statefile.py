@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ def save(
     services: Iterable[ServiceRuntime],
     sampler: Sampler,
     handover: dict[str, Any] | None = None,
-    probe_token: str = "",
+    probe_tokens: dict[str, dict[str, str]] | None = None,
 ) -> None:
     """Write the state file; with `handover`, what a re-exec hands the next image."""
     state = {
@@ -46,7 +45,8 @@ def save(
         }
         for svc in services
     }
-    body = {"services": state, "workers": handover or {}, "reexec": handover is not None, "probe_token": probe_token}
+    body = {"services": state, "workers": handover or {}, "reexec": handover is not None}
+    body["probe_tokens"] = probe_tokens or {}  # of the live instances only (probe_tokens.py)
     try:
         write_atomic(layout.state_file, json.dumps(body), mode=0o600)
     except OSError as exc:
@@ -59,12 +59,6 @@ def load(layout: Layout) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def probe_token(layout: Layout) -> str:
-    """The previous daemon's health-probe token, which the servers it started know; else a new one."""
-    kept = load(layout).get("probe_token")
-    return kept if isinstance(kept, str) and len(kept) >= 16 else secrets.token_hex(16)
 
 
 def restore_counts(layout: Layout, lifecycles: Mapping[str, Lifecycle], sampler: Sampler) -> None:

@@ -43,6 +43,7 @@ from supervisor.state.events import (
     Timeout,
 )
 from supervisor.state.lifecycle import Lifecycle
+from supervisor.state.probe_tokens import ProbeTokens
 from supervisor.state.rollover import ManifestChanges
 from supervisor.state.service import TAIL_LINES, LogLine, ServiceRuntime
 from supervisor.state.states import State
@@ -95,9 +96,9 @@ class Supervisor(ManifestChanges):
         self.retiring: dict[str, Lifecycle] = {}  # removed or replaced by a new manifest, still stopping
         # APIs moved to another server: the old one serves until its successor is running
         self.handovers: set[str] = set()
-        self.probe_token = statefile.probe_token(self.layout)
+        self.probe_tokens = ProbeTokens(statefile.load(self.layout).get("probe_tokens"))
         wiring = (self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records)
-        context = Context(*wiring, probe_token=self.probe_token)
+        context = Context(*wiring, tokens=self.probe_tokens)
         self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
         self.sampler = Sampler(context, self.save_soon, self.sockets)
         self.intake = LogIntake(
@@ -113,7 +114,7 @@ class Supervisor(ManifestChanges):
             "gunicorn": self.gunicorn,
             "process": self.workers,
         }
-        self.health = HealthChecks(self.report, self.spawn_task, self.layout.api_socket, self.probe_token)
+        self.health = HealthChecks(self.report, self.spawn_task, self.layout.api_socket, self.probe_tokens.of)
         self.systemd = Systemd(self.loop, config.units, self.spawn_task, self._records)
         for name, spec in manifest.services.items():
             self.lifecycles[name] = self._lifecycle(name, spec)
@@ -345,6 +346,7 @@ class Supervisor(ManifestChanges):
         kept = statefile.load(self.layout)
         await self.vassals.attach(kept)
         await self.gunicorn.attach(kept)
+        self.probe_tokens.adopted_all()
         self.workers.attach(kept, reexec=bool(os.environ.pop("WSGI_SUPERVISOR_REEXEC", None)))
 
     def save_soon(self) -> None:
@@ -355,7 +357,7 @@ class Supervisor(ManifestChanges):
 
     def save_state(self, handover: dict[str, Any] | None = None) -> None:
         self._save_pending = False
-        statefile.save(self.layout, self._records(), self.sampler, handover, self.probe_token)
+        statefile.save(self.layout, self._records(), self.sampler, handover, self.probe_tokens.to_json())
 
     def reexec(self) -> None:
         """Replace this daemon's program with itself (after an upgrade), costing no service anything.

@@ -30,6 +30,7 @@ from supervisor import __version__
 from supervisor.manifest.models import runner
 from supervisor.observe.latency import BUCKETS, CLASSES, Histogram
 from supervisor.state.states import State
+from supervisor.surfaces.connections import DEFAULT_CAP, IDLE_TIMEOUT, REPLY_TIMEOUT, Connections
 from supervisor.surfaces.rotation import rotation
 
 if TYPE_CHECKING:
@@ -215,6 +216,35 @@ class SupervisorCollector:
         yield from (build, ok, when, dropped, rejected, lost, emperor)
 
 
+class ListenerCollector:
+    """The metrics listener's own connections: how many are open, how many it turned away."""
+
+    def __init__(self, connections: Connections):
+        self.connections = connections
+
+    def collect(self) -> Iterator[Metric]:
+        conns = self.connections
+        open_now = GaugeMetricFamily(
+            "wsgi_supervisor_listener_connections", "Connections open on the metrics and health listener"
+        )
+        open_now.add_metric([], len(conns.open))
+        limit = GaugeMetricFamily(
+            "wsgi_supervisor_listener_connections_max",
+            "The listener's cap on open connections (--metrics-max-connections)",
+        )
+        limit.add_metric([], conns.cap)
+        refused = CounterMetricFamily(
+            "wsgi_supervisor_listener_refused",
+            "Connections closed unserved because the listener was at its cap (the new one, or the oldest idle one)",
+        )
+        refused.add_metric([], conns.refused)
+        idle = CounterMetricFamily(
+            "wsgi_supervisor_listener_idle_closed", "Connections closed for sending no request within the idle timeout"
+        )
+        idle.add_metric([], conns.timed_out)
+        yield from (open_now, limit, refused, idle)
+
+
 def registry_for(sup: Supervisor) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SupervisorCollector(sup))  # type: ignore[arg-type]
@@ -223,14 +253,17 @@ def registry_for(sup: Supervisor) -> CollectorRegistry:
 
 
 class MetricsServer:
-    """A minimal HTTP/1.1 server for GET /metrics on loopback."""
+    """A minimal HTTP/1.1 server for GET /metrics and /health on loopback, its connections bounded
+    (connections.py): one request per connection, then it is closed."""
 
-    def __init__(self, sup: Supervisor, listen: str):
+    def __init__(self, sup: Supervisor, listen: str, max_connections: int = DEFAULT_CAP):
         self.sup = sup
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
+        self.connections = Connections(max_connections)
         self.registry = registry_for(sup)
+        self.registry.register(ListenerCollector(self.connections))  # type: ignore[arg-type]
         self.server: asyncio.base_events.Server | None = None
         self.address: str | None = None
 
@@ -241,30 +274,46 @@ class MetricsServer:
         log.info("metrics on http://%s/metrics", self.address)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.connections.admit(writer):
+            writer.transport.abort()
+            return
         try:
-            async with asyncio.timeout(10):
-                request = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-            parts = request.decode("latin-1").split()
-            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
-                await self._reply(writer, 405, b"only GET\n", "text/plain")
-            elif parts[1].split("?")[0] == "/health" or parts[1].startswith("/health/"):
-                status, text = rotation(self.sup, parts[1].split("?")[0].removeprefix("/health").strip("/"))
-                await self._reply(writer, status, text.encode() if parts[0] == "GET" else b"", "text/plain")
-            elif parts[1].split("?")[0] not in ("/metrics", "/"):
-                await self._reply(writer, 404, b"see /metrics or /health/NAME\n", "text/plain")
-            else:
-                await self.sup.sampler.fresh()  # bounded: a vassal that does not answer leaves its last figures
-                self.sup.sampler.refresh()  # the kernel answers at once
-                body = generate_latest(self.registry)
-                await self._reply(writer, 200, body if parts[0] == "GET" else b"", CONTENT_TYPE_LATEST)
-        except (TimeoutError, ConnectionError, OSError):
-            pass
+            try:
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    request = await reader.readline()
+                    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                        pass
+            except TimeoutError:
+                self.connections.timed_out += 1
+                return
+            if not self.connections.asked(writer):
+                return  # closed to make room while it sent nothing whole
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                await self._answer(request, writer)
+        except (TimeoutError, ConnectionError, OSError, ValueError):
+            pass  # ValueError: a line past the reader's limit
         finally:
-            writer.close()
+            self.connections.forget(writer)
+            writer.close()  # what the reply left in the buffer is still sent
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    await writer.wait_closed()
+            writer.transport.abort()  # a client that reads nothing does not keep it past that
+
+    async def _answer(self, request: bytes, writer: asyncio.StreamWriter) -> None:
+        parts = request.decode("latin-1").split()
+        if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+            await self._reply(writer, 405, b"only GET\n", "text/plain")
+        elif parts[1].split("?")[0] == "/health" or parts[1].startswith("/health/"):
+            status, text = rotation(self.sup, parts[1].split("?")[0].removeprefix("/health").strip("/"))
+            await self._reply(writer, status, text.encode() if parts[0] == "GET" else b"", "text/plain")
+        elif parts[1].split("?")[0] not in ("/metrics", "/"):
+            await self._reply(writer, 404, b"see /metrics or /health/NAME\n", "text/plain")
+        else:
+            await self.sup.sampler.fresh()  # bounded: a vassal that does not answer leaves its last figures
+            self.sup.sampler.refresh()  # the kernel answers at once
+            body = generate_latest(self.registry)
+            await self._reply(writer, 200, body if parts[0] == "GET" else b"", CONTENT_TYPE_LATEST)
 
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:

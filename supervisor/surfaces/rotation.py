@@ -2,9 +2,15 @@
 
 `GET /health/NAME` on the metrics listener answers 200 when the service is
 running, ready (its app's own health check passes, if it has one) and not
-drained, else 503 with the reason as the body; `GET /health` answers for
-the host: 200 when every service that should run is in rotation. HAProxy's
-`option httpchk GET /health/NAME` with `check port 9180` is the client.
+drained, else 503; `GET /health` answers for the host: 200 when every
+service that should run is in rotation. HAProxy's `option httpchk GET
+/health/NAME` with `check port 9180` is the client.
+
+The listener asks for no credentials, so a body names a state only
+(`drained`, `not ready`, `backoff`…), never the reason behind it: a reason
+quotes the app's own words (an exception that holds a database URL and its
+password, say). The reason is on the control socket (`wsgictl status`),
+whose peers are checked.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ LEAVING = "the daemon is stopping (--stop-drain): out of rotation, still serving
 
 
 def in_rotation(svc: ServiceRuntime) -> str | None:
-    """None when a load balancer should send the service requests, else why not."""
+    """None when a load balancer should send the service requests, else the state that keeps it out,
+    in a word or two that quote nothing of the service's own (no reason, no output)."""
     if svc.drained:
         return "drained"
     if not svc.state.up:
-        return f"{svc.state}" + (f": {svc.reason}" if svc.reason else "")
+        return str(svc.state)
     if not svc.ready:
-        return svc.health_reason or "not ready: waiting for the first answer of its health check"
+        return "not ready"
     return None
 
 
@@ -35,7 +42,7 @@ def rotation(sup: Supervisor, name: str) -> tuple[int, str]:
     if name:
         svc = sup.services.get(name)
         if svc is None:
-            return 404, f"{name}: not in the manifest\n"
+            return 404, "not in the manifest\n"
         why = LEAVING if sup.leaving else in_rotation(svc)
         return (200, f"{name}: ok\n") if why is None else (503, f"{name}: {why}\n")
     if sup.leaving:

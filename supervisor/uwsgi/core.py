@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
-from supervisor.request_marks import REQUEST_MARK, TOKEN_VARIABLE
+from supervisor.request_marks import REQUEST_MARK
 
 if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is rendered
     from supervisor.manifest.models import ApiService
@@ -67,7 +67,7 @@ def interpreter(service: ApiService, default_venv: Path) -> tuple[Path, Path]:
 
 
 def launch_spec(
-    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "", probe_token: str = ""
+    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = ""
 ) -> dict[str, Any]:
     from supervisor.manifest.models import paste_uri
 
@@ -78,8 +78,6 @@ def launch_spec(
     # the app vassal_app.py loads: a module or file, or a paste-deploy URI
     env[APP_VARIABLE] = service.app or paste_uri(service)
     env[PROTOCOL_VARIABLE] = service.protocol
-    if probe_token:
-        env[TOKEN_VARIABLE] = probe_token  # what the daemon's health probe sends (request_marks.py)
     return {
         "service": name,
         "instance": instance,
@@ -107,10 +105,9 @@ def launch_line(spec: dict[str, Any]) -> str:
 Options = list[tuple[str, object]]
 
 
-def render_vassal(
-    name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "", probe_token: str = ""
-) -> str:
-    """The vassal ini for one API (one of its two instances). Pure: same service, same text."""
+def render_vassal(name: str, service: ApiService, layout: Layout, default_venv: Path, instance: str = "") -> str:
+    """The vassal ini for one API (one of its two instances). Pure: same service, same text.
+    It holds no secret: each master gets its probe token in the launch socket's answer."""
     options = [
         *_workers(service),
         *_socket(service, str(layout.api_socket(name))),
@@ -122,7 +119,7 @@ def render_vassal(
     for key, value in service.uwsgi.items():
         for item in value if isinstance(value, list) else [value]:
             options.append((key, item))
-    spec = launch_spec(name, service, layout, default_venv, instance, probe_token)
+    spec = launch_spec(name, service, layout, default_venv, instance)
     lines = [launch_line(spec), "[uwsgi]"]
     lines += [f"{key} = {_value(value)}" for key, value in options]
     return "\n".join(lines) + "\n"

@@ -89,8 +89,7 @@ class VassalDriver(EmperorSupervision):
     def render(self, svc: ServiceRuntime, instance: str | None = None) -> str:
         assert isinstance(svc.spec, ApiService)
         chosen = svc.instance if instance is None else instance
-        token = self.ctx.probe_token
-        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.config.default_venv, chosen, token)
+        return uwsgi.render_vassal(svc.name, svc.spec, self.layout, self.config.default_venv, chosen)
 
     def install_launcher(self, svc: ServiceRuntime) -> None:
         assert isinstance(svc.spec, ApiService)
@@ -190,6 +189,7 @@ class VassalDriver(EmperorSupervision):
         """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO.
         Its log FIFO goes once its file has gone too (the emperor could start it again until then)."""
         self.final_stats.pop((name, instance), None)
+        self.ctx.tokens.drop("uwsgi", name, instance)
         if not self.layout.vassal_file(name, instance).exists():
             self.logs.unfollow(name, instance)
         for path in (self.layout.stats_socket(name, instance), self.layout.master_fifo(name, instance)):

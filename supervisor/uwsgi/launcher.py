@@ -31,6 +31,8 @@ import sys
 LAUNCH_PREFIX = "; wsgi-supervisor-launch "
 # when the emperor passes no PATH: config.DEFAULT_PATH, which this file cannot import (a test keeps them equal)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# request_marks.TOKEN_VARIABLE, which this file cannot import (a test keeps them equal)
+TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"
 DROP = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
@@ -51,11 +53,11 @@ def launch_socket(spec):
 
 
 def fetch_socket(path, name, instance):
-    """The listening socket the daemon holds for `name`, or None.
+    """The listening socket the daemon holds for `name` (or None) and this master's probe token.
 
-    None when the daemon cannot be reached (it is restarting): uWSGI then
-    binds the path itself, and the daemon takes that socket over later.
-    Exits when the daemon says the service must not run.
+    None and no token when the daemon cannot be reached (it is restarting):
+    uWSGI then binds the path itself, and the daemon takes that socket over
+    later. Exits when the daemon says the service must not run.
     """
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     conn.settimeout(5)
@@ -65,7 +67,7 @@ def fetch_socket(path, name, instance):
         conn.sendall(('{"cmd":"launch","service":"%s","instance":"%s"}\n' % (name, instance)).encode())
         data, ancdata, _flags, _addr = conn.recvmsg(65536, _socket.CMSG_SPACE(16))
     except OSError:
-        return None
+        return None, ""
     finally:
         conn.close()
     fds = []
@@ -78,7 +80,18 @@ def fetch_socket(path, name, instance):
             os.close(fd)
         sys.stderr.write("wsgi-supervisor: not starting %s: %s\n" % (name, reply.decode(errors="replace")))
         sys.exit(1)
-    return fds[0] if fds else None
+    return (fds[0] if fds else None), probe_token(reply)
+
+
+def probe_token(reply):
+    """The token in the daemon's answer `{"ok":true,"probe_token":"<hex>"}`; "" when there is none."""
+    key = b'"probe_token":"'
+    start = reply.find(key)
+    if start < 0:
+        return ""
+    start += len(key)
+    token = reply[start : reply.find(b'"', start)].decode("ascii", "replace")
+    return token if token and all(c in "0123456789abcdef" for c in token) else ""
 
 
 def output(spec):
@@ -141,7 +154,7 @@ def main(argv):
     if emperor_fd == 3:  # fd 3 is where the listening socket goes
         emperor_fd = os.dup(3)
         os.set_inheritable(emperor_fd, True)
-    listen_fd = fetch_socket(launch_socket(spec), name, spec.get("instance", ""))
+    listen_fd, token = fetch_socket(launch_socket(spec), name, spec.get("instance", ""))
 
     out = output(spec)
     os.dup2(out, 1)
@@ -156,6 +169,9 @@ def main(argv):
     for item in filter(None, spec.get("env", "").split("\0")):
         key, _, value = item.partition("=")
         env[key] = value
+    env.pop(TOKEN_VARIABLE, None)
+    if token:
+        env[TOKEN_VARIABLE] = token  # vassal_app.py takes it out of the environment before the app loads
     keep = {0, 1, 2}
     if emperor_fd >= 0:
         keep.add(emperor_fd)

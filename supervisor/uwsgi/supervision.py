@@ -95,6 +95,7 @@ class EmperorSupervision:
             keep = keep if keep in instances else next(iter(instances))
             for instance, pid in instances.items():
                 self.logs.follow(name, instance)
+                self.ctx.tokens.adopt("uwsgi", name, instance)  # its probes are still told apart
                 if instance != keep:
                     self.retire(svc, instance, pid)
             pid = instances[keep]

@@ -145,8 +145,16 @@ class LogRelay:
                 pass
             except OSError:
                 return False
-            if self.orphaned_at is not None and time.monotonic() - self.orphaned_at < RECHECK:
-                return False  # no daemon a moment ago: dropped at once, without asking again
+            if self.orphaned_at is not None:
+                # no daemon a moment ago: dropped at once, so a missing daemon slows nobody down;
+                # whether one runs again is asked at most once every RECHECK (a cheap read of /proc/locks)
+                now = time.monotonic()
+                if now - self.orphaned_at < RECHECK:
+                    return False
+                if daemon_runs(self.daemon_lock) is False:
+                    self.orphaned_at = now
+                    return False
+                self.orphaned_at = None  # a daemon runs again: it reads, and the relay waits for it
             _, writable, _ = select.select([], [self.fifo], [], RECHECK)
             if writable:
                 continue

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from supervisor.control.protocol import EXIT_NOT_RUNNING, EXIT_UNKNOWN, error
 from supervisor.manifest.models import runner
 from supervisor.observe.procs import cmdline, descendants
-from supervisor.workers.driver import tagged
 
 if TYPE_CHECKING:
     from supervisor.state.supervisor import Supervisor
@@ -63,12 +62,13 @@ def api_targets(sup: Supervisor, name: str) -> list[Target]:
 
 
 def tree_targets(sup: Supervisor, name: str) -> list[Target]:
-    """The main process of a worker service and every process of its tree (found by its tag too)."""
+    """The main process of a worker service and every other process of its control group (of
+    its tree where there are no groups)."""
     main = sup.services[name].pid
     if main is None:
         return []
-    pids = [main, *descendants(main)]
-    pids += [p for p in tagged(sup.workers.tag(name)) if p not in pids]
+    members = sup.groups.of_service(name)
+    pids = [main, *(p for p in members if p != main)] if members is not None else [main, *descendants(main)]
     targets = []
     for pid in pids:
         command = " ".join(cmdline(pid))[:80]

@@ -40,7 +40,8 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import ApiService, runner
-from supervisor.observe.procs import signal_tree, take_listener
+from supervisor.observe.cgroups import group_name, joining
+from supervisor.observe.procs import descendants, take_listener
 from supervisor.state.drivers import Context, Failure
 from supervisor.state.events import Adopted, Ready, Spawned, SpawnFailed
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
@@ -92,12 +93,20 @@ class GunicornDriver:
         env["WSGI_SUPERVISOR_FD"] = str(fd)
         return env
 
+    @staticmethod
+    def group(name: str, instance: str) -> str:
+        """The control group of an arbiter and its workers (observe/cgroups.py)."""
+        return group_name(name, "gunicorn", instance)
+
     def _spawn(self, svc: ServiceRuntime, instance: str) -> int | str:
         """Start an arbiter for `instance`; its pid, or why it could not be started."""
         spec = svc.spec
         assert isinstance(spec, ApiService)
         fd = self.sockets.hold(svc.name, self)
         python = interpreter(spec, self.config.default_venv)
+        join_fd = self.ctx.groups.procs_fd(self.group(svc.name, instance))
+        if join_fd is None and self.ctx.groups.available:
+            return "cannot make its control group (the daemon's log says why)"
         self.logs.follow(svc.name, instance)
         self._write_spec(svc, instance)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -111,12 +120,16 @@ class GunicornDriver:
                 stderr=write_fd,
                 pass_fds=(fd,),
                 start_new_session=True,  # outlives the daemon, like a vassal, and is adopted
+                # into its control group before the exec, so that a stop reaches all it starts
+                preexec_fn=None if join_fd is None else joining(join_fd),
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             os.close(read_fd)
-            return f"cannot run {python}: {exc.strerror or exc}"
+            return f"cannot run {python}: {getattr(exc, 'strerror', None) or exc}"
         finally:
             os.close(write_fd)
+            if join_fd is not None:
+                os.close(join_fd)
         self.pipes.add(f"{svc.name}.{instance}", read_fd, svc.name)
         self.arbiters[svc.name, instance] = proc.pid
         self.procs[proc.pid] = proc
@@ -155,7 +168,7 @@ class GunicornDriver:
             self.ctx.say(svc.name, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
         else:
             self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
-        signal_tree(pid, signal.SIGKILL)
+        self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
 
     # -- the lifecycle's asks -----------------------------------------------------------------
 
@@ -276,14 +289,23 @@ class GunicornDriver:
                 await asyncio.wait_for(gone, 2)
         finally:
             self.ctx.watcher.unwatch(pid)
+        await self._empty(svc, instance, pid)
         self._gone(svc.name, instance, pid)
         if instance != svc.instance and (svc.reload is None or svc.reload.instance != instance):
             self._remove_files(svc.name, instance)
 
+    async def _empty(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        """A retired arbiter is gone: so is whatever it left in its group."""
+        group = self.group(svc.name, instance)
+        hit = self.ctx.groups.kill(group)
+        if hit:
+            self.ctx.say(svc.name, f"the old arbiter (pid {pid}) left {hit} process(es) in its group: SIGKILL", 4)
+        await self.ctx.groups.emptied(group, 5.0)
+
     def abandon(self, svc: ServiceRuntime, attempt: ReloadAttempt) -> None:
         pid = self.arbiters.get((svc.name, attempt.instance))
         if pid is not None:
-            signal_tree(pid, signal.SIGKILL)
+            self.ctx.groups.kill_all(self.group(svc.name, attempt.instance), pid)
             self.ctx.watcher.watch(pid, lambda p, s: self._abandoned(svc.name, attempt.instance, p))
 
     def _abandoned(self, name: str, instance: str, pid: int) -> None:
@@ -338,6 +360,7 @@ class GunicornDriver:
             keep = keep if keep in instances else next(iter(instances))
             for instance, pid in instances.items():
                 self.arbiters[name, instance] = pid
+                self._enclose(name, instance, pid)
                 self.logs.follow(name, instance)
                 if instance != keep:
                     self.retire(svc, instance, pid)
@@ -358,6 +381,13 @@ class GunicornDriver:
             history = {"up_since": known.get("up_since"), "ready_duration": known.get("ready_duration")} if same else {}
             self.ctx.report(Adopted(name, pid, keep, changed=changed, **history))
             log.info("%s: adopted gunicorn arbiter (pid %d)", name, pid)
+
+    def _enclose(self, name: str, instance: str, pid: int) -> None:
+        """An adopted arbiter that runs outside its group (an older daemon started it) is moved in."""
+        group = self.group(name, instance)
+        if self.ctx.groups.available and pid not in self.ctx.groups.members(group):
+            moved = self.ctx.groups.enclose(group, [pid, *descendants(pid)])
+            log.info("%s: moved %d process(es) of its arbiter (pid %d) into its control group", name, moved, pid)
 
     def close(self) -> None:
         self.pipes.close()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from supervisor.observe.cgroups import ServiceGroups
 
 if TYPE_CHECKING:
     from supervisor.config import Config
@@ -35,6 +37,8 @@ class Context:
     spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]  # a task the daemon keeps and reaps
     services: Callable[[], Iterable[ServiceRuntime]]  # the records, to read
     probe_token: str = ""  # what the daemon's health probe sends, so that servers leave its requests out
+    # a control group per service instance (observe/cgroups.py); none in tests of the pure parts
+    groups: ServiceGroups = field(default_factory=lambda: ServiceGroups.unavailable("not set up"))
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ class Driver(Protocol):
         """Ask the process to stop gracefully; False when there is nothing to ask."""
 
     def kill(self, svc: ServiceRuntime, why: str) -> None:
-        """SIGKILL the whole process tree, saying `why` in the service's log."""
+        """SIGKILL every process of the service (its control group, else its main process's tree),
+        saying `why` in the service's log."""
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Make sure nothing brings the process back by itself."""

@@ -297,8 +297,8 @@ class GunicornDriver:
     async def _empty(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         """A retired arbiter is gone: so is whatever it left in its group."""
         group = self.group(svc.name, instance)
-        hit = self.ctx.groups.kill(group)
-        if hit:
+        if self.ctx.groups.left_behind(group):
+            hit = self.ctx.groups.kill(group)
             self.ctx.say(svc.name, f"the old arbiter (pid {pid}) left {hit} process(es) in its group: SIGKILL", 4)
         await self.ctx.groups.emptied(group, 5.0)
 

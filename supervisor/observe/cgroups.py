@@ -104,6 +104,9 @@ class ServiceGroups:
         self.base = base
         self.why_not = why_not
         self.parent = parent  # where the daemon was before it moved into its leaf
+        # groups SIGKILLed whose processes may still be on their way out (a process stays in its
+        # group until its exit is done): not left behind, nothing to kill or say again
+        self.killed: set[str] = set()
 
     @classmethod
     def unavailable(cls, why: str) -> ServiceGroups:
@@ -205,9 +208,12 @@ class ServiceGroups:
         if path is None:
             return False
         try:
-            return "populated 1" in (path / "cgroup.events").read_text()
+            populated = "populated 1" in (path / "cgroup.events").read_text()
         except OSError:
-            return False
+            populated = False
+        if not populated:
+            self.killed.discard(group)  # all the kill hit is gone
+        return populated
 
     # -- ending ----------------------------------------------------------------------------
 
@@ -221,7 +227,12 @@ class ServiceGroups:
             (path / "cgroup.kill").write_text("1")
         except OSError as exc:
             log.warning("cannot kill the control group %s: %s", path, exc.strerror or exc)
+        self.killed.add(group)
         return hit
+
+    def left_behind(self, group: str) -> bool:
+        """Whether processes are in the group that no SIGKILL of it is ending already."""
+        return group not in self.killed and self.populated(group)
 
     def signal_each(self, group: str, main: int | None, sig: int) -> int:
         """Send `sig` once to each process of the group, as systemd's KillMode=control-group does
@@ -254,6 +265,7 @@ class ServiceGroups:
         try:
             fd = os.open(path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
+            self.killed.discard(group)
             return True
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
@@ -269,6 +281,7 @@ class ServiceGroups:
                         changed.clear()
                         ep.poll(0)
                         await changed.wait()
+                self.killed.discard(group)
                 return True
             except TimeoutError:
                 return False

@@ -213,7 +213,7 @@ class Supervisor(ManifestChanges):
         if not self.groups.populated(group):
             self.report(Exited(svc.name, pid, status))
             return
-        if not (svc.state == State.STOPPING and svc.kind == "worker"):
+        if not (svc.state == State.STOPPING and svc.kind == "worker") and self.groups.left_behind(group):
             hit = self.groups.kill(group)
             if hit:
                 what = f"{hit} process{'es' if hit != 1 else ''}"

@@ -83,10 +83,10 @@ class VassalDriver(EmperorSupervision):
         instance left there (it died, the emperor brought it back) is killed first."""
         groups = self.ctx.groups
         group = self.group(name, instance)
-        hit = groups.kill(group)
-        if hit:
+        if groups.left_behind(group):
+            hit = groups.kill(group)
             self.ctx.say(name, f"a new master starts: SIGKILL to the {hit} process(es) the last one left", 4)
-            await groups.emptied(group, 5.0)
+        await groups.emptied(group, 5.0)
         return groups.procs_fd(group)
 
     def enclose(self, name: str, instance: str, pid: int) -> None:
@@ -184,9 +184,10 @@ class VassalDriver(EmperorSupervision):
         finally:
             self.ctx.watcher.unwatch(pid)
         group = self.group(svc.name, instance)
-        if hit := self.ctx.groups.kill(group):
+        if self.ctx.groups.left_behind(group):
+            hit = self.ctx.groups.kill(group)
             self.ctx.say(svc.name, f"the old vassal (pid {pid}) left {hit} process(es) in its group: SIGKILL", 4)
-            await self.ctx.groups.emptied(group, 5.0)
+        await self.ctx.groups.emptied(group, 5.0)
         self.sampler.master_gone(svc.name, pid)
         if instance != svc.instance and (svc.reload is None or svc.reload.instance != instance):  # not in use again
             self.forget(svc.name, instance)

@@ -207,3 +207,32 @@ def test_the_daemons_own_stop_ends_every_process_and_leaves_no_group(tmp_path, s
             d.stop()
             pid_file.unlink(missing_ok=True)
             where.rmdir()
+
+
+def test_what_outlived_a_killed_daemon_is_ended_by_the_next_start(tmp_path):
+    """A killed daemon ends nothing: its worker dies with it (the parent-death signal), the escapee
+    does not. The next daemon finds the worker's group again, and its start ends what is left there."""
+    with local_user("wsgi-h4-cg-again") as user:
+        where, pid_file = pid_file_for(user)
+        d = Daemon(tmp_path)
+        try:
+            write_manifest(d.conf_dir, escaping_worker_table("conductor", user, pid_file))
+            d.start()
+            d.ctl("start", "conductor")
+            escapee = read_pid(pid_file)
+            with killed_at_the_end([escapee]):
+                d.proc.send_signal(signal.SIGKILL)
+                d.proc.wait()
+                time.sleep(0.5)
+                assert alive(escapee)  # the daemon could not end it: it is gone
+                pid_file.write_text("")
+                d.start()
+                d.ctl("start", "conductor")
+                read_pid(pid_file)  # the new worker has escaped a process of its own
+                assert not alive(escapee), "an escapee of the last daemon's worker still runs"
+                assert "an earlier instance left in its group" in d.output()
+                d.ctl("stop", "conductor")
+        finally:
+            d.stop()
+            pid_file.unlink(missing_ok=True)
+            where.rmdir()

@@ -104,7 +104,7 @@ class GunicornDriver:
         assert isinstance(spec, ApiService)
         fd = self.sockets.hold(svc.name, self)
         python = interpreter(spec, self.config.default_venv)
-        join_fd = self.ctx.groups.procs_fd(self.group(svc.name, instance))
+        join_fd = self.ctx.groups.fresh_procs_fd(self.group(svc.name, instance), lambda t: self.ctx.say(svc.name, t, 4))
         if join_fd is None and self.ctx.groups.available:
             return "cannot make its control group (the daemon's log says why)"
         self.logs.follow(svc.name, instance)

@@ -163,6 +163,14 @@ class ServiceGroups:
             log.warning("cannot make the control group %s: %s", path, exc.strerror or exc)
             return None
 
+    def fresh_procs_fd(self, group: str, say: Callable[[str], None]) -> int | None:
+        """`procs_fd` for a new main process, the group emptied first: what an earlier one left there
+        (while the daemon was away: killed, it could not end it) is SIGKILLed, and `say` says so."""
+        if self.left_behind(group):
+            hit = self.kill(group)
+            say(f"SIGKILL to {hit} process{'es' if hit != 1 else ''} an earlier instance left in its group")
+        return self.procs_fd(group)
+
     def enclose(self, group: str, pids: list[int]) -> int:
         """Move processes into the group (those a daemon adopts that run outside it); how many moved."""
         fd = self.procs_fd(group)

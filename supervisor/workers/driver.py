@@ -225,7 +225,7 @@ class ProcessDriver:
         spec = svc.spec
         assert isinstance(spec, WorkerService)
         env = self._environment(svc)
-        join_fd = self.ctx.groups.procs_fd(self.group(svc))
+        join_fd = self.ctx.groups.fresh_procs_fd(self.group(svc), lambda text: self.ctx.say(svc.name, text, 4))
         if join_fd is None and self.ctx.groups.available:
             self.ctx.report(SpawnFailed(svc.name, "cannot make its control group (the daemon's log says why)"))
             return

@@ -86,7 +86,8 @@ class VassalDriver(EmperorSupervision):
         if groups.left_behind(group):
             hit = groups.kill(group)
             self.ctx.say(name, f"a new master starts: SIGKILL to the {hit} process(es) the last one left", 4)
-        await groups.emptied(group, 5.0)
+        # briefly: the launcher waits 5 s for its answer, and what was killed is gone soon anyway
+        await groups.emptied(group, 1.0)
         return groups.procs_fd(group)
 
     def enclose(self, name: str, instance: str, pid: int) -> None:

@@ -8,7 +8,8 @@ file). Start: hold the socket, write the spec, start the arbiter with the
 socket as fd 3. Readiness: every worker slot of its scoreboard says the
 app is loaded (woken by the line each worker logs when it is). Stop:
 SIGTERM, gunicorn's graceful stop (workers finish what they serve; an
-idle worker leaves at once). Reload: a second arbiter on the same socket;
+idle worker leaves at once); what the arbiter leaves in its control group
+(it joins it before the exec) is SIGKILLed once it is gone. Reload: a second arbiter on the same socket;
 the old one gets SIGTERM once the new one serves. It reports what it sees
 as events and never changes a service's record.
 """

@@ -1,10 +1,12 @@
 """API services as uWSGI emperor vassals: the driver the lifecycle asks to act.
 
 Start: hold the socket, write the vassal file, poke the emperor (the
-launcher then calls in with the new master's pid). Stop: pause, then a
-graceful stop through the master FIFO, the file removed so the emperor does
-not bring it back. Restart: the same with the file left in place, so the
-emperor spawns a new vassal on the same socket. Reload: a second vassal
+launcher then calls in with the new master's pid, and joins the vassal's
+control group). Stop: pause, then a graceful stop through the master FIFO,
+the file removed so the emperor does not bring it back; what the master
+leaves in its group is SIGKILLed (state/supervisor.py `_main_exited`).
+Restart: the same with the file left in place, so the emperor spawns a
+new vassal on the same socket. Reload: a second vassal
 (`NAME.b.ini`) on the same socket; the old one retires once the new one
 serves. Readiness: the vassal's stats, sampled while it starts (woken by
 the log line that says a worker loaded the app). It reports what it sees

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from supervisor import __version__, config
 from supervisor.config import Config
 from supervisor.layout import DAEMON_NAME, Layout
+from supervisor.observe.cgroups import ServiceGroups
 from supervisor.uwsgi.emperor import Emperor, EmperorError, clear_runtime_dir, prepare_runtime_dir
 
 if TYPE_CHECKING:
@@ -87,38 +88,45 @@ def summary(sup: Supervisor) -> str:
     )
 
 
-def start_early(config: Config) -> tuple[Layout, int, Emperor]:
+def start_early(config: Config) -> tuple[Layout, int, Emperor, ServiceGroups]:
     """Take the runtime dir and get the emperor going, before the heavy imports.
 
     The emperor needs ~0.1 s to come up; the daemon spends about as long
     importing and validating the manifest. Doing both at once is most of
-    what separates the daemon's start-up from a bare emperor's.
+    what separates the daemon's start-up from a bare emperor's. The
+    daemon moves into its control group's leaf first, so the emperor
+    starts there too (observe/cgroups.py).
     """
     layout = Layout(config.runtime_dir)
     layout.daemon_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_runtime_dir(layout)
     try:
         prepare_runtime_dir(layout, config.default_venv)
+        groups = ServiceGroups.open(config.runtime_dir)
         emperor = Emperor(layout)
         emperor.start_or_adopt()
     except BaseException:
         os.close(lock_fd)
         raise
-    return layout, lock_fd, emperor
+    return layout, lock_fd, emperor, groups
 
 
-async def serve(config: Config, lock_fd: int, emperor: Emperor) -> int:
+async def serve(config: Config, lock_fd: int, emperor: Emperor, groups: ServiceGroups | None = None) -> int:
     """Load the manifest, start, serve until SIGTERM/SIGINT, then stop in a fixed, bounded order."""
     from supervisor.control.server import ControlServer
     from supervisor.state.supervisor import Supervisor
 
+    groups = groups or ServiceGroups.unavailable("not set up")
     manifest = _manifest_or_none(config)
     if manifest is None:
         emperor.kill_if_ours()  # an adopted emperor and its vassals keep serving
+        groups.close()
         os.close(lock_fd)
         return 1
-    sup = Supervisor(config, manifest, emperor)
+    sup = Supervisor(config, manifest, emperor, groups=groups)
     file_sink = setup_logging(sup)
+    if not groups.available:
+        log.warning("no control group per service (%s): a stop reaches the main process's tree only", groups.why_not)
     control = ControlServer(sup)
     metrics = None
     if config.metrics_listen:
@@ -211,6 +219,7 @@ async def _stop(sup: Supervisor, control: ControlServer, metrics: MetricsServer 
     if sup.emperor.pid is None:  # stopped with every vassal: nothing uses their sockets any more
         clear_runtime_dir(sup.layout)
     sup.watcher.close()
+    sup.groups.close()
     for task in list(sup.tasks):
         task.cancel()
     with contextlib.suppress(OSError):
@@ -275,13 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     # until the log pipeline is up (a bad manifest, say), messages go to stderr
     logging.basicConfig(level=logging.INFO, format=f"{DAEMON_NAME}: %(message)s")
     try:
-        _layout, lock_fd, emperor = start_early(settings)
+        _layout, lock_fd, emperor, groups = start_early(settings)
     except (AlreadyRunning, EmperorError, OSError) as exc:
         print(f"wsgi-supervisor: {exc}", file=sys.stderr)
         sys.exit(1)
     import uvloop
 
-    sys.exit(uvloop.run(serve(settings, lock_fd, emperor)))
+    sys.exit(uvloop.run(serve(settings, lock_fd, emperor, groups)))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from supervisor.observe.cgroups import base_name, cgroup2_mount
 from supervisor.observe.procs import alive, descendants
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,6 +278,31 @@ def kill_leftovers(pids, runtime_dir: Path) -> list[int]:
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    return left + [f"control group {g}" for g in remove_groups(runtime_dir)]
+
+
+def daemon_groups(runtime_dir: Path) -> list[Path]:
+    """The control group a daemon on `runtime_dir` made (observe/cgroups.py), wherever it is in the hierarchy."""
+    mount = cgroup2_mount()
+    if mount is None:
+        return []
+    wanted = base_name(runtime_dir)
+    return [Path(top) / d for top, dirs, _ in os.walk(mount) for d in dirs if d == wanted]
+
+
+def remove_groups(runtime_dir: Path) -> list[Path]:
+    """Kill what is left in a stopped daemon's control groups and remove them; which were left."""
+    left = daemon_groups(runtime_dir)
+    for base in left:
+        with contextlib.suppress(OSError):
+            (base / "cgroup.kill").write_text("1")
+        for _ in range(100):
+            if "populated 0" in (base / "cgroup.events").read_text():
+                break
+            time.sleep(0.05)
+        for path in sorted((Path(top) for top, _, _ in os.walk(base)), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                path.rmdir()
     return left
 
 

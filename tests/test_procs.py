@@ -1,14 +1,18 @@
-"""Process trees, usage and tags, on real processes this test starts and stops by pid."""
+"""Process trees, usage and control groups, on real processes this test starts and stops by pid."""
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
+
+from supervisor.observe.cgroups import ServiceGroups, base_name, cgroup2_mount, group_name, joining, own_group
 from supervisor.observe.procs import alive, descendants, is_descendant, stopped
 from supervisor.observe.sampler import tree_usage
-from supervisor.workers.driver import TAG, tagged
 
 # a parent that burns some CPU in a child it reaps, then starts two sleeping
 # children (one with a child of its own) and prints every pid
@@ -71,16 +75,52 @@ def test_tree_usage_counts_the_whole_tree_and_reaped_children():
     assert tree_usage([parent]) == {parent: (0, 0.0)}
 
 
-def test_tagged_finds_every_process_carrying_the_tag():
-    tag = f"/tmp/test-procs-{os.getpid()}:w"
-    proc, pids = start_tree({**os.environ, TAG: tag})
-    other, _ = start_tree({**os.environ, TAG: tag + "x"})
+def test_a_control_group_holds_what_left_the_tree_and_is_awaited_empty():
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy here")
+    base = mount / f"wsgi-h4-test-procs-{os.getpid()}"
+    base.mkdir()
+    groups = ServiceGroups(base)
+    group = group_name("w", "process")
+    fd = groups.procs_fd(group)
     try:
-        assert sorted(tagged(tag)) == sorted(pids)
+        # the tree's root joins the group in the child, before the exec: all it starts is in it
+        join = joining(fd)
+        proc = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE, text=True, preexec_fn=join)
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert sorted(groups.members(group)) == sorted(pids) == sorted(groups.of_service("w"))
+        assert groups.of_service("x") == [] and groups.populated(group)
+
+        async def kill_and_wait():
+            waiting = asyncio.ensure_future(groups.emptied(group, 10))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # awaited, not returned at once
+            assert groups.kill(group) == 4
+            return await waiting
+
+        assert asyncio.run(kill_and_wait())
+        proc.wait(5)
+        assert not groups.populated(group) and not any(alive(p) for p in pids)
     finally:
-        stop_tree(proc)
-        stop_tree(other)
-    assert tagged(tag) == []
+        os.close(fd)
+        groups.kill(group)
+        groups.remove(group)
+        base.rmdir()
+    assert not base.exists()
+
+
+def test_the_hierarchy_is_found_from_proc():
+    mountinfo = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+    assert cgroup2_mount("40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw\n" + mountinfo) == Path(
+        "/sys/fs/cgroup/unified"
+    )
+    assert cgroup2_mount("40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw\n") is None
+    unit = "/system.slice/wsgi-supervisor.service"
+    assert own_group(f"9:name=systemd:/\n0::{unit}\n") == unit
+    assert base_name("/run/wsgi-supervisor") == "wsgi-supervisor"
+    assert base_name("/tmp/wsr-1") != base_name("/tmp/wsr-2")
+    assert group_name("nova-api", "uwsgi", "b") == "nova-api@uwsgi.b"
 
 
 def test_alive_and_stopped_tell_a_zombie_and_a_stopped_process():

@@ -129,6 +129,20 @@ def test_services_under_a_real_systemd(machine, server):
     mode = c.run("stat", "-c", "%a %G", f"{RUN}/api.sock").stdout.split()
     assert mode == ["660", "root"]
 
+    # Delegate=yes: the daemon lives in a leaf of its unit's group, each service in a group of its own
+    # beside it (what `systemd-cgls` shows), so that a stop reaches every process of a service
+    def group_of(pid) -> str:
+        """The process's group below the container's (nspawn here gives it no cgroup namespace)."""
+        lines = c.run("cat", f"/proc/{pid}/cgroup").stdout.splitlines()
+        path = next(line[3:] for line in lines if line.startswith("0::"))
+        return path[path.index("/system.slice/") :]
+
+    ours = "/system.slice/wsgi-supervisor.service/wsgi-supervisor"
+    daemon_pid = c.run("systemctl", "show", "-p", "MainPID", "--value", "wsgi-supervisor").stdout.strip()
+    assert group_of(daemon_pid) == f"{ours}/daemon"
+    assert group_of(status(c)["api"]["pid"]) == f"{ours}/api@{server}"
+    assert group_of(status(c)["conductor"]["pid"]) == f"{ours}/conductor@process"
+
     # kill -9 of the API's master: the daemon brings it back, the unit never leaves active
     pid = status(c)["api"]["pid"]
     c.run("kill", "-9", str(pid))
@@ -187,6 +201,7 @@ def test_services_under_a_real_systemd(machine, server):
     after = status(c)
     assert {n: s["pid"] for n, s in after.items()} == {n: s["pid"] for n, s in before.items()}
     assert main_pid() == daemon_pid and is_active(c, "wsgi-supervisor") == "active"
+    assert group_of(daemon_pid) == f"{ours}/daemon"  # the new image found its groups again
     assert is_active(c, "wsgi@api") == is_active(c, "wsgi@conductor") == "active"
     assert request(c, "api") == 200
     assert "running" in c.run("systemctl", "show", "-p", "StatusText", "wsgi-supervisor").stdout

@@ -386,12 +386,19 @@ class ControlServer:
             await self._send(conn, error(why))
             raise ClientGone
         fd = self.sup.sockets.fd(name)
-        payload = encode({"ok": True, "probe_token": self.sup.probe_tokens.issue("uwsgi", name, instance)})
-        with contextlib.suppress(OSError):
-            if fd is None:
-                await self.loop.sock_sendall(conn, payload)
-            else:
-                socket.send_fds(conn, [payload], [fd])
+        group = await self.sup.vassals.group_for_launch(name, instance)
+        fds = [f for f in (fd, group) if f is not None]
+        token = self.sup.probe_tokens.issue("uwsgi", name, instance)
+        payload = encode({"ok": True, "probe_token": token, "group": group is not None})
+        try:
+            with contextlib.suppress(OSError):
+                if not fds:
+                    await self.loop.sock_sendall(conn, payload)
+                else:
+                    socket.send_fds(conn, [payload], fds)
+        finally:
+            if group is not None:
+                os.close(group)
         raise ClientGone
 
     async def close(self) -> None:

@@ -8,7 +8,8 @@ file). Start: hold the socket, write the spec, start the arbiter with the
 socket as fd 3. Readiness: every worker slot of its scoreboard says the
 app is loaded (woken by the line each worker logs when it is). Stop:
 SIGTERM, gunicorn's graceful stop (workers finish what they serve; an
-idle worker leaves at once). Reload: a second arbiter on the same socket;
+idle worker leaves at once); what the arbiter leaves in its control group
+(it joins it before the exec) is SIGKILLed once it is gone. Reload: a second arbiter on the same socket;
 the old one gets SIGTERM once the new one serves. It reports what it sees
 as events and never changes a service's record.
 """
@@ -41,7 +42,8 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import ApiService, runner
-from supervisor.observe.procs import signal_tree, take_listener
+from supervisor.observe.cgroups import group_name, joining
+from supervisor.observe.procs import descendants, take_listener
 from supervisor.state.drivers import Context, Failure
 from supervisor.state.events import Adopted, Ready, Spawned, SpawnFailed
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
@@ -77,12 +79,20 @@ class GunicornDriver:
 
     # -- files and processes ------------------------------------------------------------------
 
+    @staticmethod
+    def group(name: str, instance: str) -> str:
+        """The control group of an arbiter and its workers (observe/cgroups.py)."""
+        return group_name(name, "gunicorn", instance)
+
     def _spawn(self, svc: ServiceRuntime, instance: str) -> int | str:
         """Start an arbiter for `instance`; its pid, or why it could not be started."""
         spec = svc.spec
         assert isinstance(spec, ApiService)
         fd = self.sockets.hold(svc.name, self)
         python = interpreter(spec, self.config.default_venv)
+        join_fd = self.ctx.groups.fresh_procs_fd(self.group(svc.name, instance), lambda t: self.ctx.say(svc.name, t, 4))
+        if join_fd is None and self.ctx.groups.available:
+            return "cannot make its control group (the daemon's log says why)"
         self.logs.follow(svc.name, instance)
         spec_path = self.layout.gunicorn_spec(svc.name, instance)
         token = self.ctx.tokens.issue("gunicorn", svc.name, instance)  # this arbiter's own (state/probe_tokens.py)
@@ -96,16 +106,22 @@ class GunicornDriver:
                 board.slots_for(spec.processes),
             )
         except OSError as exc:
+            if join_fd is not None:
+                os.close(join_fd)
             return f"cannot prepare the arbiter's files: {exc}"
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            proc = spawn.start(python, spec_path, spec, handed, write_fd)
+            # into its control group before the exec, so that a stop reaches all it starts
+            preexec = None if join_fd is None else joining(join_fd)
+            proc = spawn.start(python, spec_path, spec, handed, write_fd, preexec)
         except OSError as exc:
             os.close(read_fd)
             return exc.strerror or str(exc)
         finally:
             os.close(write_fd)
             handed.close()
+            if join_fd is not None:
+                os.close(join_fd)
         self.pipes.add(f"{svc.name}.{instance}", read_fd, svc.name)
         self.arbiters[svc.name, instance] = proc.pid
         self.procs[proc.pid] = proc
@@ -145,7 +161,7 @@ class GunicornDriver:
             self.ctx.say(svc.name, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
         else:
             self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
-        signal_tree(pid, signal.SIGKILL)
+        self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
 
     # -- the lifecycle's asks -----------------------------------------------------------------
 
@@ -266,14 +282,23 @@ class GunicornDriver:
                 await asyncio.wait_for(gone, 2)
         finally:
             self.ctx.watcher.unwatch(pid)
+        await self._empty(svc, instance, pid)
         self._gone(svc.name, instance, pid)
         if instance != svc.instance and (svc.reload is None or svc.reload.instance != instance):
             self._remove_files(svc.name, instance)
 
+    async def _empty(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
+        """A retired arbiter is gone: so is whatever it left in its group."""
+        group = self.group(svc.name, instance)
+        if self.ctx.groups.left_behind(group):
+            hit = self.ctx.groups.kill(group)
+            self.ctx.say(svc.name, f"the old arbiter (pid {pid}) left {hit} process(es) in its group: SIGKILL", 4)
+        await self.ctx.groups.emptied(group, 5.0)
+
     def abandon(self, svc: ServiceRuntime, attempt: ReloadAttempt) -> None:
         pid = self.arbiters.get((svc.name, attempt.instance))
         if pid is not None:
-            signal_tree(pid, signal.SIGKILL)
+            self.ctx.groups.kill_all(self.group(svc.name, attempt.instance), pid)
             self.ctx.watcher.watch(pid, lambda p, s: self._abandoned(svc.name, attempt.instance, p))
 
     def _abandoned(self, name: str, instance: str, pid: int) -> None:
@@ -357,6 +382,7 @@ class GunicornDriver:
             keep = keep if keep in instances else next(iter(instances))
             for instance, pid in instances.items():
                 self.arbiters[name, instance] = pid
+                self._enclose(name, instance, pid)
                 self.logs.follow(name, instance)
                 self.ctx.tokens.adopt("gunicorn", name, instance)  # its probes are still told apart
                 if instance != keep:
@@ -378,6 +404,13 @@ class GunicornDriver:
             history = {"up_since": known.get("up_since"), "ready_duration": known.get("ready_duration")} if same else {}
             self.ctx.report(Adopted(name, pid, keep, changed=changed, **history))
             log.info("%s: adopted gunicorn arbiter (pid %d)", name, pid)
+
+    def _enclose(self, name: str, instance: str, pid: int) -> None:
+        """An adopted arbiter that runs outside its group (an older daemon started it) is moved in."""
+        group = self.group(name, instance)
+        if self.ctx.groups.available and pid not in self.ctx.groups.members(group):
+            moved = self.ctx.groups.enclose(group, [pid, *descendants(pid)])
+            log.info("%s: moved %d process(es) of its arbiter (pid %d) into its control group", name, moved, pid)
 
     def close(self) -> None:
         self.pipes.close()

@@ -19,6 +19,7 @@ import grp
 import os
 import pwd
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,17 @@ def environment(service: ApiService, handed: Handed) -> dict[str, str]:
     return env
 
 
-def start(python: Path, spec_path: Path, service: ApiService, handed: Handed, output: int) -> subprocess.Popen[bytes]:
-    """The arbiter, started; OSError says why it could not be (in words for the operator)."""
+def start(
+    python: Path,
+    spec_path: Path,
+    service: ApiService,
+    handed: Handed,
+    output: int,
+    preexec: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """The arbiter, started; OSError says why it could not be (in words for the operator).
+
+    `preexec` runs in the child before the exec (it joins the service's control group)."""
     try:
         return subprocess.Popen(
             [str(python), str(BOOT_FILE), str(spec_path)],
@@ -126,6 +136,7 @@ def start(python: Path, spec_path: Path, service: ApiService, handed: Handed, ou
             stderr=output,
             pass_fds=handed.fds,
             start_new_session=True,  # outlives the daemon, like a vassal, and is adopted
+            preexec_fn=preexec,
             **credentials(service),
         )
     except PermissionError as exc:

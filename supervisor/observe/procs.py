@@ -96,19 +96,19 @@ def processes_of(main: int, uid: int) -> list[int]:
     return found
 
 
-def signal_tree(pid: int, sig: int) -> None:
-    """Send `sig` to `pid`, its process group and every descendant.
+def signal_tree(pid: int, sig: int) -> int:
+    """Send `sig` once to `pid` and to each of its descendants; how many it reached.
 
-    The group catches children that have not forked away; the walk of the
-    process tree catches those that started sessions of their own while
-    still children.
+    Once each, as systemd's control-group kill does: a second SIGTERM cuts an
+    oslo.service child's graceful stop short. What left the tree (a double
+    fork) is not reached: a service's control group (`cgroups.py`) is.
     """
-    targets = [pid, *descendants(pid)]
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-    for target in targets:
+    reached = 0
+    for target in [pid, *descendants(pid)]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, sig)
+            reached += 1
+    return reached
 
 
 def socket_inode(path: Path) -> int | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from supervisor.observe.cgroups import ServiceGroups
 from supervisor.state.probe_tokens import ProbeTokens
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class Context:
     services: Callable[[], Iterable[ServiceRuntime]]  # the records, to read
     # what the daemon's health probe sends, so that servers leave its requests out: one per instance
     tokens: ProbeTokens = field(default_factory=ProbeTokens)
+    # a control group per service instance (observe/cgroups.py); none in tests of the pure parts
+    groups: ServiceGroups = field(default_factory=lambda: ServiceGroups.unavailable("not set up"))
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ class Driver(Protocol):
         """Ask the process to stop gracefully; False when there is nothing to ask."""
 
     def kill(self, svc: ServiceRuntime, why: str) -> None:
-        """SIGKILL the whole process tree, saying `why` in the service's log."""
+        """SIGKILL every process of the service (its control group, else its main process's tree),
+        saying `why` in the service's log."""
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Make sure nothing brings the process back by itself."""

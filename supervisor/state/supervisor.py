@@ -30,6 +30,7 @@ from supervisor.logs.pipeline import Drops, LogIntake
 from supervisor.logs.requests import take_request
 from supervisor.logs.senders import tree_owner
 from supervisor.manifest.models import Manifest, runner
+from supervisor.observe.cgroups import ServiceGroups, group_name
 from supervisor.observe.health import HealthChecks
 from supervisor.observe.sampler import Sampler
 from supervisor.observe.watcher import ExitWatcher
@@ -61,6 +62,7 @@ log = logging.getLogger("wsgi-supervisor")
 
 _LEVELS = {3: logging.ERROR, 4: logging.WARNING, 5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}
 VERBS = ("start", "stop", "restart", "reload")
+LEFTOVER_GRACE = 5.0  # seconds SIGKILLed processes may take to be gone (a task in D state)
 
 
 class Supervisor(ManifestChanges):
@@ -71,8 +73,10 @@ class Supervisor(ManifestChanges):
         emperor: Emperor | None = None,
         drivers: dict[str, Driver] | None = None,
         watcher: ExitWatcher | None = None,
+        groups: ServiceGroups | None = None,
     ):
-        """`drivers` and `watcher` replace the real ones in tests of the supervisor itself."""
+        """`drivers` and `watcher` replace the real ones in tests of the supervisor itself; `groups`
+        are the services' control groups (main.py opens them before the emperor starts)."""
         self.config = config
         self.layout = Layout(config.runtime_dir)
         self.manifest = manifest
@@ -98,7 +102,8 @@ class Supervisor(ManifestChanges):
         self.handovers: set[str] = set()
         self.probe_tokens = ProbeTokens(statefile.load(self.layout).get("probe_tokens"))
         wiring = (self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records)
-        context = Context(*wiring, tokens=self.probe_tokens)
+        self.groups = groups or ServiceGroups.unavailable("not set up")
+        context = Context(*wiring, tokens=self.probe_tokens, groups=self.groups)
         self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
         self.sampler = Sampler(context, self.save_soon, self.sockets)
         self.intake = LogIntake(
@@ -199,8 +204,38 @@ class Supervisor(ManifestChanges):
         return self.loop.call_later(delay, self.report, event)
 
     def watch(self, svc: ServiceRuntime, pid: int) -> None:
-        name = svc.name
-        self.watcher.watch(pid, lambda p, status: self.report(Exited(name, p, status)))
+        attempt = svc.reload
+        instance = attempt.instance if attempt is not None and attempt.pid == pid else svc.instance
+        group = group_name(svc.name, runner(svc.spec), instance)
+        self.watcher.watch(pid, lambda p, status: self._main_exited(svc, group, p, status))
+
+    def _main_exited(self, svc: ServiceRuntime, group: str, pid: int, status: int | None) -> None:
+        """A main process is gone: its exit counts once nothing is left in its control group, so
+        that a stop is over only when every process of the service is, escaped or not.
+
+        What an API leaves behind never got the stop signal (its server's own stop reaches
+        the main process only), nor does anything a crash leaves: SIGKILL at once. A worker
+        service that stops had the signal in every process: the rest may finish until the
+        stop timer SIGKILLs the group."""
+        if not self.groups.populated(group):
+            self.report(Exited(svc.name, pid, status))
+            return
+        if not (svc.state == State.STOPPING and svc.kind == "worker") and self.groups.left_behind(group):
+            hit = self.groups.kill(group)
+            if hit:
+                what = f"{hit} process{'es' if hit != 1 else ''}"
+                self.say(svc.name, f"its main process (pid {pid}) is gone: SIGKILL to the {what} left in its group", 4)
+        self.spawn_task(self._once_empty(svc, group, pid, status), f"empty-{svc.name}")
+
+    async def _once_empty(self, svc: ServiceRuntime, group: str, pid: int, status: int | None) -> None:
+        bound = svc.spec.stop_timeout + LEFTOVER_GRACE
+        # a vassal's next master may have joined the group meanwhile (the emperor brings it back
+        # once the last one is gone): once the service tracks another main process, it is its group
+        if not await self.groups.emptied(group, bound) and pid in (svc.pid, svc.reload and svc.reload.pid):
+            hit = self.groups.kill(group)
+            self.say(svc.name, f"its group still held {hit} process(es) {bound:g}s after pid {pid} ended: SIGKILL", 3)
+            await self.groups.emptied(group, LEFTOVER_GRACE)
+        self.report(Exited(svc.name, pid, status))
 
     def unwatch(self, pid: int) -> None:
         self.watcher.unwatch(pid)

@@ -1,10 +1,12 @@
 """API services as uWSGI emperor vassals: the driver the lifecycle asks to act.
 
 Start: hold the socket, write the vassal file, poke the emperor (the
-launcher then calls in with the new master's pid). Stop: pause, then a
-graceful stop through the master FIFO, the file removed so the emperor does
-not bring it back. Restart: the same with the file left in place, so the
-emperor spawns a new vassal on the same socket. Reload: a second vassal
+launcher then calls in with the new master's pid, and joins the vassal's
+control group). Stop: pause, then a graceful stop through the master FIFO,
+the file removed so the emperor does not bring it back; what the master
+leaves in its group is SIGKILLed (state/supervisor.py `_main_exited`).
+Restart: the same with the file left in place, so the emperor spawns a
+new vassal on the same socket. Reload: a second vassal
 (`NAME.b.ini`) on the same socket; the old one retires once the new one
 serves. Readiness: the vassal's stats, sampled while it starts (woken by
 the log line that says a worker loaded the app). It reports what it sees
@@ -30,7 +32,8 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import Take
 from supervisor.manifest.models import ApiService, runner
-from supervisor.observe.procs import signal_tree, take_listener
+from supervisor.observe.cgroups import group_name
+from supervisor.observe.procs import descendants, take_listener
 from supervisor.observe.stats import ServerStats
 from supervisor.state.drivers import Context, Failure
 from supervisor.state.events import Ready
@@ -70,6 +73,32 @@ class VassalDriver(EmperorSupervision):
         self.retiring: dict[str, set[str]] = {}  # instances of each service still stopping after a reload
         self.suspended: dict[str, set[int]] = {}  # worker ids that said "suspended" since the last pause
         sampler.sources.append(self.sample)
+
+    @staticmethod
+    def group(name: str, instance: str) -> str:
+        """The control group of a vassal: its master and every process it starts (observe/cgroups.py)."""
+        return group_name(name, "uwsgi", instance)
+
+    async def group_for_launch(self, name: str, instance: str) -> int | None:
+        """The `cgroup.procs` of the group a vassal's launcher joins (it asked, and may run), opened
+        for writing. A new master starts in an empty group: what an earlier master of the same
+        instance left there (it died, the emperor brought it back) is killed first."""
+        groups = self.ctx.groups
+        group = self.group(name, instance)
+        if groups.left_behind(group):
+            hit = groups.kill(group)
+            self.ctx.say(name, f"a new master starts: SIGKILL to the {hit} process(es) the last one left", 4)
+        # briefly: the launcher waits 5 s for its answer, and what was killed is gone soon anyway
+        await groups.emptied(group, 1.0)
+        return groups.procs_fd(group)
+
+    def enclose(self, name: str, instance: str, pid: int) -> None:
+        """An adopted vassal that runs outside its group (an older daemon started it) is moved in."""
+        groups = self.ctx.groups
+        group = self.group(name, instance)
+        if groups.available and pid not in groups.members(group):
+            moved = groups.enclose(group, [pid, *descendants(pid)])
+            log.info("%s: moved %d process(es) of its vassal (pid %d) into its control group", name, moved, pid)
 
     def take_over_socket(self, name: str, master_pid: int) -> bool:
         """Hold the socket a running vassal serves on (after the daemon restarted)."""
@@ -127,7 +156,7 @@ class VassalDriver(EmperorSupervision):
     def abandon(self, svc: ServiceRuntime, attempt: ReloadAttempt) -> None:
         self.remove_file(svc.name, attempt.instance)
         if attempt.pid is not None:
-            signal_tree(attempt.pid, signal.SIGKILL)
+            self.ctx.groups.kill_all(self.group(svc.name, attempt.instance), attempt.pid)
             self.sampler.master_gone(svc.name, attempt.pid)
         self.forget(svc.name, attempt.instance)
 
@@ -156,6 +185,11 @@ class VassalDriver(EmperorSupervision):
             )
         finally:
             self.ctx.watcher.unwatch(pid)
+        group = self.group(svc.name, instance)
+        if self.ctx.groups.left_behind(group):
+            hit = self.ctx.groups.kill(group)
+            self.ctx.say(svc.name, f"the old vassal (pid {pid}) left {hit} process(es) in its group: SIGKILL", 4)
+        await self.ctx.groups.emptied(group, 5.0)
         self.sampler.master_gone(svc.name, pid)
         if instance != svc.instance and (svc.reload is None or svc.reload.instance != instance):  # not in use again
             self.forget(svc.name, instance)
@@ -183,7 +217,7 @@ class VassalDriver(EmperorSupervision):
             self.ctx.say(svc.name, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
         else:
             self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
-        signal_tree(pid, signal.SIGKILL)
+        self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
 
     def forget(self, name: str, instance: str) -> None:
         """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO.
@@ -365,7 +399,7 @@ class VassalDriver(EmperorSupervision):
         once-a-second master cycle), else gracefully, its requests finishing first."""
         if idle:
             self.ctx.say(svc.name, f"every worker of pid {pid} is idle in the pause loop: it goes at once", 7)
-            signal_tree(pid, signal.SIGKILL)
+            self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
         elif not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

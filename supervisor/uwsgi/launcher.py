@@ -7,6 +7,9 @@ emperor bringing back a master that died. It reads the launch line that
 heads the vassal file, then
 
 - starts a new session, so that a stop can reach every process of the vassal;
+- joins the service's control group, whose `cgroup.procs` the daemon hands
+  over with the socket (it writes "0" into it: every process the vassal
+  starts, escaped or not, is then found and ended by its stop);
 - sends uWSGI's early output (before its logger starts) to the instance's
   log FIFO (`output`);
 - asks the daemon, on its launch socket (`daemon/launch.sock`, root only),
@@ -53,11 +56,13 @@ def launch_socket(spec):
 
 
 def fetch_socket(path, name, instance):
-    """The listening socket the daemon holds for `name` (or None) and this master's probe token.
+    """The listening socket the daemon holds for `name` (or None) and this master's probe token; joins
+    the service's control group on the way.
 
     None and no token when the daemon cannot be reached (it is restarting):
     uWSGI then binds the path itself, and the daemon takes that socket over
-    later. Exits when the daemon says the service must not run.
+    later (and moves the vassal into its group when it adopts it). Exits
+    when the daemon says the service must not run.
     """
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     conn.settimeout(5)
@@ -80,6 +85,15 @@ def fetch_socket(path, name, instance):
             os.close(fd)
         sys.stderr.write("wsgi-supervisor: not starting %s: %s\n" % (name, reply.decode(errors="replace")))
         sys.exit(1)
+    if b'"group":true' in reply:  # the group's cgroup.procs comes last
+        group = fds.pop()
+        try:
+            os.write(group, b"0")
+        except OSError as exc:
+            sys.stderr.write("wsgi-supervisor: not starting %s: cannot join its group: %s\n" % (name, exc))
+            sys.exit(1)
+        finally:
+            os.close(group)
     return (fds[0] if fds else None), probe_token(reply)
 
 

@@ -40,6 +40,7 @@ class EmperorSupervision:
     def install_launcher(self, svc: ServiceRuntime) -> None: ...
     def take_over_socket(self, name: str, master_pid: int) -> bool: ...
     def render(self, svc: ServiceRuntime, instance: str | None = None) -> str: ...
+    def enclose(self, name: str, instance: str, pid: int) -> None: ...
 
     def check_paths(self) -> None:
         """Every socket a vassal will have fits a unix socket path (sun_path holds 108 bytes with the NUL)."""
@@ -94,6 +95,7 @@ class EmperorSupervision:
             keep = previous.get(name, {}).get("instance", "")
             keep = keep if keep in instances else next(iter(instances))
             for instance, pid in instances.items():
+                self.enclose(name, instance, pid)
                 self.logs.follow(name, instance)
                 self.ctx.tokens.adopt("uwsgi", name, instance)  # its probes are still told apart
                 if instance != keep:

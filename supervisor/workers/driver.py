@@ -7,15 +7,16 @@ worker its own NOTIFY_SOCKET (oslo.service sends READY=1 and STATUS= there),
 and reads its output through a pipe. The lifecycle, the states and the
 status columns are the same as for APIs.
 
-Every process of a worker carries `WSGI_SUPERVISOR_SERVICE=<runtime>:<name>`
-in the environment it was started with (unless it was exec'd with one
-without it). A stop signals the main process, its group and its
-descendants; once the main process is gone, whatever still carries the tag
-is killed too, even children that started sessions of their own or were
-orphaned by a double fork. That is the tag's only use: any process may
-carry it, so nothing is believed because of it. Who may notify for a worker
-(notify.py) and which processes `stack` looks at are decided by the process
-tree of the main process and the user its processes run as.
+Every process of a worker runs in the service's control group
+(`observe/cgroups.py`), which it joins before its command is exec'd. A stop
+sends the stop signal once to each process of the group, as systemd's
+KillMode=control-group does; once the main process is gone, whatever is
+left in the group is ended too (by the supervisor, before the exit counts),
+even children that started sessions of their own, were orphaned by a
+double fork or dropped their environment. No environment tag is trusted:
+a process may change its own. Who may notify for a worker (notify.py)
+and which processes `stack` looks at are decided by the control group (else
+the process tree of the main process) and the user its processes run as.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ import os
 import pwd
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from supervisor.logs.pipes import OutputPipes, Take
-from supervisor.manifest.models import WorkerService, worker_path
-from supervisor.observe.procs import alive, processes_of, signal_tree
+from supervisor.manifest.models import WorkerService, runner, worker_path
+from supervisor.observe.cgroups import group_name, joining
+from supervisor.observe.procs import alive, processes_of
 from supervisor.state.events import Adopted, Ready, Reloading, Spawned, SpawnFailed, StatusText
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.workers.notify import NotifySockets, Owner
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsgi-supervisor")
 
-TAG = "WSGI_SUPERVISOR_SERVICE"
 _PR_SET_PDEATHSIG = 1
 BASE_ENV = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
 
@@ -69,17 +69,18 @@ def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def tagged(tag: str) -> list[int]:
-    """Every process whose environment carries `TAG=tag` (those of other users, whose
-    environment this daemon may not read, are skipped)."""
-    return [proc.pid for proc in psutil.process_iter() if _tag_of(proc) == tag]
+def _in_group(procs_fd: int | None) -> Callable[[], None]:
+    """Popen's preexec_fn for a worker: `_die_with_parent`, then into the service's control group
+    (`cgroups.joining`: the daemon opened the group's `cgroup.procs` as root, and the kernel checks
+    the opener, so the write works after Popen dropped to the service's user)."""
+    join = joining(procs_fd) if procs_fd is not None else None
 
+    def preexec() -> None:
+        _die_with_parent()
+        if join is not None:
+            join()
 
-def _tag_of(proc: psutil.Process) -> str | None:
-    try:
-        return proc.environ().get(TAG)
-    except psutil.Error:  # gone, a zombie, or another user's
-        return None
+    return preexec
 
 
 class ProcessDriver:
@@ -95,8 +96,9 @@ class ProcessDriver:
         self.adopted: dict[str, int] = {}  # main pids taken over after a re-exec (no Popen of ours)
         self.ready_timers: dict[str, asyncio.TimerHandle] = {}
 
-    def tag(self, name: str) -> str:
-        return f"{self.layout.runtime_dir}:{name}"
+    @staticmethod
+    def group(svc: ServiceRuntime) -> str:
+        return group_name(svc.name, runner(svc.spec))
 
     # -- the notify socket ------------------------------------------------------------
 
@@ -130,10 +132,14 @@ class ProcessDriver:
             self.ctx.report(Ready(name, main))
 
     def members(self, svc: ServiceRuntime) -> list[int]:
-        """The worker's processes: its main process and their descendants that run as its user."""
+        """The worker's processes: its main process and the rest of its control group (where there
+        are no groups, the main process's descendants that run as its user)."""
         main = self.main_pid(svc.name)
         if main is None:
             return []
+        grouped = self.ctx.groups.of_service(svc.name)
+        if grouped is not None:
+            return [main, *(p for p in grouped if p != main)]
         return processes_of(main, self._owner(svc).uid)
 
     # -- actions -------------------------------------------------------------------------
@@ -179,7 +185,6 @@ class ProcessDriver:
             env["HOME"] = os.environ.get("HOME", "/")
         env.update(spec.environment)
         env["NOTIFY_SOCKET"] = str(self.layout.notify_socket(svc.name))
-        env[TAG] = self.tag(svc.name)
         return env
 
     def _credentials(self, spec: WorkerService) -> dict[str, object]:
@@ -205,6 +210,10 @@ class ProcessDriver:
         spec = svc.spec
         assert isinstance(spec, WorkerService)
         env = self._environment(svc)
+        join_fd = self.ctx.groups.fresh_procs_fd(self.group(svc), lambda text: self.ctx.say(svc.name, text, 4))
+        if join_fd is None and self.ctx.groups.available:
+            self.ctx.report(SpawnFailed(svc.name, "cannot make its control group (the daemon's log says why)"))
+            return
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
             proc = subprocess.Popen(
@@ -216,7 +225,7 @@ class ProcessDriver:
                 stdout=write_fd,
                 stderr=write_fd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_in_group(join_fd),
                 **self._credentials(spec),  # type: ignore[arg-type]
             )
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
@@ -224,6 +233,9 @@ class ProcessDriver:
             os.close(write_fd)
             self.ctx.report(SpawnFailed(svc.name, f"cannot run {spec.command[0]}: {exc}"))
             return
+        finally:
+            if join_fd is not None:
+                os.close(join_fd)
         os.close(write_fd)
         self.procs[svc.name] = proc
         self.adopted.pop(svc.name, None)
@@ -276,7 +288,7 @@ class ProcessDriver:
         raise FileNotFoundError(f"{program!r} is not on the PATH ({path})")
 
     def exited(self, svc: ServiceRuntime, pid: int, status: int | None) -> str | None:
-        """The main process is gone (the watcher reaped it): let Popen know, and end the strays."""
+        """The main process is gone (the watcher reaped it, and the supervisor emptied its group): let Popen know."""
         timer = self.ready_timers.pop(svc.name, None)
         if timer is not None:
             timer.cancel()
@@ -284,26 +296,19 @@ class ProcessDriver:
         proc = self.procs.pop(svc.name, None)
         if proc is not None and status is not None:
             proc.returncode = os.waitstatus_to_exitcode(status)
-        self._end_strays(svc.name)
         return None
 
     def describe_exit(self, svc: ServiceRuntime) -> str:
         why = svc.last_exit or "exited unexpectedly"
         return why + (f": {svc.last_exception}" if svc.last_exception else "")
 
-    def _end_strays(self, name: str) -> None:
-        strays = [p for p in tagged(self.tag(name)) if p != os.getpid()]
-        if strays:
-            log.info("%s: ending %d process(es) its main process left behind", name, len(strays))
-            for pid in strays:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-
     def ask_stop(self, svc: ServiceRuntime) -> bool:
+        """The stop signal, once to each process of the service (not to the main process only:
+        a worker's children may be built to be stopped by it, as under systemd)."""
         if svc.pid is None:
             return False
         sig = getattr(signal, getattr(svc.spec, "stop_signal", "SIGTERM"))
-        signal_tree(svc.pid, sig)
+        self.ctx.groups.signal_each(self.group(svc), svc.pid, sig)
         return True
 
     def reload(self, svc: ServiceRuntime) -> ReloadAttempt | bool:
@@ -334,10 +339,9 @@ class ProcessDriver:
         return None
 
     def kill(self, svc: ServiceRuntime, why: str) -> None:
-        if svc.pid is not None:
-            self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
-            signal_tree(svc.pid, signal.SIGKILL)
-        self._end_strays(svc.name)
+        hit = self.ctx.groups.kill_all(self.group(svc), svc.pid)
+        if hit:
+            self.ctx.say(svc.name, f"{why}: SIGKILL to {hit} process{'es' if hit != 1 else ''}", 4)
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Nothing to do: a worker is only started again when the core asks."""

@@ -68,15 +68,15 @@ def detail(s: dict[str, Any]) -> str:
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
-    lines = 20 if len(args.names) == 1 and not args.json else 0
-    reply = client.request({"cmd": "status", "services": args.names, "lines": lines})
+    last_lines = 20 if len(args.names) == 1 and not args.json else 0
+    reply = client.request({"cmd": "status", "services": args.names, "lines": last_lines})
     if not reply.get("ok"):
         print(f"wsgictl: {lines(reply['error'])}", file=sys.stderr)
         return reply.get("code", EXIT_FAILED)
     services = reply["services"]
     if args.json:
         print(json.dumps(services, indent=2))
-    elif lines:
+    elif last_lines:
         print(detail(services[0]))
     else:
         print(status_table(services))

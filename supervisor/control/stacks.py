@@ -63,15 +63,14 @@ def api_targets(sup: Supervisor, name: str) -> list[Target]:
 
 
 def tree_targets(sup: Supervisor, name: str) -> list[Target]:
-    """The main process of a worker service and every other process of its control group (where there
-    are no groups, its descendants that run as the service's user): never a process found by what it
+    """The main process of a worker service and the other processes of its control group (where there
+    are no groups, its descendants) that run as the service's user: never a process found by what it
     says about itself (its environment), which any process may choose."""
     svc = sup.services[name]
     main = svc.pid
     if main is None:
         return []
-    members = sup.groups.of_service(name)
-    pids = [main, *(p for p in members if p != main)] if members is not None else sup.workers.members(svc)
+    pids = sup.workers.members(svc)
     targets = []
     for pid in pids:
         command = " ".join(cmdline(pid))[:80]

@@ -79,6 +79,17 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
+def running_as(pids: list[int], uid: int) -> list[int]:
+    """Those of `pids` that are alive and run as `uid` (real and effective)."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            ids = psutil.Process(pid).uids()
+            if ids.real == uid and ids.effective == uid:
+                found.append(pid)
+    return found
+
+
 def processes_of(main: int, uid: int) -> list[int]:
     """`main` and every live process below it that runs as `uid` (real and effective): a service's
     processes, as far as the process tree says (a child that changed user is no longer the service's)."""

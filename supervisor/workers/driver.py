@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import WorkerService, runner, worker_path
 from supervisor.observe.cgroups import group_name, joining
-from supervisor.observe.procs import alive, processes_of
+from supervisor.observe.procs import alive, processes_of, running_as
 from supervisor.state.events import Adopted, Ready, Reloading, Spawned, SpawnFailed, StatusText
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.workers.notify import NotifySockets, Owner
@@ -132,15 +132,16 @@ class ProcessDriver:
             self.ctx.report(Ready(name, main))
 
     def members(self, svc: ServiceRuntime) -> list[int]:
-        """The worker's processes: its main process and the rest of its control group (where there
-        are no groups, the main process's descendants that run as its user)."""
+        """The worker's processes that run as its user: its main process and the rest of its control
+        group (where there are no groups, the main process's descendants). One that changed user is
+        not the service's to show."""
         main = self.main_pid(svc.name)
         if main is None:
             return []
         grouped = self.ctx.groups.of_service(svc.name)
-        if grouped is not None:
-            return [main, *(p for p in grouped if p != main)]
-        return processes_of(main, self._owner(svc).uid)
+        if grouped is None:
+            return processes_of(main, self._owner(svc).uid)
+        return running_as([main, *(p for p in grouped if p != main)], self._owner(svc).uid)
 
     # -- actions -------------------------------------------------------------------------
 

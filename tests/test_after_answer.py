@@ -87,3 +87,19 @@ def test_a_daemon_thread_an_atexit_hook_waits_for_finishes_across_a_restart(daem
     start_work(daemon, out, daemon_thread=True)
     daemon.ctl("restart", "after", "--timeout", "60")
     assert_finished(out)
+
+
+def test_work_that_outlasts_stop_timeout_is_killed_and_it_says_so(daemon, tmp_path, server):
+    """The graceful stop is bounded: past stop_timeout the SIGKILL comes, and says what it ended."""
+    write_manifest(daemon.conf_dir, manifest(stop_timeout=2), server=server)
+    daemon.start()
+    daemon.ctl("start", "after", "--timeout", "60")
+    out = tmp_path / "work.txt"
+    query = f"path={out}&seconds=60&daemon=0"
+    assert uwsgi_request(daemon.socket("after"), f"/work?{query}", method="POST")[0] == 202
+    began = time.monotonic()
+    daemon.ctl("stop", "after")
+    assert daemon.status()["after"]["state"] == "stopped"
+    assert 1.5 < time.monotonic() - began < 10  # it had its stop_timeout, and not much more
+    assert "still up 2s after the stop request: SIGKILL; 1 thread of the app in 1 worker ended" in daemon.output()
+    assert not out.exists()

@@ -30,6 +30,8 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import Take
 from supervisor.manifest.models import ApiService, runner
+from supervisor.observe.app_threads import app_threads
+from supervisor.observe.app_threads import describe as describe_threads
 from supervisor.observe.procs import signal_tree, take_listener
 from supervisor.observe.stats import ServerStats
 from supervisor.state.drivers import Context, Failure
@@ -37,7 +39,7 @@ from supervisor.state.events import Ready
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.uwsgi.emperor import Emperor, install_service_launcher, read_unix
-from supervisor.uwsgi.pause import app_threads, app_work, own_threads, wait_paused
+from supervisor.uwsgi.pause import own_threads, wait_paused
 from supervisor.uwsgi.supervision import EmperorSupervision
 
 if TYPE_CHECKING:
@@ -187,7 +189,7 @@ class VassalDriver(EmperorSupervision):
             self.sampler.count_killed(svc.name, in_flight)
             ended.append(f"{in_flight} request{'s' if in_flight != 1 else ''} still in flight")
         if working:
-            ended.append(app_work(working))
+            ended.append(describe_threads(working))
         if ended:
             what = " and ".join(ended)
             self.ctx.say(svc.name, f"{why}: SIGKILL; {what} ended (raise stop_timeout for long work)", 3)
@@ -386,7 +388,7 @@ class VassalDriver(EmperorSupervision):
             signal_tree(pid, signal.SIGKILL)
             return
         if working:
-            why = f"pid {pid} still runs {app_work(working)}: a graceful stop lets that work finish"
+            why = f"pid {pid} still runs {describe_threads(working)}: a graceful stop lets that work finish"
             self.ctx.say(svc.name, f"{why}, for up to {svc.spec.stop_timeout:g}s", 6)
         if not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
             with contextlib.suppress(ProcessLookupError):

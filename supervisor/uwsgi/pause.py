@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from supervisor.manifest.models import ApiService
+from supervisor.observe.app_threads import app_threads
 from supervisor.observe.procs import in_pause_loop, stopped
 from supervisor.observe.stats import ServerStats
 
@@ -110,28 +111,6 @@ def _count(value: object) -> int:
         return max(0, int(str(value)))
     except ValueError:
         return 0
-
-
-def app_threads(workers: Iterable[int], own: int) -> dict[int, int]:
-    """How many threads beyond uWSGI's `own` each worker runs, for those that run any (a worker
-    whose threads cannot be listed counts as running one: it is stopped gracefully)."""
-    busy = {}
-    for worker in workers:
-        try:
-            extra = len(os.listdir(f"/proc/{worker}/task")) - own
-        except FileNotFoundError:
-            continue  # gone
-        except OSError:
-            extra = 1
-        if extra > 0:
-            busy[worker] = extra
-    return busy
-
-
-def app_work(working: dict[int, int]) -> str:
-    """What `app_threads` found, for the log: "2 threads of the app in 1 worker"."""
-    threads, workers = sum(working.values()), len(working)
-    return f"{threads} thread{'s' if threads != 1 else ''} of the app in {workers} worker{'s' if workers != 1 else ''}"
 
 
 async def nudge(worker: int) -> None:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from supervisor.observe.procs import alive
 from support import APPS, uwsgi_request, write_manifest
 
 APP = APPS / "after_answer.py"
@@ -27,9 +28,9 @@ stop_timeout = {stop_timeout}
 """
 
 
-def start_work(daemon, out, daemon_thread=False):
+def start_work(daemon, out, daemon_thread=False, seconds=WORK_SECONDS):
     """Ask for the work; return once its thread has begun writing."""
-    query = f"path={out}&seconds={WORK_SECONDS}&daemon={int(daemon_thread)}"
+    query = f"path={out}&seconds={seconds}&daemon={int(daemon_thread)}"
     status, _, body = uwsgi_request(daemon.socket("after"), f"/work?{query}", method="POST")
     assert status == 202, body
     part = out.with_name(out.name + ".part")
@@ -48,7 +49,7 @@ def operate(daemon, operation):
         daemon.ctl(operation, "after", "--timeout", "60")
 
 
-def assert_finished(out, within=20.0):
+def assert_finished(out, within=20.0, seconds=WORK_SECONDS):
     """The thread wrote every line and renamed its file: it was not cut short."""
     part = out.with_name(out.name + ".part")
     deadline = time.monotonic() + within
@@ -59,7 +60,7 @@ def assert_finished(out, within=20.0):
         time.sleep(0.05)
     lines = out.read_text().split()
     assert lines[-1] == "done" and lines[:-1] == [str(i) for i in range(len(lines) - 1)]
-    assert len(lines) > WORK_SECONDS / 0.1 * 0.8  # it ran its whole time
+    assert len(lines) > seconds / 0.1 * 0.8  # it ran its whole time
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
@@ -103,3 +104,19 @@ def test_work_that_outlasts_stop_timeout_is_killed_and_it_says_so(daemon, tmp_pa
     assert 1.5 < time.monotonic() - began < 10  # it had its stop_timeout, and not much more
     assert "still up 2s after the stop request: SIGKILL; 1 thread of the app in 1 worker ended" in daemon.output()
     assert not out.exists()
+
+
+def test_a_stop_longer_than_the_emperors_patience_lets_the_work_finish(daemon, tmp_path):
+    """uWSGI's emperor SIGKILLs a vassal's master 30 s after its file went (a stop, a reload's
+    retired vassal): the service showed `stopped` while its worker, orphaned, still worked."""
+    write_manifest(daemon.conf_dir, manifest(stop_timeout=90))
+    daemon.start()
+    daemon.ctl("start", "after", "--timeout", "60")
+    workers = [w["pid"] for w in daemon.status()["after"]["workers"]]
+    out = tmp_path / "work.txt"
+    start_work(daemon, out, seconds=40)
+    began = time.monotonic()
+    daemon.ctl("stop", "after")
+    assert time.monotonic() - began > 35  # stopping until the work was done
+    assert_finished(out, within=1, seconds=40)
+    assert not [pid for pid in workers if alive(pid)]

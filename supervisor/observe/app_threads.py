@@ -35,3 +35,14 @@ def describe(working: dict[int, int]) -> str:
     """What `app_threads` found, for the log: "2 threads of the app in 1 worker"."""
     threads, workers = sum(working.values()), len(working)
     return f"{threads} thread{'s' if threads != 1 else ''} of the app in {workers} worker{'s' if workers != 1 else ''}"
+
+
+def what_a_kill_ends(in_flight: int, working: dict[int, int]) -> str | None:
+    """What a SIGKILL past stop_timeout ends, for the log; None when nothing is known to run."""
+    ended = [f"{in_flight} request{'s' if in_flight != 1 else ''} still in flight"] if in_flight else []
+    if working:
+        ended.append(describe(working))
+    if not ended:
+        return None
+    hint = "work after an answer" if working else "long requests"
+    return f"{' and '.join(ended)} ended (raise stop_timeout for {hint})"

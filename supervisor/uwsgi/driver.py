@@ -30,7 +30,7 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import Take
 from supervisor.manifest.models import ApiService, runner
-from supervisor.observe.app_threads import app_threads
+from supervisor.observe.app_threads import app_threads, what_a_kill_ends
 from supervisor.observe.app_threads import describe as describe_threads
 from supervisor.observe.procs import signal_tree, take_listener
 from supervisor.observe.stats import ServerStats
@@ -184,15 +184,10 @@ class VassalDriver(EmperorSupervision):
         in_flight = ours.in_flight if ours is not None else 0
         assert isinstance(svc.spec, ApiService)
         working = app_threads([w.pid for w in ours.workers if w.pid > 0] if ours else [], own_threads(svc.spec))
-        ended = []
         if in_flight:
             self.sampler.count_killed(svc.name, in_flight)
-            ended.append(f"{in_flight} request{'s' if in_flight != 1 else ''} still in flight")
-        if working:
-            ended.append(describe_threads(working))
-        if ended:
-            what = " and ".join(ended)
-            self.ctx.say(svc.name, f"{why}: SIGKILL; {what} ended (raise stop_timeout for long work)", 3)
+        if what := what_a_kill_ends(in_flight, working):
+            self.ctx.say(svc.name, f"{why}: SIGKILL; {what}", 3)
         else:
             self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
         signal_tree(pid, signal.SIGKILL)

@@ -63,6 +63,7 @@ def assert_finished(out, within=20.0, seconds=WORK_SECONDS):
     assert len(lines) > seconds / 0.1 * 0.8  # it ran its whole time
 
 
+@pytest.mark.busy
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_a_thread_started_after_answering_finishes_across(daemon, tmp_path, server, operation):
     write_manifest(daemon.conf_dir, manifest(), server=server)

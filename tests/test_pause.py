@@ -9,6 +9,7 @@ import time
 import pytest
 
 import supervisor.uwsgi.pause as pause
+from supervisor.manifest.models import ApiService
 from supervisor.observe.stats import ServerStats, WorkerStats
 
 MASTER = 4_000_000
@@ -92,3 +93,16 @@ def test_a_paused_worker_that_runs_a_thread_of_the_app_is_stopped_gracefully(own
         assert (idle, working) == (False, {worker.pid: 1})
     else:  # the thread is the server's own (an offload thread): nothing runs
         assert (idle, working) == (True, {})
+
+
+@pytest.mark.parametrize(
+    "fields, threads",
+    [
+        ({}, 1),
+        ({"threads": 4}, 4),
+        ({"uwsgi": {"offload-threads": 2, "py-tracebacker": "/run/tb"}}, 4),  # measured: 4 tasks per idle worker
+        ({"uwsgi": {"offload-threads": "3"}}, 4),
+    ],
+)
+def test_the_threads_uwsgi_runs_in_a_worker_are_not_the_apps(fields, threads):
+    assert pause.own_threads(ApiService(kind="api", app="keystone.wsgi.api", **fields)) == threads

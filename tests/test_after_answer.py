@@ -121,3 +121,16 @@ def test_a_stop_longer_than_the_emperors_patience_lets_the_work_finish(daemon, t
     assert time.monotonic() - began > 35  # stopping until the work was done
     assert_finished(out, within=1, seconds=40)
     assert not [pid for pid in workers if alive(pid)]
+
+
+def test_the_daemon_stopped_right_after_a_reload_lets_the_old_vassal_finish_its_work(daemon, tmp_path):
+    """The old vassal of a reload is still finishing when the daemon stops: it keeps its stop_timeout,
+    not the emperor's end (which left its worker behind, orphaned, or to systemd's kill)."""
+    write_manifest(daemon.conf_dir, manifest())
+    daemon.start()
+    daemon.ctl("start", "after", "--timeout", "60")
+    out = tmp_path / "work.txt"
+    start_work(daemon, out)
+    daemon.ctl("reload", "after", "--timeout", "60")
+    daemon.stop()  # fails on any process left behind
+    assert_finished(out, within=0)

@@ -70,6 +70,7 @@ class VassalDriver(EmperorSupervision):
         self.final_stats: dict[tuple[str, str], ServerStats] = {}  # (name, instance) of stopping vassals
         self.probes: dict[str, asyncio.Event] = {}
         self.retiring: dict[str, set[str]] = {}  # instances of each service still stopping after a reload
+        self.retirements: set[asyncio.Task[None]] = set()  # their stops, each bounded by its stop_timeout
         self.suspended: dict[str, set[int]] = {}  # worker ids that said "suspended" since the last pause
         sampler.sources.append(self.sample)
 
@@ -139,6 +140,8 @@ class VassalDriver(EmperorSupervision):
         self.retiring.setdefault(svc.name, set()).add(instance)
         task = self.ctx.spawn(self._retire(svc, instance, pid), f"retire-{svc.name}")
         task.add_done_callback(lambda _: self.retiring.get(svc.name, set()).discard(instance))
+        self.retirements.add(task)
+        task.add_done_callback(self.retirements.discard)
 
     async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
         working: dict[int, int] = {}

@@ -15,9 +15,11 @@ import time
 import pytest
 from frontends import Apache, Nginx, proxy_config
 
-from support import Daemon, free_port, service_venv, write_manifest
+from support import Daemon, free_port, http_request, service_venv, write_manifest
 
 FRONTS = {"apache": Apache, "nginx": Nginx}
+# who calls, as keystonemiddleware would tell glance after checking a token
+IDENTITY = {"X-Identity-Status": "Confirmed", "X-User-Id": "demo", "X-Project-Id": "demo", "X-Roles": "admin,member"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("apache2") is None or shutil.which("nginx") is None or shutil.which("curl") is None,
@@ -75,11 +77,15 @@ connection = sqlite:///{tmp / "glance.sqlite"}
 [oslo_policy]
 policy_file = {conf / "policy.yaml"}
 [paste_deploy]
-config_file = {glance_venv / "etc" / "glance" / "glance-api-paste.ini"}
+config_file = {conf / "glance-api-paste.ini"}
 """
     )
+    # glance's own pipeline, with the identity taken from the headers keystonemiddleware would set
+    # (the requests below send them: an import's task needs a project to own it)
+    paste = (glance_venv / "etc" / "glance" / "glance-api-paste.ini").read_text()
+    (conf / "glance-api-paste.ini").write_text(paste.replace(" unauthenticated-context rootapp", " context rootapp"))
     # no keystone: the pipeline's context has no roles, so the image calls are opened to it
-    rules = ("add_image", "get_image", "get_images", "modify_image", "upload_image", "download_image")
+    rules = ("add_image", "get_image", "get_images", "modify_image", "upload_image", "download_image", "delete_image")
     (conf / "policy.yaml").write_text("".join(f'"{rule}": ""\n' for rule in rules))
     shutil.copy(glance_db, tmp / "glance.sqlite")
     d = Daemon(tmp, extra_args=["--socket-group", "www-data"])
@@ -126,7 +132,7 @@ def image_file(tmp_path_factory):
 def api(port, method, path, body=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {**IDENTITY, "Content-Type": "application/json"} if body is not None else dict(IDENTITY)
         conn.request(method, "/image" + path, body=json.dumps(body) if body is not None else None, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.read()
@@ -142,6 +148,8 @@ def new_image(port):
 
 def upload(port, image_id, path, chunked, rate=None):
     cmd = ["curl", "-sS", "-v", "-X", "PUT", "-T", str(path), "-H", "Content-Type: application/octet-stream"]
+    for key, value in IDENTITY.items():
+        cmd += ["-H", f"{key}: {value}"]
     cmd += ["-o", "/dev/null", "-w", "%{http_code}"]
     if chunked:
         cmd += ["-H", "Transfer-Encoding: chunked"]
@@ -161,7 +169,7 @@ def finished(proc):
 def download_sha256(port, image_id):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        conn.request("GET", f"/image/v2/images/{image_id}/file")
+        conn.request("GET", f"/image/v2/images/{image_id}/file", headers=IDENTITY)
         resp = conn.getresponse()
         assert resp.status == 200
         digest = hashlib.sha256()
@@ -215,3 +223,79 @@ def new_image_uploaded(port, path):
     image_id = new_image(port)
     assert finished(upload(port, image_id, path, chunked=False)) == 204
     return image_id
+
+
+# -- an image import, which glance does after it answers ------------------------------------------
+
+IMPORT_SIZE = 1024 * 1024 * 1024  # long enough to import that a reload's new workers are up before it ends
+
+
+@pytest.fixture(scope="module")
+def big_image(tmp_path_factory):
+    """A 1 GiB image (random blocks, so that no store can skip them), with glance's sha512 of it."""
+    path = tmp_path_factory.mktemp("big") / "big.raw"
+    digest = hashlib.sha512()
+    with path.open("wb") as out:
+        block = os.urandom(1 << 20)
+        for i in range(IMPORT_SIZE >> 20):
+            piece = block[i % 1024 :] + block[: i % 1024]
+            digest.update(piece)
+            out.write(piece)
+    return path, digest.hexdigest()
+
+
+def stage(d, image_id, path):
+    """PUT the data into glance's staging area (straight to its socket: 1 GiB through a front end
+    only adds time), as `glance image-stage` does before a glance-direct import."""
+    with path.open("rb") as body:
+        status, _, answer = http_request(
+            d.socket("glance"),
+            f"/image/v2/images/{image_id}/stage",
+            method="PUT",
+            body=body,
+            headers={
+                **IDENTITY,
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(path.stat().st_size),
+            },
+            timeout=300,
+        )
+    assert status == 204, answer
+
+
+def image_of(port, image_id):
+    status, body = api(port, "GET", f"/v2/images/{image_id}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+@pytest.mark.parametrize("operation", ["reload", "restart", "stop"])
+def test_a_glance_direct_import_in_progress_survives(glance, big_image, tmp_path, operation):
+    """glance answers an import with 202 and copies the image in a thread of the worker: a reload,
+    restart or stop must let that thread finish (issue 27: a SIGKILL left the image `importing`
+    for ever, its file cut short)."""
+    d, fronts = glance
+    port = fronts["nginx"].port
+    path, sha512 = big_image
+    image_id = new_image(port)
+    stage(d, image_id, path)
+    status, body = api(port, "POST", f"/v2/images/{image_id}/import", {"method": {"name": "glance-direct"}})
+    assert status == 202, body
+    began = time.monotonic()
+    while (image := image_of(port, image_id))["status"] == "uploading":  # till the import's thread takes it
+        assert time.monotonic() - began < 30, image
+        time.sleep(0.05)
+    assert image["status"] == "importing", image
+    if operation == "stop":
+        d.ctl("stop", "glance")
+        d.ctl("start", "glance", "--timeout", "120")
+    else:
+        d.ctl(operation, "glance", "--timeout", "120")
+    while (image := image_of(port, image_id))["status"] == "importing":
+        assert time.monotonic() - began < 120, f"the import never ended: {image}"
+        time.sleep(0.5)
+    print(f"{operation}: the import ended {time.monotonic() - began:.1f}s after its call")
+    assert image["status"] == "active", image
+    assert image["size"] == IMPORT_SIZE and image["os_hash_value"] == sha512
+    assert "SIGKILL" not in d.output()
+    assert api(port, "DELETE", f"/v2/images/{image_id}")[0] == 204

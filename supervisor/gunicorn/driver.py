@@ -7,9 +7,11 @@ next daemon adopts it (found by its command line, which names its spec
 file). Start: hold the socket, write the spec, start the arbiter with the
 socket as fd 3. Readiness: every worker slot of its scoreboard says the
 app is loaded (woken by the line each worker logs when it is). Stop:
-SIGTERM, gunicorn's graceful stop (workers finish what they serve; an
-idle worker leaves at once); what the arbiter leaves in its control group
-(it joins it before the exec) is SIGKILLed once it is gone. Reload: a second arbiter on the same socket;
+SIGTERM, gunicorn's graceful stop (workers finish what they serve, and
+what their app's threads still do after answering: a worker exits through
+Python's shutdown, which joins them and runs `atexit`); what the arbiter
+leaves in its control group (it joins it before the exec) is SIGKILLed once
+it is gone. Reload: a second arbiter on the same socket;
 the old one gets SIGTERM once the new one serves. It reports what it sees
 as events and never changes a service's record.
 """
@@ -42,6 +44,7 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import ApiService, runner
+from supervisor.observe.app_threads import app_threads, what_a_kill_ends
 from supervisor.observe.cgroups import group_name, joining
 from supervisor.observe.procs import descendants, take_listener
 from supervisor.state.drivers import Context, Failure
@@ -59,6 +62,12 @@ log = logging.getLogger("wsgi-supervisor")
 PROBE_INTERVAL = 0.5
 LOADED = " loaded the app"
 FORGED_SAID = 32  # forged pids logged per service (a compromised worker may write any number of them)
+
+
+def own_threads(service: ApiService) -> int:
+    """The threads gunicorn runs in each worker: the main one, and a gthread worker's pool
+    (`threads`, started as requests come). Any beyond these are the app's own."""
+    return 1 + (service.threads if service.threads > 1 else 0)
 
 
 class GunicornDriver:
@@ -149,16 +158,20 @@ class GunicornDriver:
         # its first-lines pipe closes by itself once read to the end: its last lines (a
         # traceback at boot) are still read, whichever of the two the loop sees first
 
-    def _in_flight(self, name: str, instance: str, pid: int) -> int:
-        stats = read_board(self.layout.gunicorn_board(name, instance))
-        return stats.in_flight if stats is not None and stats.pid == pid else 0
-
     def _kill_counting(self, svc: ServiceRuntime, instance: str, pid: int, why: str) -> None:
-        in_flight = self._in_flight(svc.name, instance, pid)
+        """SIGKILL an arbiter that did not stop in time, saying what that ends: the requests in
+        flight, and the threads its app still ran after answering (gunicorn's graceful stop
+        waits for them: a worker exits through Python's own shutdown, which joins non-daemon
+        threads and runs `atexit`)."""
+        stats = read_board(self.layout.gunicorn_board(svc.name, instance))
+        ours = stats if stats is not None and stats.pid == pid else None
+        in_flight = ours.in_flight if ours is not None else 0
+        assert isinstance(svc.spec, ApiService)
+        working = app_threads([w.pid for w in ours.workers if w.pid > 0] if ours else [], own_threads(svc.spec))
         if in_flight:
             self.sampler.count_killed(svc.name, in_flight)
-            what = f"{in_flight} request{'s' if in_flight != 1 else ''} still in flight ended"
-            self.ctx.say(svc.name, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
+        if what := what_a_kill_ends(in_flight, working):
+            self.ctx.say(svc.name, f"{why}: SIGKILL; {what}", 3)
         else:
             self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
         self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
@@ -214,7 +227,7 @@ class GunicornDriver:
             self.probes.pop(svc.name, None)
 
     def ask_stop(self, svc: ServiceRuntime) -> bool:
-        """SIGTERM: gunicorn's graceful stop (workers finish their requests; idle ones go at once)."""
+        """SIGTERM: gunicorn's graceful stop (workers finish their requests and their app's threads)."""
         if svc.pid is None:
             return False
         with contextlib.suppress(ProcessLookupError):

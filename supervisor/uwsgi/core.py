@@ -263,6 +263,11 @@ def emperor_argv(uwsgi_entry: Path, python: Path, layout: Layout) -> list[str]:
         "1",
         "--emperor-max-throttle",
         "10",
+        # a vassal whose file is gone (stopped, or retired by a reload) is the daemon's to end,
+        # bounded by its stop_timeout (up to an hour): the emperor's own SIGKILL of the master,
+        # 30 s after the file went, cut short what its workers still did, and orphaned them
+        "--emperor-curse-tolerance",
+        "3700",
     ]
 
 

@@ -32,6 +32,8 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import Take
 from supervisor.manifest.models import ApiService, runner
+from supervisor.observe.app_threads import app_threads, what_a_kill_ends
+from supervisor.observe.app_threads import describe as describe_threads
 from supervisor.observe.cgroups import group_name
 from supervisor.observe.procs import descendants, take_listener
 from supervisor.observe.stats import ServerStats
@@ -40,7 +42,7 @@ from supervisor.state.events import Ready
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.uwsgi.emperor import Emperor, install_service_launcher, read_unix
-from supervisor.uwsgi.pause import wait_paused
+from supervisor.uwsgi.pause import own_threads, wait_paused
 from supervisor.uwsgi.supervision import EmperorSupervision
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ class VassalDriver(EmperorSupervision):
         self.final_stats: dict[tuple[str, str], ServerStats] = {}  # (name, instance) of stopping vassals
         self.probes: dict[str, asyncio.Event] = {}
         self.retiring: dict[str, set[str]] = {}  # instances of each service still stopping after a reload
+        self.retirements: set[asyncio.Task[None]] = set()  # their stops, each bounded by its stop_timeout
         self.suspended: dict[str, set[int]] = {}  # worker ids that said "suspended" since the last pause
         sampler.sources.append(self.sample)
 
@@ -165,11 +168,14 @@ class VassalDriver(EmperorSupervision):
         self.retiring.setdefault(svc.name, set()).add(instance)
         task = self.ctx.spawn(self._retire(svc, instance, pid), f"retire-{svc.name}")
         task.add_done_callback(lambda _: self.retiring.get(svc.name, set()).discard(instance))
+        self.retirements.add(task)
+        task.add_done_callback(self.retirements.discard)
 
     async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        idle = await self._paused(svc, instance, pid)
+        working: dict[int, int] = {}
+        idle = await self._paused(svc, instance, pid, working)
         await self._count_final(svc, instance, pid)
-        self._end(svc, instance, pid, idle)
+        self._end(svc, instance, pid, idle, working)
         # removed once it is stopping: the emperor's own stop would not be graceful
         self.remove_file(svc.name, instance)
         gone = asyncio.get_running_loop().create_future()
@@ -210,11 +216,14 @@ class VassalDriver(EmperorSupervision):
             self.sampler.fold(svc.name, stats)
         else:
             stats = self.final_stats.get((svc.name, instance)) or self.sampler.sample_of(svc.name).stats
-        in_flight = stats.in_flight if stats is not None and stats.pid == pid else 0
+        ours = stats if stats is not None and stats.pid == pid else None
+        in_flight = ours.in_flight if ours is not None else 0
+        assert isinstance(svc.spec, ApiService)
+        working = app_threads([w.pid for w in ours.workers if w.pid > 0] if ours else [], own_threads(svc.spec))
         if in_flight:
             self.sampler.count_killed(svc.name, in_flight)
-            what = f"{in_flight} request{'s' if in_flight != 1 else ''} still in flight ended"
-            self.ctx.say(svc.name, f"{why}: SIGKILL; {what} (raise stop_timeout for long requests)", 3)
+        if what := what_a_kill_ends(in_flight, working):
+            self.ctx.say(svc.name, f"{why}: SIGKILL; {what}", 3)
         else:
             self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
         self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
@@ -371,10 +380,11 @@ class VassalDriver(EmperorSupervision):
             os.kill(svc.pid, signal.SIGTERM)
         return True
 
-    async def _paused(self, svc: ServiceRuntime, instance: str, pid: int) -> bool:
-        """Pause the vassal's workers; True once every one is idle in the pause loop: nothing is in
-        flight, the vassal may go at once (a graceful stop would wait for uWSGI's once-a-second
-        master cycle to reap the workers). False: it goes with a graceful stop.
+    async def _paused(self, svc: ServiceRuntime, instance: str, pid: int, working: dict[int, int]) -> bool:
+        """Pause the vassal's workers; True once every one is idle in the pause loop and runs no
+        thread of the app: nothing is in flight, the vassal may go at once (a graceful stop would
+        wait for uWSGI's once-a-second master cycle to reap the workers). False: it goes with a
+        graceful stop (`working` then names the workers that still run threads of the app).
 
         A threaded vassal is not paused: uWSGI pauses a worker's main thread only, its other
         threads go on accepting, and a graceful stop then never ends the paused worker (measured:
@@ -385,22 +395,34 @@ class VassalDriver(EmperorSupervision):
         if not self._fifo(svc.name, uwsgi.PAUSE, instance):
             return False
         bound = min(5.0, svc.spec.stop_timeout / 2)
-        return await wait_paused(lambda: self.stats(svc.name, instance, timeout=0.5), pid, bound, logged)
+        assert isinstance(svc.spec, ApiService)
+        own = own_threads(svc.spec)
+
+        async def read() -> ServerStats | None:
+            return await self.stats(svc.name, instance, timeout=0.5)
+
+        return await wait_paused(read, pid, bound, logged, own_threads=own, working=working)
 
     async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        idle = await self._paused(svc, instance, pid)
+        working: dict[int, int] = {}
+        idle = await self._paused(svc, instance, pid, working)
         await self._count_final(svc, instance, pid)
         if svc.pid == pid:
-            self._end(svc, instance, pid, idle)
+            self._end(svc, instance, pid, idle, working)
 
-    def _end(self, svc: ServiceRuntime, instance: str, pid: int, idle: bool) -> None:
-        """The vassal goes: at once when every worker is idle in the pause loop (nothing is in
-        flight, and uWSGI's own stop, graceful or not, reaps its workers only at its next
-        once-a-second master cycle), else gracefully, its requests finishing first."""
+    def _end(self, svc: ServiceRuntime, instance: str, pid: int, idle: bool, working: dict[int, int]) -> None:
+        """The vassal goes: at once when every worker is idle in the pause loop and runs no thread
+        of the app (nothing is in flight, and uWSGI's own stop, graceful or not, reaps its workers
+        only at its next once-a-second master cycle), else gracefully: its requests finish, and so
+        does the work its app threads do after an answer (glance's imports), up to stop_timeout."""
         if idle:
             self.ctx.say(svc.name, f"every worker of pid {pid} is idle in the pause loop: it goes at once", 7)
             self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
-        elif not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
+            return
+        if working:
+            why = f"pid {pid} still runs {describe_threads(working)}: a graceful stop lets that work finish"
+            self.ctx.say(svc.name, f"{why}, for up to {svc.spec.stop_timeout:g}s", 6)
+        if not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 

@@ -33,6 +33,7 @@ class EmperorSupervision:
     layout: Layout
     emperor: Emperor
     logs: LogFifos
+    retirements: set[asyncio.Task[None]]
 
     # the driver's own, in driver.py
     def _mine(self) -> list[ServiceRuntime]: ...
@@ -111,10 +112,16 @@ class EmperorSupervision:
             log.info("%s: adopted vassal (master pid %d)", name, pid)
 
     async def stop_emperor(self) -> None:
-        """No vassal is left: stop the emperor without waiting for its slow shutdown loop (a second a pass)."""
+        """No vassal is left: stop the emperor without waiting for its slow shutdown loop (a second a pass).
+
+        The old vassals of reloads may still be finishing their requests and their app's threads: they
+        keep their stop_timeout first (the emperor's death would end them unsaid, or leave their workers
+        behind, orphaned)."""
         pid = self.emperor.pid
         if pid is None:
             return
+        if self.retirements:
+            await asyncio.wait(self.retirements)
         self.emperor.stopping = True
         gone = asyncio.get_running_loop().create_future()
         self.ctx.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(s))

@@ -328,7 +328,16 @@ class ProcessDriver:
         return True
 
     def reports_reload(self, svc: ServiceRuntime) -> bool:
-        return bool(getattr(svc.spec, "notify", False))
+        """Only a worker that says it speaks the reload protocol (`reload_notify`) is waited for.
+
+        Not `notify` alone: oslo.service (its eventlet launcher, and cotyledon for the
+        threading backend) sends READY=1 once, at start, and reloads on SIGHUP without a
+        word, so waiting for a second READY=1 waits out start_timeout every time. Not
+        "it sent RELOADING=1 before" either: the first reload could not know, and a new
+        release of the same command may speak differently. systemd asks the same of the
+        unit file (Type=notify-reload), so the manifest says it.
+        """
+        return bool(getattr(svc.spec, "reload_notify", False))
 
     def switch(self, svc: ServiceRuntime, attempt: ReloadAttempt, old_pid: int | None) -> None:
         """Never asked: a worker reloads in place."""

@@ -130,6 +130,9 @@ class Driver:
     def kill(self, svc, why):
         self.calls.append(f"kill: {why}")
 
+    def kill_unready(self, svc, why):
+        self.kill(svc, why)
+
     def disable(self, svc):
         self.calls.append("disable")
 

@@ -65,6 +65,10 @@ class Driver(Protocol):
     def kill(self, svc: ServiceRuntime, why: str) -> None:
         """SIGKILL the whole process tree, saying `why` in the service's log."""
 
+    def kill_unready(self, svc: ServiceRuntime, why: str) -> None:
+        """The start was not reported ready in time: SIGKILL, as `kill`, unless a last look finds the
+        process serving after all (a readiness report that came late): then it reports Ready instead."""
+
     def disable(self, svc: ServiceRuntime) -> None:
         """Make sure nothing brings the process back by itself."""
 

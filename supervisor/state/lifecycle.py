@@ -266,6 +266,7 @@ class Lifecycle(Reactions):
         svc.adopted = False
         svc.next_retry = None
         svc.reason = None
+        svc.failure_hint = None  # up after all: a later crash is not "not ready after…"
         self._set_state(State.RUNNING)
         self._arm("stable", MIN_UPTIME)  # a start that lasts is no longer a failure
 
@@ -352,7 +353,8 @@ class Lifecycle(Reactions):
             return
         svc.failure_hint = f"not ready after {svc.spec.start_timeout:g}s"
         if svc.pid is not None:
-            self.driver.kill(svc, svc.failure_hint)  # the exit is handled as a crash
+            # the exit is handled as a crash; a last look that finds it serving reports Ready instead
+            self.driver.kill_unready(svc, svc.failure_hint)
         else:
             self.host.say(svc.name, svc.failure_hint, 3)
             self._crashed()

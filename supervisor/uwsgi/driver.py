@@ -30,6 +30,7 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import Take
 from supervisor.manifest.models import ApiService, runner
+from supervisor.observe.health import answers
 from supervisor.observe.procs import signal_tree, take_listener
 from supervisor.observe.stats import ServerStats
 from supervisor.state.drivers import Context, Failure
@@ -52,6 +53,8 @@ VASSAL_MTIME = 946684800  # 2000-01-01
 # worker loaded the app; this is only the fallback, so 100 services starting at
 # once do not keep the daemon busy reading stats
 PROBE_INTERVAL = 1.0
+# how long the last look before a SIGKILL for readiness waits for the stats, and for an answer
+LAST_LOOK = 5.0
 
 
 class VassalDriver(EmperorSupervision):
@@ -373,6 +376,29 @@ class VassalDriver(EmperorSupervision):
     def kill(self, svc: ServiceRuntime, why: str) -> None:
         if svc.pid is not None:
             self.ctx.spawn(self._kill_counting(svc, svc.instance, svc.pid, why), f"kill-{svc.name}")
+
+    def kill_unready(self, svc: ServiceRuntime, why: str) -> None:
+        if svc.pid is not None:
+            self.ctx.spawn(self._last_look(svc, svc.instance, svc.pid, why), f"last-look-{svc.name}")
+
+    async def _last_look(self, svc: ServiceRuntime, instance: str, pid: int, why: str) -> None:
+        """Before a SIGKILL for readiness: does the vassal serve after all? Its stats (given longer
+        than a probe's), and, when they do not say so, a real request on its socket. On a busy host
+        a probe can come too late for start_timeout while both workers serve: killing them then
+        would fail requests for nothing."""
+        assert isinstance(svc.spec, ApiService)
+        stats = await self.stats(svc.name, instance, timeout=LAST_LOOK)
+        serving = stats is not None and stats.pid == pid and stats.serving
+        if not serving:
+            socket = self.layout.api_socket(svc.name)
+            serving = await answers(socket, svc.spec, self.ctx.probe_token, timeout=LAST_LOOK)
+        if svc.pid != pid or svc.state != State.STARTING:
+            return  # it went meanwhile, or was reported ready
+        if serving:
+            self.ctx.say(svc.name, f"{why}, but it serves (its readiness was seen late): kept, not killed", 4)
+            self.ctx.report(Ready(svc.name, pid))
+            return
+        await self._kill_counting(svc, instance, pid, why)
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Remove the vassal files, so the emperor does not bring a vassal back."""

@@ -360,6 +360,10 @@ class ProcessDriver:
             signal_tree(svc.pid, signal.SIGKILL)
         self._end_strays(svc.name)
 
+    def kill_unready(self, svc: ServiceRuntime, why: str) -> None:
+        """A worker's readiness is its own READY=1 (or the timer): nothing else to look at."""
+        self.kill(svc, why)
+
     def disable(self, svc: ServiceRuntime) -> None:
         """Nothing to do: a worker is only started again when the core asks."""
 

@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,7 @@ VASSAL_MTIME = 946684800  # 2000-01-01
 PROBE_INTERVAL = 1.0
 # how long the last look before a SIGKILL for readiness waits for the stats, and for an answer
 LAST_LOOK = 5.0
+REREPORT = 5.0  # seconds after which a Ready report the vassal is still `starting` after is made again
 
 
 class VassalDriver(EmperorSupervision):
@@ -221,7 +223,7 @@ class VassalDriver(EmperorSupervision):
         sampled in a short burst, since the worker accepts a moment later.
         """
         wake = self.probes[svc.name]
-        reported: set[int] = set()
+        reported: dict[int, float] = {}  # master pid: when its Ready was last reported
         try:
             while svc.state in (State.STARTING, State.RELOADING) and not self.emperor.stopping:
                 woke = False
@@ -234,7 +236,9 @@ class VassalDriver(EmperorSupervision):
                     await asyncio.sleep(pause)
                     attempt = svc.reload
                     pid, instance = (attempt.pid, attempt.instance) if attempt else (svc.pid, svc.instance)
-                    if pid is None or svc.waiting_for or pid in reported:
+                    # a report still unanswered after a while is made again: one the lifecycle did
+                    # not act on must not leave a serving vassal `starting` until start_timeout
+                    if pid is None or svc.waiting_for or time.monotonic() - reported.get(pid, -REREPORT) < REREPORT:
                         break
                     stats = await self.stats(svc.name, instance)
                     if stats is None or stats.pid != pid:
@@ -242,7 +246,7 @@ class VassalDriver(EmperorSupervision):
                     if attempt is None:
                         self.sampler.observe(svc.name, stats)
                     if stats.serving:
-                        reported.add(pid)
+                        reported[pid] = time.monotonic()
                         self.ctx.report(Ready(svc.name, pid))
                         break
         finally:

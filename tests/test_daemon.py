@@ -4,7 +4,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
+import subprocess
 import time
 
 from supervisor.observe.procs import alive
@@ -472,3 +474,34 @@ def test_only_the_emperors_launchers_get_an_api_socket(tmp_path):
         assert uwsgi_request(d.socket("alpha"))[0] == 200
     finally:
         d.stop()
+
+
+def test_a_daemon_out_of_file_descriptors_answers_again_once_they_are_back(daemon):
+    """Issue 22: a daemon that had answered stopped answering (`wsgictl status` exited 1). One way:
+    an accept that fails (no file descriptor left, as under systemd's default soft limit of 1024
+    on a busy host) ended the control socket's accept loop for good. Clients that hold every
+    descriptor for a while (here: many idle connections, under a lowered limit) must cost only that
+    while: once they are gone, every status is answered again."""
+    write_manifest(daemon.conf_dir, f'[services.api]\nkind = "api"\napp = "{APPS / "probe.py"}"\nprocesses = 1\n')
+    daemon.start()
+    daemon.ctl("start", "api")
+    pid = daemon.proc.pid
+    used = len(os.listdir(f"/proc/{pid}/fd"))
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={used + 16}:20000"], check=True)
+    hogs = []
+    try:
+        for _ in range(40):  # more than the daemon can take: the last ones wait in the backlog
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(daemon.runtime_dir / "control.sock"))
+            hogs.append(s)
+        time.sleep(2)  # the daemon accepts what it can, then runs out
+    finally:
+        for s in hogs:
+            s.close()
+        subprocess.run(["prlimit", f"--pid={pid}", "--nofile=20000:20000"], check=True)
+    deadline = time.monotonic() + 15
+    while (r := daemon.ctl("status", "--json", check=False, timeout=30)).returncode not in (0, 3):
+        assert time.monotonic() < deadline, f"the daemon stopped answering: {r.stderr}"
+        time.sleep(0.5)
+    for _ in range(5):
+        assert daemon.ctl("status", "--json", check=False).returncode in (0, 3)

@@ -130,6 +130,9 @@ class Driver:
     def kill(self, svc, why):
         self.calls.append(f"kill: {why}")
 
+    def kill_unready(self, svc, why):
+        self.kill(svc, why)
+
     def disable(self, svc):
         self.calls.append("disable")
 
@@ -339,16 +342,45 @@ def test_an_in_place_reload_waits_for_ready_only_when_the_service_can_say_so(loo
     lc, _host, driver = running(loop)
     driver.reload_result, driver.reports = True, False
     assert lc.reload().result() == (True, "running")
-    assert lc.svc.reason == "reload signal sent"
+    assert lc.svc.reason == "reloaded: signal delivered"
 
+    # the reload protocol (systemd's Type=notify-reload): RELOADING=1, then READY=1
     driver.reports = True
     done = lc.reload()
+    assert lc.svc.state == State.RELOADING and not done.done()
+    lc.on_ready(100)  # a READY=1 before RELOADING=1 is not this reload's end
+    assert lc.svc.state == State.RELOADING and not done.done()
+    lc.on_reloading()
     assert lc.svc.state == State.RELOADING and not done.done()
     lc.on_ready(100)
     assert done.result() == (True, "running") and lc.svc.reason == "reloaded"
 
     driver.reload_result = False
     assert lc.reload().result() == (False, "api: the process did not take the reload request")
+
+
+def test_a_new_reload_does_not_show_the_last_ones_outcome(loop):
+    lc, host, driver = running(loop)
+    driver.reload_result = True
+    lc.reload()
+    lc.on_reloading()
+    host.advance(lc.svc.spec.start_timeout)
+    assert lc.svc.state == State.RUNNING and lc.svc.reason == "reload timed out"
+    lc.reload()
+    assert lc.svc.state == State.RELOADING and lc.svc.reason is None
+    lc.on_reloading()
+    lc.on_ready(100)
+    assert lc.svc.state == State.RUNNING and lc.svc.reason == "reloaded"
+
+    driver.reload_result = "attempt"  # a second instance's reload that fails, then the next one
+    lc.reload()
+    host.advance(lc.svc.spec.start_timeout)
+    assert "was not ready after" in lc.svc.reason
+    lc.reload()
+    assert lc.svc.state == State.RELOADING and lc.svc.reason is None
+    lc.svc.reason = "reload failed: the last one"
+    lc.restart()
+    assert lc.svc.state == State.STOPPING and lc.svc.reason is None
 
 
 def test_dependencies_hold_a_start_and_a_failed_dependency_stops_it(loop):

@@ -344,3 +344,41 @@ def test_a_daemon_reexec_costs_the_services_nothing(daemon, server):
     daemon.wait_for(lambda s: "reloading my configuration" in daemon.ctl("logs", "conductor").stdout, what="log")
     daemon.ctl("stop", "conductor")
     assert not alive(before["conductor"]["pid"])
+
+
+def test_a_vassal_that_serves_is_not_killed_for_a_late_readiness_report(daemon):
+    """Issue 22: on a busy host a vassal that served (both workers had the app, the emperor said it was
+    ready) was killed at start_timeout because its readiness report was missed. Here the probe cannot
+    read the vassal's stats at all, as a starved probe would not: the last look before the SIGKILL
+    (stats, then a real request on the socket) finds it serving, and it is kept."""
+    from supervisor.layout import Layout
+
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[services.late]
+kind = "api"
+app = "{PROBE}"
+processes = 2
+start_timeout = 5
+environment = {{ PROBE_IMPORT_DELAY = "1.5" }}
+""",
+    )
+    daemon.start()
+    daemon.ctl("start", "late", "--no-block")
+    stats = Layout(daemon.runtime_dir).stats_socket("late")
+    hidden = stats.with_name("hidden-from-the-probe")
+    deadline = time.monotonic() + 30
+    while not stats.exists():
+        assert time.monotonic() < deadline, daemon.output()
+        time.sleep(0.01)
+    os.rename(stats, hidden)  # while the app still imports: the probe never sees it serving
+    try:
+        master = daemon.wait_for(lambda s: s["late"]["pid"] is not None, what="a master")["late"]["pid"]
+        s = daemon.wait_state("late", "running", timeout=30)
+        assert s["pid"] == master and s["restarts"] == 0
+        logs = daemon.ctl("logs", "late", "-n", "200").stdout
+        assert "SIGKILL" not in logs and "it serves" in logs
+        assert uwsgi_request(daemon.socket("late"))[0] == 200
+    finally:
+        os.rename(hidden, stats)

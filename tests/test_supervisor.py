@@ -56,6 +56,9 @@ class Driver:
     def kill(self, svc, why):
         pass
 
+    def kill_unready(self, svc, why):
+        self.kill(svc, why)
+
     def disable(self, svc):
         pass
 

@@ -126,6 +126,14 @@ def test_services_under_a_real_systemd(machine, server):
     c.run("systemctl", "start", "wsgi@api", "wsgi@conductor")
     assert is_active(c, "wsgi@api") == is_active(c, "wsgi@conductor") == "active"
     assert request(c, "api") == 200
+    # systemctl reload of a worker that says READY=1 only at start (oslo.service's way): done once
+    # the signal is delivered, as systemd counts it for Type=notify, not after start_timeout
+    conductor = status(c)["conductor"]["pid"]
+    started = time.monotonic()
+    c.run("systemctl", "reload", "wsgi@conductor", timeout=60)
+    assert time.monotonic() - started < 20
+    assert is_active(c, "wsgi@conductor") == "active"
+    assert status(c)["conductor"]["state"] == "running" and status(c)["conductor"]["pid"] == conductor
     mode = c.run("stat", "-c", "%a %G", f"{RUN}/api.sock").stdout.split()
     assert mode == ["660", "root"]
 
@@ -157,11 +165,15 @@ def test_services_under_a_real_systemd(machine, server):
     assert states == {"active"}
     assert request(c, "api") == 200
 
-    # a service that fails for good is failed for systemd too
+    # a service that fails for good is failed for systemd too: its start job fails at the first
+    # failed attempt, and the unit is failed once the daemon gives up (start_limit)
     started = c.run("systemctl", "start", "wsgi@broken", check=False, timeout=180)
     assert started.returncode != 0
-    assert c.run("systemctl", "is-failed", "wsgi@broken", check=False).stdout.strip() == "failed"
-    assert status(c)["broken"]["state"] == "failed"
+    wait(lambda: status(c)["broken"]["state"] == "failed", what="broken failed")
+    wait(
+        lambda: c.run("systemctl", "is-failed", "wsgi@broken", check=False).stdout.strip() == "failed",
+        what="wsgi@broken failed",
+    )
 
     # journalctl -u wsgi@NAME has the service's own lines
     journal = c.run("journalctl", "-u", "wsgi@conductor", "--no-pager").stdout
@@ -211,3 +223,58 @@ def test_services_under_a_real_systemd(machine, server):
     assert is_active(c, "wsgi@api") == "inactive"
     left = c.run("ps", "-eo", "pid,args", "--no-headers").stdout
     assert not [name for name in OURS if name in left], left
+
+
+def test_a_start_that_keeps_failing_fails_its_job_and_the_unit_follows_the_retries(machine):
+    """`systemctl start wsgi@NAME` of a service that cannot start yet (its database is not up) answers
+    as a Restart= unit does: the job fails at the first failed attempt, with the reason; the daemon
+    keeps retrying, the unit says so (activating, and why), and turns active by itself once the
+    daemon's next attempt succeeds."""
+    c = machine
+    needed = "/run/database-is-up"
+    c.write(
+        "/etc/wsgi-supervisor/conf.d/host.toml",
+        f"""
+[services.late]
+kind = "api"
+app = "{APPS / "probe.py"}"
+processes = 1
+enabled = false
+backoff_max = 3
+environment = {{ PROBE_NEEDS_FILE = "{needed}" }}
+""",
+    )
+    c.run(CTL, "units", "install", "--socket-group", "root")
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "start", "wsgi-supervisor")
+
+    started = time.monotonic()
+    job = c.run("systemctl", "start", "wsgi@late", check=False, timeout=90)
+    assert job.returncode != 0 and "Job for wsgi@late.service failed" in job.stderr, job.stderr
+    assert time.monotonic() - started < 60
+    assert status(c)["late"]["state"] in ("backoff", "starting")  # the daemon keeps trying
+
+    # the unit shows that it is retried, and why
+    def retried() -> bool:
+        shown = c.run("systemctl", "show", "-p", "ActiveState", "-p", "StatusText", "wsgi@late").stdout
+        journal = c.run("journalctl", "-u", "wsgi@late", "--no-pager").stdout
+        return (
+            "ActiveState=activating" in shown
+            and "backoff" in shown
+            and "cannot import without /run/database-is-up" in shown
+            and "start attempt 1 failed" in journal
+        )
+
+    wait(retried, timeout=30, what="the unit retrying, with the reason")
+    assert is_active(c, "wsgi@late") == "activating"
+
+    # the database comes up: the daemon's next attempt succeeds, the unit turns active by itself
+    c.write(needed, "")
+    wait(lambda: is_active(c, "wsgi@late") == "active", timeout=60, what="wsgi@late active")
+    assert status(c)["late"]["state"] == "running"
+    assert request(c, "late") == 200
+    # and it stays so: its restarts were the unit's own, the service was started once per attempt
+    time.sleep(2)
+    assert is_active(c, "wsgi@late") == "active"
+    c.run("systemctl", "stop", "wsgi@late")
+    assert status(c)["late"]["state"] == "stopped"

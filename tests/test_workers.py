@@ -2,13 +2,17 @@
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
+import pytest
+
 from supervisor.observe.procs import alive
-from support import APPS, write_manifest
+from support import APPS, WSGICTL, service_venv, write_manifest
 
 WORKER = APPS / "worker.py"
+OSLO_WORKER = APPS / "oslo_worker.py"
 
 
 def worker(name, extra="", env=""):
@@ -141,3 +145,67 @@ notify = true
     uids = open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[:2]
     assert uids == ["65534", "65534"]
     assert "uid 65534 /nonexistent" in daemon.ctl("logs", "unprivileged").stdout
+
+
+@pytest.mark.parametrize("backend", ["eventlet", "threading"])
+def test_an_oslo_service_worker_reloads_at_once_as_systemd_counts_it(daemon, backend):
+    """oslo.service says READY=1 once, at start, and reloads on SIGHUP without a word (both its
+    backends): the reload is done once the signal is delivered, as systemd counts it for a
+    Type=notify unit with ExecReload=kill -HUP, not after start_timeout."""
+    venv = service_venv("oslo-service", "oslo.service[threading]")
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[services.conductor]
+kind = "worker"
+command = ["{venv}/bin/python", "{OSLO_WORKER}", "{backend}"]
+notify = true
+start_timeout = 60
+stop_timeout = 10
+""",
+    )
+    daemon.start()
+    daemon.ctl("start", "conductor", "--timeout", "90")
+    pid = daemon.status()["conductor"]["pid"]
+    started = time.monotonic()
+    reload = daemon.ctl("reload", "conductor", "--timeout", "30", check=False)
+    took = time.monotonic() - started
+    assert reload.returncode == 0, reload.stdout + reload.stderr
+    assert took < 10
+    s = daemon.status()["conductor"]
+    assert s["state"] == "running" and s["ready"] and s["pid"] == pid
+    assert daemon.ctl("status", "conductor", check=False).returncode == 0
+    # and the service did reload: the eventlet launcher resets the service, cotyledon starts a new child
+    took_it = "reset: configuration reloaded" if backend == "eventlet" else "started (threading backend)"
+    deadline = time.monotonic() + 30
+    while daemon.ctl("logs", "conductor", "-n", "100").stdout.count(took_it) < (1 if backend == "eventlet" else 2):
+        assert time.monotonic() < deadline, daemon.ctl("logs", "conductor", "-n", "100").stdout
+        time.sleep(0.3)
+
+
+def test_a_worker_that_speaks_the_reload_protocol_is_waited_for(daemon, tmp_path):
+    """reload_notify: RELOADING=1, then READY=1 (systemd's Type=notify-reload) ends the reload; a reload
+    that timed out does not show its reason during the next one."""
+    how = tmp_path / "reload-takes"
+    how.write_text("never")
+    env = f'WORKER_NOTIFY_AFTER = "0", WORKER_RELOAD_PROTOCOL = "{how}"'
+    write_manifest(daemon.conf_dir, worker("conductor", "notify = true\nreload_notify = true\nstart_timeout = 3", env))
+    daemon.start()
+    daemon.ctl("start", "conductor")
+    started = time.monotonic()
+    daemon.ctl("reload", "conductor")
+    assert time.monotonic() - started >= 2.5
+    s = daemon.status()["conductor"]
+    assert s["state"] == "running" and s["reason"] == "reload timed out"
+
+    how.write_text("2")
+    cmd = [str(WSGICTL), "--runtime-dir", str(daemon.runtime_dir), "reload", "conductor", "--timeout", "30"]
+    started = time.monotonic()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as reload:
+        s = daemon.wait_state("conductor", "reloading")
+        assert s["reason"] is None
+        out, _ = reload.communicate(timeout=60)
+    assert reload.returncode == 0, out
+    assert time.monotonic() - started >= 1.5
+    s = daemon.status()["conductor"]
+    assert s["state"] == "running" and s["reason"] == "reloaded"

@@ -32,15 +32,28 @@ def _describe_state(s: dict[str, Any]) -> str:
     return visible(text)
 
 
+# EX_TEMPFAIL: an attempt to start the service failed and the daemon retries it; the unit ends its
+# start job as failed (as a Restart= unit does) and systemd runs this watcher again (RestartForceExitStatus=)
+EXIT_RETRYING = 75
+
+
 def cmd_supervise(args: argparse.Namespace) -> int:
     """The main process of wsgi@NAME.service: start NAME, say READY=1 when it is, mirror its state.
 
-    The unit stays `activating` for as long as the daemon keeps trying to
-    start the service (a backoff after a reboot can outlast any timeout: the
-    database may come up later), with each attempt in STATUS=. Exits 0 when
-    the service is stopped (by wsgictl or SIGTERM, which asks the daemon for
-    a graceful stop) and 1 when the daemon gives up on it, so that systemd
-    reports the same as `wsgictl status`.
+    Start semantics as systemd's own `Restart=` units have them: when an
+    attempt to start the service fails (the daemon puts it in backoff and
+    retries), this exits EXIT_RETRYING with the reason, so `systemctl start`
+    fails at once ("Job for wsgi@NAME.service failed") instead of waiting
+    for as long as the daemon retries; the unit (RestartForceExitStatus=)
+    is then `activating (auto-restart)`, and the next run of this watcher
+    finds the service in backoff and attaches without a start request of
+    its own (which would cut the daemon's backoff short): the unit stays
+    `activating`, its status saying the attempt and the reason, until the
+    daemon's next attempt: active when it succeeds, EXIT_RETRYING again
+    when it fails. Exits 0 when the service is stopped (by wsgictl, or
+    SIGTERM, which asks the daemon for a graceful stop) and 1 when the
+    daemon gives up on it (`failed`: no restart), so that systemd reports
+    the same as `wsgictl status`.
     """
     name = args.name
 
@@ -50,13 +63,16 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     try:
-        reply = Client(args.runtime_dir).request({"cmd": "start", "services": [name], "wait": False})
+        client = Client(args.runtime_dir)
+        reply = client.request({"cmd": "status", "services": [name]})
         if not reply.get("ok"):
-            why = reply.get("error", "failed")
-            print(f"{name}: cannot start: {lines(why)}", file=sys.stderr)
-            sd_notify(f"STATUS=failed to start: {visible(why)}")
-            return EXIT_FAILED
-        return _mirror(args, name)
+            return _cannot_start(name, reply)
+        retrying = reply["services"][0]["state"] == "backoff"
+        if not retrying:
+            reply = client.request({"cmd": "start", "services": [name], "wait": False})
+            if not reply.get("ok"):
+                return _cannot_start(name, reply)
+        return _mirror(args, name, attempt_seen=not retrying)
     except _Terminated:
         sd_notify("STOPPING=1\nSTATUS=stopping")
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -71,7 +87,16 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _mirror(args: argparse.Namespace, name: str) -> int:
+def _cannot_start(name: str, reply: dict[str, Any]) -> int:
+    why = reply.get("error", "failed")
+    print(f"{name}: cannot start: {lines(why)}", file=sys.stderr)
+    sd_notify(f"STATUS=failed to start: {visible(why)}")
+    return EXIT_FAILED
+
+
+def _mirror(args: argparse.Namespace, name: str, attempt_seen: bool) -> int:
+    """Follow the service's state; `attempt_seen`: a start was asked for (else the watcher attached to a
+    service in backoff, and waits for the daemon's next attempt before a failure ends it)."""
     reconnect_until = None
     ready = False
     while True:
@@ -87,6 +112,11 @@ def _mirror(args: argparse.Namespace, name: str) -> int:
                     ready = True
                     sd_notify("READY=1")
                 sd_notify(f"STATUS={_describe_state(state)}")
+                if state["state"] == "starting":
+                    attempt_seen = True
+                if state["state"] == "backoff" and attempt_seen and not ready:
+                    print(f"{name}: {_attempt_failed(state)}", file=sys.stderr)
+                    return EXIT_RETRYING
                 if state["state"] == "failed":
                     print(f"{name}: failed: {lines(str(state.get('reason')))}", file=sys.stderr)
                     return EXIT_FAILED
@@ -107,3 +137,12 @@ def _mirror(args: argparse.Namespace, name: str) -> int:
                 print(f"{name}: wsgi-supervisor is gone", file=sys.stderr)
                 return EXIT_FAILED
             time.sleep(0.5)
+
+
+def _attempt_failed(state: dict[str, Any]) -> str:
+    """What a failed attempt says in the unit's log: which one, why, and that it is retried."""
+    attempts = state.get("failures") or 1
+    text = f"start attempt {attempts} failed: {state.get('reason') or 'backoff'}"
+    if state.get("next_retry"):
+        text += f" (wsgi-supervisor retries in {max(0.0, state['next_retry'] - time.time()):.0f}s)"
+    return text + "; the unit retries with it, and is active once an attempt succeeds"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -55,6 +56,8 @@ IDLE_TIMEOUT = 30.0  # a client that sends nothing for this long is dropped
 FOLLOW_QUEUE = 10000  # lines a slow `logs -f` reader may lag behind before lines are skipped for it
 DEFAULT_WAIT = 120.0
 LAUNCH_MODE = 0o600  # the emperor runs the launchers as the daemon's user (root)
+ACCEPT_RETRY = 0.1  # seconds before the next accept once one failed for want of resources
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class ClientGone(Exception):
@@ -111,8 +114,24 @@ class ControlServer:
             self.accepting.append(self.loop.create_task(self._accept(kind, listener), name=f"{kind}-accept"))
 
     async def _accept(self, kind: str, listener: Listener) -> None:
+        """Accept for as long as the daemon runs: a failed accept (no file descriptor left on a busy
+        host, a client gone before it was taken) costs a pause, never the loop, which would leave a
+        daemon that had answered answering nothing any more."""
+        short = False
         while True:
-            conn, _ = await self.loop.sock_accept(listener.sock)
+            try:
+                conn, _ = await self.loop.sock_accept(listener.sock)
+            except OSError as exc:
+                if exc.errno not in OUT_OF_RESOURCES:
+                    continue  # that one client's trouble
+                if not short:
+                    log.warning("%s socket: cannot accept: %s; retrying", kind, exc.strerror or exc)
+                short = True
+                await asyncio.sleep(ACCEPT_RETRY)  # what holds the descriptors lets go meanwhile
+                continue
+            if short:
+                log.info("%s socket: accepting again", kind)
+                short = False
             conn.setblocking(False)
             task = self.loop.create_task(self._serve(kind, conn), name=f"{kind}-client")
             self.clients.add(task)

@@ -238,6 +238,9 @@ class GunicornDriver:
         if svc.pid is not None:
             self._kill_counting(svc, svc.instance, svc.pid, why)
 
+    def kill_unready(self, svc: ServiceRuntime, why: str) -> None:
+        self.kill(svc, why)
+
     def disable(self, svc: ServiceRuntime) -> None:
         """Nothing brings an arbiter back by itself."""
 

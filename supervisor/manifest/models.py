@@ -297,10 +297,22 @@ class WorkerService(_Service):
         description="the worker sends READY=1 to $NOTIFY_SOCKET when up (oslo.service does); wait for it "
         "(heard only from its main process or their descendants, running as its user)",
     )
+    reload_notify: StrictBool = Field(
+        False,
+        description="the worker speaks systemd's reload protocol (Type=notify-reload): after the reload signal it "
+        "sends RELOADING=1, then READY=1 once reloaded, and a reload waits for that (up to start_timeout); "
+        "off, a reload is done once the signal is delivered, as systemd counts it for Type=notify",
+    )
     ready_after: Seconds = Field(
         2.0, ge=0, le=3600, description="seconds up before a worker that never sends READY=1 counts as ready"
     )
     chdir: AbsPath | None = Field(None, description="working directory of the command")
+
+    @model_validator(mode="after")
+    def _reload_notify_needs_notify(self) -> WorkerService:
+        if self.reload_notify and not self.notify:
+            raise ValueError("reload_notify = true needs notify = true: the reload protocol speaks on $NOTIFY_SOCKET")
+        return self
 
     @field_validator("command")
     @classmethod

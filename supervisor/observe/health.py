@@ -107,6 +107,28 @@ async def check(socket_path: Path, service: ApiService, tokens: Sequence[str] = 
     return f"health check: {code} from {shown}"
 
 
+async def answers(socket_path: Path, service: ApiService, token: str = "", timeout: float = 10.0) -> bool:
+    """Whether the app answers a real request on its socket at all (any HTTP status): the last look
+    before a start that was not reported ready in time is killed. Its health path when it has one."""
+    path = probe_path(service) if service.health is not None else (service.mount or "/")
+    request = uwsgi_packet(path, token) if service.protocol == "uwsgi" else http_request(path, token)
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(str(socket_path))
+            writer.write(request)
+            await writer.drain()
+            status_line = await reader.readline()
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+    return status_line.startswith(b"HTTP/")
+
+
 class HealthChecks:
     """One probing task per API that has a health path, for as long as it serves."""
 

@@ -72,6 +72,10 @@ class Driver(Protocol):
         """SIGKILL every process of the service (its control group, else its main process's tree),
         saying `why` in the service's log."""
 
+    def kill_unready(self, svc: ServiceRuntime, why: str) -> None:
+        """The start was not reported ready in time: SIGKILL, as `kill`, unless a last look finds the
+        process serving after all (a readiness report that came late): then it reports Ready instead."""
+
     def disable(self, svc: ServiceRuntime) -> None:
         """Make sure nothing brings the process back by itself."""
 

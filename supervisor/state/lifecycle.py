@@ -151,13 +151,16 @@ class Lifecycle(Reactions):
             return waiters.done(self.host.future(), False, f"cannot reload: {exc}")
         if attempt is False:
             return waiters.done(self.host.future(), False, f"{svc.name}: the process did not take the reload request")
+        svc.reason = None  # what the last reload came to is not this one's
+        svc.reload_heard = False
         self._set_state(State.RELOADING)
         if isinstance(attempt, ReloadAttempt):
             svc.reload = attempt
             self.driver.watch_ready(svc)
         elif not self.driver.reports_reload(svc):
-            # it said nothing when it started, it will say nothing now: the signal is the reload
-            self._set_state(State.RUNNING, "reload signal sent")
+            # as systemd counts a Type=notify service's `ExecReload=kill -HUP`: done once the
+            # signal is delivered (oslo.service says READY=1 once, at start, and never again)
+            self._set_state(State.RUNNING, "reloaded: signal delivered")
             return self._wait_for(OK_START)
         self._arm("reload", svc.spec.start_timeout)
         return self._wait_for(OK_START)
@@ -222,6 +225,8 @@ class Lifecycle(Reactions):
         svc = self.svc
         self._cancel_timer()
         svc.restart_pending = then_start
+        if then_start:
+            svc.reason = None  # a restart begins: why the last start or reload ended is not its reason
         if svc.waiting_for and svc.pid is None:
             svc.waiting_for = ()  # never launched: nothing to stop
             self._set_state(State.STOPPED)
@@ -261,6 +266,7 @@ class Lifecycle(Reactions):
         svc.adopted = False
         svc.next_retry = None
         svc.reason = None
+        svc.failure_hint = None  # up after all: a later crash is not "not ready after…"
         self._set_state(State.RUNNING)
         self._arm("stable", MIN_UPTIME)  # a start that lasts is no longer a failure
 
@@ -347,7 +353,8 @@ class Lifecycle(Reactions):
             return
         svc.failure_hint = f"not ready after {svc.spec.start_timeout:g}s"
         if svc.pid is not None:
-            self.driver.kill(svc, svc.failure_hint)  # the exit is handled as a crash
+            # the exit is handled as a crash; a last look that finds it serving reports Ready instead
+            self.driver.kill_unready(svc, svc.failure_hint)
         else:
             self.host.say(svc.name, svc.failure_hint, 3)
             self._crashed()
@@ -366,8 +373,9 @@ class Lifecycle(Reactions):
             self._abandon_reload(why)
             self._set_state(State.RUNNING, f"reload failed: {why}")
         else:
-            self.host.say(svc.name, "reload did not finish in time; counting it as done", 4)
-            self._set_state(State.RUNNING, "reload timed out")
+            said = "" if svc.reload_heard else " (it sent no RELOADING=1 after the signal)"
+            self.host.say(svc.name, f"reload did not finish in time{said}; counting it as done", 4)
+            self._set_state(State.RUNNING, "reload timed out" + said)
 
     def _stable_timed_out(self) -> None:
         if self.svc.ready_at is not None and self.svc.state.up:

@@ -137,12 +137,20 @@ class Reactions:
             return
         if svc.state == State.STARTING:
             self._became_ready()
-        elif svc.state == State.RELOADING:  # an in-place reload said it is done
+        elif svc.state == State.RELOADING and svc.reload_heard:
+            # the reload protocol's end (RELOADING=1, then READY=1), as systemd's Type=notify-reload
+            # reads it: a READY=1 before the RELOADING=1 is not this reload's
             self._cancel_timer()
             self._set_state(State.RUNNING, "reloaded")
 
     def on_reloading(self) -> None:
-        if self.svc.state == State.RUNNING:
+        """RELOADING=1: the answer to the reload signal, or a reload the service began by itself."""
+        svc = self.svc
+        if svc.state == State.RELOADING and svc.reload is None:
+            svc.reload_heard = True
+        elif svc.state == State.RUNNING:
+            svc.reason = None
+            svc.reload_heard = True
             self._set_state(State.RELOADING, "the service reloads")
 
     def on_health(self, healthy: bool, reason: str | None) -> None:

@@ -84,6 +84,7 @@ class ServiceRuntime:
     config_error: bool = False  # the last failure is the manifest's own (retrying cannot help)
     timer: asyncio.TimerHandle | None = None
     reload: ReloadAttempt | None = None
+    reload_heard: bool = False  # an in-place reload was answered with RELOADING=1 (the reload protocol)
     waiting_for: tuple[str, ...] = ()  # what it waits for before its process is asked for
     adopted: bool = False  # taken over from a previous daemon, not started by this one
     healthy: bool | None = None  # the app's health check: None until it first answered (or none is set)

@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ from supervisor.manifest.models import ApiService, runner
 from supervisor.observe.app_threads import app_threads, what_a_kill_ends
 from supervisor.observe.app_threads import describe as describe_threads
 from supervisor.observe.cgroups import group_name
+from supervisor.observe.health import answers
 from supervisor.observe.procs import descendants, take_listener
 from supervisor.observe.stats import ServerStats
 from supervisor.state.drivers import Context, Failure
@@ -57,6 +59,9 @@ VASSAL_MTIME = 946684800  # 2000-01-01
 # worker loaded the app; this is only the fallback, so 100 services starting at
 # once do not keep the daemon busy reading stats
 PROBE_INTERVAL = 1.0
+# how long the last look before a SIGKILL for readiness waits for the stats, and for an answer
+LAST_LOOK = 5.0
+REREPORT = 5.0  # seconds after which a Ready report the vassal is still `starting` after is made again
 
 
 class VassalDriver(EmperorSupervision):
@@ -261,7 +266,7 @@ class VassalDriver(EmperorSupervision):
         sampled in a short burst, since the worker accepts a moment later.
         """
         wake = self.probes[svc.name]
-        reported: set[int] = set()
+        reported: dict[int, float] = {}  # master pid: when its Ready was last reported
         try:
             while svc.state in (State.STARTING, State.RELOADING) and not self.emperor.stopping:
                 woke = False
@@ -274,7 +279,9 @@ class VassalDriver(EmperorSupervision):
                     await asyncio.sleep(pause)
                     attempt = svc.reload
                     pid, instance = (attempt.pid, attempt.instance) if attempt else (svc.pid, svc.instance)
-                    if pid is None or svc.waiting_for or pid in reported:
+                    # a report still unanswered after a while is made again: one the lifecycle did
+                    # not act on must not leave a serving vassal `starting` until start_timeout
+                    if pid is None or svc.waiting_for or time.monotonic() - reported.get(pid, -REREPORT) < REREPORT:
                         break
                     stats = await self.stats(svc.name, instance)
                     if stats is None or stats.pid != pid:
@@ -282,7 +289,7 @@ class VassalDriver(EmperorSupervision):
                     if attempt is None:
                         self.sampler.observe(svc.name, stats)
                     if stats.serving:
-                        reported.add(pid)
+                        reported[pid] = time.monotonic()
                         self.ctx.report(Ready(svc.name, pid))
                         break
         finally:
@@ -429,6 +436,30 @@ class VassalDriver(EmperorSupervision):
     def kill(self, svc: ServiceRuntime, why: str) -> None:
         if svc.pid is not None:
             self.ctx.spawn(self._kill_counting(svc, svc.instance, svc.pid, why), f"kill-{svc.name}")
+
+    def kill_unready(self, svc: ServiceRuntime, why: str) -> None:
+        if svc.pid is not None:
+            self.ctx.spawn(self._last_look(svc, svc.instance, svc.pid, why), f"last-look-{svc.name}")
+
+    async def _last_look(self, svc: ServiceRuntime, instance: str, pid: int, why: str) -> None:
+        """Before a SIGKILL for readiness: does the vassal serve after all? Its stats (given longer
+        than a probe's), and, when they do not say so, a real request on its socket. On a busy host
+        a probe can come too late for start_timeout while both workers serve: killing them then
+        would fail requests for nothing."""
+        assert isinstance(svc.spec, ApiService)
+        stats = await self.stats(svc.name, instance, timeout=LAST_LOOK)
+        serving = stats is not None and stats.pid == pid and stats.serving
+        if not serving:
+            socket = self.layout.api_socket(svc.name)
+            tokens = " ".join(self.ctx.tokens.of(svc.name))  # its probe leaves no request line
+            serving = await answers(socket, svc.spec, tokens, timeout=LAST_LOOK)
+        if svc.pid != pid or svc.state != State.STARTING:
+            return  # it went meanwhile, or was reported ready
+        if serving:
+            self.ctx.say(svc.name, f"{why}, but it serves (its readiness was seen late): kept, not killed", 4)
+            self.ctx.report(Ready(svc.name, pid))
+            return
+        await self._kill_counting(svc, instance, pid, why)
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Remove the vassal files, so the emperor does not bring a vassal back."""

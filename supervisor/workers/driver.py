@@ -322,7 +322,16 @@ class ProcessDriver:
         return True
 
     def reports_reload(self, svc: ServiceRuntime) -> bool:
-        return bool(getattr(svc.spec, "notify", False))
+        """Only a worker that says it speaks the reload protocol (`reload_notify`) is waited for.
+
+        Not `notify` alone: oslo.service (its eventlet launcher, and cotyledon for the
+        threading backend) sends READY=1 once, at start, and reloads on SIGHUP without a
+        word, so waiting for a second READY=1 waits out start_timeout every time. Not
+        "it sent RELOADING=1 before" either: the first reload could not know, and a new
+        release of the same command may speak differently. systemd asks the same of the
+        unit file (Type=notify-reload), so the manifest says it.
+        """
+        return bool(getattr(svc.spec, "reload_notify", False))
 
     def switch(self, svc: ServiceRuntime, attempt: ReloadAttempt, old_pid: int | None) -> None:
         """Never asked: a worker reloads in place."""
@@ -343,6 +352,10 @@ class ProcessDriver:
         hit = self.ctx.groups.kill_all(self.group(svc), svc.pid)
         if hit:
             self.ctx.say(svc.name, f"{why}: SIGKILL to {hit} process{'es' if hit != 1 else ''}", 4)
+
+    def kill_unready(self, svc: ServiceRuntime, why: str) -> None:
+        """A worker's readiness is its own READY=1 (or the timer): nothing else to look at."""
+        self.kill(svc, why)
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Nothing to do: a worker is only started again when the core asks."""

@@ -17,7 +17,15 @@ def notify(message: str) -> None:
 
 print(f"worker {os.getpid()} starting, argv={sys.argv[1:]}", flush=True)
 
-signal.signal(signal.SIGHUP, lambda *_: print("reloading my configuration", flush=True))
+reloads_asked: list[int] = []
+
+
+def on_hup(*_):
+    print("reloading my configuration", flush=True)
+    reloads_asked.append(1)
+
+
+signal.signal(signal.SIGHUP, on_hup)
 
 if env("WORKER_IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -68,4 +76,15 @@ if env("WORKER_EXIT_AFTER"):
     sys.exit(int(env("WORKER_EXIT_CODE", "2")))
 
 while True:
-    time.sleep(1)
+    time.sleep(0.1)
+    if reloads_asked and env("WORKER_RELOAD_PROTOCOL"):
+        # systemd's reload protocol: RELOADING=1, then READY=1 once done (after the seconds the
+        # file WORKER_RELOAD_PROTOCOL says, or never when it says "never")
+        reloads_asked.clear()
+        notify("RELOADING=1")
+        with open(env("WORKER_RELOAD_PROTOCOL")) as f:
+            how = f.read().strip()
+        if how != "never":
+            time.sleep(float(how))
+            notify("READY=1")
+            print("reloaded: READY=1 sent", flush=True)

@@ -15,38 +15,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+
+from supervisor.observe.procs import lineage
 
 log = logging.getLogger("wsgi-supervisor")
-
-MAX_DEPTH = 64  # a service's tree is a handful of levels deep; a longer chain ends the search
-
-
-def parent_of(pid: int) -> int | None:
-    """The parent pid of `pid` from /proc, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the command name (in parentheses) may hold spaces and parentheses: the fields follow the last ")"
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[1])
-    except (IndexError, ValueError):
-        return None
-
-
-def lineage(pid: int) -> Iterator[int]:
-    """`pid`, its parent, its grandparent… up to (not including) init."""
-    for _ in range(MAX_DEPTH):
-        if pid <= 1:
-            return
-        yield pid
-        parent = parent_of(pid)
-        if parent is None:
-            return
-        pid = parent
 
 
 def tree_owner(pid: int, mains: Mapping[int, str]) -> str | None:

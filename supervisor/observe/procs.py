@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -58,6 +59,36 @@ def cmdline(pid: int) -> list[str]:
         return psutil.Process(pid).cmdline()
     except psutil.Error:
         return []
+
+
+MAX_DEPTH = 64  # a service's tree is a handful of levels deep; a longer chain ends the search
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid of `pid` from /proc, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (in parentheses) may hold spaces and parentheses: the fields follow the last ")"
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def lineage(pid: int) -> Iterator[int]:
+    """`pid`, its parent, its grandparent… up to (not including) init."""
+    for _ in range(MAX_DEPTH):
+        if pid <= 1:
+            return
+        yield pid
+        parent = parent_of(pid)
+        if parent is None:
+            return
+        pid = parent
 
 
 def is_descendant(pid: int, ancestor: int) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervisor.listeners import bind_datagram
+from supervisor.observe.procs import lineage
 
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 REFUSED_SAY_EVERY = 60.0  # seconds between two messages about refused datagrams of one service
@@ -68,31 +69,13 @@ def sender_of(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
     return None
 
 
-def _parent(pid: int) -> int | None:
-    """The live parent of `pid`, from /proc/PID/stat (after the command name, which may hold anything)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2 :].split(maxsplit=2)[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def descends_from(pid: int, main: int) -> bool:
     """Whether the live process `pid` is below `main`, walking up its parents as the kernel has them now.
 
     Cheap (a read of /proc per generation): it runs for every datagram that is not the main process's.
     `main` is the daemon's own unreaped child, so its pid names no other process meanwhile.
     """
-    seen = 0
-    while pid > 1 and seen < 4096:  # a tree deeper than that is no service's
-        parent = _parent(pid)
-        if parent is None:
-            return False
-        if parent == main:
-            return True
-        pid, seen = parent, seen + 1
-    return False
+    return pid != main and main in lineage(pid)
 
 
 def refusal(owner: Owner, sender: tuple[int, int] | None) -> str | None:

@@ -74,6 +74,7 @@ def test_a_real_scrape_passes_promtool(served):
         "wsgi_listen_queue_length",
         "wsgi_listen_queue_max",
         "wsgi_resident_memory_bytes",
+        "wsgi_service_memory_bytes",
         "wsgi_harakiri_total",
         "wsgi_worker_respawns_total",
         "wsgi_cpu_seconds_total",

@@ -68,7 +68,7 @@ def test_top_shows_every_service_and_its_rates_and_quits_on_q(tmp_path):
         tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24", command)
         text = tmux.wait_screen(lambda t: row(t, "alpha") and row(t, "beta"), "both services")
         header = next(line for line in text.splitlines() if line.startswith("NAME"))
-        assert header.split() == ["NAME", "STATE", "RDY", "REQ/S", "P50", "P99", "5XX%", "BUSY", "QUEUE", "RSS", "RST"]
+        assert header.split() == ["NAME", "STATE", "RDY", "REQ/S", "P50", "P99", "5XX%", "BUSY", "QUEUE", "PSS", "RST"]
         assert row(text, "alpha")[1:3] == ["running", "yes"]
         assert all(len(line) < 80 for line in text.splitlines())
         with Load(d.socket("alpha"), threads=2):
@@ -78,6 +78,7 @@ def test_top_shows_every_service_and_its_rates_and_quits_on_q(tmp_path):
         assert row(busy, "alpha")[4].endswith(("ms", "s")) and row(busy, "alpha")[5].endswith(("ms", "s")), busy
         assert row(busy, "alpha")[6] == "0.0"  # no 5xx among its responses
         assert row(busy, "alpha")[7].endswith("/2")  # busy of two workers
+        assert row(busy, "alpha")[9].endswith("M")  # the PSS of its processes, some MiB
         tmux("send-keys", "-t", "top", "q")
         deadline = time.monotonic() + 10
         while not done.exists() and time.monotonic() < deadline:

@@ -98,7 +98,7 @@ def test_an_80x24_terminal_gets_every_column_and_long_names_cut():
     lines = render(rows, 80, 24, "wsgictl top  host")
     assert len(lines) == 24 and all(len(line) < 80 for line in lines)
     header = lines[1].split()
-    assert header == ["NAME", "STATE", "RDY", "REQ/S", "P50", "P99", "5XX%", "BUSY", "QUEUE", "RSS", "RST"]
+    assert header == ["NAME", "STATE", "RDY", "REQ/S", "P50", "P99", "5XX%", "BUSY", "QUEUE", "PSS", "RST"]
     assert lines[2].startswith("service-with-a-~ running")
     assert lines[-1] == "... and 19 more"  # 21 rows under the title and the header
 
@@ -107,7 +107,7 @@ def test_a_narrow_terminal_drops_the_least_needed_columns_first():
     rows = [Row(name="placement", state="running", ready=True, req_s=12.0)]
     header = render(rows, 50, 10, "t")[1].split()
     assert header[:4] == ["NAME", "STATE", "RDY", "REQ/S"]
-    assert "RSS" not in header and "QUEUE" not in header
+    assert "PSS" not in header and "QUEUE" not in header
     assert all(len(line) < 50 for line in render(rows, 50, 10, "t"))
     assert len(render(rows, 20, 3, "a very long title that is cut")[0]) < 20
 

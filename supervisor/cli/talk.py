@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from supervisor.cli.client import Client, Unreachable
+from supervisor.cli.top_view import bytes_text
 from supervisor.cli.visible import lines, visible
 from supervisor.control.protocol import EXIT_FAILED
 
@@ -59,6 +60,15 @@ def status_table(services: list[dict[str, Any]]) -> str:
 
 def detail(s: dict[str, Any]) -> str:
     out = [status_table([s])]
+    memory = s.get("memory")
+    if memory:
+        out.append(f"memory: PSS {bytes_text(memory['pss_bytes'])}, USS {bytes_text(memory['uss_bytes'])}")
+        workers = ", ".join(f"{w['pid']} {bytes_text(w['uss_bytes'])}" for w in memory.get("workers", ()))
+        if workers:
+            out.append(f"workers' USS: {workers}")
+    if s.get("connections") is not None:
+        held = ", ".join(f"{n} to port {port}" for port, n in s["connections"].items())
+        out.append(f"TCP connections: {held or 'none'}")
     if s.get("last_exit"):
         out.append(f"last exit: {visible(s['last_exit'])}")
     if s.get("last_lines"):

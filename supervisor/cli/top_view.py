@@ -33,6 +33,7 @@ class Row:
     workers: int | None = None
     queue: int | None = None
     rss: int | None = None
+    pss: int | None = None
     restarts: int = 0
 
     def severity(self) -> int:
@@ -98,6 +99,7 @@ def row_of(now: dict[str, Any], before: dict[str, Any] | None, seconds: float) -
         workers=len(workers) if workers is not None else None,
         queue=now.get("listen_queue"),
         rss=now.get("rss_bytes"),
+        pss=(now.get("memory") or {}).get("pss_bytes"),
         restarts=int(now.get("restarts") or 0),
     )
     if before is None or seconds <= 0:
@@ -165,11 +167,11 @@ COLUMNS = {
     "errors": Column("5XX%", 5, lambda r: "-" if r.errors is None else f"{r.errors * 100:.1f}"[:5]),
     "busy": Column("BUSY", 5, lambda r: "-" if r.workers is None else f"{r.busy}/{r.workers}"),
     "queue": Column("QUEUE", 5, lambda r: _plain(r.queue)),
-    "rss": Column("RSS", 5, lambda r: bytes_text(r.rss)),
+    "pss": Column("PSS", 5, lambda r: bytes_text(r.pss)),
     "restarts": Column("RST", 3, lambda r: str(r.restarts)),
 }
 # what goes first when the terminal is too narrow for every column
-DROP_ORDER = ("rss", "queue", "p50", "restarts", "busy", "errors", "p99", "req_s", "ready")
+DROP_ORDER = ("pss", "queue", "p50", "restarts", "busy", "errors", "p99", "req_s", "ready")
 
 
 def fit(width: int) -> tuple[int, list[str]]:

@@ -3,7 +3,9 @@
 Every `sample_interval` seconds (sooner when a service just came up) the
 drivers' sources run on the event loop (an API's uWSGI stats, read with a
 timeout) while the RSS and CPU of every service's process tree are read
-from the process table (psutil) in a thread of the loop's default executor.
+from the process table (psutil), and the PSS, USS and TCP connections of
+its processes from /proc (observe/footprint.py), in threads of the loop's
+default executor.
 The metrics endpoint and `wsgictl status` read the snapshot. A scrape (and
 `wsgictl top`) wants it no older than `FRESH`: when the last sample is
 older, it starts one (or joins the one in flight: never two at once) and
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from supervisor.observe.footprint import Footprint, footprints
 from supervisor.observe.sockdiag import listen_queues
 from supervisor.observe.stats import ServerStats, WorkerStats
 from supervisor.state.states import State
@@ -122,6 +125,7 @@ class Sample:
     workers: Counter[str] = field(default_factory=Counter)
     avg_response_s: float | None = None
     rss_bytes: int = 0
+    footprint: Footprint | None = None  # PSS, USS and TCP connections of the service's processes
     cpu_seconds: float = 0.0
     listen_queue: int | None = None
     listen_queue_max: int | None = None
@@ -194,6 +198,7 @@ class Sampler:
 
     def __init__(self, context: Context, save_soon: Callable[[], None], sockets: HeldSockets):
         self.records = context.services
+        self.groups = context.groups
         self.sockets = sockets
         self.save_soon = save_soon
         self.interval = context.config.sample_interval
@@ -263,13 +268,18 @@ class Sampler:
         running = [svc for svc in self.records() if svc.pid is not None and svc.state != State.STOPPED]
         # the whole process table is read in a thread, off the event loop
         pids = [svc.pid for svc in running if svc.pid is not None]
-        usage = await asyncio.get_running_loop().run_in_executor(None, tree_usage, pids)
+        mains = {svc.name: svc.pid for svc in running if svc.pid is not None}
+        loop = asyncio.get_running_loop()
+        usage, held = await asyncio.gather(
+            loop.run_in_executor(None, tree_usage, pids), loop.run_in_executor(None, footprints, self.groups, mains)
+        )
         for svc in running:
             if svc.pid is None or svc.pid not in usage:
                 continue  # a new main process since the table was read: sampled next time
             rss, cpu = usage[svc.pid]
             sample = self.sample_of(svc.name)
             sample.rss_bytes, sample.usage_at = rss, time.monotonic()
+            sample.footprint = held.get(svc.name)
             sample.cpu_seconds = self.usage.setdefault(svc.name, Usage()).update(svc.pid, cpu)
 
     def refresh(self) -> None:

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from supervisor.observe.sampler import Sampler
+    from supervisor.observe.sampler import Sample, Sampler
     from supervisor.state.drivers import Driver
     from supervisor.state.service import ServiceRuntime
 
@@ -46,6 +46,9 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
                 {"pid": w.pid, "status": w.status, "requests": w.requests} for w in sample.stats.workers if w.pid > 0
             ]
         info["rss_bytes"] = sample.rss_bytes
+        if sample.footprint is not None:
+            info["memory"] = memory_view(svc.pid, sample)
+            info["connections"] = {str(port): n for port, n in sorted(sample.footprint.connections.items())}
         info["sample_age"] = sample.age(time.monotonic())
         if info["socket"] is not None:
             info["listen_queue"] = sample.listen_queue
@@ -60,3 +63,19 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
         info["worker_respawns"] = totals.respawns
         info["requests_killed"] = totals.killed
     return info
+
+
+def memory_view(main: int, sample: Sample) -> dict[str, Any]:
+    """PSS and USS of every process of the service, and USS of each worker: the workers its server's
+    stats name, else every process but the main one (a worker service of one process: that one)."""
+    footprint = sample.footprint
+    assert footprint is not None
+    named = {w.pid for w in sample.stats.workers if w.pid > 0} if sample.stats and sample.stats.pid == main else None
+    workers = [pid for pid in footprint.processes if (pid in named if named is not None else pid != main)]
+    if not workers and named is None and main in footprint.processes:
+        workers = [main]
+    return {
+        "pss_bytes": footprint.pss,
+        "uss_bytes": footprint.uss,
+        "workers": [{"pid": pid, "uss_bytes": footprint.processes[pid].uss} for pid in sorted(workers)],
+    }

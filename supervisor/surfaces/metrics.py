@@ -78,6 +78,17 @@ class SupervisorCollector:
         rss = GaugeMetricFamily(
             "wsgi_resident_memory_bytes", "Resident memory of all the service's processes", labels=labels
         )
+        memory = GaugeMetricFamily(
+            "wsgi_service_memory_bytes",
+            "Memory of all the service's processes: type pss (what the service costs, shared pages divided"
+            " among their users) or uss (pages that are its processes' alone)",
+            labels=[*labels, "type"],
+        )
+        connections = GaugeMetricFamily(
+            "wsgi_service_connections",
+            "ESTABLISHED TCP connections the service's processes hold, by remote port",
+            labels=[*labels, "remote_port"],
+        )
         cpu = CounterMetricFamily("wsgi_cpu_seconds", "CPU time of the service's process tree", labels=labels)
         drained = GaugeMetricFamily(
             "wsgi_service_drained", "1 when the service is out of the load balancer's rotation", labels=labels
@@ -95,10 +106,16 @@ class SupervisorCollector:
             if svc.ready_duration is not None:
                 ready_duration.add_metric(values, svc.ready_duration)
             if svc.pid is not None:
-                rss.add_metric(values, sampler.sample_of(name).rss_bytes)
+                sample = sampler.sample_of(name)
+                rss.add_metric(values, sample.rss_bytes)
+                if sample.footprint is not None:
+                    memory.add_metric([*values, "pss"], sample.footprint.pss)
+                    memory.add_metric([*values, "uss"], sample.footprint.uss)
+                    for port, count in sorted(sample.footprint.connections.items()):
+                        connections.add_metric([*values, str(port)], count)
             usage = sampler.usage.get(name)
             cpu.add_metric(values, usage.base + usage.last if usage is not None else 0)
-        yield from (info, up, state, restarts, start_time, ready_duration, rss, cpu, drained)
+        yield from (info, up, state, restarts, start_time, ready_duration, rss, memory, connections, cpu, drained)
         yield self._ages()
 
     def _ages(self) -> Metric:

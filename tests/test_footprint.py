@@ -1,0 +1,121 @@
+"""Memory per service (PSS of its processes, USS per worker) and TCP connections by remote port, as an
+operator reads them in `wsgictl status` and the metrics, played with a real compromised API whose worker
+allocates memory and opens connections."""
+
+import contextlib
+import socket
+import sys
+import threading
+
+import pytest
+from attacker import COMPROMISED, run_in_api
+from test_metrics import scrape, value
+
+from supervisor.observe.procs import descendants
+from support import APPS, metrics_daemon
+
+MANIFEST = f"""
+[services.api]
+kind = "api"
+app = "{COMPROMISED}"
+processes = 2
+
+[services.conductor]
+kind = "worker"
+command = ["{sys.executable}", "{APPS / "worker.py"}"]
+ready_after = 0.2
+"""
+MiB = 1 << 20
+
+
+def rollup(pid: int) -> tuple[int, int]:
+    """(PSS, USS) in bytes, read from /proc by the test itself."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] == "kB":
+                fields[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
+
+
+def close_to(got: int, want: int) -> bool:
+    return abs(got - want) <= max(4 * MiB, want // 10)
+
+
+@pytest.fixture
+def served(tmp_path, server):
+    with metrics_daemon(tmp_path, MANIFEST, server) as d:
+        d.wait_for(lambda s: all(x["state"] == "running" and x["ready"] for x in s.values()), what="running")
+        yield d
+
+
+@contextlib.contextmanager
+def listener():
+    """A loopback TCP port that accepts and holds every connection (a database, as far as a count goes)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(srv.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        srv.shutdown(socket.SHUT_RDWR)
+        srv.close()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+
+
+def test_status_and_metrics_show_pss_and_uss_that_match_proc(served):
+    """A worker that makes 64 MiB its own shows it as its USS; the service's PSS is what /proc says."""
+    hog = run_in_api(served.socket("api"), "import builtins\nbuiltins.hog = b'x' * (64 << 20)\n")
+    assert hog["error"] is None, hog["error"]
+    status = served.wait_for(
+        lambda s: any(w["pid"] == hog["pid"] and w["uss_bytes"] > 64 * MiB for w in s["api"]["memory"]["workers"]),
+        what="the hog's USS in status",
+    )
+    api, conductor = status["api"], status["conductor"]
+    workers = {w["pid"]: w["uss_bytes"] for w in api["memory"]["workers"]}
+    assert len(workers) == 2 and api["pid"] not in workers  # the workers, not the master
+    assert close_to(workers[hog["pid"]], rollup(hog["pid"])[1])
+    other = next(pid for pid in workers if pid != hog["pid"])
+    assert workers[other] < 32 * MiB and close_to(workers[other], rollup(other)[1])
+    tree = [api["pid"], *descendants(api["pid"])]
+    assert close_to(api["memory"]["pss_bytes"], sum(rollup(pid)[0] for pid in tree))
+    assert close_to(api["memory"]["uss_bytes"], sum(rollup(pid)[1] for pid in tree))
+    assert api["memory"]["pss_bytes"] > 64 * MiB
+    # a worker service: its one process
+    assert [w["pid"] for w in conductor["memory"]["workers"]] == [conductor["pid"]]
+    assert close_to(conductor["memory"]["pss_bytes"], rollup(conductor["pid"])[0])
+    text = scrape(served.metrics_url)
+    assert value(text, "wsgi_service_memory_bytes", service="api", type="pss") > 64 * MiB
+    assert value(text, "wsgi_service_memory_bytes", service="api", type="uss") > 64 * MiB
+    assert value(text, "wsgi_service_memory_bytes", service="conductor", type="pss") > MiB
+    detail = served.ctl("status", "api", check=False).stdout
+    assert "memory: PSS " in detail and f"{hog['pid']} 6" in detail, detail  # the hog's USS, 6xM
+
+
+def test_connections_by_remote_port_in_status_and_metrics(served):
+    """A worker that opens 3 connections to a port shows 3 there; a closed one stops counting."""
+    with listener() as port:
+        opened = run_in_api(
+            served.socket("api"),
+            f"import builtins\nbuiltins.conns = [socket.create_connection(('127.0.0.1', {port})) for _ in range(3)]\n",
+        )
+        assert opened["error"] is None, opened["error"]
+        status = served.wait_for(
+            lambda s: s["api"].get("connections", {}).get(str(port)) == 3, what="3 connections to the port"
+        )
+        assert str(port) not in status["conductor"]["connections"]
+        text = scrape(served.metrics_url)
+        assert value(text, "wsgi_service_connections", service="api", remote_port=port) == 3
+        assert f"TCP connections: 3 to port {port}" in served.ctl("status", "api", check=False).stdout

@@ -119,3 +119,40 @@ def test_connections_by_remote_port_in_status_and_metrics(served):
         text = scrape(served.metrics_url)
         assert value(text, "wsgi_service_connections", service="api", remote_port=port) == 3
         assert f"TCP connections: 3 to port {port}" in served.ctl("status", "api", check=False).stdout
+
+
+def test_max_rss_mb_judges_a_gunicorn_worker_by_its_own_memory(tmp_path):
+    """A worker whose RSS is high from pages another process maps too stays; one that grows its own
+    memory past max_rss_mb is replaced after its request."""
+    import mmap
+
+    from support import Daemon, write_manifest
+
+    shared = tmp_path / "shared.bin"
+    shared.write_bytes(b"s" * (160 * MiB))
+    d = Daemon(tmp_path / "d", extra_args=["--sample-interval", "0.5"])
+    text = f'[services.api]\nkind = "api"\napp = "{COMPROMISED}"\nprocesses = 1\nmax_rss_mb = 100\n'
+    write_manifest(d.conf_dir, text, server="gunicorn")
+    with open(shared, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as ours:
+        ours.read()  # the test maps every page too: in the worker they are shared, not its own
+        try:
+            d.start()
+            d.ctl("start", "api")
+            sock = d.socket("api")
+            touch = f"""
+import builtins, mmap
+f = open({str(shared)!r}, "rb")
+builtins.shared = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+builtins.shared.read()
+result = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+"""
+            mapped = run_in_api(sock, touch)
+            assert mapped["error"] is None, mapped["error"]
+            assert mapped["result"] > 150 * MiB  # its RSS, past max_rss_mb
+            assert run_in_api(sock, "")["pid"] == mapped["pid"]  # not replaced: those pages are not its own
+            grown = run_in_api(sock, "import builtins\nbuiltins.hog = b'x' * (150 << 20)\n")
+            assert grown["pid"] == mapped["pid"]
+            assert run_in_api(sock, "")["pid"] != grown["pid"]  # replaced after the request that grew it
+            assert "its own memory (USS)" in d.ctl("logs", "api", "-n", "100").stdout
+        finally:
+            d.stop()

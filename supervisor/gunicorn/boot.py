@@ -21,7 +21,7 @@ vassal:
   forwards, marked, into the same FIFO;
 - the scoreboard (`board.py`): readiness, busy workers, counters; mapped,
   and its descriptor closed, before any worker is forked;
-- `max_rss_mb`: a worker past it ends after its request, and is replaced;
+- `max_rss_mb`: a worker whose own memory (USS) is past it ends after its request, and is replaced;
 - `mount`: SCRIPT_NAME/PATH_INFO split at the mount, as uWSGI's
   manage-script-name does.
 """
@@ -66,7 +66,6 @@ class Requests:
         self.log = request_fd if spec["request_log"] else None
         self.local = threading.local()
         self.max_rss = (spec["max_rss_mb"] or 0) * 1024 * 1024
-        self.page = os.sysconf("SC_PAGE_SIZE")
 
     def started_worker(self, slot):
         self.slot = slot
@@ -100,18 +99,28 @@ class Requests:
                 os.write(self.log, line.encode(errors="replace")[: MAX_REQUEST_LINE - 1] + b"\n")
             except OSError:
                 pass
-        if self.max_rss and self._rss() > self.max_rss:
-            worker.log.info(
-                "worker %d: resident memory %d MB is past max_rss_mb (%d): it is replaced after this request",
-                os.getpid(),
-                self._rss() // (1024 * 1024),
-                self.spec["max_rss_mb"],
-            )
-            worker.alive = False
+        if self.max_rss:
+            own = _own_memory()
+            if own > self.max_rss:
+                worker.log.info(
+                    "worker %d: its own memory (USS) %d MB is past max_rss_mb (%d): it is replaced after this request",
+                    os.getpid(),
+                    own // (1024 * 1024),
+                    self.spec["max_rss_mb"],
+                )
+                worker.alive = False
 
-    def _rss(self):
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * self.page
+
+def _own_memory():
+    """The worker's USS in bytes: the pages that are its alone (smaps_rollup's Private_Clean and
+    Private_Dirty). Not RSS: a worker sharing the app its arbiter loaded, or a file others map too,
+    has those pages in its RSS, and replacing it would free none of them."""
+    own = 0
+    with open("/proc/self/smaps_rollup", "rb") as rollup:
+        for line in rollup:
+            if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                own += int(line.split()[1]) * 1024
+    return own
 
 
 def counted(app, requests):

@@ -167,7 +167,9 @@ class ApiService(_Service):
         (), description="path prefixes (under the mount) whose request lines are counted in metrics, not logged"
     )
     harakiri: StrictInt | None = Field(None, ge=1, le=86400, description="seconds before a stuck worker is killed")
-    max_rss_mb: StrictInt | None = Field(None, ge=16, description="recycle a worker whose resident memory passes this")
+    max_rss_mb: StrictInt | None = Field(
+        None, ge=16, description="recycle a worker whose own memory (USS: pages no other process shares) passes this"
+    )
     uwsgi: dict[str, Any] = Field(default_factory=dict, description="extra uWSGI options for this vassal")
     gunicorn: dict[str, Any] = Field(
         default_factory=dict, description="extra gunicorn settings (config-file names) for a gunicorn service"

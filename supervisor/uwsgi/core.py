@@ -219,8 +219,8 @@ def _limits(service: ApiService) -> Options:
     options: Options = []
     if service.harakiri:
         options += [("harakiri", service.harakiri), ("harakiri-verbose", True)]
-    if service.max_rss_mb:
-        options.append(("reload-on-rss", service.max_rss_mb))
+    # max_rss_mb is not uWSGI's reload-on-rss, which judges RSS (shared pages counted in every worker):
+    # the daemon judges each worker's USS from its samples (driver.py `recycle_fat_workers`)
     return options
 
 

@@ -80,6 +80,7 @@ class VassalDriver(EmperorSupervision):
         self.retiring: dict[str, set[str]] = {}  # instances of each service still stopping after a reload
         self.retirements: set[asyncio.Task[None]] = set()  # their stops, each bounded by its stop_timeout
         self.suspended: dict[str, set[int]] = {}  # worker ids that said "suspended" since the last pause
+        self.recycled: set[int] = set()  # worker pids asked to go for their memory, not yet gone
         sampler.sources.append(self.sample)
 
     @staticmethod
@@ -328,6 +329,37 @@ class VassalDriver(EmperorSupervision):
         """The serving vassals' counters, for the snapshot."""
         serving = [s for s in self._mine() if s.pid is not None and s.state != State.STOPPED]
         await asyncio.gather(*(self._sample_one(svc) for svc in serving))
+        self.recycle_fat_workers(serving)
+
+    def recycle_fat_workers(self, serving: list[ServiceRuntime]) -> None:
+        """`max_rss_mb`, judged by each worker's own memory (USS) in the last sample, not by RSS as
+        uWSGI's reload-on-rss would: a worker past it gets SIGHUP, which a uWSGI worker takes as
+        "finish your request, then exit" (its master forks a new one; worker-reload-mercy bounds it)."""
+        workers: set[int] = set()
+        for svc in serving:
+            sample = self.sampler.samples.get(svc.name)
+            limit = getattr(svc.spec, "max_rss_mb", None)
+            if not limit or sample is None or sample.footprint is None or sample.stats is None:
+                continue
+            if sample.stats.pid != svc.pid:
+                continue
+            for worker in sample.stats.workers:
+                memory = sample.footprint.processes.get(worker.pid)
+                workers.add(worker.pid)
+                if worker.pid <= 0 or memory is None or memory.uss <= limit << 20 or worker.pid in self.recycled:
+                    continue
+                if worker.pid not in descendants(svc.pid):
+                    continue  # the pid is no longer this master's worker
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGHUP)
+                    self.recycled.add(worker.pid)
+                    self.ctx.say(
+                        svc.name,
+                        f"worker {worker.pid}: its own memory (USS) {memory.uss >> 20} MB is past max_rss_mb"
+                        f" ({limit}): it is replaced after its request",
+                        5,
+                    )
+        self.recycled &= workers  # those gone are forgotten
 
     async def _sample_one(self, svc: ServiceRuntime) -> None:
         """Each vassal's stats into the snapshot as they come: one that does not answer delays no other."""

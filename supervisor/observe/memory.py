@@ -6,10 +6,11 @@ among the processes that map it: the PSS of a service's processes adds up to wha
 costs. USS (private clean + private dirty) is what is the process's alone: what one more worker
 costs, and what a worker frees when it is replaced.
 
-smaps_rollup (Linux 4.14) is one summary per process, about ten times cheaper to read than the
-per-mapping smaps psutil's `memory_full_info` parses (bench/memory_cost.py). Reading it takes the
-mm lock of the process, and it is readable only by the process's owner or root: the sampler runs
-as root and reads it in a thread, off the event loop.
+smaps_rollup (Linux 4.14) is one summary per process, cheaper to read than the per-mapping smaps;
+psutil 7's `memory_full_info` reads it too, with a statm read and objects around it that this does
+without (bench/memory_cost.py measures the three). Reading it takes the mm lock of the process, and
+it is readable only by the process's owner or root: the sampler runs as root and reads it in a
+thread, off the event loop.
 """
 
 from __future__ import annotations

@@ -126,7 +126,17 @@ panels = [
         ],
         12,
     ),
-    panel(6, "Memory", "timeseries", [f"sum(wsgi_resident_memory_bytes{{{SEL}}})"], 16, "bytes"),
+    panel(
+        6,
+        "Memory (PSS; USS: its processes' own)",
+        "timeseries",
+        [
+            (f'sum(wsgi_service_memory_bytes{{{SEL},type="pss"}})', "PSS"),
+            (f'sum(wsgi_service_memory_bytes{{{SEL},type="uss"}})', "USS"),
+        ],
+        16,
+        "bytes",
+    ),
     panel(7, "Restarts (1h)", "stat", [f"sum(increase(wsgi_service_restarts_total{{{SEL}}}[1h]))"], 20),
     latency_heatmap,
     panel(

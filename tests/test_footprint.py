@@ -3,17 +3,19 @@ operator reads them in `wsgictl status` and the metrics, played with a real comp
 allocates memory and opens connections."""
 
 import contextlib
+import mmap
+import os
 import socket
 import sys
 import threading
 import time
 
 import pytest
-from attacker import COMPROMISED, run_in_api
+from attacker import COMPROMISED, local_user, owner_of, run_in_api, user_venv
 from test_metrics import scrape, value
 
 from supervisor.observe.procs import descendants
-from support import APPS, metrics_daemon
+from support import APPS, Daemon, metrics_daemon, write_manifest
 
 MANIFEST = f"""
 [services.api]
@@ -126,10 +128,6 @@ def test_max_rss_mb_judges_a_worker_by_its_own_memory(tmp_path, server):
     """A worker whose RSS is high from pages another process maps too stays; one that grows its own
     memory past max_rss_mb is replaced (gunicorn: after its request; uWSGI: by the daemon, from its
     samples, since uWSGI's own reload-on-rss judges RSS)."""
-    import mmap
-
-    from support import Daemon, write_manifest
-
     shared = tmp_path / "shared.bin"
     shared.write_bytes(b"s" * (160 * MiB))
     d = Daemon(tmp_path / "d", extra_args=["--sample-interval", "0.5"])
@@ -168,3 +166,59 @@ result = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_S
             assert "its own memory (USS)" in d.ctl("logs", "api", "-n", "200").stdout
         finally:
             d.stop()
+
+
+# run inside a worker of the compromised API: a process that leaves the tree (its own session, orphaned by
+# a double fork), makes 48 MiB its own and opens 2 connections to PORT; its pid is the answer
+ESCAPEE = """
+r, w = os.pipe()
+first = os.fork()
+if first == 0:
+    os.setsid()
+    escapee = os.fork()
+    if escapee:
+        os.write(w, str(escapee).encode())
+        os._exit(0)
+    os.closerange(3, 65536)  # the request's connection is not held open
+    code = "import socket, time\\nhog = b'x' * (48 << 20)\\n"
+    code += "conns = [socket.create_connection(('127.0.0.1', PORT)) for _ in range(2)]\\ntime.sleep(300)\\n"
+    os.execv(sys.executable, [sys.executable, "-c", code])
+os.waitpid(first, 0)
+result = int(os.read(r, 32))
+"""
+
+
+def test_a_process_that_left_the_tree_still_counts_for_its_service(daemon, server):
+    """A compromised API, run as its own unprivileged user, hides memory and connections in a process
+    out of its tree: the service's figures still count it (its control group holds it)."""
+    with local_user("wsgi-h8-mem-esc") as user, listener() as port:
+        table = f"""
+[services.evil]
+kind = "api"
+app = "{COMPROMISED}"
+processes = 1
+user = "{user}"
+group = "{user}"
+venv = "{user_venv()}"
+stop_timeout = 3
+"""
+        write_manifest(daemon.conf_dir, table, server=server)
+        daemon.start()
+        daemon.ctl("start", "evil")
+        main = daemon.status("evil")["evil"]["pid"]
+        answer = run_in_api(daemon.socket("evil"), ESCAPEE.replace("PORT", str(port)))
+        assert answer["error"] is None, answer["error"]
+        escapee = answer["result"]
+        try:
+            assert escapee not in descendants(main) and owner_of(escapee)[0] == answer["uid"] != 0
+            status = daemon.wait_for(
+                lambda s: (
+                    s["evil"].get("connections", {}).get(str(port)) == 2 and s["evil"]["memory"]["uss_bytes"] > 48 * MiB
+                ),
+                what="the escapee's connections and memory counted for its service",
+            )
+            assert status["evil"]["memory"]["pss_bytes"] > 48 * MiB
+            daemon.ctl("stop", "evil")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(escapee, 9)

@@ -222,3 +222,27 @@ stop_timeout = 3
             with contextlib.suppress(ProcessLookupError):
                 os.kill(escapee, 9)
             daemon.ctl("stop", "evil", check=False)  # before its user goes
+
+
+def test_the_readers_parse_what_the_kernel_writes():
+    from supervisor.observe.connections import established
+    from supervisor.observe.memory import parse_rollup
+
+    rollup = b"""55d0-7ffd ---p 00000000 00:00 0                            [rollup]
+Rss:               31744 kB
+Pss:               12345 kB
+Pss_Anon:           8000 kB
+Shared_Clean:      19000 kB
+Private_Clean:       100 kB
+Private_Dirty:      9000 kB
+Swap:                  0 kB
+"""
+    memory = parse_rollup(rollup)
+    assert (memory.pss, memory.uss) == (12345 * 1024, 9100 * 1024)  # Pss_Anon is not Pss
+    table = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1\n"
+        "   1: 0100007F:A2C4 0100007F:0CEA 01 00000000:00000000 00:00000000 00000000   999        0 222 1\n"
+        "   2: 0100007F:A2C6 0100007F:0CEA 06 00000000:00000000 03:00000000 00000000     0        0 0 3\n"
+    )
+    assert established(table) == {222: 3306}  # the listener and the TIME_WAIT one do not count

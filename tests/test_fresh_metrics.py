@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from test_metrics import scrape, value
 
+from supervisor.observe.cgroups import ServiceGroups
 from supervisor.observe.sampler import Sampler
 from support import APPS, metrics_daemon, uwsgi_request
 
@@ -69,7 +70,9 @@ def test_concurrent_scrapes_share_one_sample():
         def inodes(self):
             return {}
 
-    context = SimpleNamespace(services=lambda: [], config=SimpleNamespace(sample_interval=30.0))
+    context = SimpleNamespace(
+        services=lambda: [], config=SimpleNamespace(sample_interval=30.0), groups=ServiceGroups.unavailable("test")
+    )
     sampler = Sampler(context, lambda: None, NoSockets())
     started = []
     release = None

@@ -168,8 +168,9 @@ def _app(service: ApiService) -> Options:
         options = [("wsgi-file", APP_FILE)]
     if service.args:
         options.append(("pyargv", " ".join(service.args)))
-    if service.chdir:
-        options.append(("chdir", service.chdir))
+    # systemd's default: the emperor starts each vassal in its own vassals dir (0700, the daemon's), where
+    # a master or worker of another user could not even read its working directory
+    options.append(("chdir", service.chdir or "/"))
     return options
 
 

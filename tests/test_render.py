@@ -39,8 +39,8 @@ def test_the_vassal_has_the_options_deployments_converged_on():
         "socket": "/run/wsgi-supervisor/keystone.sock",
         "wsgi-file": str(APP_FILE),
         "binary-path": "/opt/venv/bin/python3",
-        "stats": "/run/wsgi-supervisor/stats/keystone.sock",
-        "master-fifo": "/run/wsgi-supervisor/fifo/keystone.fifo",
+        "stats": "/run/wsgi-supervisor/stats/keystone/stats.sock",
+        "master-fifo": "/run/wsgi-supervisor/stats/keystone/master.fifo",
     }.items():
         assert opts[key] == value, key
     assert "http-socket" not in opts and "module" not in opts
@@ -129,6 +129,6 @@ def test_request_lines_travel_marked_in_the_output_fifo_of_each_instance():
     """One pipe from the workers for request lines and output, so the lines keep their order
     (supervisor/logs/fifos.py says why); each instance writes into a FIFO of its own."""
     opts = dict(options(render_vassal("keystone", ApiService(kind="api", app="k.wsgi"), LAYOUT, VENV, "b")))
-    assert opts["logger"] == f"file:{LAYOUT.vassal_log('keystone', 'b')}"
+    assert opts["logger"] == "fd:4"  # the launcher opens LAYOUT.vassal_log('keystone', 'b') there
     assert "req-logger" not in opts
     assert opts["log-format"].startswith(REQUEST_MARK + "%(method) %(status)")

@@ -8,11 +8,14 @@ with no `chdir`: systemd starts a service in `/` unless told otherwise, and so m
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import psutil
 import pytest
-from attacker import COMPROMISED, local_user, os_user_ids, run_in_api, user_venv
+from attacker import COMPROMISED, local_user, os_user_ids, owner_of, run_in_api, user_venv
 
 from supervisor.observe.procs import descendants
 from support import Daemon, write_manifest
@@ -20,7 +23,7 @@ from support import Daemon, write_manifest
 USER = "wsgi-h9-root-uw"
 
 
-def manifest(user: str, chdir: Path | None = None, processes: int = 2) -> str:
+def manifest(user: str, chdir: Path | None = None, processes: int = 2, pythonpath: Path | None = None) -> str:
     lines = [
         "[services.api]",
         'kind = "api"',
@@ -33,6 +36,8 @@ def manifest(user: str, chdir: Path | None = None, processes: int = 2) -> str:
     ]
     if chdir is not None:
         lines.append(f'chdir = "{chdir}"')
+    if pythonpath is not None:
+        lines.append(f'environment = {{ PYTHONPATH = "{pythonpath}" }}')
     return "\n".join(lines) + "\n"
 
 
@@ -106,3 +111,93 @@ def test_reload_restart_and_adoption_keep_the_service_in_the_root_dir(api):
     assert run_in_api(sock, "result = os.getcwd()")["result"] == "/"
     api.ctl("stop", "api")
     assert not psutil.pid_exists(after["pid"]) or psutil.Process(after["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_no_process_of_the_service_runs_as_root_master_included(api, service_user):
+    uid, gid = os_user_ids(service_user)
+    groups = sorted(set(os.getgrouplist(service_user, gid)))
+    pids = tree(api)
+    assert len(pids) >= 3  # the master and its two workers
+    owners = {pid: owner_of(pid) for pid in pids}
+    assert all(owner == (uid, gid, groups) for owner in owners.values()), owners
+    # what the daemon needs of the master still works: its stats (the requests counted), its logger (the
+    # worker's lines, through the master's log pipe), its FIFO (a graceful stop)
+    before = api.status("api")["api"]["requests"]
+    assert run_in_api(api.socket("api"), "print('wsgi-h9 line from a worker', flush=True)")["error"] is None
+    api.wait_for(lambda s: s["api"]["requests"] > before, timeout=20, what="the request counted")
+    deadline = time.monotonic() + 20
+    while "wsgi-h9 line from a worker" not in api.ctl("logs", "api", "-n", "200").stdout:
+        assert time.monotonic() < deadline, api.ctl("logs", "-v", "api", "-n", "200").stdout
+        time.sleep(0.1)
+    master = pids[0]
+    api.ctl("stop", "api")
+    assert api.status("api")["api"]["state"] == "stopped"
+    assert not psutil.pid_exists(master) or psutil.Process(master).status() == psutil.STATUS_ZOMBIE
+    assert "master FIFO" not in api.output()  # the daemon wrote its commands there (no warning)
+
+
+@pytest.fixture
+def home(service_user):
+    """The service's own directory (its `chdir`, as /var/lib/<service> is): owned by the service's user."""
+    path = Path(tempfile.mkdtemp(prefix="wsgi-h9-home-", dir="/tmp"))
+    uid, gid = os_user_ids(service_user)
+    os.chown(path, uid, gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# a module the service's user plants in its own directory: it leaves a mark saying whom it ran as, then
+# puts the real module in its place, so that the process goes on as if nothing happened
+PLANTED = """\
+import importlib, os, sys
+_here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(_here, "ran-%s-uid%d" % (__name__, os.getuid())), "w").close()
+_path = list(sys.path)
+sys.path[:] = [p for p in _path if os.path.abspath(p or os.curdir) != _here]
+del sys.modules[__name__]
+try:
+    _real = importlib.import_module(__name__)
+finally:
+    sys.path[:] = _path
+sys.modules[__name__] = _real
+globals().update({k: v for k, v in vars(_real).items() if k not in ("__file__", "__spec__", "__loader__")})
+"""
+SHADOWED = ("platform", "pickle", "_compat_pickle", "socketserver", "copyreg", "selectors")
+# the module every Python start imports from its path: the service's PYTHONPATH (its own dir, as a
+# deployment that keeps its code there sets it) comes first
+SITE = (
+    "import os\nopen(os.path.join(os.path.dirname(__file__), 'ran-sitecustomize-uid%d' % os.getuid()), 'w').close()\n"
+)
+
+
+def test_modules_the_user_plants_in_its_chdir_never_run_as_root(tmp_path, service_user, home):
+    d = Daemon(tmp_path, extra_args=["--sample-interval", "0.3"])
+    write_manifest(d.conf_dir, manifest(service_user, chdir=home, processes=1, pythonpath=home))
+    try:
+        d.start()
+        d.ctl("start", "api", "--timeout", "60")
+        sock = d.socket("api")
+        planted = run_in_api(
+            sock,
+            f"""
+            for name in {SHADOWED!r}:
+                with open(os.path.join(os.getcwd(), name + ".py"), "w") as f:
+                    f.write({PLANTED!r})
+            with open("sitecustomize.py", "w") as f:
+                f.write({SITE!r})
+            result = os.getcwd()
+            """,
+        )
+        assert planted["error"] is None, planted["error"]
+        assert planted["result"] == str(home)
+        first = d.status("api")["api"]["pid"]
+        d.ctl("restart", "api", "--timeout", "60")
+        d.wait_for(lambda s: s["api"]["state"] == "running" and s["api"]["pid"] != first, what="a new master")
+        assert run_in_api(sock, "import pickle, platform, socketserver\nresult = 1")["result"] == 1
+        marks = sorted(p.name for p in home.glob("ran-*"))
+        uid, _gid = os_user_ids(service_user)
+        as_root = [m for m in marks if m.endswith("-uid0")]
+        assert not as_root, f"the service's own modules ran as root: {as_root}"
+        assert marks and all(m.endswith(f"-uid{uid}") for m in marks), marks
+    finally:
+        d.stop()

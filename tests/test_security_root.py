@@ -7,18 +7,20 @@ with no `chdir`: systemd starts a service in `/` unless told otherwise, and so m
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from attacker import COMPROMISED, local_user, os_user_ids, owner_of, run_in_api, user_venv
+from attacker import COMPROMISED, SYSTEM_PYTHON, local_user, os_user_ids, owner_of, run_in_api, user_venv
 
 from supervisor.observe.procs import descendants
-from support import Daemon, write_manifest
+from support import ROOT, SERVER_PACKAGES, Daemon, uwsgi_request, write_manifest
 
 USER = "wsgi-h9-root-uw"
 
@@ -199,5 +201,55 @@ def test_modules_the_user_plants_in_its_chdir_never_run_as_root(tmp_path, servic
         as_root = [m for m in marks if m.endswith("-uid0")]
         assert not as_root, f"the service's own modules ran as root: {as_root}"
         assert marks and all(m.endswith(f"-uid{uid}") for m in marks), marks
+    finally:
+        d.stop()
+
+
+def placement_user_venv() -> Path:
+    """openstack-placement with both servers on Debian's Python, which any user may run (made once, kept)."""
+    venv = ROOT / ".cache" / "placement-user-venv"
+    marker = venv / ".ready"
+    wanted = " ".join(("openstack-placement", *SERVER_PACKAGES))
+    if not marker.exists() or marker.read_text().strip() != wanted:
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *wanted.split()], check=True)
+        marker.write_text(wanted)
+    return venv
+
+
+PLACEMENT_HEADERS = {"x-auth-token": "admin", "OpenStack-API-Version": "placement latest"}
+
+
+def test_real_placement_runs_as_its_own_user_without_chdir(tmp_path, service_user, home):
+    """As an operator runs it: its own user, no `chdir`. Its workers failed to start (PermissionError: '.')."""
+    venv = placement_user_venv()
+    (home / "placement.conf").write_text(
+        f"[api]\nauth_strategy = noauth2\n[placement_database]\n"
+        f"connection = sqlite:///{home}/placement.sqlite\nsync_on_startup = True\n"
+    )
+    d = Daemon(tmp_path)
+    write_manifest(
+        d.conf_dir,
+        f"""
+[services.placement]
+kind = "api"
+app = "placement.wsgi.api:application"
+venv = "{venv}"
+processes = 2
+user = "{service_user}"
+environment = {{ OS_PLACEMENT_CONFIG_DIR = "{home}" }}
+""",
+    )
+    try:
+        d.start()
+        d.ctl("start", "placement", "--timeout", "90")
+        status, _, body = uwsgi_request(d.socket("placement"), "/resource_providers", headers=PLACEMENT_HEADERS)
+        assert status == 200, body
+        assert json.loads(body) == {"resource_providers": []}
+        uid, _gid = os_user_ids(service_user)
+        master = d.status("placement")["placement"]["pid"]
+        for pid in (master, *descendants(master)):
+            assert owner_of(pid)[0] == uid
+            assert psutil.Process(pid).cwd() == "/"
     finally:
         d.stop()

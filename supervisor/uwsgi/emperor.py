@@ -105,12 +105,14 @@ def clear_runtime_dir(layout: Layout) -> None:
         layout.emperor_stats,
         *layout.stats_dir.glob("*/stats.sock"),
         *layout.stats_dir.glob("*/master.fifo"),
+        *layout.stats_dir.glob("*.sock"),  # where an earlier version kept them
+        *layout.fifo_dir.glob("*.fifo"),
         *layout.fifo_dir.glob("*.log"),
     )
     for path in stale:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    for path in layout.stats_dir.iterdir():
+    for path in layout.stats_dir.glob("*"):
         with contextlib.suppress(OSError):
             path.rmdir()
 

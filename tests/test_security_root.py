@@ -253,3 +253,34 @@ environment = {{ OS_PLACEMENT_CONFIG_DIR = "{home}" }}
             assert psutil.Process(pid).cwd() == "/"
     finally:
         d.stop()
+
+
+def test_the_masters_own_dir_gives_its_user_nothing_of_roots(api, service_user):
+    """The master's dir (stats socket, master FIFO) is its user's now: what the user puts there in place
+    of the FIFO never makes the daemon write into a file of root's, and the service still stops."""
+    victim_dir = Path(tempfile.mkdtemp(prefix="wsgi-h9-victim-", dir="/tmp"))
+    try:
+        victim = victim_dir / "root-file"
+        victim.write_text("root's\n")
+        os.chmod(victim, 0o600)
+        fifo = api.runtime_dir / "stats" / "api" / "master.fifo"
+        answer = run_in_api(
+            api.socket("api"),
+            f"""
+            os.unlink({str(fifo)!r})
+            os.symlink({str(victim)!r}, {str(fifo)!r})
+            result = sorted(os.listdir({str(fifo.parent)!r}))
+            """,
+        )
+        assert answer["error"] is None, answer["error"]
+        assert answer["result"] == ["master.fifo", "stats.sock"]
+        # no other dir of the runtime dir is open to the user
+        listing = run_in_api(api.socket("api"), f"result = os.listdir({str(api.runtime_dir / 'stats')!r})")
+        assert "PermissionError" in (listing["error"] or "")
+        master = api.status("api")["api"]["pid"]
+        api.ctl("stop", "api")
+        assert api.status("api")["api"]["state"] == "stopped"
+        assert not psutil.pid_exists(master) or psutil.Process(master).status() == psutil.STATUS_ZOMBIE
+        assert victim.read_text() == "root's\n"
+    finally:
+        shutil.rmtree(victim_dir, ignore_errors=True)

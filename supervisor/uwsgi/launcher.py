@@ -41,7 +41,7 @@ LAUNCH_PREFIX = "; wsgi-supervisor-launch "
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # request_marks.TOKEN_VARIABLE, which this file cannot import (a test keeps them equal)
 TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"
-# where uWSGI's logger writes (`logger = fd:4`, core.LOG_FD): the instance's log FIFO, opened here as root
+# where uWSGI's logger writes (core renders `logger = fd:4`): the instance's log FIFO, opened here as root
 LOG_FD = 4
 DROP = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
 

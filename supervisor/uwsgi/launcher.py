@@ -138,6 +138,16 @@ def output(spec):
         return os.open(os.devnull, os.O_WRONLY)
 
 
+def logger(spec):
+    """What uWSGI's logger writes into: the instance's log FIFO opened read-write, as uWSGI's `file:`
+    logger opens it (so that lines wait in the FIFO while no daemon reads it: a daemon restarting
+    reads them); the early output's descriptor when there is no FIFO."""
+    try:
+        return os.open(spec["output"], os.O_RDWR)
+    except (OSError, KeyError):
+        return 1
+
+
 def _open_fifo(path):
     """Write-only while the daemon reads it; read-write when no daemon does (it is restarting), so that
     the lines wait in the FIFO for the next one instead of failing."""
@@ -228,7 +238,7 @@ def main(argv):
         keep.add(3)
         env["LISTEN_FDS"] = "1"
         env["LISTEN_PID"] = str(os.getpid())
-    os.dup2(1, LOG_FD)
+    os.dup2(logger(spec), LOG_FD)
     keep.add(LOG_FD)
     args = argv[1:]
     if "uid" in spec:

@@ -55,15 +55,20 @@ class Layout:
     def stats_dir(self) -> Path:
         return self.runtime_dir / "stats"
 
+    def master_dir(self, name: str, instance: str = "") -> Path:
+        """Where a vassal's master makes its stats socket and master FIFO: its own dir, owned by the
+        service's user (the launcher makes it so), since that master runs as that user."""
+        return self.stats_dir / self.instance_id(name, instance)
+
     def stats_socket(self, name: str, instance: str = "") -> Path:
-        return self.stats_dir / f"{self.instance_id(name, instance)}.sock"
+        return self.master_dir(name, instance) / "stats.sock"
 
     @property
     def fifo_dir(self) -> Path:
         return self.runtime_dir / "fifo"
 
     def master_fifo(self, name: str, instance: str = "") -> Path:
-        return self.fifo_dir / f"{self.instance_id(name, instance)}.fifo"
+        return self.master_dir(name, instance) / "master.fifo"
 
     def vassal_log(self, name: str, instance: str = "") -> Path:
         """The FIFO a vassal's logger writes into (its output and its request lines)."""

@@ -312,12 +312,14 @@ def test_clean_shutdown_leaves_nothing(daemon, server):
     daemon.ctl("start", "alpha", "beta")
     daemon.ctl("reload", "alpha")  # a second instance, and the first one retired
     daemon.ctl("stop", "beta")
-    leftover = [p.name for p in daemon.runtime_dir.rglob("*") if p.is_socket() or p.is_fifo()]
+    rd = daemon.runtime_dir
+    leftover = [p.relative_to(rd).as_posix() for p in rd.rglob("*") if p.is_socket() or p.is_fifo()]
     # what only a vassal that is gone used is gone too
-    in_use = sorted(p for p in leftover if p.startswith(("alpha", "beta")))
-    # a vassal has a master FIFO, a log FIFO and a stats socket of its own; an arbiter its log FIFO
-    vassal = ["alpha.b.fifo", "alpha.b.log", "alpha.b.sock", "alpha.sock"]
-    assert in_use == (vassal if server == "uwsgi" else ["alpha.b.log", "alpha.sock"])
+    in_use = sorted(p for p in leftover if "alpha" in p or "beta" in p)
+    # a vassal has a master FIFO and a stats socket in a dir of its own, and a log FIFO; an arbiter its log FIFO
+    vassal = ["alpha.sock", "fifo/alpha.b.log", "stats/alpha.b/master.fifo", "stats/alpha.b/stats.sock"]
+    assert in_use == (vassal if server == "uwsgi" else ["alpha.sock", "gunicorn/alpha.b.log"])
+    assert [p.name for p in (rd / "stats").iterdir()] == (["alpha.b"] if server == "uwsgi" else [])
     try:
         took = daemon.stop(remove=False)
         assert took < 10

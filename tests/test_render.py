@@ -1,5 +1,7 @@
 """Rendering vassal files: the one place that knows uWSGI option names."""
 
+import os
+import pwd
 from pathlib import Path
 
 from supervisor.layout import Layout
@@ -39,8 +41,8 @@ def test_the_vassal_has_the_options_deployments_converged_on():
         "socket": "/run/wsgi-supervisor/keystone.sock",
         "wsgi-file": str(APP_FILE),
         "binary-path": "/opt/venv/bin/python3",
-        "stats": "/run/wsgi-supervisor/stats/keystone.sock",
-        "master-fifo": "/run/wsgi-supervisor/fifo/keystone.fifo",
+        "stats": "/run/wsgi-supervisor/stats/keystone/stats.sock",
+        "master-fifo": "/run/wsgi-supervisor/stats/keystone/master.fifo",
     }.items():
         assert opts[key] == value, key
     assert "http-socket" not in opts and "module" not in opts
@@ -129,6 +131,22 @@ def test_request_lines_travel_marked_in_the_output_fifo_of_each_instance():
     """One pipe from the workers for request lines and output, so the lines keep their order
     (supervisor/logs/fifos.py says why); each instance writes into a FIFO of its own."""
     opts = dict(options(render_vassal("keystone", ApiService(kind="api", app="k.wsgi"), LAYOUT, VENV, "b")))
-    assert opts["logger"] == f"file:{LAYOUT.vassal_log('keystone', 'b')}"
+    assert opts["logger"] == "fd:4"  # the launcher opens LAYOUT.vassal_log('keystone', 'b') there
     assert "req-logger" not in opts
     assert opts["log-format"].startswith(REQUEST_MARK + "%(method) %(status)")
+
+
+def test_a_service_with_user_is_that_user_before_uwsgi_starts():
+    """The launcher drops to the user (launch line): uWSGI gets no uid/gid to drop, and no chdir is `/`."""
+    account = pwd.getpwnam("nobody")
+    text = render(user="nobody")
+    opts = dict(options(text))
+    assert not {"uid", "gid", "master-as-root"} & set(opts)
+    assert opts["chdir"] == "/"
+    spec = read_launch_spec(text)
+    assert spec is not None
+    assert (int(spec["uid"]), int(spec["gid"])) == (account.pw_uid, account.pw_gid)
+    assert spec["groups"].split("\0") == [str(g) for g in os.getgrouplist("nobody", account.pw_gid)]
+    assert spec["rundir"] == str(LAYOUT.master_dir("keystone"))
+    assert "uid" not in read_launch_spec(render())  # a service without user: as before, root's
+    assert dict(options(render(chdir="/srv")))["chdir"] == "/srv"

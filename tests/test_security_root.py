@@ -17,7 +17,18 @@ from pathlib import Path
 
 import psutil
 import pytest
-from attacker import COMPROMISED, SYSTEM_PYTHON, local_user, os_user_ids, owner_of, run_in_api, user_venv
+from attacker import (
+    COMPROMISED,
+    PLANTED,
+    SHADOWED,
+    SYSTEM_PYTHON,
+    local_user,
+    os_user_ids,
+    owner_of,
+    run_in_api,
+    tree,
+    user_venv,
+)
 
 from supervisor.observe.procs import descendants
 from support import ROOT, SERVER_PACKAGES, Daemon, uwsgi_request, write_manifest
@@ -60,11 +71,6 @@ def api(tmp_path, service_user):
         yield d
     finally:
         d.stop()
-
-
-def tree(d: Daemon) -> list[int]:
-    master = d.status("api")["api"]["pid"]
-    return [master, *descendants(master)]
 
 
 def test_a_service_with_user_and_no_chdir_serves_from_the_root_dir(api, service_user):
@@ -148,23 +154,6 @@ def home(service_user):
     shutil.rmtree(path, ignore_errors=True)
 
 
-# a module the service's user plants in its own directory: it leaves a mark saying whom it ran as, then
-# puts the real module in its place, so that the process goes on as if nothing happened
-PLANTED = """\
-import importlib, os, sys
-_here = os.path.dirname(os.path.abspath(__file__))
-open(os.path.join(_here, "ran-%s-uid%d" % (__name__, os.getuid())), "w").close()
-_path = list(sys.path)
-sys.path[:] = [p for p in _path if os.path.abspath(p or os.curdir) != _here]
-del sys.modules[__name__]
-try:
-    _real = importlib.import_module(__name__)
-finally:
-    sys.path[:] = _path
-sys.modules[__name__] = _real
-globals().update({k: v for k, v in vars(_real).items() if k not in ("__file__", "__spec__", "__loader__")})
-"""
-SHADOWED = ("platform", "pickle", "_compat_pickle", "socketserver", "copyreg", "selectors")
 # the module every Python start imports from its path: the service's PYTHONPATH (its own dir, as a
 # deployment that keeps its code there sets it) comes first
 SITE = (

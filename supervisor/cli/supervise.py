@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from supervisor.cli.client import Client, Unreachable, sd_notify
-from supervisor.cli.visible import lines, visible
 from supervisor.control.protocol import EXIT_FAILED
+from supervisor.visible import lines, visible
 
 
 class _Terminated(Exception):

@@ -10,8 +10,8 @@ from typing import Any
 
 from supervisor.cli.client import Client, Unreachable
 from supervisor.cli.top_view import bytes_text
-from supervisor.cli.visible import lines, visible
 from supervisor.control.protocol import EXIT_FAILED
+from supervisor.visible import lines, visible
 
 
 def _age(seconds: float | None) -> str:

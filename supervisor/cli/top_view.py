@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from supervisor.cli.visible import visible
+from supervisor.visible import visible
 
 TROUBLE = ("failed", "backoff")
 

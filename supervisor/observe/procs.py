@@ -124,18 +124,7 @@ def running_as(pids: list[int], uid: int) -> list[int]:
 def processes_of(main: int, uid: int) -> list[int]:
     """`main` and every live process below it that runs as `uid` (real and effective): a service's
     processes, as far as the process tree says (a child that changed user is no longer the service's)."""
-    try:
-        root = psutil.Process(main)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-    found = []
-    for proc in tree:
-        with contextlib.suppress(psutil.Error):
-            ids = proc.uids()
-            if ids.real == uid and ids.effective == uid:
-                found.append(proc.pid)
-    return found
+    return running_as([main, *descendants(main)], uid)
 
 
 def signal_tree(pid: int, sig: int) -> int:

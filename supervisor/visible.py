@@ -4,11 +4,12 @@ A worker's STATUS=, a log line, a request line, a process title or an error
 that quotes one of them can hold control characters: an escape sequence
 would retitle the terminal, clear it, move the cursor to overwrite what the
 operator reads, or (on some terminals) answer back as if typed. `wsgictl`
-prints every such text through `visible()`, which writes each control
+prints every such text through `visible()`, and the daemon's console and log
+files every service line through `lines()`, which writes each control
 character as an escape the operator can read instead (`\\x1b`, `\\n`):
 C0 controls, DEL, C1 controls and the bidirectional overrides and isolates
 (which reorder what is shown). JSON output needs none of this: `json.dumps`
-escapes them already.
+escapes them already. Standard library only: `wsgictl` imports it.
 """
 
 from __future__ import annotations

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +40,18 @@ def local_user(name: str, home: Path | None = None) -> Iterator[str]:
     finally:
         subprocess.run(["userdel", name], capture_output=True, check=False)
         subprocess.run(["groupdel", name], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def owned_dir(user: str, prefix: str) -> Iterator[Path]:
+    """A directory of the user's own (its `chdir`, as /var/lib/<service> is), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    uid, gid = os_user_ids(user)
+    os.chown(path, uid, gid)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def user_venv() -> Path:
@@ -131,6 +146,7 @@ __all__ = [
     "as_user",
     "local_user",
     "os_user_ids",
+    "owned_dir",
     "owner_of",
     "python_as",
     "run_in_api",

@@ -19,7 +19,18 @@ from pathlib import Path
 
 import psutil
 import pytest
-from attacker import COMPROMISED, PLANTED, SHADOWED, local_user, os_user_ids, owner_of, run_in_api, tree, user_venv
+from attacker import (
+    COMPROMISED,
+    PLANTED,
+    SHADOWED,
+    local_user,
+    os_user_ids,
+    owned_dir,
+    owner_of,
+    run_in_api,
+    tree,
+    user_venv,
+)
 
 import supervisor.gunicorn.board as board
 from supervisor.gunicorn.arbiters import heads, read_board
@@ -43,11 +54,8 @@ def service_user():
 @pytest.fixture
 def home(service_user):
     """The service's own directory (its `chdir`, as /var/lib/<service> is): owned by the service's user."""
-    path = Path(tempfile.mkdtemp(prefix="wsgi-h1-home-", dir="/tmp"))
-    uid, gid = os_user_ids(service_user)
-    os.chown(path, uid, gid)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with owned_dir(service_user, "wsgi-h1-home-") as path:
+        yield path
 
 
 def manifest(user: str, chdir: Path | None = None, venv: Path | None = None, processes: int = 1) -> str:

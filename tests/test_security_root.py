@@ -24,6 +24,7 @@ from attacker import (
     SYSTEM_PYTHON,
     local_user,
     os_user_ids,
+    owned_dir,
     owner_of,
     run_in_api,
     tree,
@@ -147,11 +148,8 @@ def test_no_process_of_the_service_runs_as_root_master_included(api, service_use
 @pytest.fixture
 def home(service_user):
     """The service's own directory (its `chdir`, as /var/lib/<service> is): owned by the service's user."""
-    path = Path(tempfile.mkdtemp(prefix="wsgi-h9-home-", dir="/tmp"))
-    uid, gid = os_user_ids(service_user)
-    os.chown(path, uid, gid)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with owned_dir(service_user, "wsgi-h9-home-") as path:
+        yield path
 
 
 # the module every Python start imports from its path: the service's PYTHONPATH (its own dir, as a

@@ -11,6 +11,8 @@ wsgictl command with its options (supervisor/cli/commands.py's parser).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import os
 import re
 import types
@@ -203,7 +205,42 @@ def wsgictl_commands() -> str:
     return "\n".join(out)
 
 
+# ---- the driver protocol and the events -----------------------------------------------
+
+
+def _doc(obj: Any) -> str:
+    return " ".join((inspect.getdoc(obj) or "").split())
+
+
+def driver_protocol() -> str:
+    from supervisor.state.drivers import Driver
+
+    rows = ["| method | what the lifecycle asks of it |", "| --- | --- |"]
+    for name, member in vars(Driver).items():
+        if callable(member) and not name.startswith("_"):
+            parameters = ", ".join(list(inspect.signature(member).parameters)[1:])
+            rows.append(f"| `{name}({parameters})` | {cell(_doc(member))} |")
+    return "\n".join(rows) + "\n"
+
+
+def events() -> str:
+    from supervisor.state import events as module
+
+    rows = ["| event | carries | what it tells |", "| --- | --- | --- |"]
+    for name, kind in vars(module).items():
+        if not (inspect.isclass(kind) and dataclasses.is_dataclass(kind) and kind.__module__ == module.__name__):
+            continue
+        fields = ", ".join(f"`{f.name}`" for f in dataclasses.fields(kind))
+        what = _doc(kind)
+        if what.startswith(f"{name}("):  # the text dataclasses make up for a class without its own
+            what = ""
+        rows.append(f"| `{name}` | {fields} | {cell(what)} |")
+    return "\n".join(rows) + "\n"
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "driver-protocol": driver_protocol,
+    "events": events,
     "daemon-options": daemon_options,
     "manifest-keys": manifest_keys,
     "wsgictl-commands": wsgictl_commands,

@@ -1,0 +1,125 @@
+"""`preload = true`: the app loaded once in the master, warmed up and frozen, and forked into the workers;
+the fork-safety guard that loads it in each worker instead when the master holds a thread or a socket.
+
+Every answer of tests/apps/preload_probe.py says which process imported the app and how many objects its
+worker inherited frozen: an app that was not forked from its master cannot name the master's pid.
+"""
+
+import contextlib
+import socket
+import threading
+
+import pytest
+
+from support import APPS, get_json, write_manifest
+
+PROBE = APPS / "preload_probe.py"
+
+
+def manifest(server: str, hold: str = "", max_requests: int | None = None) -> str:
+    text = f"""
+[services.api]
+kind = "api"
+server = "{server}"
+app = "{PROBE}"
+processes = 2
+preload = true
+warmup = ["/", "/boom"]
+environment = {{ PRELOAD_HOLD = "{hold}" }}
+"""
+    if max_requests is not None:
+        if server == "uwsgi":
+            text += f'uwsgi = {{ "max-requests" = {max_requests}, "min-worker-lifetime" = 1 }}\n'
+        else:
+            text += f"gunicorn = {{ max_requests = {max_requests} }}\n"
+    return text
+
+
+def answers(daemon, n: int) -> list[dict]:
+    return [get_json(daemon.socket("api"), "/") for _ in range(n)]
+
+
+def answers_until(daemon, bound: int):
+    """Answers one after another, at most `bound` of them (the bound is only a hang check)."""
+    for _ in range(bound):
+        yield get_json(daemon.socket("api"), "/")
+
+
+def started(daemon, text: str) -> dict:
+    write_manifest(daemon.conf_dir, text)
+    daemon.start()
+    daemon.ctl("start", "api", "--timeout", "60")
+    return daemon.status()["api"]
+
+
+def assert_forked_from(master: int, seen: list[dict]) -> None:
+    for answer in seen:
+        assert answer["loaded_in"] == master != answer["pid"], answer
+        assert answer["frozen"] > 0, answer  # gc.freeze() ran in the master before this worker was forked
+        assert answer["warmed"] == ["/", "/boom"], answer  # warmed up in the master, before the fork
+
+
+def test_workers_share_the_app_their_master_loaded_after_a_respawn_and_a_reload(daemon, server):
+    s = started(daemon, manifest(server, max_requests=3))
+    assert s["preload"] == "shared"
+    master = s["pid"]
+    first = answers(daemon, 4)
+    assert_forked_from(master, first)
+    assert {a["pid"] for a in first} <= {w["pid"] for w in daemon.status()["api"]["workers"]}
+    out = daemon.ctl("status", "api").stdout
+    assert "preload: shared" in out
+    assert "warm-up GET /boom raised RuntimeError: warm-up path that fails" in out  # logged, and the start went on
+
+    # max_requests: each worker ends after 3 requests; the ones the master forks anew share too
+    # (uWSGI lets a worker go only once it has lived min-worker-lifetime: requests until a new one answers)
+    old = {a["pid"] for a in first}
+    respawned = next((a for a in answers_until(daemon, 3000) if a["pid"] not in old), None)
+    assert respawned is not None, "no worker was replaced after max_requests"
+    assert_forked_from(master, [respawned])
+
+    daemon.ctl("reload", "api", "--timeout", "60")
+    s = daemon.status()["api"]
+    assert s["pid"] != master and s["preload"] == "shared"
+    assert_forked_from(s["pid"], answers(daemon, 4))
+
+
+@contextlib.contextmanager
+def memcached_stand_in():
+    """A loopback port that accepts and holds connections, as memcached would; yields the port."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(srv.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        srv.shutdown(socket.SHUT_RDWR)
+        srv.close()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize("hold", ["socket", "thread"])
+def test_a_master_holding_a_socket_or_a_thread_after_the_import_is_not_forked(daemon, server, hold):
+    with memcached_stand_in() as port:
+        s = started(daemon, manifest(server, f"socket:{port}" if hold == "socket" else "thread"))
+        why = (
+            f"the app connected to 127.0.0.1:{port} at import"
+            if hold == "socket"
+            else "the app started a thread (import-time-poller) at import"
+        )
+        assert s["preload"] == f"refused: {why}"
+        assert f"preload refused: {why}" in daemon.ctl("status", "api").stdout
+        seen = answers(daemon, 6)
+        # the service serves, every worker with an app of its own: imported there, nothing frozen, no warm-up
+        assert all(a["loaded_in"] == a["pid"] != s["pid"] and a["frozen"] == 0 and a["warmed"] == [] for a in seen)
+        assert s["state"] == "running" and s["restarts"] == 0

@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from support import APPS, get_json, write_manifest
+from supervisor import preload
+from support import APPS, get_json, service_venv, write_manifest
 
 PROBE = APPS / "preload_probe.py"
 
@@ -123,3 +124,57 @@ def test_a_master_holding_a_socket_or_a_thread_after_the_import_is_not_forked(da
         # the service serves, every worker with an app of its own: imported there, nothing frozen, no warm-up
         assert all(a["loaded_in"] == a["pid"] != s["pid"] and a["frozen"] == 0 and a["warmed"] == [] for a in seen)
         assert s["state"] == "running" and s["restarts"] == 0
+
+
+@pytest.fixture(scope="session")
+def sqlalchemy_venv():
+    """A venv with SQLAlchemy: placement's, which the placement tests make anyway."""
+    return service_venv("placement", "openstack-placement")
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["pooled", "checked-out"])
+def test_a_pooled_database_connection_is_closed_before_the_fork_and_a_kept_one_refused(
+    daemon, server, sqlalchemy_venv, tmp_path, keep
+):
+    db = tmp_path / "app.sqlite"
+    s = started(
+        daemon,
+        f"""
+[services.api]
+kind = "api"
+server = "{server}"
+app = "{APPS / "preload_pool.py"}"
+venv = "{sqlalchemy_venv}"
+processes = 2
+preload = true
+environment = {{ POOL_DB = "{db}", POOL_KEEP = "{"1" if keep else ""}" }}
+""",
+    )
+    seen = answers(daemon, 4)
+    assert all(a["rows"] == 1 for a in seen)  # the workers connect anew and query the same database
+    if keep:
+        assert s["preload"].startswith(f"refused: the app opened {db} (fd "), s["preload"]
+        assert all(a["loaded_in"] == a["pid"] for a in seen)
+    else:
+        # the engine's idle connection was closed in the master (Engine.dispose()): nothing held, forked
+        assert s["preload"] == "shared"
+        assert all(a["loaded_in"] == s["pid"] != a["pid"] and a["frozen"] > 0 for a in seen)
+
+
+def test_the_guard_names_what_the_app_added_and_the_daemon_reads_its_verdict(tmp_path):
+    """In this process: what a master would hold after an import, said as the log and status say it."""
+    before = preload.Holdings.now()
+    assert preload.refusals(before, "at import") == []
+    with socket.socket() as listening, open(tmp_path / "app.log", "w"):
+        listening.bind(("127.0.0.1", 0))
+        port = listening.getsockname()[1]
+        said = preload.refusals(before, "at import")
+    assert [r.split(" (fd ")[0] for r in said] == [
+        f"the app holds a socket bound to 127.0.0.1:{port} at import",
+        f"the app opened {tmp_path / 'app.log'}",
+    ]
+    assert preload.refusals(before, "at import") == []  # closed again: nothing held
+    line = preload.refused_line(said)
+    assert preload.verdict(line) == "refused: " + "; ".join(said)
+    assert preload.verdict(preload.shared_line(12)) == "shared"
+    assert preload.verdict("GET / 200") is None

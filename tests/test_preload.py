@@ -10,8 +10,10 @@ import socket
 import threading
 
 import pytest
+from attacker import local_user, os_user_ids, owner_of, user_venv
 
 from supervisor import preload
+from supervisor.observe.procs import descendants
 from support import APPS, get_json, service_venv, write_manifest
 
 PROBE = APPS / "preload_probe.py"
@@ -178,3 +180,26 @@ def test_the_guard_names_what_the_app_added_and_the_daemon_reads_its_verdict(tmp
     assert preload.verdict(line) == "refused: " + "; ".join(said)
     assert preload.verdict(preload.shared_line(12)) == "shared"
     assert preload.verdict("GET / 200") is None
+
+
+@pytest.mark.parametrize("hold", ["", "thread"], ids=["shared", "refused"])
+def test_a_service_with_user_preloads_as_that_user_and_relaunches_as_that_user(daemon, server, hold):
+    """The master imports the app as the service's user, and a refused preload starts it again
+    (uWSGI then reads its vassal file again from the descriptor the launcher opened)."""
+    with local_user("wsgi-h9-preload") as user:
+        uid, _ = os_user_ids(user)
+        s = started(
+            daemon,
+            manifest(server, hold) + f'user = "{user}"\nvenv = "{user_venv()}"\nstop_timeout = 2\n',
+        )
+        assert s["preload"] == (
+            "shared" if not hold else "refused: the app started a thread (import-time-poller) at import"
+        )
+        seen = answers(daemon, 4)
+        if hold:
+            assert all(a["loaded_in"] == a["pid"] for a in seen)
+        else:
+            assert_forked_from(s["pid"], seen)
+        tree = [s["pid"], *descendants(s["pid"])]
+        assert len(tree) >= 3 and {owner_of(pid)[0] for pid in tree} == {uid}
+        daemon.ctl("stop", "api")

@@ -23,7 +23,10 @@ vassal:
   and its descriptor closed, before any worker is forked;
 - `max_rss_mb`: a worker whose own memory (USS) is past it ends after its request, and is replaced;
 - `mount`: SCRIPT_NAME/PATH_INFO split at the mount, as uWSGI's
-  manage-script-name does.
+  manage-script-name does;
+- `preload`: the app loaded, warmed up and guarded here before the relay
+  and the board exist (preload.py), frozen before every fork; a refused
+  start is this arbiter started again by exec, each worker loading the app.
 """
 
 import atexit

@@ -26,6 +26,11 @@ SCRIPT_NAME/PATH_INFO split is untouched. An app that fails to import
 raises here, at uWSGI's import of this file: uWSGI logs the traceback and
 "unable to load app" as it would for the app itself.
 
+With `preload` (no lazy-apps) uWSGI imports this file in the master: the
+app is loaded, warmed up and guarded there (preload.py), and frozen before
+uWSGI forks the workers; when the guard refuses, the master execs its own
+command line again with --lazy-apps.
+
 Runs in the service's own Python: keep it to the standard library.
 """
 

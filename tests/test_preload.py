@@ -60,6 +60,8 @@ def assert_forked_from(master: int, seen: list[dict]) -> None:
         assert answer["loaded_in"] == master != answer["pid"], answer
         assert answer["frozen"] > 0, answer  # gc.freeze() ran in the master before this worker was forked
         assert answer["warmed"] == ["/", "/boom"], answer  # warmed up in the master, before the fork
+        # vassal_boot.py ran in the master (uWSGI imports it there with the app): still a blocking stdout
+        assert answer["stdout_blocks"], answer
 
 
 def test_workers_share_the_app_their_master_loaded_after_a_respawn_and_a_reload(daemon, server):

@@ -28,7 +28,13 @@ def application(environ, start_response):
         if environ["PATH_INFO"] == "/boom":
             raise RuntimeError("warm-up path that fails")
     body = json.dumps(
-        {"pid": os.getpid(), "loaded_in": LOADED_IN, "frozen": gc.get_freeze_count(), "warmed": WARMED}
+        {
+            "pid": os.getpid(),
+            "loaded_in": LOADED_IN,
+            "frozen": gc.get_freeze_count(),
+            "warmed": WARMED,
+            "stdout_blocks": os.get_blocking(1),
+        }
     ).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

@@ -512,3 +512,53 @@ after = ["nova-api", "nowhere"]
 def test_defaults_must_be_a_table(tmp_path):
     found = problems(tmp_path, a='defaults = 3\n[services.a]\nkind = "api"\napp = "a.b"\n')
     assert found == [("a.toml", None, "defaults", "must be a table of keys that every service of this file takes")]
+
+
+def test_argv_names_the_environment_as_systemd_does(tmp_path):
+    (tmp_path / "nova.toml").write_text(
+        """
+[defaults]
+environment = { OS_NOVA_CONFIG_DIR = "/srv/nova/etc" }
+
+[services.nova-conductor]
+kind = "worker"
+command = ["nova-conductor", "--config-file", "${OS_NOVA_CONFIG_DIR}/nova.conf", "--x=$${HOME}"]
+
+[services.nova-api]
+kind = "api"
+app = "nova.wsgi.osapi_compute:application"
+args = ["--config-dir", "${OS_NOVA_CONFIG_DIR}", "--other=${OWN}"]
+environment = { OWN = "mine" }
+"""
+    )
+    services = load(tmp_path, check_host=False).services
+    assert services["nova-conductor"].command == (
+        "nova-conductor",
+        "--config-file",
+        "/srv/nova/etc/nova.conf",
+        "--x=${HOME}",
+    )
+    assert services["nova-api"].args == ("--config-dir", "/srv/nova/etc", "--other=mine")
+
+
+def test_argv_naming_an_unset_variable_is_located(tmp_path):
+    found = problems(
+        tmp_path,
+        a='[services.w]\nkind = "worker"\ncommand = ["w", "--config-file", "${CONF_DIR}/w.conf"]\n'
+        '\n[services.a]\nkind = "api"\napp = "a.b"\nargs = ["${A}", "${HOME"]\nenvironment = { A = "x y" }\n',
+    )
+    assert found == [
+        (
+            "a.toml",
+            "a",
+            "args.0",
+            "contains whitespace; uWSGI splits pyargv on spaces, so pass it as separate items",
+        ),
+        (
+            "a.toml",
+            "w",
+            "command.2",
+            "names ${CONF_DIR}, which the service's environment does not set "
+            "(set it in its environment, or in the file's [defaults] environment)",
+        ),
+    ]

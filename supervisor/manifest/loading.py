@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from supervisor.manifest import defaults as file_defaults
+from supervisor.manifest.expand import expand_argv
 from supervisor.manifest.models import (
     MAX_NAME,
     RESERVED_NAMES,
@@ -113,6 +114,8 @@ def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None,
         problems.append(Problem(file, name, "kind", f'must be "api" or "worker", not {kind!r}'))
         return None, problems
     model = ApiService if kind == "api" else WorkerService
+    table, unknown = expand_argv(table)
+    problems.extend(Problem(file, name, key, message) for key, message in unknown)
     app = table.get("app")
     if isinstance(app, str) and _is_app_file(app) and not app.startswith("/"):
         # a relative app file is relative to the manifest that names it

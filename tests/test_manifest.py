@@ -562,3 +562,20 @@ def test_argv_naming_an_unset_variable_is_located(tmp_path):
             "(set it in its environment, or in the file's [defaults] environment)",
         ),
     ]
+
+
+def test_wsgictl_check_offline_judges_the_manifest_without_the_host(tmp_path):
+    (tmp_path / "a.toml").write_text(
+        '[defaults]\nvenv = "/opt/elsewhere/nova"\nuser = "nova-on-another-host"\n\n'
+        '[services.w]\nkind = "worker"\ncommand = ["nova-conductor"]\n'
+    )
+    check = [str(WSGICTL), "check", "--conf-dir", str(tmp_path)]
+    on_host = subprocess.run(check, capture_output=True, text=True)
+    assert on_host.returncode == 1 and "no such user 'nova-on-another-host'" in on_host.stderr
+    offline = subprocess.run([*check, "--offline"], capture_output=True, text=True)
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout == f"{tmp_path}: valid (0 APIs, 1 workers; not checked against this host)\n"
+    # what is wrong in the manifest itself is still wrong
+    (tmp_path / "b.toml").write_text('[services.x]\nkind = "worker"\ncommand = ["x"]\nnotify = "yes"\n')
+    bad = subprocess.run([*check, "--offline"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "b.toml: service 'x', key 'notify'" in bad.stderr

@@ -579,3 +579,8 @@ def test_wsgictl_check_offline_judges_the_manifest_without_the_host(tmp_path):
     (tmp_path / "b.toml").write_text('[services.x]\nkind = "worker"\ncommand = ["x"]\nnotify = "yes"\n')
     bad = subprocess.run([*check, "--offline"], capture_output=True, text=True)
     assert bad.returncode == 1 and "b.toml: service 'x', key 'notify'" in bad.stderr
+
+
+def test_a_service_without_a_kind_does_not_make_the_defaults_look_idle(tmp_path):
+    found = problems(tmp_path, a='[defaults]\nprocesses = 3\n\n[services.x]\napp = "a.b"\n')
+    assert found == [("a.toml", "x", "kind", 'is required: "api" or "worker"')]

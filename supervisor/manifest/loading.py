@@ -198,10 +198,12 @@ def load_file(path: Path) -> tuple[dict[str, _Declared], list[Problem]]:
         return {}, problems
     declared: dict[str, _Declared] = {}
     fitted: set[str] = set()
+    unknown_kind = False  # then which defaults fit nothing is not known
     for name, table in services_table.items():
         taken: frozenset[str] = frozenset()
         if isinstance(table, dict):
             kind, server = table.get("kind"), file_defaults.server_of(table, defaults)
+            unknown_kind |= kind not in ("api", "worker")
             fitted.update(key for key in defaults if file_defaults.fits(key, kind, server))
             table, taken = file_defaults.apply(defaults, table)
         service, found = _validate_service(file, name, table)
@@ -210,7 +212,7 @@ def load_file(path: Path) -> tuple[dict[str, _Declared], list[Problem]]:
         if not (isinstance(after, list) and all(isinstance(d, str) for d in after)):
             after = []
         declared[name] = _Declared(file, service, tuple(after), taken)
-    for key in defaults.keys() - fitted:
+    for key in set() if unknown_kind else defaults.keys() - fitted:
         problems.append(
             Problem(
                 file,

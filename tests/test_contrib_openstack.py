@@ -61,8 +61,8 @@ def test_per_host_values_are_said_once_in_each_files_defaults():
         assert defaults["environment"][config_dir] == f"/etc/{path.stem}", path.name
         for name, table in data["services"].items():
             assert not {"venv", "user"} & table.keys(), f"{path.name}: {name} repeats a per-host value"
-            argv = " ".join(table.get("command", table.get("args", [])))
-            assert "/etc/" not in argv, f"{path.name}: {name} names a config path instead of ${{{config_dir}}}"
+            named = " ".join([*table.get("command", table.get("args", [])), table.get("paste", "")])
+            assert "/etc/" not in named, f"{path.name}: {name} names a config path instead of ${{{config_dir}}}"
 
 
 def test_the_argv_of_the_workers_follows_the_config_dir(tmp_path):

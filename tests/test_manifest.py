@@ -529,9 +529,14 @@ kind = "api"
 app = "nova.wsgi.osapi_compute:application"
 args = ["--config-dir", "${OS_NOVA_CONFIG_DIR}", "--other=${OWN}"]
 environment = { OWN = "mine" }
+
+[services.nova-paste]
+kind = "api"
+paste = "${OS_NOVA_CONFIG_DIR}/api-paste.ini"
 """
     )
     services = load(tmp_path, check_host=False).services
+    assert services["nova-paste"].paste == "/srv/nova/etc/api-paste.ini"
     assert services["nova-conductor"].command == (
         "nova-conductor",
         "--config-file",
@@ -545,7 +550,8 @@ def test_argv_naming_an_unset_variable_is_located(tmp_path):
     found = problems(
         tmp_path,
         a='[services.w]\nkind = "worker"\ncommand = ["w", "--config-file", "${CONF_DIR}/w.conf"]\n'
-        '\n[services.a]\nkind = "api"\napp = "a.b"\nargs = ["${A}", "${HOME"]\nenvironment = { A = "x y" }\n',
+        '\n[services.a]\nkind = "api"\napp = "a.b"\nargs = ["${A}", "${HOME"]\nenvironment = { A = "x y" }\n'
+        '\n[services.p]\nkind = "api"\npaste = "${NOWHERE}/api-paste.ini"\n',
     )
     assert found == [
         (
@@ -553,6 +559,13 @@ def test_argv_naming_an_unset_variable_is_located(tmp_path):
             "a",
             "args.0",
             "contains whitespace; uWSGI splits pyargv on spaces, so pass it as separate items",
+        ),
+        (
+            "a.toml",
+            "p",
+            "paste",
+            "names ${NOWHERE}, which the service's environment does not set "
+            "(set it in its environment, or in the file's [defaults] environment)",
         ),
         (
             "a.toml",

@@ -123,3 +123,21 @@ environment = {{ OS_SITE = "probe's own", PROBE_ONLY = "yes" }}
     answer = get_json(daemon.socket("probe"))
     assert Path(answer["prefix"]) == placement_venv
     assert answer["env"] == {"OS_PLACEMENT_CONFIG_DIR": str(conf_dir), "OS_SITE": "probe's own", "PROBE_ONLY": "yes"}
+
+
+def test_contrib_openstack_placement_serves_with_this_hosts_defaults(daemon, placement_venv, tmp_path):
+    """contrib/openstack/placement.toml as shipped, only its [defaults] set for this host (no user here)."""
+    placement_manifest(tmp_path, placement_venv)  # writes placement's config into this dir
+    text = (ROOT / "contrib" / "openstack" / "placement.toml").read_text()
+    for shipped, here in (
+        ('venv = "/opt/openstack/placement"', f'venv = "{placement_venv}"'),
+        ('user = "placement"\n', ""),
+        ('OS_PLACEMENT_CONFIG_DIR = "/etc/placement"', f'OS_PLACEMENT_CONFIG_DIR = "{tmp_path / "placement"}"'),
+    ):
+        assert text.count(shipped) == 1, shipped
+        text = text.replace(shipped, here)
+    write_manifest(daemon.conf_dir, text, name="placement.toml")
+    daemon.start()
+    daemon.ctl("start", "placement", "--timeout", "120")
+    status, _, body = uwsgi_request(daemon.socket("placement"), "/placement/resource_providers", headers=HEADERS)
+    assert status == 200 and json.loads(body) == {"resource_providers": []}, body

@@ -1,7 +1,8 @@
-"""`${NAME}` in a worker's `command` or an API's `args`: the value of NAME in the service's `environment`.
+"""`${NAME}` in a worker's `command`, an API's `args` or `paste`: the value of NAME in the service's `environment`.
 
 So that a per-host value said once (a config dir, in the file's `[defaults]`
-environment, where the APIs read it too) reaches the argv of every service,
+environment, where the APIs read it too) reaches the argv of every service
+and the paste file of an API,
 as systemd expands `${NAME}` in `ExecStart=` from `Environment=`. Only the
 braced form is read; `$${` is a literal `${`; a name the environment does
 not have is an error, not an empty string. Done while loading, so what the
@@ -15,6 +16,7 @@ from typing import Any
 
 REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 ARGV_KEYS = ("command", "args")
+PATH_KEYS = ("paste",)
 
 
 class Unknown(ValueError):
@@ -34,13 +36,20 @@ def expand(item: str, environment: dict[str, str]) -> str:
 
 
 def expand_argv(table: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The table with `${NAME}` expanded in its command or args, and (key, message) for each item that
+    """The table with `${NAME}` expanded in its command, args or paste, and (key, message) for each item that
     names an unknown variable (the item stays as written, for the model to check the rest)."""
     environment = table.get("environment")
     if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
         environment = {}
     problems: list[tuple[str, str]] = []
     out = dict(table)
+    for key in PATH_KEYS:
+        value = table.get(key)
+        if isinstance(value, str) and "${" in value:
+            try:
+                out[key] = expand(value, environment)
+            except Unknown as exc:
+                problems.append((key, _unset(exc)))
     for key in ARGV_KEYS:
         argv = table.get(key)
         if not isinstance(argv, list):
@@ -51,13 +60,14 @@ def expand_argv(table: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, 
                 try:
                     item = expand(item, environment)
                 except Unknown as exc:
-                    problems.append(
-                        (
-                            f"{key}.{index}",
-                            f"names ${{{exc}}}, which the service's environment does not set "
-                            "(set it in its environment, or in the file's [defaults] environment)",
-                        )
-                    )
+                    problems.append((f"{key}.{index}", _unset(exc)))
             items.append(item)
         out[key] = items
     return out, problems
+
+
+def _unset(name: Unknown) -> str:
+    return (
+        f"names ${{{name}}}, which the service's environment does not set "
+        "(set it in its environment, or in the file's [defaults] environment)"
+    )

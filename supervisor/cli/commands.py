@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _daemon_commands(command)
     _offline_commands(command)
+    # the shells' completion scripts ask this one (no help text: not listed among the commands)
+    co = sub.add_parser(
+        "complete", description="shell completion: what may come at word INDEX of WORDS", parents=[paths]
+    )
+    co.add_argument("index", type=int, metavar="INDEX")
+    co.add_argument("words", nargs="*", metavar="WORDS", help="the command line's words, after --")
     return p
 
 
@@ -203,7 +209,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "complete":
+        from supervisor.cli.completion import cmd_complete
+
+        sys.exit(cmd_complete(parser, args))
     if args.cmd == "check":
         sys.exit(cmd_check(args))
     if args.cmd == "units":

@@ -38,7 +38,6 @@ def cmd_units(args: argparse.Namespace) -> int:
         "@BINDIR@": str(bindir),
         "@CONFDIR@": str(args.conf_dir),
         "@SOCKETGROUP@": group,
-        "@DOCDIR@": str(templates.parent),
     }
     args.dest.mkdir(parents=True, exist_ok=True)
     for unit in UNIT_FILES:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import supervisor.gunicorn.board as board
 import supervisor.gunicorn.noise as noise
 import supervisor.gunicorn.spawn as spawn
+from supervisor.accounts import tree_uid
 from supervisor.files import write_atomic
 from supervisor.gunicorn.arbiters import (
     failure_hint,
@@ -38,7 +39,7 @@ from supervisor.gunicorn.arbiters import (
     render_spec,
     running_arbiters,
 )
-from supervisor.gunicorn.trust import tree_uid, trusted
+from supervisor.gunicorn.trust import trusted
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
@@ -370,7 +371,7 @@ class GunicornDriver:
             if stats is None or stats.pid != pid:
                 out.append((None, []))
             else:
-                out.append(trusted(stats, tree_uid(spec)))
+                out.append(trusted(stats, tree_uid(spec.user)))
         return out
 
     def _mine(self) -> list[ServiceRuntime]:

@@ -8,15 +8,13 @@ loaded, an app that failed). The rest of the code speaks of services.
 
 from __future__ import annotations
 
-import grp
 import json
-import os
-import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from supervisor.accounts import identity
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
 from supervisor.request_marks import REQUEST_MARK
@@ -98,9 +96,9 @@ def _account(service: ApiService) -> dict[str, Any]:
     """Whom the launcher becomes before uWSGI starts (numbers: the launcher imports no `pwd`)."""
     if not service.user:
         return {}
-    account = _user(service.user)
-    gid = int(_primary_group(service.user)) if not service.group else _group_id(service.group)
-    return {"uid": account.pw_uid, "gid": gid, "groups": [str(g) for g in os.getgrouplist(account.pw_name, gid)]}
+    who = identity(service.user, service.group)
+    assert who is not None
+    return {"uid": who.uid, "gid": who.gid, "groups": [str(g) for g in who.groups]}
 
 
 def launch_line(spec: dict[str, Any]) -> str:
@@ -235,24 +233,6 @@ def _limits(service: ApiService) -> Options:
     # max_rss_mb is not uWSGI's reload-on-rss, which judges RSS (shared pages counted in every worker):
     # the daemon judges each worker's USS from its samples (driver.py `recycle_fat_workers`)
     return options
-
-
-def _user(user: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except KeyError:
-        raise ValueError(f"the user {user!r} does not exist on this host") from None
-
-
-def _primary_group(user: str) -> str:
-    return str(_user(user).pw_gid)
-
-
-def _group_id(group: str) -> int:
-    try:
-        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f"the group {group!r} does not exist on this host") from None
 
 
 def read_launch_spec(text: str) -> dict[str, Any] | None:

@@ -45,6 +45,7 @@ sys.path.insert(0, str(CONTRIB / "roles" / "wsgi_rolling" / "filter_plugins"))
 from wsgi_haproxy import wsgi_haproxy_late, wsgi_haproxy_rotation, wsgi_haproxy_status  # noqa: E402
 from wsgi_supervisor_toml import (  # noqa: E402
     AnsibleFilterError,
+    wsgi_supervisor_document,
     wsgi_supervisor_enabled,
     wsgi_supervisor_health_base,
     wsgi_supervisor_relative_paths,
@@ -235,6 +236,51 @@ def test_the_rendered_manifest_is_what_the_variables_say(tmp_path):
     assert keystone.environment["ODD_KEY"] == 'quote " backslash \\ tab\tend'
     assert keystone.environment["NEWLINE"] == "one\ntwo"
     assert manifest.services["nova-conductor"].enabled is False
+
+
+def test_the_document_puts_this_hosts_defaults_over_the_sources():
+    source = '[defaults]\nvenv = "/opt/x"\nenvironment = { A = "source", B = "source" }\n\n'
+    source += '[services.a]\nkind = "worker"\ncommand = ["a"]\n\n[services.b]\nkind = "worker"\ncommand = ["b"]\n'
+    document = wsgi_supervisor_document(
+        {"b": {"kind": "worker", "command": ["b2"]}, "c": {"kind": "worker", "command": ["c"]}},
+        {"user": "svc", "environment": {"B": "host"}},
+        source,
+    )
+    assert document == {
+        "defaults": {"venv": "/opt/x", "user": "svc", "environment": {"A": "source", "B": "host"}},
+        "services": {
+            "a": {"kind": "worker", "command": ["a"]},
+            "b": {"kind": "worker", "command": ["b2"]},
+            "c": {"kind": "worker", "command": ["c"]},
+        },
+    }
+    # without defaults, the file is what it was before [defaults] existed
+    assert wsgi_supervisor_document({"a": {"kind": "worker", "command": ["a"]}}, {}, "") == {
+        "services": {"a": {"kind": "worker", "command": ["a"]}}
+    }
+    with pytest.raises(AnsibleFilterError, match="wsgi_supervisor_manifest_source is not valid TOML"):
+        wsgi_supervisor_document({}, {}, "[defaults")
+
+
+def test_the_role_fills_an_openstack_manifests_defaults_for_this_host(tmp_path):
+    """contrib/openstack/nova.toml with this host's venv, user and config dir: said once, in the inventory."""
+    variables = {
+        "wsgi_supervisor_manifest_source": str(ROOT / "contrib" / "openstack" / "nova.toml"),
+        "wsgi_supervisor_defaults": {
+            "venv": "/srv/venvs/nova",
+            "user": "nova-svc",
+            "environment": {"OS_NOVA_CONFIG_DIR": "/srv/etc/nova"},
+        },
+    }
+    result, out = render(tmp_path, yaml.safe_dump(variables))
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = load(out.parent, check_host=False)
+    source = tomllib.loads((ROOT / "contrib" / "openstack" / "nova.toml").read_text())
+    assert set(manifest.services) == set(source["services"])
+    for service in manifest.services.values():
+        assert (service.venv, service.user) == ("/srv/venvs/nova", "nova-svc")
+        assert service.environment["OS_NOVA_CONFIG_DIR"] == "/srv/etc/nova"
+    assert manifest.services["nova-conductor"].command == ("nova-conductor", "--config-file", "/srv/etc/nova/nova.conf")
 
 
 def test_a_value_toml_cannot_hold_fails_the_render_naming_it(tmp_path):

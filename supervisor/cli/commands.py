@@ -187,7 +187,15 @@ def _offline_commands(command: Command) -> None:
     se.add_argument("--host", default="127.0.0.1", help="(default %(default)s)")
     se.add_argument("--force", action="store_true", help="even while the daemon serves it")
 
-    command("check", "validate the manifest and what it names on this host (users, files, programs); starts nothing")
+    ck = command(
+        "check", "validate the manifest and what it names on this host (users, files, programs); starts nothing"
+    )
+    ck.add_argument(
+        "--offline",
+        action="store_true",
+        help="the manifest alone, not what it names on this host (venvs, users, groups, files, programs): "
+        "for manifests written for other hosts",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

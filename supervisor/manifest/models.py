@@ -50,11 +50,14 @@ class Problem:
     service: str | None
     key: str | None
     message: str
+    section: str | None = None  # a table of the file that is not a service's: "defaults"
 
     def __str__(self) -> str:
         where = self.file
         if self.service:
             where += f": service {self.service!r}"
+        elif self.section:
+            where += f": {self.section}"
         if self.key:
             where += f", key {self.key!r}"
         return f"{where}: {self.message}"

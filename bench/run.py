@@ -241,6 +241,39 @@ def section_startup(sizes=(10, 20, 50, 100, 200), repeats=3) -> None:
     say()
 
 
+def section_coldstart(sizes=(20,), rounds=10) -> None:
+    """The daemon against the bare emperor only, one after the other in each round, so that both see the
+    same load; each round's ratio is reported, and the median of the ratios (the goal is at most 1.25 at 20)."""
+    say("## 1b. Cold start, the daemon against the bare emperor, alternating (hello APIs, 1 worker each)")
+    say()
+    say("| N | wsgi-supervisor: READY=1 | all answering | bare emperor: all answering | ratio READY=1 / bare |")
+    say("| --- | --- | --- | --- | --- |")
+    for n in sizes:
+        ours_a, ours_r, bare, ratios = [], [], [], []
+        for i in range(rounds):
+            first_bare = i % 2 == 1  # the order alternates: neither always comes first after an idle pause
+            if first_bare:
+                proc, took, tmp = start_bare_emperor(n)
+                stop_tree(proc, signal.SIGINT)
+                shutil.rmtree(tmp, ignore_errors=True)
+            d, a, r = start_ours(n)
+            d.stop(timeout=60)
+            if not first_bare:
+                proc, took, tmp = start_bare_emperor(n)
+                stop_tree(proc, signal.SIGINT)
+                shutil.rmtree(tmp, ignore_errors=True)
+            ours_a.append(a)
+            ours_r.append(r)
+            bare.append(took)
+            ratios.append(r / took)
+        med = statistics.median(ratios)
+        say(
+            f"| {n} | {fmt(ours_r)} | {fmt(ours_a)} | {fmt(bare)} | {med:.2f} "
+            f"({min(ratios):.2f}–{max(ratios):.2f}, n={rounds}) |"
+        )
+    say()
+
+
 def section_control(sizes=(10, 50, 100, 200)) -> None:
     say("## 3 and 6. Control path, memory and idle CPU, by number of services")
     say()
@@ -612,6 +645,7 @@ def section_adoption(n=20, repeats=5, goal=1.0) -> None:
 
 SECTIONS = {
     "startup": section_startup,
+    "coldstart": section_coldstart,
     "throughput": section_throughput,
     "requestlog": section_request_log,
     "control": section_control,

@@ -225,7 +225,7 @@ def start(tmp: Path, apis: list[Api], server: str, mode: dict):
 
 
 def status(d) -> list[dict]:
-    return json.loads(d.ctl("status", "--json").stdout)["services"]
+    return list(d.status().values())
 
 
 def send_mix(d, apis: list[Api], requests: int, clients: int = 4) -> dict[str, int]:
@@ -287,7 +287,7 @@ def section_memory(requests: int = 240, modes: int = 3) -> None:
     say()
     env = venv()
     tmp = short_tmp("wsm-")
-    rows = []
+    rows, failures = [], []
     try:
         with private_mariadb(tmp) as db:
             apis = prepare(tmp, db, env)
@@ -296,36 +296,48 @@ def section_memory(requests: int = 240, modes: int = 3) -> None:
                     label, mode = MODES[key]
                     run = tmp / f"{server}-{key}"
                     run.mkdir()
-                    d, took = start(run, apis, server, mode)
+                    try:
+                        d, took = start(run, apis, server, mode)
+                    except Exception as exc:  # one mode that does not start costs its own row only
+                        failures.append(f"{server} {label}: {type(exc).__name__}: {str(exc)[:1500]}")
+                        continue
                     try:
                         mix_failed = send_mix(d, apis, requests)
                         mem = footprint(d)
+                        preload = {s["name"]: s.get("preload", "-") for s in status(d)}
                         reloads = under_load(d, apis, "reload")
                         restarts = under_load(d, apis, "restart")
+                    except Exception as exc:
+                        failures.append(f"{server} {label}: {type(exc).__name__}: {str(exc)[:1500]}")
+                        continue
                     finally:
                         d.stop(timeout=180)
-                    rows.append((server, label, took, mix_failed, mem, reloads, restarts))
-                    print(f"memory: {server} {label}: start {took:.1f} s, {mem}", flush=True)
+                    rows.append((server, label, took, mix_failed, mem, reloads, restarts, preload))
+                    print(f"memory: {server} {label}: start {took:.1f} s, preload {preload}, {mem}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     names = [a.name for a in apis]
-    base = {server: next(r[4] for r in rows if r[0] == server) for server in SERVERS}
+    base = {r[0]: r[4] for r in reversed(rows)}  # each server's first row: mode (a) when it ran
     say(
         "| server | mode | total PSS MiB (× a) | "
         + " | ".join(f"{n} PSS (worker USS)" for n in names)
-        + " | cold start to READY=1 | mix failed | reload: failed/requests | restart: failed/requests |"
+        + " | cold start to READY=1 | mix failed | reload: failed/requests | restart: failed/requests"
+        + " | preload in status |"
     )
-    say("| --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- | --- |")
-    for server, label, took, mix_failed, mem, reloads, restarts in rows:
+    say("| --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- | --- | --- |")
+    for server, label, took, mix_failed, mem, reloads, restarts, preload in rows:
         total = sum(pss for pss, _ in mem.values())
         ratio = total / sum(pss for pss, _ in base[server].values())
         cells = " | ".join(f"{mem[n][0]:.0f} ({statistics.median(mem[n][1]):.0f})" for n in names)
         say(
             f"| {server} | {label} | {total:.0f} ({ratio:.2f}×) | {cells} | {took:.1f} s | "
             f"{sum(mix_failed.values())} of {requests * len(names)} | {reloads[1]}/{reloads[0]} | "
-            f"{restarts[1]}/{restarts[0]} |"
+            f"{restarts[1]}/{restarts[0]} | {', '.join(sorted(set(preload.values())))} |"
         )
     say()
+    for failure in failures:
+        say(f"**failed**: {failure}")
+        say()
     mixes = "; ".join(f"{a.name}: " + ", ".join(f"{r.method} {r.path}" for r in a.mix) for a in apis)
     say(
         f"Fixed mix: {requests} requests a service from 4 clients, in turn ({mixes}); PSS of each service's "

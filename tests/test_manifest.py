@@ -338,3 +338,17 @@ def test_a_venv_without_the_chosen_server_is_reported(tmp_path):
             f"gunicorn is not installed in {venv}: run '{venv}/bin/pip install gunicorn'",
         )
     ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "says"),
+    [
+        ('warmup = ["/v3"]', "needs preload = true"),
+        ('preload = false\nwarmup = ["/v3"]', "needs preload = true"),
+        ('preload = true\nwarmup = ["v3"]', "'v3' is not a path"),
+    ],
+)
+def test_warmup_needs_preload_and_paths(tmp_path, keys, says):
+    found = problems(tmp_path, a=f'[services.keystone]\nkind = "api"\napp = "{PROBE}"\n{keys}\n')
+    assert [(f, s, k) for f, s, k, _ in found] == [("a.toml", "keystone", "warmup")], found
+    assert says in found[0][3]

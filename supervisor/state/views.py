@@ -33,6 +33,8 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
         "ready_duration": svc.ready_duration,
         "draining": svc.drained,
     }
+    if svc.kind == "api":
+        info["preload"] = (svc.preload or "pending") if getattr(spec, "preload", False) else "off"
     health = getattr(spec, "health", None)
     if health is not None:
         waiting = f"waiting for the first answer from {health}" if svc.state.up else None

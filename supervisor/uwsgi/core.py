@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
+from supervisor.preload import WARMUP_VARIABLE
 from supervisor.request_marks import REQUEST_MARK
 from supervisor.uwsgi.launcher import LOG_FD
 
@@ -81,6 +82,8 @@ def launch_spec(
     # the app vassal_app.py loads: a module or file, or a paste-deploy URI
     env[APP_VARIABLE] = service.app or paste_uri(service)
     env[PROTOCOL_VARIABLE] = service.protocol
+    if service.warmup:
+        env[WARMUP_VARIABLE] = "\n".join(service.warmup)
     return {
         "service": name,
         "instance": instance,
@@ -144,9 +147,10 @@ def _workers(service: ApiService) -> Options:
         ("strict", True),
         ("master", True),
         ("need-app", True),
-        # apps load in each worker after the fork: OpenStack apps open
-        # connections and threads at import, and chain reloads need it
-        ("lazy-apps", True),
+        # without preload, apps load in each worker after the fork: OpenStack apps may open
+        # connections and threads at import. With it, the master loads the app (vassal_app.py
+        # guards the fork, and relaunches the master with --lazy-apps when it must not)
+        *([] if service.preload else [("lazy-apps", True)]),
         ("die-on-term", True),
         ("enable-threads", True),
         ("thunder-lock", True),

@@ -57,7 +57,7 @@ SUPERVISORD_VENV = ROOT / ".cache" / "supervisord-venv"
 # -- contenders ---------------------------------------------------------------------------
 
 
-def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
+def start_ours(n: int, processes: int = 1, wrapper: tuple[str, ...] = ()) -> tuple[Daemon, float, float]:
     """(daemon, seconds to all sockets answering, seconds to the daemon reporting all running).
 
     The daemon reports the way systemd hears it: READY=1 on $NOTIFY_SOCKET
@@ -71,6 +71,7 @@ def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp / "notify.sock"))
     d = bench_daemon(tmp, "--no-units", env={"NOTIFY_SOCKET": str(tmp / "notify.sock")})
+    d.wrapper = list(wrapper)
     (d.conf_dir).mkdir(parents=True)
     (d.conf_dir / "bench.toml").write_text(hello_manifest(n, processes))
     socks = [d.runtime_dir / f"api{i:03d}.sock" for i in range(n)]
@@ -81,6 +82,7 @@ def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
         while b"READY=1" not in notify.recv(4096).split(b"\n"):
             pass
     reported = time.monotonic() - started
+    d.cpu_at_ready = _cpu(d.proc.pid)  # the daemon's own CPU seconds to READY=1: what the load inflates least
     wait_all_answer(socks)
     answered = time.monotonic() - started
     client = Client(d.runtime_dir, timeout=5)
@@ -242,36 +244,69 @@ def section_startup(sizes=(10, 20, 50, 100, 200), repeats=3) -> None:
     say()
 
 
+def baseline_wrapper(checkout: Path) -> tuple[str, ...]:
+    """Run the daemon of another checkout (`BENCH_BASELINE=DIR`, e.g. `git archive main supervisor | tar
+    -x -C DIR`) with this venv: a wrapper that puts DIR first on the path and drops our daemon's path."""
+    import compileall
+
+    compileall.compile_dir(checkout / "supervisor", quiet=1)  # as installed, like ours (installed_bytecode)
+    script = short_tmp("wsbase-") / "baseline-daemon.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(checkout)!r})\ndel sys.argv[1]\n"
+        "from supervisor.main import main\nmain()\n"
+    )
+    return (str(PYTHON), str(script))
+
+
 def section_coldstart(sizes=(20,), rounds=10) -> None:
     """The daemon against the bare emperor only, one after the other in each round, so that both see the
-    same load; each round's ratio is reported, and the median of the ratios (the goal is at most 1.25 at 20)."""
+    same load; each round's ratio is reported, and the median of the ratios (the goal is at most 1.25 at 20).
+    With `BENCH_BASELINE=DIR`, the daemon of that checkout runs in each round too."""
+    baseline = os.environ.get("BENCH_BASELINE")
+    contenders: dict[str, tuple[str, ...] | None] = {"ours": ()}
+    if baseline:
+        contenders["baseline"] = baseline_wrapper(Path(baseline))
+    contenders["bare"] = None
     say("## 1b. Cold start, the daemon against the bare emperor, alternating (hello APIs, 1 worker each)")
     say()
-    say("| N | wsgi-supervisor: READY=1 | all answering | bare emperor: all answering | ratio READY=1 / bare |")
-    say("| --- | --- | --- | --- | --- |")
+    if baseline:
+        say(f"Baseline: the daemon of `{baseline}`, run the same way in each round.")
+        say()
+    say(
+        "| N | daemon | READY=1 | all answering | bare emperor: all answering | ratio READY=1 / bare, per round "
+        "| the daemon's CPU to READY=1 |"
+    )
+    say("| --- | --- | --- | --- | --- | --- | --- |")
     for n in sizes:
-        ours_a, ours_r, bare, ratios = [], [], [], []
+        ready: dict[str, list[float]] = {name: [] for name in contenders}
+        answered: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name in contenders}
         for i in range(rounds):
-            first_bare = i % 2 == 1  # the order alternates: neither always comes first after an idle pause
-            if first_bare:
-                proc, took, tmp = start_bare_emperor(n)
-                stop_tree(proc, signal.SIGINT)
-                shutil.rmtree(tmp, ignore_errors=True)
-            d, a, r = start_ours(n)
-            d.stop(timeout=60)
-            if not first_bare:
-                proc, took, tmp = start_bare_emperor(n)
-                stop_tree(proc, signal.SIGINT)
-                shutil.rmtree(tmp, ignore_errors=True)
-            ours_a.append(a)
-            ours_r.append(r)
-            bare.append(took)
-            ratios.append(r / took)
-        med = statistics.median(ratios)
-        say(
-            f"| {n} | {fmt(ours_r)} | {fmt(ours_a)} | {fmt(bare)} | {med:.2f} "
-            f"({min(ratios):.2f}–{max(ratios):.2f}, n={rounds}) |"
-        )
+            names = list(contenders)
+            order = names[i % len(names) :] + names[: i % len(names)]  # each goes first in turn
+            for name in order:
+                wrapper = contenders[name]
+                if wrapper is None:
+                    proc, took, tmp = start_bare_emperor(n)
+                    stop_tree(proc, signal.SIGINT)
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    ready[name].append(took)
+                    answered[name].append(took)
+                else:
+                    d, a, r = start_ours(n, wrapper=wrapper)
+                    d.stop(timeout=60)
+                    ready[name].append(r)
+                    answered[name].append(a)
+                    cpu[name].append(d.cpu_at_ready)
+        for name in contenders:
+            if name == "bare":
+                continue
+            ratios = [r / b for r, b in zip(ready[name], ready["bare"], strict=True)]
+            say(
+                f"| {n} | {name} | {fmt(ready[name])} | {fmt(answered[name])} | {fmt(ready['bare'])} | "
+                f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}, n={rounds}) | "
+                f"{fmt(cpu[name])} |"
+            )
     say()
 
 

@@ -262,6 +262,7 @@ def section_coldstart(sizes=(20,), rounds=10) -> None:
     """The daemon against the bare emperor only, one after the other in each round, so that both see the
     same load; each round's ratio is reported, and the median of the ratios (the goal is at most 1.25 at 20).
     With `BENCH_BASELINE=DIR`, the daemon of that checkout runs in each round too."""
+    sizes = (sizes,) if isinstance(sizes, int) else sizes  # `coldstart:sizes=20` parses as one number
     baseline = os.environ.get("BENCH_BASELINE")
     contenders: dict[str, tuple[str, ...] | None] = {"ours": ()}
     if baseline:

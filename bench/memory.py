@@ -211,16 +211,19 @@ def start(tmp: Path, apis: list[Api], server: str, mode: dict):
     (d.conf_dir / "plane.toml").write_text(manifest(apis, server, mode))
     started = time.monotonic()
     d.start(wait=False)
-    notify.settimeout(900)
-    with notify:
-        while b"READY=1" not in notify.recv(4096).split(b"\n"):
-            if d.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited: {d.output()[-3000:]}")
-    took = time.monotonic() - started
-    states = {s["name"]: (s["state"], s.get("reason", "")) for s in status(d)}
-    if {state for state, _ in states.values()} != {"running"}:
+    try:  # a start that fails stops its daemon too (the first version of this bench left one running)
+        notify.settimeout(900)
+        with notify:
+            while b"READY=1" not in notify.recv(4096).split(b"\n"):
+                if d.proc.poll() is not None:
+                    raise RuntimeError(f"the daemon exited: {d.output()[-3000:]}")
+        took = time.monotonic() - started
+        states = {s["name"]: (s["state"], s.get("reason", "")) for s in status(d)}
+        if {state for state, _ in states.values()} != {"running"}:
+            raise RuntimeError(f"READY=1, but: {states}\n{d.output()[-4000:]}")
+    except BaseException:
         d.stop(timeout=120)
-        raise RuntimeError(f"READY=1, but: {states}\n{d.output()[-4000:]}")
+        raise
     return d, took
 
 

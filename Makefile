@@ -11,6 +11,8 @@ RUN_DEBS  := libsystemd-dev pkg-config
 # what the tests run for real: systemd in nspawn, Apache, nginx, promtool, wrk; the fleet
 # test's hosts run sshd, and HAProxy balances over them
 TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd haproxy openssh-server openssh-client tmux
+# the benchmarks' own: `bench/run.py memory` runs a control plane on a private MariaDB
+BENCH_DEBS := mariadb-server
 
 .PHONY: setup setup-test run test test-fleet lint docs man bench clean
 
@@ -58,6 +60,7 @@ test-fleet: setup-test
 	$(VENV)/bin/pytest -m fleet
 
 bench: setup-test
+	$(call ensure_debs,$(BENCH_DEBS))
 	$(VENV)/bin/python bench/run.py
 
 clean:

@@ -11,6 +11,8 @@ The steps, in the master, in this order:
 2. the app is imported; `refusals(before, "at import")` then names what the app added: a thread,
    a socket (by its peer: `connected to 127.0.0.1:11211`), a pipe, a file. Forked workers would
    share each of those: a socket's stream interleaves, a thread is gone in every worker.
+   `before_fork`: the callables the manifest names (`module:function`) run first, before each
+   look: an app's own way to let go of what it holds (nova's thread pools: `reset_all_executors`).
 3. `warm_up`: requests through the WSGI callable, never over a socket, so lazy imports and caches
    are done once; one that raises or answers 5xx is logged, and the start goes on. Then the
    guard looks again (`during warm-up`).
@@ -35,6 +37,8 @@ LAZY_AFTER = " (each worker loads the app instead)"
 SHARED = "preload: the app is loaded once and shared by the workers"
 # the warm-up paths the server's boot code is given, NUL-free: one per line
 WARMUP_VARIABLE = "WSGI_SUPERVISOR_WARMUP"
+# the `before_fork` callables, `module:function`, one per line
+BEFORE_FORK_VARIABLE = "WSGI_SUPERVISOR_BEFORE_FORK"
 # set on the relaunched (lazy) server: the guard refused this start's preload
 REFUSED_VARIABLE = "WSGI_SUPERVISOR_PRELOAD_REFUSED"
 WARMUP_AGENT = "wsgi-supervisor-warmup"
@@ -151,11 +155,6 @@ def close_pools(log):
     return len(engines)
 
 
-def warmup_paths(text):
-    """The paths WARMUP_VARIABLE holds, one per line."""
-    return [line for line in (text or "").split("\n") if line]
-
-
 def warm_up(app, paths, log):
     """GET each path through the WSGI callable `app`, in this process. A request that raises or
     answers 5xx is logged; none stops the start."""
@@ -207,15 +206,35 @@ def warm_up(app, paths, log):
             log(f"preload: warm-up GET {path} answered {status} (the start goes on)")
 
 
-def settle(app, before, paths, log):
+def lines(text):
+    """The items a variable of this module holds, one per line."""
+    return [line for line in (text or "").split("\n") if line]
+
+
+def let_go(hooks, log):
+    """Call each `module:function` of `before_fork`; one that fails is logged (the guard then
+    sees whatever it did not let go of)."""
+    import importlib
+
+    for target in hooks:
+        module, _, function = target.partition(":")
+        try:
+            getattr(importlib.import_module(module), function)()
+        except Exception as exc:
+            log(f"preload: before_fork {target} raised {type(exc).__name__}: {exc}")
+
+
+def settle(app, before, paths, log, hooks=()):
     """Steps 2 and 3 of the module docstring, for the app just loaded: the reasons to refuse
     (empty: the master may fork it, after `freeze()`)."""
     close_pools(log)
+    let_go(hooks, log)
     reasons = refusals(before, "at import")
     if reasons or not paths:
         return reasons
     warm_up(app, paths, log)
     close_pools(log)
+    let_go(hooks, log)
     return refusals(before, "during warm-up")
 
 

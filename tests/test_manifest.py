@@ -354,6 +354,20 @@ def test_warmup_needs_preload_and_paths(tmp_path, keys, says):
     assert says in found[0][3]
 
 
+@pytest.mark.parametrize(
+    ("keys", "says"),
+    [
+        ('before_fork = ["nova.thread_pool_factory:reset_all_executors"]', "needs preload = true"),
+        ('preload = true\nbefore_fork = ["nova.thread_pool_factory"]', "is not 'module:function'"),
+        ('preload = true\nbefore_fork = ["os:system(1)"]', "is not 'module:function'"),
+    ],
+)
+def test_before_fork_needs_preload_and_module_function(tmp_path, keys, says):
+    found = problems(tmp_path, a=f'[services.keystone]\nkind = "api"\napp = "{PROBE}"\n{keys}\n')
+    assert [(f, s, k) for f, s, k, _ in found] == [("a.toml", "keystone", "before_fork")], found
+    assert says in found[0][3]
+
+
 # -- a file's [defaults] ------------------------------------------------------------------
 
 

@@ -130,6 +130,21 @@ def test_a_master_holding_a_socket_or_a_thread_after_the_import_is_not_forked(da
         assert s["state"] == "running" and s["restarts"] == 0
 
 
+@pytest.mark.parametrize("hook", [True, False], ids=["let-go", "no-hook"])
+def test_a_thread_the_app_lets_go_of_in_before_fork_is_no_refusal(daemon, server, hook):
+    """nova-api starts a thread pool at import and lets go of it with reset_all_executors: named in
+    before_fork, the master calls it before the guard looks, and the workers share the app."""
+    text = manifest(server, "pool").replace("environment = {", f'environment = {{ PYTHONPATH = "{APPS}", ')
+    if hook:
+        text += 'before_fork = ["held_threads:stop"]\n'
+    s = started(daemon, text)
+    if hook:
+        assert s["preload"] == "shared"
+        assert_forked_from(s["pid"], answers(daemon, 4))
+    else:
+        assert s["preload"] == "refused: the app started a thread (pool-worker) at import"
+
+
 @pytest.fixture(scope="session")
 def sqlalchemy_venv():
     """A venv with SQLAlchemy: placement's, which the placement tests make anyway."""

@@ -58,6 +58,7 @@ def render_spec(name: str, service: ApiService, probe_token: str = "", daemon_lo
     if service.preload:  # only then: the spec of a service without it reads as an earlier version's did
         spec["preload"] = True
         spec["warmup"] = list(service.warmup)
+        spec["before_fork"] = list(service.before_fork)
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"
 
 

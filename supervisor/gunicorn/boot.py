@@ -306,7 +306,7 @@ def preloaded(spec, handed, command):
         return None
     before = preload.Holdings.now()
     app = app_loader.load(spec["app"])
-    reasons = preload.settle(app, before, spec.get("warmup") or [], _say)
+    reasons = preload.settle(app, before, spec.get("warmup") or [], _say, spec.get("before_fork") or [])
     if not reasons:
         return app
     _say(preload.refused_line(reasons))

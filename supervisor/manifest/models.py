@@ -187,6 +187,12 @@ class ApiService(_Service):
         (),
         description='paths GET through the app in the master before the fork (needs preload), e.g. ["/", "/v3"]',
     )
+    before_fork: tuple[StrictStr, ...] = Field(
+        (),
+        description="callables ('module:function') the master calls after the import and the warm-up, before the "
+        "guard looks (needs preload): the app's own way to let go of threads or connections, e.g. "
+        '["nova.thread_pool_factory:reset_all_executors"]',
+    )
     health: SafeStr | None = Field(
         None,
         description="the app's own health path (e.g. /healthcheck, oslo.middleware): ready only while it answers 2xx",
@@ -274,6 +280,19 @@ class ApiService(_Service):
             if not path.startswith("/") or any(ch.isspace() or ord(ch) < 0x20 for ch in path):
                 raise ValueError(f"{path!r} is not a path: each item must be a URL path of the app, like '/v3'")
         return paths
+
+    @field_validator("before_fork")
+    @classmethod
+    def _before_fork(cls, targets: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if targets and not info.data.get("preload"):
+            raise ValueError("needs preload = true: these run in the master, which loads the app only with preload")
+        for target in targets:
+            module, _, function = target.partition(":")
+            if not (module and function and all(part.isidentifier() for part in (*module.split("."), function))):
+                raise ValueError(
+                    f"{target!r} is not 'module:function' (e.g. 'nova.thread_pool_factory:reset_all_executors')"
+                )
+        return targets
 
     @field_validator("request_log_skip")
     @classmethod

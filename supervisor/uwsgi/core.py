@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor.accounts import identity
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
-from supervisor.preload import WARMUP_VARIABLE
+from supervisor.preload import BEFORE_FORK_VARIABLE, WARMUP_VARIABLE
 from supervisor.request_marks import REQUEST_MARK
 from supervisor.uwsgi.launcher import LOG_FD
 
@@ -82,6 +82,8 @@ def launch_spec(
     env[PROTOCOL_VARIABLE] = service.protocol
     if service.warmup:
         env[WARMUP_VARIABLE] = "\n".join(service.warmup)
+    if service.before_fork:
+        env[BEFORE_FORK_VARIABLE] = "\n".join(service.before_fork)
     return {
         "service": name,
         "instance": instance,

@@ -196,7 +196,14 @@ def _main(uwsgi):
     # popped: the app and what it starts see the environment the manifest gave them
     popped = {
         name: os.environ.pop(name, "")
-        for name in (APP_VARIABLE, PROTOCOL_VARIABLE, marks.TOKEN_VARIABLE, preload.WARMUP_VARIABLE, RELAUNCH_VARIABLE)
+        for name in (
+            APP_VARIABLE,
+            PROTOCOL_VARIABLE,
+            marks.TOKEN_VARIABLE,
+            preload.WARMUP_VARIABLE,
+            preload.BEFORE_FORK_VARIABLE,
+            RELAUNCH_VARIABLE,
+        )
     }
     target = popped[APP_VARIABLE]
     if not target:
@@ -216,7 +223,8 @@ def _preloaded(target, popped):
     else this master starts again, loading the app in each worker (preload.py)."""
     before = preload.Holdings.now()
     app = load(target)
-    reasons = preload.settle(app, before, preload.warmup_paths(popped[preload.WARMUP_VARIABLE]), _say)
+    paths, hooks = (preload.lines(popped[name]) for name in (preload.WARMUP_VARIABLE, preload.BEFORE_FORK_VARIABLE))
+    reasons = preload.settle(app, before, paths, _say, hooks)
     if reasons:
         _say(preload.refused_line(reasons))
         _relaunch_lazily(popped)
@@ -237,7 +245,8 @@ def _relaunch_lazily(popped):
         raise RuntimeError("preload refused, and this master cannot start again (no command line from the launcher)")
     argv = bytes.fromhex(relaunch).decode().split("\0")
     env = dict(os.environ)
-    env.update((name, value) for name, value in popped.items() if value and name != preload.WARMUP_VARIABLE)
+    preloading = (preload.WARMUP_VARIABLE, preload.BEFORE_FORK_VARIABLE)
+    env.update((name, value) for name, value in popped.items() if value and name not in preloading)
     keep = {0, 1, 2, LOG_FD}
     if env.get("LISTEN_FDS"):
         keep.add(3)

@@ -2,7 +2,8 @@
 the worker's pid, and how many objects the collector had frozen (gc.get_freeze_count()).
 
 PRELOAD_HOLD makes it hold something at import, as apps that must not be forked do:
-"socket:PORT" connects to 127.0.0.1:PORT and keeps the connection, "thread" starts a thread.
+"socket:PORT" connects to 127.0.0.1:PORT and keeps the connection, "thread" starts a thread,
+"pool" imports held_threads (on PYTHONPATH), whose thread `held_threads:stop` ends before the fork.
 """
 
 import gc
@@ -20,6 +21,8 @@ if HOLD.startswith("socket:"):
     KEPT = socket.create_connection(("127.0.0.1", int(HOLD.split(":", 1)[1])))
 elif HOLD == "thread":
     threading.Thread(target=lambda: time.sleep(3600), name="import-time-poller", daemon=True).start()
+elif HOLD == "pool":
+    import held_threads  # noqa: F401
 
 
 def application(environ, start_response):

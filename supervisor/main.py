@@ -127,7 +127,7 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor, groups: ServiceG
     file_sink = setup_logging(sup)
     if not groups.available:
         log.warning("no control group per service (%s): a stop reaches the main process's tree only", groups.why_not)
-    control = ControlServer(sup)
+    control = ControlServer(sup, lambda: reload_config(sup))
     metrics = None
     if config.metrics_listen:
         from supervisor.surfaces.metrics import MetricsServer  # prometheus-client: imported only when it serves

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -95,8 +96,10 @@ async def drain_first(sup: Supervisor, names: list[str], seconds: float) -> None
 
 
 class ControlServer:
-    def __init__(self, sup: Supervisor):
+    def __init__(self, sup: Supervisor, reload_config: Callable[[], Awaitable[dict[str, Any]]]):
+        """`reload_config` reads the manifest again and applies it (main.py's, which knows how to load one)."""
         self.sup = sup
+        self.reload_config = reload_config
         self.loop = asyncio.get_running_loop()
         self.listeners: dict[str, Listener] = {}
         self.accepting: list[asyncio.Task[None]] = []
@@ -352,9 +355,7 @@ class ControlServer:
         raise ClientGone
 
     async def _reload_config(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
-        from supervisor.main import reload_config
-
-        result = await reload_config(self.sup)
+        result = await self.reload_config()
         result.setdefault("code", 0 if result["ok"] else EXIT_FAILED)
         return result
 

@@ -106,15 +106,20 @@ def manifest(**services):
 
 
 async def supervisor(tmp_path: Path, first: Manifest):
+    from supervisor.registry import Registry, Server
     from supervisor.state.supervisor import Supervisor
+    from supervisor.wiring import assemble
 
     loop = asyncio.get_running_loop()
     driver = Driver(loop)
+    servers = Registry()
+    for name in ("uwsgi", "gunicorn", "process"):
+        servers.add(Server(name, lambda parts: driver), "tests")
     sup = Supervisor(
         Config(conf_dir=tmp_path, runtime_dir=tmp_path / "run", metrics_listen=None),
         first,
-        drivers={"uwsgi": driver, "gunicorn": driver, "process": driver},
-        watcher=Watcher(),
+        assemble(servers),
+        Watcher(),
     )
     driver.report = sup.report
     return sup, driver

@@ -144,7 +144,7 @@ class ControlServer:
         """Why this peer may not use the socket it connected to; None when it may."""
         trusted = peer.uid in (0, os.getuid())
         if peer.socket == LAUNCH:
-            emperor = self.sup.emperor.pid
+            emperor = self.sup.drivers["uwsgi"].emperor.pid  # type: ignore[attr-defined]
             if trusted and emperor is not None and is_descendant(peer.pid, emperor):
                 return None
             return "permission denied: only the launchers of the daemon's emperor use this socket"
@@ -406,7 +406,7 @@ class ControlServer:
             await self._send(conn, error(why))
             raise ClientGone
         fd = self.sup.sockets.fd(name)
-        group = await self.sup.vassals.group_for_launch(name, instance)
+        group = await self.sup.drivers["uwsgi"].group_for_launch(name, instance)  # type: ignore[attr-defined]
         fds = [f for f in (fd, group) if f is not None]
         token = self.sup.probe_tokens.issue("uwsgi", name, instance)
         payload = encode({"ok": True, "probe_token": token, "group": group is not None})

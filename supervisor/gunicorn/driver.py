@@ -378,7 +378,7 @@ class GunicornDriver:
 
     # -- after the daemon restarted -----------------------------------------------------------
 
-    async def attach(self, kept: dict[str, Any]) -> None:
+    async def attach(self, kept: dict[str, Any], reexec: bool) -> None:
         """Take over the arbiters a previous daemon (or image) left serving; report each Adopted."""
         previous = kept.get("services", {})
         found = await asyncio.get_running_loop().run_in_executor(None, running_arbiters, self.layout)

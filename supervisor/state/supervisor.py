@@ -18,23 +18,19 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import supervisor.state.statefile as statefile
 from supervisor.config import Config
-from supervisor.gunicorn.driver import GunicornDriver
 from supervisor.layout import DAEMON_NAME, Layout
-from supervisor.listeners import HeldSockets
-from supervisor.logs.pipeline import Drops, LogIntake
+from supervisor.logs.pipeline import Drops
 from supervisor.logs.requests import take_request
 from supervisor.logs.senders import tree_owner
 from supervisor.manifest.models import Manifest, runner
 from supervisor.observe.cgroups import ServiceGroups, group_name
-from supervisor.observe.health import HealthChecks
-from supervisor.observe.sampler import Sampler
-from supervisor.observe.watcher import ExitWatcher
-from supervisor.state.drivers import Context, Driver
+from supervisor.state.drivers import Context
 from supervisor.state.events import (
     Command,
     Event,
@@ -50,13 +46,16 @@ from supervisor.state.service import TAIL_LINES, LogLine, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.state.views import describe
 from supervisor.state.waiters import Result
-from supervisor.surfaces.systemd import Systemd
-from supervisor.uwsgi.driver import VassalDriver
-from supervisor.uwsgi.emperor import Emperor
-from supervisor.workers.driver import ProcessDriver
 
 if TYPE_CHECKING:
+    from supervisor.listeners import HeldSockets
+    from supervisor.logs.pipeline import LogIntake
     from supervisor.manifest.models import Service
+    from supervisor.observe.health import HealthChecks
+    from supervisor.observe.sampler import Sampler
+    from supervisor.observe.watcher import ExitWatcher
+    from supervisor.state.drivers import Driver
+    from supervisor.surfaces.systemd import Systemd
 
 log = logging.getLogger("wsgi-supervisor")
 
@@ -65,25 +64,37 @@ VERBS = ("start", "stop", "restart", "reload")
 LEFTOVER_GRACE = 5.0  # seconds SIGKILLed processes may take to be gone (a task in D state)
 
 
+@dataclass(frozen=True)
+class Collaborators:
+    """What the composition root (main.py, wiring.py) builds around a supervisor, from its callbacks."""
+
+    drivers: dict[str, Driver]  # by what runs a service's processes (manifest.models.runner), in the hooks' order
+    sampler: Sampler
+    sockets: HeldSockets
+    intake: LogIntake
+    health: HealthChecks
+    systemd: Systemd
+
+
 class Supervisor(ManifestChanges):
     def __init__(
         self,
         config: Config,
         manifest: Manifest,
-        emperor: Emperor | None = None,
-        drivers: dict[str, Driver] | None = None,
-        watcher: ExitWatcher | None = None,
+        assemble: Callable[[Supervisor], Collaborators],
+        watcher: ExitWatcher,
         groups: ServiceGroups | None = None,
     ):
-        """`drivers` and `watcher` replace the real ones in tests of the supervisor itself; `groups`
-        are the services' control groups (main.py opens them before the emperor starts)."""
+        """`assemble` is the composition root's: it builds the drivers, the sampler, the log intake,
+        the health checks and systemd's surface from the callbacks and `context` of this supervisor.
+        `groups` are the services' control groups (main.py opens them before the emperor starts)."""
         self.config = config
         self.layout = Layout(config.runtime_dir)
         self.manifest = manifest
         self.loop = asyncio.get_running_loop()
         self.clock = time  # monotonic() and time(); a test passes its own
         self.queue: asyncio.Queue[Event | Reconcile] = asyncio.Queue()
-        self.watcher = watcher or ExitWatcher(self.loop)
+        self.watcher = watcher
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False
         self.leaving = False  # --stop-drain: the daemon is stopping; every /health answers 503
@@ -103,24 +114,14 @@ class Supervisor(ManifestChanges):
         self.probe_tokens = ProbeTokens(statefile.load(self.layout).get("probe_tokens"))
         wiring = (self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records)
         self.groups = groups or ServiceGroups.unavailable("not set up")
-        context = Context(*wiring, tokens=self.probe_tokens, groups=self.groups)
-        self.sockets = HeldSockets(self.layout, config.socket_mode, config.socket_gid)
-        self.sampler = Sampler(context, self.save_soon, self.sockets)
-        self.intake = LogIntake(
-            self.loop, self.layout, self.emit, self._owner_of, self._known, self._noise, say=self.say
-        )
-        emperor = emperor or Emperor(self.layout)
-        self.vassals = VassalDriver(context, self.sampler, emperor, self.sockets, self.intake.take)
-        self.gunicorn = GunicornDriver(context, self.sampler, self.sockets, self.intake.take)
-        self.workers = ProcessDriver(context, self.intake.take)
-        # by what runs a service's processes (manifest.models.runner)
-        self.drivers: dict[str, Driver] = drivers or {
-            "uwsgi": self.vassals,
-            "gunicorn": self.gunicorn,
-            "process": self.workers,
-        }
-        self.health = HealthChecks(self.report, self.spawn_task, self.layout.api_socket, self.probe_tokens.of)
-        self.systemd = Systemd(self.loop, config.units, self.spawn_task, self._records)
+        self.context = Context(*wiring, tokens=self.probe_tokens, groups=self.groups)
+        parts = assemble(self)
+        self.drivers = parts.drivers
+        self.sampler = parts.sampler
+        self.sockets = parts.sockets
+        self.intake = parts.intake
+        self.health = parts.health
+        self.systemd = parts.systemd
         for name, spec in manifest.services.items():
             self.lifecycles[name] = self._lifecycle(name, spec)
         self.spawn_task(self.run(), "supervisor")
@@ -135,10 +136,6 @@ class Supervisor(ManifestChanges):
     def _records(self) -> Iterable[ServiceRuntime]:
         """Every record, a retiring one before its successor (so that by name, the successor's wins)."""
         return [lc.svc for lc in (*self.retiring.values(), *self.lifecycles.values())]
-
-    @property
-    def emperor(self) -> Emperor:
-        return self.vassals.emperor
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -180,10 +177,12 @@ class Supervisor(ManifestChanges):
         return name in self.lifecycles or name in self.retiring
 
     def _noise(self, name: str, text: str) -> bool:
-        """The routine line of a server, as the service's driver knows it (the emperor's: uWSGI's)."""
+        """The routine line of a server, as the service's driver knows it (in the daemon's log: any
+        driver's that speaks there, such as uWSGI's emperor)."""
         lc = self.lifecycles.get(name)
-        driver = lc.driver if lc is not None else self.vassals if name == DAEMON_NAME else None
-        return driver is not None and driver.noise(text)
+        if lc is not None:
+            return lc.driver.noise(text)
+        return name == DAEMON_NAME and any(hook(text) for hook in self.hooks("daemon_noise"))
 
     def _owner_of(self, pid: int) -> str | None:
         """The service whose process tree holds `pid`: below its main process, the serving one or the
@@ -375,14 +374,14 @@ class Supervisor(ManifestChanges):
 
     # -- start-up, re-exec and shut-down --------------------------------------------------------------
 
-    async def attach_emperor(self) -> None:
+    async def attach(self) -> None:
         """Take over what a previous daemon (or image, after a re-exec) left running."""
         statefile.restore_counts(self.layout, self.lifecycles, self.sampler)
         kept = statefile.load(self.layout)
-        await self.vassals.attach(kept)
-        await self.gunicorn.attach(kept)
+        reexec = bool(os.environ.pop("WSGI_SUPERVISOR_REEXEC", None))
+        for attach in self.hooks("attach"):
+            await attach(kept, reexec)
         self.probe_tokens.adopted_all()
-        self.workers.attach(kept, reexec=bool(os.environ.pop("WSGI_SUPERVISOR_REEXEC", None)))
 
     def save_soon(self) -> None:
         """Write the state file within 0.2 s (one write for every change meanwhile)."""
@@ -401,7 +400,10 @@ class Supervisor(ManifestChanges):
         systemd keeps its main process; the new image adopts the vassals as
         after any restart, and takes the workers' output pipes over.
         """
-        self.save_state(handover=self.workers.handover())
+        handover: dict[str, Any] = {}
+        for hand_over in self.hooks("handover"):
+            handover.update(hand_over())
+        self.save_state(handover=handover)
         log.info("re-executing %s", " ".join(sys.argv))
         os.environ["WSGI_SUPERVISOR_REEXEC"] = "1"
         os.execv(sys.argv[0], sys.argv)
@@ -421,12 +423,16 @@ class Supervisor(ManifestChanges):
                     lc.kill("did not stop in time")
                 await asyncio.wait(pending, timeout=2)
         self.health.close()
-        await self.vassals.stop_emperor()
+        for finish in self.hooks("shut_down"):
+            await finish()
         self.save_state()  # the last counts, for the next daemon
-        self.vassals.close()
-        self.gunicorn.close()
-        self.workers.close()
+        for driver in self.drivers.values():
+            driver.close()
         self.sockets.close()
+
+    def hooks(self, name: str) -> list[Any]:
+        """An optional driver method (state/drivers.py `Hooks`), of every driver that has it, in order."""
+        return [hook for driver in self.drivers.values() if (hook := getattr(driver, name, None)) is not None]
 
     def _shut_down(self, reply: asyncio.Future[list[Result]]) -> None:
         everyone = (*self.lifecycles.values(), *self.retiring.values())

@@ -316,6 +316,8 @@ class VassalDriver(EmperorSupervision):
     def noise(self, text: str) -> bool:
         return noise.is_noise(text)
 
+    daemon_noise = noise  # the emperor's lines are in the daemon's log
+
     def exited(self, svc: ServiceRuntime, pid: int, status: int | None) -> str | None:
         self.sampler.master_gone(svc.name, pid)
         if not self.emperor.alive():

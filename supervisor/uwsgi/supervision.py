@@ -52,7 +52,7 @@ class EmperorSupervision:
                 f"would pass {MAX_SOCKET_PATH} bytes; use a shorter --runtime-dir"
             )
 
-    async def attach(self, kept: dict[str, Any]) -> None:
+    async def attach(self, kept: dict[str, Any], reexec: bool) -> None:
         """Watch the emperor started (or adopted) before the manifest was read; adopt what runs."""
         how = "adopted the running emperor" if self.emperor.adopted else "emperor started"
         log.info("%s (pid %d)", how, self.emperor.pid)
@@ -111,7 +111,7 @@ class EmperorSupervision:
             self.ctx.report(Adopted(name, pid, keep, changed=changed, **history))
             log.info("%s: adopted vassal (master pid %d)", name, pid)
 
-    async def stop_emperor(self) -> None:
+    async def shut_down(self) -> None:
         """No vassal is left: stop the emperor without waiting for its slow shutdown loop (a second a pass).
 
         The old vassals of reloads may still be finishing their requests and their app's threads: they

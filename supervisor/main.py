@@ -280,21 +280,21 @@ def setup_logging(sup: Supervisor) -> FileSink | None:
     from supervisor.logs.pipeline import ConsoleSink, DaemonLogHandler, FileSink, JournalSink, format_line, json_lines
     from supervisor.logs.safe_files import LogAccess
 
-    as_json = json_lines(sup.kind_of) if sup.config.log_format == "json" else None
+    as_json = json_lines(sup.logs.kind_of) if sup.config.log_format == "json" else None
     if not sup.config.quiet:
-        sup.log_sinks.append(ConsoleSink(form=as_json))
+        sup.logs.sinks.append(ConsoleSink(form=as_json))
     use_journal = sup.config.journal if sup.config.journal is not None else journal_available()
     if use_journal:
-        sup.log_sinks.append(JournalSink(sup.kind_of, sup.drops))
+        sup.logs.sinks.append(JournalSink(sup.logs.kind_of, sup.drops))
     file_sink = None
     if sup.config.log_dir is not None:
         access = LogAccess(sup.config.log_dir_mode, sup.config.log_file_mode, sup.config.log_gid)
         file_sink = FileSink(
             sup.config.log_dir, sup.drops, sup.config.log_max_bytes, sup.config.log_keep, as_json or format_line, access
         )
-        sup.log_sinks.append(file_sink)
+        sup.logs.sinks.append(file_sink)
     root = logging.getLogger("wsgi-supervisor")
-    root.handlers[:] = [DaemonLogHandler(sup.emit)]
+    root.handlers[:] = [DaemonLogHandler(sup.logs.emit)]
     root.propagate = False
     root.setLevel(logging.INFO)
     return file_sink

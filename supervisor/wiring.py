@@ -24,13 +24,14 @@ def assemble(registry: Registry, early: dict[str, Any] | None = None) -> Callabl
         context = sup.context
         sockets = HeldSockets(sup.layout, sup.config.socket_mode, sup.config.socket_gid)
         sampler = Sampler(context, sup.save_soon, sockets)
-        intake = LogIntake(sup.loop, sup.layout, sup.emit, sup._owner_of, sup._known, sup._noise, say=sup.say)
+        routes = sup.logs
+        intake = LogIntake(sup.loop, sup.layout, routes.emit, routes.owner_of, routes.known, routes.noise, say=sup.say)
         drivers = {
             name: server.make(Parts(context, sampler, sockets, intake.take, started.get(name)))
             for name, server in registry.servers.items()
         }
         health = HealthChecks(sup.report, sup.spawn_task, sup.layout.api_socket, sup.probe_tokens.of)
-        systemd = Systemd(sup.loop, sup.config.units, sup.spawn_task, sup._records)
+        systemd = Systemd(sup.loop, sup.config.units, sup.spawn_task, sup.records)
         return Collaborators(drivers, sampler, sockets, intake, health, systemd)
 
     return build

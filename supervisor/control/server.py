@@ -91,7 +91,7 @@ def _groups_of(pid: int) -> set[int]:
 
 async def drain_first(sup: Supervisor, names: list[str], seconds: float) -> None:
     """Out of rotation, then `seconds` for the load balancer to notice, before the action."""
-    await asyncio.gather(*(sup.drain(name) for name in names))
+    await asyncio.gather(*(sup.command("drain", name) for name in names))
     await asyncio.sleep(seconds)
 
 
@@ -279,13 +279,12 @@ class ControlServer:
             drain = max(drain, self._stop_drain(names))
         if drain and cmd in ("stop", "restart", "reload"):
             await drain_first(self.sup, names, drain)
-        act = getattr(self.sup, cmd)
-        futures = {name: act(name) for name in names}
+        futures = {name: self.sup.command(cmd, name) for name in names}
         if drain and cmd in ("stop", "restart", "reload"):
             # the drain was for this action only: back in rotation once it is done (a stopped
             # service is out of rotation anyway, and starts again in rotation)
             for name, future in futures.items():
-                future.add_done_callback(lambda _, n=name: self.sup.undrain(n))
+                future.add_done_callback(lambda _, n=name: self.sup.command("undrain", n))
         if not request.get("wait", True):
             return {"ok": True, "results": {n: {"ok": True, "message": "requested"} for n in names}}
         timeout = float(request.get("timeout") or DEFAULT_WAIT)
@@ -316,7 +315,7 @@ class ControlServer:
         wanted = set(names)
         n = int(request.get("n", 20))
         every = bool(request.get("verbose"))
-        tails = [self.sup.daemon_tail if name == DAEMON_NAME else self.sup.services[name].tail for name in names]
+        tails = [self.sup.logs.daemon_tail if name == DAEMON_NAME else self.sup.services[name].tail for name in names]
         lines = (line for tail in tails for line in tail if every or not line.noise)
         recent = sorted(lines, key=lambda line: line.ts)[-n:] if n else []
         for line in recent:
@@ -340,11 +339,11 @@ class ControlServer:
             dropped = 0
             return out + encode(_line_message(line))
 
-        self.sup.log_sinks.append(sink)
+        self.sup.logs.sinks.append(sink)
         try:
             await self._stream(conn, queue, message)
         finally:
-            self.sup.log_sinks.remove(sink)
+            self.sup.logs.sinks.remove(sink)
 
     async def _stack(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         return await stacks(self.sup, str(request.get("service", "")))

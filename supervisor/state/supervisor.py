@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,23 +25,22 @@ import supervisor.state.statefile as statefile
 from supervisor.config import Config
 from supervisor.layout import DAEMON_NAME, Layout
 from supervisor.logs.pipeline import Drops
-from supervisor.logs.requests import take_request
-from supervisor.logs.senders import tree_owner
 from supervisor.manifest.models import Manifest, runner
-from supervisor.observe.cgroups import ServiceGroups, group_name
+from supervisor.observe.cgroups import ServiceGroups
 from supervisor.state.drivers import Context
 from supervisor.state.events import (
     Command,
     Event,
-    Exited,
     Launched,
     Reconcile,
     Timeout,
 )
+from supervisor.state.exits import MainExits
 from supervisor.state.lifecycle import Lifecycle
 from supervisor.state.probe_tokens import ProbeTokens
-from supervisor.state.rollover import ManifestChanges
-from supervisor.state.service import TAIL_LINES, LogLine, ServiceRuntime
+from supervisor.state.rollover import Rollover
+from supervisor.state.routes import LogRoutes
+from supervisor.state.service import LogLine, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.state.views import describe
 from supervisor.state.waiters import Result
@@ -61,7 +59,6 @@ log = logging.getLogger("wsgi-supervisor")
 
 _LEVELS = {3: logging.ERROR, 4: logging.WARNING, 5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}
 VERBS = ("start", "stop", "restart", "reload")
-LEFTOVER_GRACE = 5.0  # seconds SIGKILLed processes may take to be gone (a task in D state)
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ class Collaborators:
     systemd: Systemd
 
 
-class Supervisor(ManifestChanges):
+class Supervisor:
     def __init__(
         self,
         config: Config,
@@ -102,18 +99,16 @@ class Supervisor(ManifestChanges):
         self.metrics_address: str | None = None
         self.last_reload_ok: bool | None = None
         self.last_reload_success: float | None = None
-        self.daemon_tail: deque[LogLine] = deque(maxlen=TAIL_LINES)
-        self.log_sinks: list[Any] = []
+        self.logs = LogRoutes(self)  # every line of output, to its tail and the sinks
         self.state_listeners: list[Any] = []
         self.drops = Drops()
         self._save_pending = False
         self.lifecycles: dict[str, Lifecycle] = {}
-        self.retiring: dict[str, Lifecycle] = {}  # removed or replaced by a new manifest, still stopping
-        # APIs moved to another server: the old one serves until its successor is running
-        self.handovers: set[str] = set()
+        self.rollover = Rollover(self)  # a new manifest; the lifecycles still stopping after it
         self.probe_tokens = ProbeTokens(statefile.load(self.layout).get("probe_tokens"))
-        wiring = (self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self._records)
+        wiring = (self.loop, config, self.layout, self.watcher, self.report, self.say, self.spawn_task, self.records)
         self.groups = groups or ServiceGroups.unavailable("not set up")
+        self.exits = MainExits(self.watcher, self.groups, self.report, self.say, self.spawn_task)
         self.context = Context(*wiring, tokens=self.probe_tokens, groups=self.groups)
         parts = assemble(self)
         self.drivers = parts.drivers
@@ -123,19 +118,19 @@ class Supervisor(ManifestChanges):
         self.health = parts.health
         self.systemd = parts.systemd
         for name, spec in manifest.services.items():
-            self.lifecycles[name] = self._lifecycle(name, spec)
+            self.lifecycles[name] = self.make_lifecycle(name, spec)
         self.spawn_task(self.run(), "supervisor")
 
-    def _lifecycle(self, name: str, spec: Service) -> Lifecycle:
+    def make_lifecycle(self, name: str, spec: Service) -> Lifecycle:
         return Lifecycle(ServiceRuntime(name, spec), self.drivers[runner(spec)], self)
 
     @property
     def services(self) -> dict[str, ServiceRuntime]:
         return {name: lc.svc for name, lc in self.lifecycles.items()}
 
-    def _records(self) -> Iterable[ServiceRuntime]:
+    def records(self) -> Iterable[ServiceRuntime]:
         """Every record, a retiring one before its successor (so that by name, the successor's wins)."""
-        return [lc.svc for lc in (*self.retiring.values(), *self.lifecycles.values())]
+        return [lc.svc for lc in (*self.rollover.retiring.values(), *self.lifecycles.values())]
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -153,46 +148,7 @@ class Supervisor(ManifestChanges):
     def say(self, name: str, text: str, priority: int = 6) -> None:
         """A message of the daemon about one service, in that service's log."""
         log.log(_LEVELS.get(priority, logging.INFO), "%s: %s", name, text)
-        self.emit(LogLine(time.time(), name, "d", text, priority))
-
-    def emit(self, line: LogLine) -> None:
-        """Every line of every service, and of the daemon, passes through here."""
-        lc = self.lifecycles.get(line.service)
-        if line.request is not None and not take_request(lc.svc if lc is not None else None, line.request):
-            return
-        if lc is not None:
-            lc.svc.tail.append(line)
-            if line.stream == "o":
-                lc.on_line(line.text)
-        elif line.service == DAEMON_NAME:
-            self.daemon_tail.append(line)
-        for sink in self.log_sinks:
-            sink(line)
-
-    def kind_of(self, name: str) -> str:
-        lc = self.lifecycles.get(name)
-        return lc.svc.kind if lc is not None else "daemon"
-
-    def _known(self, name: str) -> bool:
-        return name in self.lifecycles or name in self.retiring
-
-    def _noise(self, name: str, text: str) -> bool:
-        """The routine line of a server, as the service's driver knows it (in the daemon's log: any
-        driver's that speaks there, such as uWSGI's emperor)."""
-        lc = self.lifecycles.get(name)
-        if lc is not None:
-            return lc.driver.noise(text)
-        return name == DAEMON_NAME and any(hook(text) for hook in self.hooks("daemon_noise"))
-
-    def _owner_of(self, pid: int) -> str | None:
-        """The service whose process tree holds `pid`: below its main process, the serving one or the
-        new one of a reload."""
-        mains = {}
-        for svc in self._records():
-            for main in (svc.pid, svc.reload.pid if svc.reload is not None else None):
-                if main is not None:
-                    mains[main] = svc.name
-        return tree_owner(pid, mains)
+        self.logs.emit(LogLine(time.time(), name, "d", text, priority))
 
     # -- what lifecycles need of the supervisor (lifecycle.Host) --------------------------------
 
@@ -203,46 +159,14 @@ class Supervisor(ManifestChanges):
         return self.loop.call_later(delay, self.report, event)
 
     def watch(self, svc: ServiceRuntime, pid: int) -> None:
-        attempt = svc.reload
-        instance = attempt.instance if attempt is not None and attempt.pid == pid else svc.instance
-        group = group_name(svc.name, runner(svc.spec), instance)
-        self.watcher.watch(pid, lambda p, status: self._main_exited(svc, group, p, status))
-
-    def _main_exited(self, svc: ServiceRuntime, group: str, pid: int, status: int | None) -> None:
-        """A main process is gone: its exit counts once nothing is left in its control group, so
-        that a stop is over only when every process of the service is, escaped or not.
-
-        What an API leaves behind never got the stop signal (its server's own stop reaches
-        the main process only), nor does anything a crash leaves: SIGKILL at once. A worker
-        service that stops had the signal in every process: the rest may finish until the
-        stop timer SIGKILLs the group."""
-        if not self.groups.populated(group):
-            self.report(Exited(svc.name, pid, status))
-            return
-        if not (svc.state == State.STOPPING and svc.kind == "worker") and self.groups.left_behind(group):
-            hit = self.groups.kill(group)
-            if hit:
-                what = f"{hit} process{'es' if hit != 1 else ''}"
-                self.say(svc.name, f"its main process (pid {pid}) is gone: SIGKILL to the {what} left in its group", 4)
-        self.spawn_task(self._once_empty(svc, group, pid, status), f"empty-{svc.name}")
-
-    async def _once_empty(self, svc: ServiceRuntime, group: str, pid: int, status: int | None) -> None:
-        bound = svc.spec.stop_timeout + LEFTOVER_GRACE
-        # a vassal's next master may have joined the group meanwhile (the emperor brings it back
-        # once the last one is gone): once the service tracks another main process, it is its group
-        if not await self.groups.emptied(group, bound) and pid in (svc.pid, svc.reload and svc.reload.pid):
-            hit = self.groups.kill(group)
-            self.say(svc.name, f"its group still held {hit} process(es) {bound:g}s after pid {pid} ended: SIGKILL", 3)
-            await self.groups.emptied(group, LEFTOVER_GRACE)
-        self.report(Exited(svc.name, pid, status))
+        self.exits.watch(svc, pid)
 
     def unwatch(self, pid: int) -> None:
-        self.watcher.unwatch(pid)
+        self.exits.unwatch(pid)
 
     def pending_for(self, svc: ServiceRuntime) -> list[str]:
         pending = [d for d in svc.spec.after if d in self.lifecycles and self.lifecycles[d].svc.state != State.RUNNING]
-        retired = self.retiring.get(svc.name)
-        if retired is not None and retired is not self.lifecycles.get(svc.name) and svc.name not in self.handovers:
+        if self.rollover.waits_for_predecessor(svc.name):
             pending.append("its previous definition to stop")
         return pending
 
@@ -256,13 +180,10 @@ class Supervisor(ManifestChanges):
         current = self.lifecycles.get(svc.name)
         if current is None or current.svc is not svc:
             # a service the manifest no longer has (as it was): nothing depends on it any more
-            retired = self.retiring.get(svc.name)
-            if retired is not None and retired.svc is svc and svc.state == State.STOPPED:
-                self._retired(svc.name)
+            self.rollover.state_changed(svc, current=False)
             return
         self.health.watch(svc)
-        if svc.name in self.handovers and svc.state in (State.RUNNING, State.FAILED, State.STOPPED):
-            self._hand_over(svc.name)
+        self.rollover.state_changed(svc, current=True)
         dependents = [lc for n in self.manifest.dependents(svc.name) if (lc := self.lifecycles.get(n))]
         if svc.state == State.RUNNING:
             self.sampler.soon()
@@ -299,13 +220,13 @@ class Supervisor(ManifestChanges):
 
     def _handle(self, event: Event | Reconcile) -> None:
         if isinstance(event, Reconcile):
-            self._reconcile(event)
+            self.rollover.apply(event)
             return
         if isinstance(event, Command) and event.verb == "shut-down":
             self._shut_down(event.reply)
             return
         if isinstance(event, Timeout):
-            for lc in (self.lifecycles.get(event.name), self.retiring.get(event.name)):
+            for lc in (self.lifecycles.get(event.name), self.rollover.retiring.get(event.name)):
                 if lc is not None:
                     lc.on_timeout(event)
             return
@@ -321,7 +242,7 @@ class Supervisor(ManifestChanges):
 
     def _target(self, event: Event) -> Lifecycle | None:
         """The lifecycle an event is about: a retiring one when the pid is its own."""
-        old = self.retiring.get(event.name)
+        old = self.rollover.retiring.get(event.name)
         pid = getattr(event, "pid", None)
         if old is not None and pid is not None and pid in (old.svc.pid, old.svc.reload and old.svc.reload.pid):
             return old
@@ -335,29 +256,18 @@ class Supervisor(ManifestChanges):
 
     # -- commands (the control socket, the boot, signals) ----------------------------------------
 
+    async def apply_manifest(self, manifest: Manifest) -> dict[str, Any]:
+        """Apply only the difference: changed services restart (APIs on their kept socket),
+        removed ones stop, new ones start; the others are not touched (state/rollover.py)."""
+        reply: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+        self.report(Reconcile(manifest, reply))
+        return await (await reply)
+
     def command(self, verb: str, name: str) -> Result:
         """Queue an operator's verb; the future settles when it is done (ready, stopped, failed)."""
         reply: Result = self.loop.create_future()
         self.report(Command(name, verb, reply))
         return reply
-
-    def start(self, name: str) -> Result:
-        return self.command("start", name)
-
-    def stop(self, name: str) -> Result:
-        return self.command("stop", name)
-
-    def restart(self, name: str) -> Result:
-        return self.command("restart", name)
-
-    def reload(self, name: str) -> Result:
-        return self.command("reload", name)
-
-    def drain(self, name: str) -> Result:
-        return self.command("drain", name)
-
-    def undrain(self, name: str) -> Result:
-        return self.command("undrain", name)
 
     async def launched(self, name: str, pid: int, instance: str) -> tuple[bool, str]:
         """A vassal's launcher asks whether its master may run."""
@@ -391,7 +301,7 @@ class Supervisor(ManifestChanges):
 
     def save_state(self, handover: dict[str, Any] | None = None) -> None:
         self._save_pending = False
-        statefile.save(self.layout, self._records(), self.sampler, handover, self.probe_tokens.to_json())
+        statefile.save(self.layout, self.records(), self.sampler, handover, self.probe_tokens.to_json())
 
     def reexec(self) -> None:
         """Replace this daemon's program with itself (after an upgrade), costing no service anything.
@@ -414,7 +324,7 @@ class Supervisor(ManifestChanges):
         self.shutting_down = True
         self.report(Command(DAEMON_NAME, "shut-down", reply))  # in its turn, after what is queued
         stops = await reply
-        everyone = (*self.lifecycles.values(), *self.retiring.values())
+        everyone = (*self.lifecycles.values(), *self.rollover.retiring.values())
         bound = timeout if timeout is not None else max((lc.svc.spec.stop_timeout for lc in everyone), default=1)
         if stops:
             _done, pending = await asyncio.wait(stops, timeout=bound)
@@ -435,7 +345,7 @@ class Supervisor(ManifestChanges):
         return [hook for driver in self.drivers.values() if (hook := getattr(driver, name, None)) is not None]
 
     def _shut_down(self, reply: asyncio.Future[list[Result]]) -> None:
-        everyone = (*self.lifecycles.values(), *self.retiring.values())
+        everyone = (*self.lifecycles.values(), *self.rollover.retiring.values())
         reply.set_result([f for lc in everyone if (f := lc.shut_down()) is not None])
 
     # -- views ----------------------------------------------------------------------------------------

@@ -21,10 +21,11 @@ import importlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from supervisor.config import Config
     from supervisor.layout import Layout
     from supervisor.listeners import HeldSockets
@@ -150,6 +151,8 @@ def installed_names() -> list[str]:
 
 
 def _server_points() -> list[EntryPoint]:
+    from importlib.metadata import entry_points  # ~40 ms of imports: not before the emperor starts
+
     return list(entry_points(group=GROUP))
 
 

@@ -59,14 +59,15 @@ def test_an_api_runs_under_a_server_another_distribution_registers(tmp_path):
         daemon.ctl("start", "hello")
         status = daemon.status("hello")["hello"]
         assert status["state"] == "running" and status["server"] == "toy", status
-        code, _, body = http_request(daemon.socket("hello"), "/?skip", method="POST", body=b"x" * 10)
-        assert code == 200 and json.loads(body)["content_length"] == "10"
+        # ?skip: the app reads no body (wsgiref hands it the connection itself, which never ends)
+        code, headers, body = http_request(daemon.socket("hello"), "/?skip")
+        assert code == 200 and json.loads(body)["body"] == 0 and headers["Server"].startswith("WSGIServer/")
         proc = psutil.Process(status["pid"])
         assert "toy_server/serve.py" in " ".join(proc.cmdline())
         assert "server 'toy' from toy-server 0.1" in daemon.output()
         daemon.ctl("stop", "hello")
         assert daemon.status("hello")["hello"]["state"] == "stopped"
-        assert not psutil.pid_exists(status["pid"]) or proc.status() == psutil.STATUS_ZOMBIE
+        assert not psutil.pid_exists(status["pid"])  # reaped by the daemon before the stop was answered
     finally:
         daemon.stop()
 

@@ -55,6 +55,9 @@ def render_spec(name: str, service: ApiService, probe_token: str = "", daemon_lo
         "probe_token": probe_token,  # what the daemon's health probe sends (request_marks.py)
         "daemon_lock": daemon_lock,  # the file a running daemon holds locked: its relay waits while one runs
     }
+    if service.preload:  # only then: the spec of a service without it reads as an earlier version's did
+        spec["preload"] = True
+        spec["warmup"] = list(service.warmup)
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"
 
 

@@ -7,8 +7,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from supervisor.accounts import tree_uid
 from supervisor.gunicorn.arbiters import read_board
-from supervisor.gunicorn.trust import tree_uid, trusted
+from supervisor.gunicorn.trust import trusted
 
 if TYPE_CHECKING:
     from supervisor.layout import Layout
@@ -53,5 +54,5 @@ class TrustedBoards:
             if stats is None or stats.pid != pid:
                 out.append((None, []))
             else:
-                out.append(trusted(stats, tree_uid(spec)))
+                out.append(trusted(stats, tree_uid(spec.user)))
         return out

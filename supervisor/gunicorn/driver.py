@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import supervisor.gunicorn.board as board
 import supervisor.gunicorn.noise as noise
 import supervisor.gunicorn.spawn as spawn
+from supervisor import preload
 from supervisor.files import write_atomic
 from supervisor.gunicorn.arbiters import (
     failure_hint,
@@ -320,6 +321,9 @@ class GunicornDriver:
         self._remove_files(name, instance)
 
     def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
+        if (said := preload.verdict(text)) is not None:
+            svc.preload = said
+            return None
         if text.endswith(LOADED):
             wake = self.probes.get(svc.name)
             if wake is not None:

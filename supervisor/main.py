@@ -19,13 +19,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__, config
 from supervisor.config import Config
 from supervisor.layout import DAEMON_NAME, Layout
 from supervisor.observe.cgroups import ServiceGroups
-from supervisor.uwsgi.emperor import Emperor, EmperorError, clear_runtime_dir, prepare_runtime_dir
+from supervisor.registry import BUILTIN, PluginError, Registry
+from supervisor.uwsgi.emperor import EmperorError, clear_runtime_dir, prepare_runtime_dir
 
 if TYPE_CHECKING:
     from supervisor.control.server import ControlServer
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from supervisor.surfaces.metrics import MetricsServer
 
 log = logging.getLogger("wsgi-supervisor")
+
+# set (to anything): only the built-in servers, no plug-in (as pytest's PYTEST_DISABLE_PLUGIN_AUTOLOAD)
+NO_PLUGINS = "WSGI_SUPERVISOR_DISABLE_PLUGIN_AUTOLOAD"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,8 +89,8 @@ def summary(sup: Supervisor) -> str:
     )
 
 
-def start_early(config: Config) -> tuple[Layout, int, Emperor, ServiceGroups]:
-    """Take the runtime dir and get the emperor going, before the heavy imports.
+def start_early(config: Config, registry: Registry) -> tuple[Layout, int, dict[str, Any], ServiceGroups]:
+    """Take the runtime dir and get the emperor going (each server's `early` step), before the heavy imports.
 
     The emperor needs ~0.1 s to come up; the daemon spends about as long
     importing and validating the manifest. Doing both at once is most of
@@ -100,31 +104,45 @@ def start_early(config: Config) -> tuple[Layout, int, Emperor, ServiceGroups]:
     try:
         prepare_runtime_dir(layout, config.default_venv)
         groups = ServiceGroups.open(config.runtime_dir)
-        emperor = Emperor(layout)
-        emperor.start_or_adopt()
+        early = {name: server.early(config, layout) for name, server in registry.servers.items() if server.early}
     except BaseException:
         os.close(lock_fd)
         raise
-    return layout, lock_fd, emperor, groups
+    return layout, lock_fd, early, groups
 
 
-async def serve(config: Config, lock_fd: int, emperor: Emperor, groups: ServiceGroups | None = None) -> int:
+async def serve(
+    config: Config,
+    lock_fd: int,
+    early: dict[str, Any],
+    groups: ServiceGroups | None = None,
+    registry: Registry | None = None,
+) -> int:
     """Load the manifest, start, serve until SIGTERM/SIGINT, then stop in a fixed, bounded order."""
     from supervisor.control.server import ControlServer
+    from supervisor.observe.watcher import ExitWatcher
     from supervisor.state.supervisor import Supervisor
+    from supervisor.wiring import assemble
 
     groups = groups or ServiceGroups.unavailable("not set up")
-    manifest = _manifest_or_none(config)
+    registry = registry or Registry.builtin()
+    if not os.environ.get(NO_PLUGINS):
+        registry.discover()  # third-party servers (entry points): a manifest may name them
+    manifest = _manifest_or_none(config, registry)
     if manifest is None:
-        emperor.kill_if_ours()  # an adopted emperor and its vassals keep serving
+        emperor = early.get("uwsgi")
+        if emperor is not None:
+            emperor.kill_if_ours()  # an adopted emperor and its vassals keep serving
         groups.close()
         os.close(lock_fd)
         return 1
-    sup = Supervisor(config, manifest, emperor, groups=groups)
+    sup = Supervisor(config, manifest, assemble(registry, early), ExitWatcher(asyncio.get_running_loop()), groups)
     file_sink = setup_logging(sup)
+    for name in registry.servers.keys() - BUILTIN.keys():
+        log.info("server %r from %s", name, registry.origins[name])
     if not groups.available:
         log.warning("no control group per service (%s): a stop reaches the main process's tree only", groups.why_not)
-    control = ControlServer(sup)
+    control = ControlServer(sup, lambda: reload_config(sup, registry))
     metrics = None
     if config.metrics_listen:
         from supervisor.surfaces.metrics import MetricsServer  # prometheus-client: imported only when it serves
@@ -134,7 +152,7 @@ async def serve(config: Config, lock_fd: int, emperor: Emperor, groups: ServiceG
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: sup.spawn_task(reload_config(sup), "sighup"))
+    loop.add_signal_handler(signal.SIGHUP, lambda: sup.spawn_task(reload_config(sup, registry), "sighup"))
     try:
         await _start(sup, control, metrics, stop)
         if not stop.is_set():
@@ -175,12 +193,12 @@ async def leave_rotation(sup: Supervisor, seconds: float) -> None:
         await asyncio.wait_for(hurry.wait(), seconds)
 
 
-def _manifest_or_none(config: Config) -> Manifest | None:
+def _manifest_or_none(config: Config, registry: Registry) -> Manifest | None:
     from supervisor.manifest.loading import load
     from supervisor.manifest.models import ManifestError
 
     try:
-        return load(config.conf_dir)
+        return load(config.conf_dir, servers=registry.problem)
     except ManifestError as exc:
         print(f"wsgi-supervisor: the manifest in {config.conf_dir} is not valid:", file=sys.stderr)
         for problem in exc.problems:
@@ -190,14 +208,15 @@ def _manifest_or_none(config: Config) -> Manifest | None:
 
 async def _start(sup: Supervisor, control: ControlServer, metrics: MetricsServer | None, stop: asyncio.Event) -> None:
     """Open the daemon's sockets, take over what runs, start what is enabled; READY=1 once each has had its try."""
-    sup.vassals.check_paths()
+    for check in sup.hooks("check_paths"):
+        check()
     sup.intake.open()
     sup.intake.open_emperor_fifo()
     control.open()
     if metrics is not None:
         await metrics.start()
         sup.metrics_address = metrics.address
-    await sup.attach_emperor()
+    await sup.attach()
     sup.spawn_task(sup.sampler.run(), "sampler")
     boot = sup.start_enabled()
     if boot:
@@ -213,7 +232,8 @@ async def _stop(sup: Supervisor, control: ControlServer, metrics: MetricsServer 
         await metrics.close()
     await control.close()
     sup.intake.close()
-    if sup.emperor.pid is None:  # stopped with every vassal: nothing uses their sockets any more
+    emperor = getattr(sup.drivers.get("uwsgi"), "emperor", None)
+    if emperor is None or emperor.pid is None:  # stopped with every vassal: nothing uses their sockets any more
         clear_runtime_dir(sup.layout)
     sup.watcher.close()
     sup.groups.close()
@@ -223,14 +243,15 @@ async def _stop(sup: Supervisor, control: ControlServer, metrics: MetricsServer 
         os.close(lock_fd)
 
 
-async def reload_config(sup: Supervisor) -> dict:
+async def reload_config(sup: Supervisor, registry: Registry) -> dict:
     """Read the manifest again and apply the difference; a manifest that does
-    not validate changes nothing, and every problem is logged."""
+    not validate changes nothing, and every problem is logged. It may name the
+    servers loaded when the daemon started."""
     from supervisor.manifest.loading import load
     from supervisor.manifest.models import ManifestError
 
     try:
-        manifest = load(sup.config.conf_dir)
+        manifest = load(sup.config.conf_dir, servers=registry.problem)
     except ManifestError as exc:
         sup.last_reload_ok = False
         log.error("manifest reload refused: %d problems, nothing changed", len(exc.problems))
@@ -256,21 +277,21 @@ def setup_logging(sup: Supervisor) -> FileSink | None:
     from supervisor.logs.pipeline import ConsoleSink, DaemonLogHandler, FileSink, JournalSink, format_line, json_lines
     from supervisor.logs.safe_files import LogAccess
 
-    as_json = json_lines(sup.kind_of) if sup.config.log_format == "json" else None
+    as_json = json_lines(sup.logs.kind_of) if sup.config.log_format == "json" else None
     if not sup.config.quiet:
-        sup.log_sinks.append(ConsoleSink(form=as_json))
+        sup.logs.sinks.append(ConsoleSink(form=as_json))
     use_journal = sup.config.journal if sup.config.journal is not None else journal_available()
     if use_journal:
-        sup.log_sinks.append(JournalSink(sup.kind_of, sup.drops))
+        sup.logs.sinks.append(JournalSink(sup.logs.kind_of, sup.drops))
     file_sink = None
     if sup.config.log_dir is not None:
         access = LogAccess(sup.config.log_dir_mode, sup.config.log_file_mode, sup.config.log_gid)
         file_sink = FileSink(
             sup.config.log_dir, sup.drops, sup.config.log_max_bytes, sup.config.log_keep, as_json or format_line, access
         )
-        sup.log_sinks.append(file_sink)
+        sup.logs.sinks.append(file_sink)
     root = logging.getLogger("wsgi-supervisor")
-    root.handlers[:] = [DaemonLogHandler(sup.emit)]
+    root.handlers[:] = [DaemonLogHandler(sup.logs.emit)]
     root.propagate = False
     root.setLevel(logging.INFO)
     return file_sink
@@ -280,14 +301,15 @@ def main(argv: list[str] | None = None) -> None:
     settings = config.from_arguments(parse_args(argv))
     # until the log pipeline is up (a bad manifest, say), messages go to stderr
     logging.basicConfig(level=logging.INFO, format=f"{DAEMON_NAME}: %(message)s")
+    registry = Registry.builtin()
     try:
-        _layout, lock_fd, emperor, groups = start_early(settings)
-    except (AlreadyRunning, EmperorError, OSError) as exc:
+        _layout, lock_fd, early, groups = start_early(settings, registry)
+    except (AlreadyRunning, EmperorError, PluginError, OSError) as exc:
         print(f"wsgi-supervisor: {exc}", file=sys.stderr)
         sys.exit(1)
     import uvloop
 
-    sys.exit(uvloop.run(serve(settings, lock_fd, emperor, groups)))
+    sys.exit(uvloop.run(serve(settings, lock_fd, early, groups, registry)))
 
 
 if __name__ == "__main__":

@@ -194,8 +194,8 @@ def make(loop, **spec):
 def running(loop, **spec):
     lc, host, driver = make(loop, **spec)
     lc.start()
-    lc.on_launched(100, "")
-    lc.on_ready(100)
+    lc.reactions.on_launched(100, "")
+    lc.reactions.on_ready(100)
     assert lc.svc.state == State.RUNNING
     driver.calls.clear()
     return lc, host, driver
@@ -206,10 +206,10 @@ def test_a_start_launches_then_becomes_ready(loop):
     done = lc.start()
     assert lc.svc.state == State.STARTING and lc.svc.reason == "waiting for the scripted process"
     assert driver.calls == ["prepare", "launch"]
-    assert lc.on_launched(100, "") == (True, "ok")
+    assert lc.reactions.on_launched(100, "") == (True, "ok")
     assert 100 in host.watched and driver.calls[-1] == "watch_ready"
     host.advance(0.5)
-    lc.on_ready(100)
+    lc.reactions.on_ready(100)
     assert lc.svc.state == State.RUNNING and lc.svc.ready and lc.svc.reason is None
     assert lc.svc.ready_duration == pytest.approx(0.5)
     assert done.result() == (True, "running")
@@ -220,10 +220,10 @@ def test_a_failed_start_backs_off_ever_longer_up_to_the_cap_and_keeps_trying(loo
     done = lc.start()
     delays = []
     for _ in range(8):
-        lc.on_launched(200, "")
+        lc.reactions.on_launched(200, "")
         lc.on_line("unable to load app 0: failed to load")
         lc.on_line("RuntimeError: no database")
-        lc.on_exit(200, None)
+        lc.reactions.on_exit(200, None)
         assert lc.svc.state == State.BACKOFF
         delays.append(round(lc.svc.next_retry - host.clock.now))
         host.advance(delays[-1])
@@ -231,16 +231,16 @@ def test_a_failed_start_backs_off_ever_longer_up_to_the_cap_and_keeps_trying(loo
     assert delays == [1, 2, 4, 5, 5, 5, 5, 5]
     assert lc.svc.failures == 8 and not done.done()  # an operator's start waits through backoff
     assert "the app failed to load: RuntimeError: no database" in lc.svc.last_failure
-    lc.on_launched(201, "")
-    lc.on_ready(201)
+    lc.reactions.on_launched(201, "")
+    lc.reactions.on_ready(201)
     assert done.result() == (True, "running")
 
 
 def test_a_boot_start_settles_at_the_first_failed_attempt(loop):
     lc, _host, _driver = make(loop)
     done = lc.start(settle_in_backoff=True)
-    lc.on_launched(200, "")
-    lc.on_exit(200, None)
+    lc.reactions.on_launched(200, "")
+    lc.reactions.on_exit(200, None)
     ok, message = done.result()
     assert not ok and "in backoff, the daemon keeps retrying" in message
 
@@ -249,17 +249,17 @@ def test_start_limit_ends_in_failed_and_a_config_error_is_not_retried(loop):
     lc, host, driver = make(loop, start_limit=2)
     lc.start()
     for pid in (1, 2):
-        lc.on_launched(pid, "")
-        lc.on_exit(pid, None)
+        lc.reactions.on_launched(pid, "")
+        lc.reactions.on_exit(pid, None)
         host.advance(60)
     assert lc.svc.state == State.FAILED and "gave up after 2 failed starts (start_limit)" in lc.svc.reason
     assert not lc.svc.goal_running and not [t for t in host.timers if not t.cancelled]
 
     lc, host, _driver = make(loop)
     lc.start()
-    lc.on_launched(3, "")
+    lc.reactions.on_launched(3, "")
     lc.on_line("[strict-mode] unknown option x")
-    lc.on_exit(3, None)
+    lc.reactions.on_exit(3, None)
     assert lc.svc.state == State.FAILED and "not retried: fix the manifest" in lc.svc.reason
 
 
@@ -275,13 +275,13 @@ def test_a_driver_that_cannot_prepare_fails_with_its_reason(loop):
 def test_a_crash_after_a_long_run_restarts_at_once_and_a_quick_one_backs_off(loop):
     lc, host, driver = running(loop)
     host.advance(MIN_UPTIME + 1)
-    lc.on_exit(100, 9)
+    lc.reactions.on_exit(100, 9)
     assert lc.svc.state == State.STARTING and lc.svc.failures == 0 and lc.svc.restarts == 1
     assert driver.calls[-1] == "launch"
-    lc.on_launched(101, "")
-    lc.on_ready(101)
+    lc.reactions.on_launched(101, "")
+    lc.reactions.on_ready(101)
     host.advance(1)
-    lc.on_exit(101, 9)
+    lc.reactions.on_exit(101, 9)
     assert lc.svc.state == State.BACKOFF and lc.svc.failures == 1
 
 
@@ -291,7 +291,7 @@ def test_stop_is_graceful_then_killed_after_stop_timeout(loop):
     assert lc.svc.state == State.STOPPING and driver.calls == ["disable", "ask_stop"]
     host.advance(3)
     assert driver.calls[-1] == "kill: still up 3s after the stop request"
-    lc.on_exit(100, 9)
+    lc.reactions.on_exit(100, 9)
     assert lc.svc.state == State.STOPPED and done.result() == (True, "stopped")
     assert driver.calls[-2:] == ["disable", "release"]
 
@@ -300,10 +300,10 @@ def test_restart_stops_then_starts_on_the_kept_socket(loop):
     lc, _host, driver = running(loop)
     done = lc.restart()
     assert lc.svc.state == State.STOPPING and "disable" not in driver.calls  # the vassal file stays
-    lc.on_exit(100, 0)
+    lc.reactions.on_exit(100, 0)
     assert lc.svc.state == State.STARTING and lc.svc.restarts == 1
-    lc.on_launched(102, "")
-    lc.on_ready(102)
+    lc.reactions.on_launched(102, "")
+    lc.reactions.on_ready(102)
     assert done.result() == (True, "running")
 
 
@@ -311,11 +311,11 @@ def test_a_reload_switches_to_the_new_instance_once_it_serves(loop):
     lc, _host, driver = running(loop)
     done = lc.reload()
     assert lc.svc.state == State.RELOADING and lc.svc.reload == ReloadAttempt("b")
-    assert lc.on_launched(300, "b") == (True, "ok")
-    assert lc.on_launched(301, "x") == (False, "api: instance x is not wanted")
-    lc.on_ready(100)  # the old instance is still fine: nothing happens
+    assert lc.reactions.on_launched(300, "b") == (True, "ok")
+    assert lc.reactions.on_launched(301, "x") == (False, "api: instance x is not wanted")
+    lc.reactions.on_ready(100)  # the old instance is still fine: nothing happens
     assert lc.svc.state == State.RELOADING
-    lc.on_ready(300)
+    lc.reactions.on_ready(300)
     assert lc.svc.state == State.RUNNING and lc.svc.pid == 300 and lc.svc.instance == "b"
     assert driver.calls[-1] == "switch 100->300" and lc.svc.reload is None
     assert done.result() == (True, "running")
@@ -324,9 +324,9 @@ def test_a_reload_switches_to_the_new_instance_once_it_serves(loop):
 def test_a_reload_whose_new_code_fails_leaves_the_old_serving(loop):
     lc, host, driver = running(loop)
     done = lc.reload()
-    lc.on_launched(300, "b")
+    lc.reactions.on_launched(300, "b")
     lc.on_line("RuntimeError: broken new code")
-    lc.on_exit(300, None)
+    lc.reactions.on_exit(300, None)
     assert lc.svc.state == State.RUNNING and lc.svc.pid == 100
     assert done.result()[0] is False and "still serving the previous code" in done.result()[1]
     assert "RuntimeError: broken new code" in lc.svc.reason
@@ -348,11 +348,11 @@ def test_an_in_place_reload_waits_for_ready_only_when_the_service_can_say_so(loo
     driver.reports = True
     done = lc.reload()
     assert lc.svc.state == State.RELOADING and not done.done()
-    lc.on_ready(100)  # a READY=1 before RELOADING=1 is not this reload's end
+    lc.reactions.on_ready(100)  # a READY=1 before RELOADING=1 is not this reload's end
     assert lc.svc.state == State.RELOADING and not done.done()
-    lc.on_reloading()
+    lc.reactions.on_reloading()
     assert lc.svc.state == State.RELOADING and not done.done()
-    lc.on_ready(100)
+    lc.reactions.on_ready(100)
     assert done.result() == (True, "running") and lc.svc.reason == "reloaded"
 
     driver.reload_result = False
@@ -363,13 +363,13 @@ def test_a_new_reload_does_not_show_the_last_ones_outcome(loop):
     lc, host, driver = running(loop)
     driver.reload_result = True
     lc.reload()
-    lc.on_reloading()
+    lc.reactions.on_reloading()
     host.advance(lc.svc.spec.start_timeout)
     assert lc.svc.state == State.RUNNING and lc.svc.reason == "reload timed out"
     lc.reload()
     assert lc.svc.state == State.RELOADING and lc.svc.reason is None
-    lc.on_reloading()
-    lc.on_ready(100)
+    lc.reactions.on_reloading()
+    lc.reactions.on_ready(100)
     assert lc.svc.state == State.RUNNING and lc.svc.reason == "reloaded"
 
     driver.reload_result = "attempt"  # a second instance's reload that fails, then the next one
@@ -389,7 +389,7 @@ def test_dependencies_hold_a_start_and_a_failed_dependency_stops_it(loop):
     done = lc.start()
     assert lc.svc.state == State.STARTING and lc.svc.reason == "waiting for keystone"
     assert driver.calls == []
-    assert lc.on_launched(5, "") == (False, "api waits for keystone")
+    assert lc.reactions.on_launched(5, "") == (False, "api waits for keystone")
     host.pending = []
     lc.begin_start()
     assert driver.calls == ["prepare", "launch"] and lc.svc.reason == "waiting for the scripted process"
@@ -404,8 +404,8 @@ def test_dependencies_hold_a_start_and_a_failed_dependency_stops_it(loop):
 def test_stop_and_start_from_backoff_and_failed(loop):
     lc, host, driver = make(loop, start_limit=1)
     lc.start()
-    lc.on_launched(1, "")
-    lc.on_exit(1, None)
+    lc.reactions.on_launched(1, "")
+    lc.reactions.on_exit(1, None)
     assert lc.svc.state == State.FAILED
     lc.start()
     assert lc.svc.state == State.STARTING and lc.svc.failures == 0
@@ -414,8 +414,8 @@ def test_stop_and_start_from_backoff_and_failed(loop):
 
     lc, host, _driver = make(loop)
     lc.start()
-    lc.on_launched(1, "")
-    lc.on_exit(1, None)
+    lc.reactions.on_launched(1, "")
+    lc.reactions.on_exit(1, None)
     assert lc.svc.state == State.BACKOFF
     assert lc.stop().result() == (True, "stopped")
     host.advance(60)
@@ -424,13 +424,13 @@ def test_stop_and_start_from_backoff_and_failed(loop):
 
 def test_adoption_keeps_history_and_a_changed_definition_restarts(loop):
     lc, host, driver = make(loop)
-    lc.on_adopted(Adopted("api", 400, "b", up_since=50.0, ready_duration=0.3))
+    lc.reactions.on_adopted(Adopted("api", 400, "b", up_since=50.0, ready_duration=0.3))
     assert lc.svc.state == State.STARTING and lc.svc.instance == "b" and lc.svc.goal_running
-    lc.on_ready(400)
+    lc.reactions.on_ready(400)
     assert lc.svc.state == State.RUNNING and lc.svc.up_since == 50.0 and lc.svc.ready_duration == 0.3
 
     lc, host, _driver = make(loop)
-    lc.on_adopted(Adopted("api", 401, "", changed=True))
+    lc.reactions.on_adopted(Adopted("api", 401, "", changed=True))
     assert lc.svc.state == State.STOPPING and lc.svc.restart_pending
     assert "definition changed while the daemon was away" in host.said[-2]
 
@@ -438,9 +438,9 @@ def test_adoption_keeps_history_and_a_changed_definition_restarts(loop):
 def test_lost_with_the_emperor_starts_again_and_is_no_crash(loop):
     lc, _host, driver = running(loop)
     driver.exit_cause = "the emperor died"
-    lc.on_exit(100, None)
+    lc.reactions.on_exit(100, None)
     assert lc.svc.state == State.RUNNING and lc.svc.reason == "the emperor died" and lc.svc.failures == 0
-    lc.on_lost("the emperor died and was started again")
+    lc.reactions.on_lost("the emperor died and was started again")
     assert lc.svc.state == State.STARTING and lc.svc.restarts == 1 and driver.calls[-1] == "launch"
 
 
@@ -486,32 +486,32 @@ def _more_edges(loop):
     lc, host, driver = running(loop)
     lc.reload()
     host.advance(MIN_UPTIME + 1)
-    lc.on_exit(100, 9)  # the serving instance died during the reload
+    lc.reactions.on_exit(100, 9)  # the serving instance died during the reload
     assert lc.svc.state == State.STARTING
-    lc.on_launched(101, "")
-    lc.on_exit(101, 9)
+    lc.reactions.on_launched(101, "")
+    lc.reactions.on_exit(101, 9)
     assert lc.svc.state == State.BACKOFF
 
     lc, host, driver = running(loop)
     lc.reload()
     host.advance(1)
-    lc.on_exit(100, 9)
+    lc.reactions.on_exit(100, 9)
     assert lc.svc.state == State.BACKOFF  # from reloading, soon after ready
     lc, host, driver = running(loop, start_limit=1)
     lc.reload()
-    lc.on_exit(100, 9)
+    lc.reactions.on_exit(100, 9)
     assert lc.svc.state == State.FAILED  # from reloading
     lc, host, driver = running(loop, start_limit=1)
-    lc.on_exit(100, 9)
+    lc.reactions.on_exit(100, 9)
     assert lc.svc.state == State.FAILED  # from running
     assert lc.stop().result() == (True, "stopped")  # from failed
 
     lc, host, driver = make(loop)
     lc.start()
-    lc.on_launched(7, "")
+    lc.reactions.on_launched(7, "")
     lc.stop()
     assert lc.svc.state == State.STOPPING
-    lc.on_exit(7, 0)
+    lc.reactions.on_exit(7, 0)
     lc, host, driver = running(loop)
     lc.reload()
     lc.stop()
@@ -519,14 +519,14 @@ def _more_edges(loop):
 
     lc, host, driver = make(loop)
     lc.start()
-    lc.on_launched(8, "")
-    lc.on_ready(8)
-    lc.on_reloading()  # a worker that reloads by itself (RELOADING=1)
+    lc.reactions.on_launched(8, "")
+    lc.reactions.on_ready(8)
+    lc.reactions.on_reloading()  # a worker that reloads by itself (RELOADING=1)
     assert lc.svc.state == State.RELOADING
-    lc.on_lost("the emperor died and was started again")
+    lc.reactions.on_lost("the emperor died and was started again")
     assert lc.svc.state == State.STARTING  # from reloading
-    lc.on_ready(8)
-    lc.on_lost("again")
+    lc.reactions.on_ready(8)
+    lc.reactions.on_lost("again")
     assert lc.svc.state == State.STARTING  # from running
 
 
@@ -535,7 +535,7 @@ def test_a_worker_spec_goes_through_the_same_lifecycle(loop):
     driver = Driver()
     lc = Lifecycle(ServiceRuntime("w", WorkerService(kind="worker", command=("x",))), driver, host)
     lc.start()
-    lc.on_spawned(55)
+    lc.reactions.on_spawned(55)
     assert 55 in host.watched and driver.calls[-1] == "watch_ready"
-    lc.on_ready(55)
+    lc.reactions.on_ready(55)
     assert lc.svc.state == State.RUNNING

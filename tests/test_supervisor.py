@@ -106,15 +106,20 @@ def manifest(**services):
 
 
 async def supervisor(tmp_path: Path, first: Manifest):
+    from supervisor.registry import Registry, Server
     from supervisor.state.supervisor import Supervisor
+    from supervisor.wiring import assemble
 
     loop = asyncio.get_running_loop()
     driver = Driver(loop)
+    servers = Registry()
+    for name in ("uwsgi", "gunicorn", "process"):
+        servers.add(Server(name, lambda parts: driver), "tests")
     sup = Supervisor(
         Config(conf_dir=tmp_path, runtime_dir=tmp_path / "run", metrics_listen=None),
         first,
-        drivers={"uwsgi": driver, "gunicorn": driver, "process": driver},
-        watcher=Watcher(),
+        assemble(servers),
+        Watcher(),
     )
     driver.report = sup.report
     return sup, driver
@@ -127,16 +132,18 @@ def test_a_manifest_change_and_commands_that_arrive_meanwhile(tmp_path):
         # x changes kind while stopped, and a new service comes after it; gone goes away
         change = asyncio.ensure_future(sup.apply_manifest(manifest(a=api(), x=worker(), y=worker(after=("x",)))))
         await asyncio.sleep(0)
-        revive = sup.start("gone")  # arrives while gone is stopping: it must not come back
+        revive = sup.command("start", "gone")  # arrives while gone is stopping: it must not come back
         result = await change
         assert result["removed"] == ["gone"] and result["added"] == ["y"] and result["ok"]
         assert await revive == (False, "gone is not in the manifest")
-        assert set(sup.services) == {"a", "x", "y"} and not sup.retiring
+        assert set(sup.services) == {"a", "x", "y"} and not sup.rollover.retiring
         assert sup.services["x"].kind == "worker" and sup.services["x"].state == State.RUNNING
         assert sup.services["y"].state == State.RUNNING  # it waited for x, which it started
         # commands sent at once are applied in order, none refused for the others: the stop is
         # overtaken by the start that follows it, and says so
-        answers = await asyncio.gather(sup.restart("a"), sup.stop("a"), sup.start("a"), sup.reload("y"))
+        answers = await asyncio.gather(
+            sup.command("restart", "a"), sup.command("stop", "a"), sup.command("start", "a"), sup.command("reload", "y")
+        )
         assert answers == [
             (True, "running"),
             (False, "started again by another request"),
@@ -156,7 +163,7 @@ def test_replacing_a_running_service_starts_the_new_one_after_the_old_one_stoppe
         result = await sup.apply_manifest(manifest(x=worker()))
         assert result["ok"] and result["changed"] == ["x"]
         assert sup.services["x"].kind == "worker" and sup.services["x"].state == State.RUNNING
-        assert driver.launched == ["x", "x"] and not sup.retiring
+        assert driver.launched == ["x", "x"] and not sup.rollover.retiring
         for task in list(sup.tasks):
             task.cancel()
 

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -90,13 +91,15 @@ def _groups_of(pid: int) -> set[int]:
 
 async def drain_first(sup: Supervisor, names: list[str], seconds: float) -> None:
     """Out of rotation, then `seconds` for the load balancer to notice, before the action."""
-    await asyncio.gather(*(sup.drain(name) for name in names))
+    await asyncio.gather(*(sup.command("drain", name) for name in names))
     await asyncio.sleep(seconds)
 
 
 class ControlServer:
-    def __init__(self, sup: Supervisor):
+    def __init__(self, sup: Supervisor, reload_config: Callable[[], Awaitable[dict[str, Any]]]):
+        """`reload_config` reads the manifest again and applies it (main.py's, which knows how to load one)."""
         self.sup = sup
+        self.reload_config = reload_config
         self.loop = asyncio.get_running_loop()
         self.listeners: dict[str, Listener] = {}
         self.accepting: list[asyncio.Task[None]] = []
@@ -141,7 +144,7 @@ class ControlServer:
         """Why this peer may not use the socket it connected to; None when it may."""
         trusted = peer.uid in (0, os.getuid())
         if peer.socket == LAUNCH:
-            emperor = self.sup.emperor.pid
+            emperor = self.sup.drivers["uwsgi"].emperor.pid  # type: ignore[attr-defined]
             if trusted and emperor is not None and is_descendant(peer.pid, emperor):
                 return None
             return "permission denied: only the launchers of the daemon's emperor use this socket"
@@ -276,13 +279,12 @@ class ControlServer:
             drain = max(drain, self._stop_drain(names))
         if drain and cmd in ("stop", "restart", "reload"):
             await drain_first(self.sup, names, drain)
-        act = getattr(self.sup, cmd)
-        futures = {name: act(name) for name in names}
+        futures = {name: self.sup.command(cmd, name) for name in names}
         if drain and cmd in ("stop", "restart", "reload"):
             # the drain was for this action only: back in rotation once it is done (a stopped
             # service is out of rotation anyway, and starts again in rotation)
             for name, future in futures.items():
-                future.add_done_callback(lambda _, n=name: self.sup.undrain(n))
+                future.add_done_callback(lambda _, n=name: self.sup.command("undrain", n))
         if not request.get("wait", True):
             return {"ok": True, "results": {n: {"ok": True, "message": "requested"} for n in names}}
         timeout = float(request.get("timeout") or DEFAULT_WAIT)
@@ -313,7 +315,7 @@ class ControlServer:
         wanted = set(names)
         n = int(request.get("n", 20))
         every = bool(request.get("verbose"))
-        tails = [self.sup.daemon_tail if name == DAEMON_NAME else self.sup.services[name].tail for name in names]
+        tails = [self.sup.logs.daemon_tail if name == DAEMON_NAME else self.sup.services[name].tail for name in names]
         lines = (line for tail in tails for line in tail if every or not line.noise)
         recent = sorted(lines, key=lambda line: line.ts)[-n:] if n else []
         for line in recent:
@@ -337,11 +339,11 @@ class ControlServer:
             dropped = 0
             return out + encode(_line_message(line))
 
-        self.sup.log_sinks.append(sink)
+        self.sup.logs.sinks.append(sink)
         try:
             await self._stream(conn, queue, message)
         finally:
-            self.sup.log_sinks.remove(sink)
+            self.sup.logs.sinks.remove(sink)
 
     async def _stack(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         return await stacks(self.sup, str(request.get("service", "")))
@@ -352,9 +354,7 @@ class ControlServer:
         raise ClientGone
 
     async def _reload_config(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
-        from supervisor.main import reload_config
-
-        result = await reload_config(self.sup)
+        result = await self.reload_config()
         result.setdefault("code", 0 if result["ok"] else EXIT_FAILED)
         return result
 
@@ -405,7 +405,7 @@ class ControlServer:
             await self._send(conn, error(why))
             raise ClientGone
         fd = self.sup.sockets.fd(name)
-        group = await self.sup.vassals.group_for_launch(name, instance)
+        group = await self.sup.drivers["uwsgi"].group_for_launch(name, instance)  # type: ignore[attr-defined]
         fds = [f for f in (fd, group) if f is not None]
         token = self.sup.probe_tokens.issue("uwsgi", name, instance)
         payload = encode({"ok": True, "probe_token": token, "group": group is not None})

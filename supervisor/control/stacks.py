@@ -70,7 +70,7 @@ def tree_targets(sup: Supervisor, name: str) -> list[Target]:
     main = svc.pid
     if main is None:
         return []
-    pids = sup.workers.members(svc)
+    pids = sup.drivers["process"].members(svc)  # type: ignore[attr-defined]
     targets = []
     for pid in pids:
         command = " ".join(cmdline(pid))[:80]

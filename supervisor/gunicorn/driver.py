@@ -30,7 +30,6 @@ import supervisor.gunicorn.board as board
 import supervisor.gunicorn.noise as noise
 import supervisor.gunicorn.spawn as spawn
 from supervisor import preload
-from supervisor.accounts import tree_uid
 from supervisor.files import write_atomic
 from supervisor.gunicorn.arbiters import (
     failure_hint,
@@ -40,7 +39,7 @@ from supervisor.gunicorn.arbiters import (
     render_spec,
     running_arbiters,
 )
-from supervisor.gunicorn.trust import trusted
+from supervisor.gunicorn.boards import TrustedBoards
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
@@ -56,14 +55,12 @@ from supervisor.state.states import State
 
 if TYPE_CHECKING:
     from supervisor.observe.sampler import Sampler
-    from supervisor.observe.stats import ServerStats
 
 log = logging.getLogger("wsgi-supervisor")
 
 # readiness: woken by each worker's "loaded the app" line; this is the fallback
 PROBE_INTERVAL = 0.5
 LOADED = " loaded the app"
-FORGED_SAID = 32  # forged pids logged per service (a compromised worker may write any number of them)
 
 
 def own_threads(service: ApiService) -> int:
@@ -85,7 +82,7 @@ class GunicornDriver:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.probes: dict[str, asyncio.Event] = {}
         self.retiring: dict[str, set[str]] = {}
-        self.forged: dict[str, set[int]] = {}  # pids a board named that are not its workers, said once
+        self.boards = TrustedBoards(self.layout)  # what each arbiter says of its workers
         sampler.sources.append(self.sample)
 
     # -- files and processes ------------------------------------------------------------------
@@ -214,7 +211,7 @@ class GunicornDriver:
                 attempt = svc.reload
                 pid, instance = (attempt.pid, attempt.instance) if attempt else (svc.pid, svc.instance)
                 if pid is not None and pid not in reported and not svc.waiting_for:
-                    (stats,) = await self._read_boards([(svc, instance, pid)])
+                    (stats,) = await self.boards.read([(svc, instance, pid)])
                     if stats is not None:
                         if attempt is None:
                             self.sampler.observe(svc.name, stats)
@@ -343,47 +340,16 @@ class GunicornDriver:
     async def sample(self) -> None:
         """The serving arbiters' boards, for the snapshot."""
         wanted = [(s, s.instance, s.pid) for s in self._mine() if s.pid is not None and s.state != State.STOPPED]
-        for (svc, _, pid), stats in zip(wanted, await self._read_boards(wanted), strict=True):
+        for (svc, _, pid), stats in zip(wanted, await self.boards.read(wanted), strict=True):
             if stats is not None and svc.pid == pid:
                 self.sampler.observe(svc.name, stats)
-
-    async def _read_boards(self, wanted: list[tuple[ServiceRuntime, str, int]]) -> list[ServerStats | None]:
-        """Each (service, instance, arbiter pid)'s board, with only the pids that are its arbiter's
-        workers, read in a thread (a bounded read, and a look at the process table)."""
-        asks = [(svc.name, svc.spec, instance, pid) for svc, instance, pid in wanted]
-        read = await asyncio.get_running_loop().run_in_executor(None, self._read_trusted, asks)
-        found: list[ServerStats | None] = []
-        for (name, _, _, pid), (stats, forged) in zip(asks, read, strict=True):
-            for worker in forged:
-                said = self.forged.setdefault(name, set())
-                if worker not in said and len(said) < FORGED_SAID:
-                    said.add(worker)
-                    log.warning(
-                        "%s: its board names pid %d as a worker, which is not a worker of its arbiter (pid %d) "
-                        "running as the service's user: forged, ignored",
-                        name,
-                        worker,
-                        pid,
-                    )
-            found.append(stats)
-        return found
-
-    def _read_trusted(self, asks: list[tuple[str, Any, str, int]]) -> list[tuple[ServerStats | None, list[int]]]:
-        out: list[tuple[ServerStats | None, list[int]]] = []
-        for name, spec, instance, pid in asks:
-            stats = read_board(self.layout.gunicorn_board(name, instance))
-            if stats is None or stats.pid != pid:
-                out.append((None, []))
-            else:
-                out.append(trusted(stats, tree_uid(spec.user)))
-        return out
 
     def _mine(self) -> list[ServiceRuntime]:
         return [s for s in self.ctx.services() if runner(s.spec) == "gunicorn"]
 
     # -- after the daemon restarted -----------------------------------------------------------
 
-    async def attach(self, kept: dict[str, Any]) -> None:
+    async def attach(self, kept: dict[str, Any], reexec: bool) -> None:
         """Take over the arbiters a previous daemon (or image) left serving; report each Adopted."""
         previous = kept.get("services", {})
         found = await asyncio.get_running_loop().run_in_executor(None, running_arbiters, self.layout)

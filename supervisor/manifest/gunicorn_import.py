@@ -24,7 +24,7 @@ from typing import Any
 from supervisor.gunicorn.settings import HOOKS
 from supervisor.gunicorn.settings import MANAGED as GUNICORN_MANAGED
 from supervisor.gunicorn.settings import check_table as check_gunicorn_table
-from supervisor.manifest.importer import Imported, ImportProblem, service_name, set_paste
+from supervisor.manifest.imported import Imported, ImportProblem, service_name, set_paste
 from supervisor.manifest.models import MODULE_APP, ApiService
 
 # gunicorn settings that are one manifest key each, with the value gunicorn would use (its

@@ -14,35 +14,20 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from supervisor.manifest.models import SERVICE_NAME, ini_safe
+from supervisor.manifest.gunicorn_import import (
+    from_gunicorn_command,
+    from_gunicorn_conf,
+    gunicorn_unit,
+    is_gunicorn_command,
+)
+from supervisor.manifest.imported import Imported, ImportProblem, service_name, set_paste
+from supervisor.manifest.models import ini_safe
 from supervisor.uwsgi.options import MANAGED, RESERVED_UWSGI_OPTIONS, UNSAFE_UWSGI_OPTIONS, UWSGI_OPTION_NAME
-
-
-class ImportProblem(Exception):
-    """An input that cannot be imported at all (wsgictl import says why, and writes nothing)."""
-
-
-@dataclass
-class Imported:
-    name: str
-    source: str
-    table: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    socket: str | None = None
-    callable: str | None = None
-
-
-def service_name(stem: str) -> str:
-    """`keystone-uwsgi-public` -> `keystone-public`; `nova-api-uwsgi` -> `nova-api`."""
-    parts = [p for p in re.split(r"[^a-z0-9]+", stem.lower()) if p and p not in ("uwsgi", "wsgi", "ini")]
-    name = "-".join(parts) or "service"
-    return name if SERVICE_NAME.fullmatch(name) else f"s-{name}"
 
 
 def _ini_options(text: str) -> list[tuple[str, str]]:
@@ -156,17 +141,6 @@ def from_uwsgi_ini(path: Path) -> Imported:
     return svc
 
 
-def set_paste(svc: Imported, uri: str) -> None:
-    """`config:FILE#NAME` (uWSGI's `paste` option) as the `paste` and `paste_app` keys."""
-    if not uri.startswith("config:"):
-        svc.notes.append(f"paste = {uri}: only config: URIs are carried over; set `paste` by hand")
-        return
-    path, _, name = uri[len("config:") :].partition("#")
-    svc.table["paste"] = path
-    if name and name != "main":
-        svc.table["paste_app"] = name
-
-
 def _typed(value: str) -> Any:
     if value.isdigit():
         return int(value)
@@ -255,8 +229,6 @@ def from_systemd_unit(path: Path) -> Imported:
             svc.notes.append(f"{key}={value}: the daemon does this itself")
     if env:
         t["environment"] = env
-    from supervisor.manifest.gunicorn_import import gunicorn_unit, is_gunicorn_command
-
     if is_gunicorn_command(t.get("command", [])):
         return gunicorn_unit(svc, env)
     return svc
@@ -264,8 +236,6 @@ def from_systemd_unit(path: Path) -> Imported:
 
 def import_files(paths: list[Path], gunicorn_commands: tuple[str, ...] = ()) -> list[Imported]:
     """The services of the files, then of the gunicorn command lines; ImportProblem for one that cannot be read."""
-    from supervisor.manifest.gunicorn_import import from_gunicorn_command, from_gunicorn_conf
-
     services: list[Imported] = []
     prefixes: dict[str, str] = {}
     for path in paths:

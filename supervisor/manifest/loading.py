@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from supervisor.manifest.models import (
     app_is_file,
     worker_path,
 )
+from supervisor.registry import installed_names, unknown
 
 _FIELD_NAMES = {
     "api": set(ApiService.model_fields),
@@ -95,7 +96,7 @@ def _one_app(file: str, name: str, table: dict[str, Any]) -> tuple[dict[str, Any
     return table, problems
 
 
-def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None, list[Problem]]:
+def _validate_service(file: str, name: str, table: Any, servers: Servers) -> tuple[Service | None, list[Problem]]:
     problems: list[Problem] = []
     if not SERVICE_NAME.fullmatch(name) or len(name) > MAX_NAME:
         problems.append(
@@ -126,7 +127,7 @@ def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None,
     if kind == "api":
         table, found = _one_app(file, name, table)
         problems.extend(found)
-        table, found = _server_table(file, name, table)
+        table, found = _server_table(file, name, table, servers)
         problems.extend(found)
     try:
         service = model.model_validate(table)
@@ -138,12 +139,18 @@ def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None,
     return (None if problems else service), problems
 
 
-def _server_table(file: str, name: str, table: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
-    """A table of settings for another server than the service's (a `uwsgi` table on a gunicorn
-    service, or the other way round): located here, and left out so the model checks the rest."""
+def _server_table(
+    file: str, name: str, table: dict[str, Any], servers: Servers
+) -> tuple[dict[str, Any], list[Problem]]:
+    """A server that is not installed; a table of settings for another server than the service's
+    (a `uwsgi` table on a gunicorn service, or the other way round): located here, and left out
+    so the model checks the rest."""
     server = table.get("server", "uwsgi")
-    if server not in ("uwsgi", "gunicorn"):
-        return table, []  # the model says what the choices are
+    if not isinstance(server, str):
+        return table, []  # the model says what it must be
+    why = servers(server)
+    if why is not None:
+        return {k: v for k, v in table.items() if k != "server"}, [Problem(file, name, "server", why)]
     problems = []
     for other in ("uwsgi", "gunicorn"):
         if other != server and other in table:
@@ -159,6 +166,16 @@ def _server_table(file: str, name: str, table: dict[str, Any]) -> tuple[dict[str
     return {k: v for k, v in table.items() if k not in ("uwsgi", "gunicorn") or k == server}, problems
 
 
+# why a service cannot run under the server of that name, or None (supervisor/registry.py)
+Servers = Callable[[str], str | None]
+
+
+def installed_servers() -> Servers:
+    """The servers installed here, read once (their names only: none is imported)."""
+    names = installed_names()
+    return lambda server: None if server in names else unknown(server, names)
+
+
 @dataclass(frozen=True)
 class _Declared:
     """A service as written: its model when valid, and its `after` list either way."""
@@ -169,8 +186,9 @@ class _Declared:
     defaulted: frozenset[str] = frozenset()  # keys whose value came from the file's [defaults]
 
 
-def load_file(path: Path) -> tuple[dict[str, _Declared], list[Problem]]:
+def load_file(path: Path, servers: Servers | None = None) -> tuple[dict[str, _Declared], list[Problem]]:
     """The services one file declares, and the problems found in it."""
+    servers = servers or installed_servers()
     file = str(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -206,7 +224,7 @@ def load_file(path: Path) -> tuple[dict[str, _Declared], list[Problem]]:
             unknown_kind |= kind not in ("api", "worker")
             fitted.update(key for key in defaults if file_defaults.fits(key, kind, server))
             table, taken = file_defaults.apply(defaults, table)
-        service, found = _validate_service(file, name, table)
+        service, found = _validate_service(file, name, table, servers)
         problems.extend(found)
         after = table.get("after") if isinstance(table, dict) else None
         if not (isinstance(after, list) and all(isinstance(d, str) for d in after)):
@@ -435,8 +453,11 @@ def _from_defaults(problems: list[Problem], declared: Mapping[str, _Declared], h
     return located
 
 
-def load(conf_dir: Path, check_host: bool = True) -> Manifest:
-    """Load and validate every `*.toml` in `conf_dir`; raise ManifestError listing all problems."""
+def load(conf_dir: Path, check_host: bool = True, servers: Servers | None = None) -> Manifest:
+    """Load and validate every `*.toml` in `conf_dir`; raise ManifestError listing all problems.
+    `servers` says why a service cannot run under a server (None: it can); by default, the
+    servers installed here may be named (supervisor/registry.py)."""
+    servers = servers or installed_servers()
     conf_dir = Path(conf_dir)
     if not conf_dir.is_dir():
         raise ManifestError([Problem(str(conf_dir), None, None, "conf dir does not exist or is not a directory")])
@@ -445,7 +466,7 @@ def load(conf_dir: Path, check_host: bool = True) -> Manifest:
     problems: list[Problem] = []
     declared: dict[str, _Declared] = {}
     for path in sorted(conf_dir.glob("*.toml")):
-        found, file_problems = load_file(path)
+        found, file_problems = load_file(path, servers)
         problems.extend(file_problems)
         for name, decl in found.items():
             if name in declared:

@@ -152,8 +152,10 @@ class ApiService(_Service):
     """A WSGI application served by its own process tree (a uWSGI vassal or a gunicorn arbiter) on a unix socket."""
 
     kind: Literal["api"]
-    server: Literal["uwsgi", "gunicorn"] = Field(
-        "uwsgi", description="the WSGI server that runs it, installed in its venv (pyuwsgi or gunicorn)"
+    server: StrictStr = Field(
+        "uwsgi",
+        description="the WSGI server that runs it, installed in its venv (pyuwsgi or gunicorn),"
+        " or one a server plug-in installed beside the daemon registers",
     )
     app: SafeStr | None = Field(
         None, description="'package.module:callable' or a path to a .py file defining `application`"

@@ -114,3 +114,24 @@ class Driver(Protocol):
 
     def close(self) -> None:
         """The daemon stops: let go of everything."""
+
+
+class Hooks(Protocol):
+    """Optional driver methods: the supervisor calls each on every driver that has it, in the
+    registry's order (uwsgi, gunicorn, process, then plug-ins). A driver without one needs none."""
+
+    def check_paths(self) -> None:
+        """Before the daemon opens its sockets: raise RuntimeError with a reason if it cannot run here."""
+
+    async def attach(self, kept: dict[str, Any], reexec: bool) -> None:
+        """Take over what a previous daemon left running (`kept`: its state file; `reexec`: this very
+        process, re-executed), reporting Adopted for each service it finds serving."""
+
+    def handover(self) -> dict[str, dict[str, int]]:
+        """Before a re-exec: by service, what the next image needs to take over (the state file keeps it)."""
+
+    async def shut_down(self) -> None:
+        """Every service has stopped: stop what the server keeps of its own (uWSGI's emperor)."""
+
+    def daemon_noise(self, text: str) -> bool:
+        """A line in the daemon's own log that is this server's routine (the emperor's lines are there)."""

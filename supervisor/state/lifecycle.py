@@ -17,7 +17,7 @@ from collections.abc import Callable
 from supervisor.observe.exceptions import ExceptionReader
 from supervisor.state import waiters
 from supervisor.state.drivers import Driver
-from supervisor.state.events import Timeout
+from supervisor.state.events import Event, Timeout
 from supervisor.state.host import Host
 from supervisor.state.reactions import Reactions
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
@@ -35,13 +35,22 @@ def backoff_delay(failures: int, cap: float) -> float:
     return min(cap, BACKOFF_BASE * 2 ** min(30, max(0, failures - 1)))
 
 
-class Lifecycle(Reactions):
+class Lifecycle:
     def __init__(self, svc: ServiceRuntime, driver: Driver, host: Host):
         self.svc = svc
         self.driver = driver
         self.host = host
         self._token: object | None = None
         svc.exceptions = ExceptionReader()
+        self.reactions = Reactions(self)  # what the driver reports (reactions.py)
+
+    def react(self, event: Event) -> None:
+        """One event from the supervisor's queue about this service's processes."""
+        self.reactions.react(event)
+
+    def on_line(self, text: str) -> None:
+        """A line of the service's output."""
+        self.reactions.on_line(text)
 
     # -- the one place that changes state -----------------------------------------------
 
@@ -186,6 +195,13 @@ class Lifecycle(Reactions):
         return self.stop()
 
     # -- transitions ---------------------------------------------------------------------------
+
+    def dependency_down(self, name: str, state: State) -> None:
+        svc = self.svc
+        if svc.waiting_for and name in svc.waiting_for and svc.state == State.STARTING:
+            svc.waiting_for = ()
+            svc.goal_running = False
+            self._set_state(State.STOPPED, f"{name} is {state}")
 
     def begin_start(self) -> None:
         """Start now if nothing it waits for is pending (the supervisor calls this when one is done)."""

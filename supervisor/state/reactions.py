@@ -1,13 +1,13 @@
 """What a lifecycle does with what its driver reports: launches, readiness, exits, adoption.
 
-A part of `Lifecycle` (a mixin), kept apart from the commands and
-transitions in `lifecycle.py` so each reads on its own; the two share the
-service's record and the transitions.
+The lifecycle's collaborator, kept apart from the commands and transitions
+in `lifecycle.py` so each reads on its own: it reads the service's record and
+changes it only through the lifecycle's transitions (`Transitions`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from supervisor.observe.procs import describe_wait_status
 from supervisor.state.events import (
@@ -31,12 +31,13 @@ if TYPE_CHECKING:
     from supervisor.state.service import ReloadAttempt, ServiceRuntime
 
 
-class Reactions:
+class Transitions(Protocol):
+    """What reactions need of their lifecycle: its record, driver and host, and its transitions."""
+
     svc: ServiceRuntime
     driver: Driver
     host: Host
 
-    # the transitions, in lifecycle.py
     def _set_state(self, state: State, reason: str | None = None) -> None: ...
     def _track(self, pid: int) -> None: ...
     def _became_ready(self) -> None: ...
@@ -47,6 +48,16 @@ class Reactions:
     def _cancel_timer(self) -> None: ...
     def _abandon_reload(self, why: str) -> None: ...
     def _finish_reload(self, attempt: ReloadAttempt) -> None: ...
+
+
+class Reactions:
+    """A lifecycle's collaborator: it reads the record and applies the lifecycle's transitions."""
+
+    def __init__(self, lc: Transitions):
+        self.lc = lc
+        self.svc = lc.svc
+        self.driver = lc.driver
+        self.host = lc.host
 
     def react(self, event: Event) -> None:
         """One event from the supervisor's queue, to the method for its kind."""
@@ -96,14 +107,14 @@ class Reactions:
             if svc.pid is not None:
                 self.host.unwatch(svc.pid)
                 svc.pid = None
-            self._finish_stop()
+            self.lc._finish_stop()
         if svc.pid is not None and svc.pid != pid:
             self.host.unwatch(svc.pid)  # replaced before it was seen to die
-        self._track(pid)
+        self.lc._track(pid)
         if svc.state != State.STARTING:
             svc.restarts += 1
             svc.started_at = self.host.clock.monotonic()
-            self._set_state(State.STARTING, "a new main process was started")
+            self.lc._set_state(State.STARTING, "a new main process was started")
         self.driver.watch_ready(svc)
         return True, "ok"
 
@@ -118,30 +129,30 @@ class Reactions:
             return
         if svc.pid is not None and svc.pid != pid:
             self.host.unwatch(svc.pid)  # replaced before it was seen to die
-        self._track(pid)
+        self.lc._track(pid)
         self.driver.watch_ready(svc)
 
     def on_spawn_failed(self, why: str) -> None:
         if self.svc.state == State.STARTING:
             self.svc.failure_hint = why
-            self._crashed()
+            self.lc._crashed()
 
     def on_ready(self, pid: int) -> None:
         svc = self.svc
         attempt = svc.reload
         if svc.state == State.RELOADING and attempt is not None:
             if pid == attempt.pid:
-                self._finish_reload(attempt)
+                self.lc._finish_reload(attempt)
             return
         if pid != svc.pid:
             return
         if svc.state == State.STARTING:
-            self._became_ready()
+            self.lc._became_ready()
         elif svc.state == State.RELOADING and svc.reload_heard:
             # the reload protocol's end (RELOADING=1, then READY=1), as systemd's Type=notify-reload
             # reads it: a READY=1 before the RELOADING=1 is not this reload's
-            self._cancel_timer()
-            self._set_state(State.RUNNING, "reloaded")
+            self.lc._cancel_timer()
+            self.lc._set_state(State.RUNNING, "reloaded")
 
     def on_reloading(self) -> None:
         """RELOADING=1: the answer to the reload signal, or a reload the service began by itself."""
@@ -151,7 +162,7 @@ class Reactions:
         elif svc.state == State.RUNNING:
             svc.reason = None
             svc.reload_heard = True
-            self._set_state(State.RELOADING, "the service reloads")
+            self.lc._set_state(State.RELOADING, "the service reloads")
 
     def on_health(self, healthy: bool, reason: str | None) -> None:
         """The app's health check passes again, or fails: ready follows it; nothing is restarted
@@ -180,9 +191,9 @@ class Reactions:
                 why = svc.failure_hint or "the new instance exited before it was ready"
                 if svc.last_exception:
                     why += f": {svc.last_exception}"
-                self._cancel_timer()
-                self._abandon_reload(why)
-                self._set_state(State.RUNNING, f"reload failed: {why}")
+                self.lc._cancel_timer()
+                self.lc._abandon_reload(why)
+                self.lc._set_state(State.RUNNING, f"reload failed: {why}")
             return
         if pid != svc.pid:
             return
@@ -190,14 +201,14 @@ class Reactions:
         svc.last_exit = describe_wait_status(status) if status is not None else None
         not_its_fault = self.driver.exited(svc, pid, status)
         if svc.state == State.STOPPING:
-            self._finish_stop()
+            self.lc._finish_stop()
         elif self.host.shutting_down:
             return
         elif not_its_fault:
             svc.reason = not_its_fault  # what took it down brings it back (a Lost event)
             self.host.touched(svc)
         else:
-            self._crashed()
+            self.lc._crashed()
 
     def on_lost(self, why: str) -> None:
         """What ran the process died with it and was started again: so is the service."""
@@ -210,8 +221,8 @@ class Reactions:
         svc.reload = None
         svc.restarts += 1
         if svc.state != State.STARTING:
-            self._set_state(State.STARTING, why)
-        self._begin_start()
+            self.lc._set_state(State.STARTING, why)
+        self.lc._begin_start()
 
     def on_adopted(self, event: Adopted) -> None:
         """A process a previous daemon left running: ours now, with its history when it is the same one."""
@@ -221,16 +232,16 @@ class Reactions:
         svc.instance = event.instance
         svc.goal_running = True
         svc.adopted = True
-        self._track(event.pid)
+        self.lc._track(event.pid)
         svc.up_since, svc.ready_duration = event.up_since, event.ready_duration
         svc.started_at = self.host.clock.monotonic()
-        self._set_state(State.STARTING, "adopted from the previous daemon")
+        self.lc._set_state(State.STARTING, "adopted from the previous daemon")
         if event.changed:
             self.host.say(svc.name, "definition changed while the daemon was away: restarting it")
             self.driver.prepare(svc)
-            self._begin_stop(then_start=True)
+            self.lc._begin_stop(then_start=True)
         elif event.ready:
-            self._became_ready()
+            self.lc._became_ready()
         else:
             self.driver.watch_ready(svc)
 
@@ -247,10 +258,3 @@ class Reactions:
                 svc.last_exception = exc
 
     # -- what it comes after ------------------------------------------------------------------
-
-    def dependency_down(self, name: str, state: State) -> None:
-        svc = self.svc
-        if svc.waiting_for and name in svc.waiting_for and svc.state == State.STARTING:
-            svc.waiting_for = ()
-            svc.goal_running = False
-            self._set_state(State.STOPPED, f"{name} is {state}")

@@ -1,5 +1,5 @@
-"""A new manifest applied in the supervisor's queue: the part of the supervisor (a mixin) that
-changes which lifecycles there are.
+"""A new manifest applied in the supervisor's queue: the supervisor's collaborator that changes
+which lifecycles there are.
 
 Only the difference is applied (`reconcile.diff`): changed services restart
 (APIs on their kept socket), removed ones stop as "retiring" lifecycles
@@ -13,77 +13,97 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor.manifest.models import Manifest, runner
 from supervisor.state import reconcile
-from supervisor.state.events import Event, Reconcile
+from supervisor.state.events import Reconcile
 from supervisor.state.states import State
 
 if TYPE_CHECKING:
     from supervisor.manifest.models import Service
     from supervisor.observe.sampler import Sampler
     from supervisor.state.lifecycle import Lifecycle
+    from supervisor.state.service import ServiceRuntime
     from supervisor.state.waiters import Result
 
 log = logging.getLogger("wsgi-supervisor")
 
 
-class ManifestChanges:
-    # the supervisor's own, in supervisor.py
-    loop: asyncio.AbstractEventLoop
+class RolloverHost(Protocol):
+    """What a rollover needs of the supervisor around it."""
+
     manifest: Manifest
     lifecycles: dict[str, Lifecycle]
-    retiring: dict[str, Lifecycle]
-    handovers: set[str]
     sampler: Sampler
     state_listeners: list[Any]
 
-    def _lifecycle(self, name: str, spec: Service) -> Lifecycle: ...
-    def report(self, event: Event | Reconcile) -> None: ...
+    def make_lifecycle(self, name: str, spec: Service) -> Lifecycle: ...
     def say(self, name: str, text: str, priority: int = 6) -> None: ...
     def future(self) -> Result: ...
     def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
 
-    async def apply_manifest(self, manifest: Manifest) -> dict[str, Any]:
-        """Apply only the difference: changed services restart (APIs on their kept socket),
-        removed ones stop, new ones start; the others are not touched."""
-        reply: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        self.report(Reconcile(manifest, reply))
-        return await (await reply)
 
-    def _reconcile(self, event: Reconcile) -> None:
+class Rollover:
+    """Applies a new manifest in the supervisor's queue; owns the lifecycles still stopping after
+    it (retiring) and the APIs whose old server serves until their new one runs (hand-overs)."""
+
+    def __init__(self, host: RolloverHost):
+        self.host = host
+        self.retiring: dict[str, Lifecycle] = {}  # removed or replaced by a new manifest, still stopping
+        # APIs moved to another server: the old one serves until its successor is running
+        self.handovers: set[str] = set()
+
+    def waits_for_predecessor(self, name: str) -> bool:
+        """A replaced service starts once its previous definition has stopped (a hand-over's does not wait)."""
+        retired = self.retiring.get(name)
+        return retired is not None and retired is not self.host.lifecycles.get(name) and name not in self.handovers
+
+    def state_changed(self, svc: ServiceRuntime, current: bool) -> None:
+        """A record changed state: a retiring one that stopped is gone; a hand-over's successor that
+        runs (or will not) lets its predecessor stop."""
+        if not current:
+            retired = self.retiring.get(svc.name)
+            if retired is not None and retired.svc is svc and svc.state == State.STOPPED:
+                self._retired(svc.name)
+        elif svc.name in self.handovers and svc.state in (State.RUNNING, State.FAILED, State.STOPPED):
+            self._hand_over(svc.name)
+
+    def apply(self, event: Reconcile) -> None:
+        host = self.host
         new = event.manifest.services
-        change = reconcile.diff(self.manifest.services, new)
-        self.manifest = event.manifest  # the truth from now on: a removed service is unknown at once
+        change = reconcile.diff(host.manifest.services, new)
+        host.manifest = event.manifest  # the truth from now on: a removed service is unknown at once
         waits: list[tuple[str, Result]] = []  # what each service's change came to
         # a drain is the operator's intent for the service, whatever runs it: a replacement keeps it
-        drained = {name for name in change.replaced if self.lifecycles[name].svc.drained}
+        drained = {name for name in change.replaced if self.host.lifecycles[name].svc.drained}
         for name in change.removed + change.replaced:
-            lc = self.lifecycles.pop(name)
+            lc = self.host.lifecycles.pop(name)
             if name in change.replaced and reconcile.serves_until_replaced(lc, new[name]):
                 # another server for the same API: it goes once its successor serves on the same socket
                 self.retiring[name] = lc
                 self.handovers.add(name)
-                self.say(name, f"moving to {runner(new[name])}: {runner(lc.svc.spec)} serves until it is running")
+                self.host.say(name, f"moving to {runner(new[name])}: {runner(lc.svc.spec)} serves until it is running")
                 continue
             self.handovers.discard(name)
             waits.append((name, lc.remove()))
             if lc.svc.state == State.STOPPED:
                 lc.driver.release(lc.svc)
                 if name in change.removed:
-                    self.sampler.forget(name)
+                    self.host.sampler.forget(name)
             else:
                 self.retiring[name] = lc  # its successor, if any, starts once it has stopped
         for name in change.added + change.replaced:
-            self.lifecycles[name] = self._lifecycle(name, new[name])
-            self.lifecycles[name].svc.drained = name in drained
-        for name in self.manifest.start_order():
+            self.host.lifecycles[name] = self.host.make_lifecycle(name, new[name])
+            self.host.lifecycles[name].svc.drained = name in drained
+        for name in self.host.manifest.start_order():
             if name in change.added or name in change.replaced:
                 if new[name].enabled:
-                    waits.append((name, self.lifecycles[name].start()))
+                    waits.append((name, self.host.lifecycles[name].start()))
             elif name in change.changed:
-                waits.append((name, reconcile.redefine(self.lifecycles[name], new[name], self.say, self.future())))
+                waits.append(
+                    (name, reconcile.redefine(self.host.lifecycles[name], new[name], self.host.say, self.host.future()))
+                )
         log.info(
             "manifest applied: %d changed, %d added, %d removed, %d untouched",
             len(change.changed),
@@ -91,8 +111,8 @@ class ManifestChanges:
             len(change.removed),
             change.unchanged,
         )
-        outcome = reconcile.outcome(waits, change.summary(), self.state_listeners)
-        event.reply.set_result(self.spawn_task(outcome, "manifest"))
+        outcome = reconcile.outcome(waits, change.summary(), self.host.state_listeners)
+        event.reply.set_result(self.host.spawn_task(outcome, "manifest"))
 
     def _hand_over(self, name: str) -> None:
         """The successor of a moved API is running (or will not be): its old server stops now."""
@@ -107,8 +127,8 @@ class ManifestChanges:
     def _retired(self, name: str) -> None:
         lc = self.retiring.pop(name)
         lc.driver.release(lc.svc)
-        successor = self.lifecycles.get(name)
+        successor = self.host.lifecycles.get(name)
         if successor is None:
-            self.sampler.forget(name)
+            self.host.sampler.forget(name)
         else:
             successor.begin_start()

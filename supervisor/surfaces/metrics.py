@@ -229,7 +229,7 @@ class SupervisorCollector:
         emperor = CounterMetricFamily(
             "wsgi_supervisor_emperor_restarts", "Times the uWSGI emperor had to be started again"
         )
-        emperor.add_metric([], sup.emperor.restarts)
+        emperor.add_metric([], sup.drivers["uwsgi"].emperor.restarts)  # type: ignore[attr-defined]
         yield from (build, ok, when, dropped, rejected, lost, emperor)
 
 

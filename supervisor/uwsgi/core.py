@@ -237,7 +237,7 @@ def _limits(service: ApiService) -> Options:
     if service.harakiri:
         options += [("harakiri", service.harakiri), ("harakiri-verbose", True)]
     # max_rss_mb is not uWSGI's reload-on-rss, which judges RSS (shared pages counted in every worker):
-    # the daemon judges each worker's USS from its samples (driver.py `recycle_fat_workers`)
+    # the daemon judges each worker's USS from its samples (sampling.py `recycle_fat_workers`)
     return options
 
 

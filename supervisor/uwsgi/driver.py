@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
-import stat
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import supervisor.uwsgi.core as uwsgi
 import supervisor.uwsgi.noise as noise
@@ -35,8 +32,6 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import Take
 from supervisor.manifest.models import ApiService, runner
-from supervisor.observe.app_threads import app_threads, what_a_kill_ends
-from supervisor.observe.app_threads import describe as describe_threads
 from supervisor.observe.cgroups import group_name
 from supervisor.observe.health import answers
 from supervisor.observe.procs import descendants, take_listener
@@ -46,8 +41,9 @@ from supervisor.state.events import Ready
 from supervisor.state.service import ReloadAttempt, ServiceRuntime
 from supervisor.state.states import State
 from supervisor.uwsgi.emperor import Emperor, install_service_launcher, read_unix
-from supervisor.uwsgi.pause import own_threads, wait_paused
-from supervisor.uwsgi.supervision import EmperorSupervision
+from supervisor.uwsgi.ending import VassalEnds
+from supervisor.uwsgi.sampling import VassalSampling
+from supervisor.uwsgi.supervision import EmperorWatch
 
 if TYPE_CHECKING:
     from supervisor.observe.sampler import Sampler
@@ -66,7 +62,7 @@ LAST_LOOK = 5.0
 REREPORT = 5.0  # seconds after which a Ready report the vassal is still `starting` after is made again
 
 
-class VassalDriver(EmperorSupervision):
+class VassalDriver:
     def __init__(self, context: Context, sampler: Sampler, emperor: Emperor, sockets: HeldSockets, take: Take):
         self.ctx = context
         self.layout = context.layout
@@ -75,15 +71,23 @@ class VassalDriver(EmperorSupervision):
         self.emperor = emperor
         self.sockets = sockets
         self.logs = LogFifos(context.loop, self.layout.vassal_log, take)
-        self.pending: list[Callable[[], bool]] = []
-        self.poker: asyncio.Task[None] | None = None
-        self.final_stats: dict[tuple[str, str], ServerStats] = {}  # (name, instance) of stopping vassals
         self.probes: dict[str, asyncio.Event] = {}
-        self.retiring: dict[str, set[str]] = {}  # instances of each service still stopping after a reload
-        self.retirements: set[asyncio.Task[None]] = set()  # their stops, each bounded by its stop_timeout
         self.suspended: dict[str, set[int]] = {}  # worker ids that said "suspended" since the last pause
-        self.recycled: set[int] = set()  # worker pids asked to go for their memory, not yet gone
-        sampler.sources.append(self.sample)
+        self.ends = VassalEnds(self)  # how a vassal ends (ending.py)
+        self.emperor_watch = EmperorWatch(context, emperor, self.logs, self)  # the emperor's life (supervision.py)
+        self.sampling = VassalSampling(context, sampler, self)
+        sampler.sources.append(self.sampling.sample)
+
+    # -- the daemon's start and stop (state/drivers.py Hooks): the emperor's --------------------
+
+    def check_paths(self) -> None:
+        self.emperor_watch.check_paths()
+
+    async def attach(self, kept: dict[str, Any], reexec: bool) -> None:
+        await self.emperor_watch.attach(kept, reexec)
+
+    async def shut_down(self) -> None:
+        await self.emperor_watch.shut_down()
 
     @staticmethod
     def group(name: str, instance: str) -> str:
@@ -145,7 +149,7 @@ class VassalDriver(EmperorSupervision):
 
     def reload(self, svc: ServiceRuntime) -> ReloadAttempt:
         """A second vassal for a reload: the same socket, files of its own."""
-        instance = free_instance(svc.instance, self.retiring.get(svc.name, set()))
+        instance = free_instance(svc.instance, self.ends.retiring.get(svc.name, set()))
         if instance is None:
             raise OSError("the old vassals of the last reloads are still stopping: try again once they are gone")
         attempt = ReloadAttempt(instance, replaces=svc.instance)
@@ -154,7 +158,7 @@ class VassalDriver(EmperorSupervision):
         self.logs.follow(svc.name, attempt.instance)
         path = self.layout.vassal_file(svc.name, attempt.instance)
         write_atomic(path, self.render(svc, attempt.instance), mtime=VASSAL_MTIME)
-        self._want_spawn(lambda: attempt.pid is not None or svc.reload is not attempt)
+        self.emperor_watch.want_spawn(lambda: attempt.pid is not None or svc.reload is not attempt)
         return attempt
 
     def reports_reload(self, svc: ServiceRuntime) -> bool:
@@ -162,7 +166,7 @@ class VassalDriver(EmperorSupervision):
 
     def switch(self, svc: ServiceRuntime, attempt: ReloadAttempt, old_pid: int | None) -> None:
         if old_pid is not None:
-            self.retire(svc, attempt.replaces, old_pid)
+            self.ends.retire(svc, attempt.replaces, old_pid)
 
     def abandon(self, svc: ServiceRuntime, attempt: ReloadAttempt) -> None:
         self.remove_file(svc.name, attempt.instance)
@@ -171,75 +175,10 @@ class VassalDriver(EmperorSupervision):
             self.sampler.master_gone(svc.name, attempt.pid)
         self.forget(svc.name, attempt.instance)
 
-    def retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        """Stop a vassal that no longer serves (the old one after a reload), gracefully."""
-        self.retiring.setdefault(svc.name, set()).add(instance)
-        task = self.ctx.spawn(self._retire(svc, instance, pid), f"retire-{svc.name}")
-        task.add_done_callback(lambda _: self.retiring.get(svc.name, set()).discard(instance))
-        self.retirements.add(task)
-        task.add_done_callback(self.retirements.discard)
-
-    async def _retire(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        working: dict[int, int] = {}
-        idle = await self._paused(svc, instance, pid, working)
-        await self._count_final(svc, instance, pid)
-        self._end(svc, instance, pid, idle, working)
-        # removed once it is stopping: the emperor's own stop would not be graceful
-        self.remove_file(svc.name, instance)
-        gone = asyncio.get_running_loop().create_future()
-        self.ctx.watcher.watch(pid, lambda p, s: gone.done() or gone.set_result(None))
-        try:
-            await asyncio.wait_for(gone, svc.spec.stop_timeout)
-        except TimeoutError:
-            await self._kill_counting(
-                svc,
-                instance,
-                pid,
-                f"the old vassal (pid {pid}) is still up {svc.spec.stop_timeout:g}s after the reload",
-            )
-        finally:
-            self.ctx.watcher.unwatch(pid)
-        group = self.group(svc.name, instance)
-        if self.ctx.groups.left_behind(group):
-            hit = self.ctx.groups.kill(group)
-            self.ctx.say(svc.name, f"the old vassal (pid {pid}) left {hit} process(es) in its group: SIGKILL", 4)
-        await self.ctx.groups.emptied(group, 5.0)
-        self.sampler.master_gone(svc.name, pid)
-        if instance != svc.instance and (svc.reload is None or svc.reload.instance != instance):  # not in use again
-            self.forget(svc.name, instance)
-
-    async def _count_final(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        """The vassal's last counts, once its workers are paused: what it served after the
-        last sample is counted too (uWSGI's counters go with the master). Kept, since a
-        stopping master answers no stats: a SIGKILL later counts what was in flight here."""
-        stats = await self.stats(svc.name, instance, timeout=0.5)
-        if stats is not None and stats.pid == pid:
-            self.sampler.fold(svc.name, stats)
-            self.final_stats[svc.name, instance] = stats
-
-    async def _kill_counting(self, svc: ServiceRuntime, instance: str, pid: int, why: str) -> None:
-        """SIGKILL a vassal that did not stop in time, saying how many requests that ends."""
-        stats = await self.stats(svc.name, instance, timeout=0.3)
-        if stats is not None and stats.pid == pid:
-            self.sampler.fold(svc.name, stats)
-        else:
-            stats = self.final_stats.get((svc.name, instance)) or self.sampler.sample_of(svc.name).stats
-        ours = stats if stats is not None and stats.pid == pid else None
-        in_flight = ours.in_flight if ours is not None else 0
-        assert isinstance(svc.spec, ApiService)
-        working = app_threads([w.pid for w in ours.workers if w.pid > 0] if ours else [], own_threads(svc.spec))
-        if in_flight:
-            self.sampler.count_killed(svc.name, in_flight)
-        if what := what_a_kill_ends(in_flight, working):
-            self.ctx.say(svc.name, f"{why}: SIGKILL; {what}", 3)
-        else:
-            self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
-        self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
-
     def forget(self, name: str, instance: str) -> None:
         """Remove what a vassal that is gone leaves behind: uWSGI unlinks neither its stats socket nor its FIFO.
         Its log FIFO goes once its file has gone too (the emperor could start it again until then)."""
-        self.final_stats.pop((name, instance), None)
+        self.ends.final_stats.pop((name, instance), None)
         self.ctx.tokens.drop("uwsgi", name, instance)
         if not self.layout.vassal_file(name, instance).exists():
             self.logs.unfollow(name, instance)
@@ -320,6 +259,8 @@ class VassalDriver(EmperorSupervision):
     def noise(self, text: str) -> bool:
         return noise.is_noise(text)
 
+    daemon_noise = noise  # the emperor's lines are in the daemon's log
+
     def exited(self, svc: ServiceRuntime, pid: int, status: int | None) -> str | None:
         self.sampler.master_gone(svc.name, pid)
         if not self.emperor.alive():
@@ -332,80 +273,11 @@ class VassalDriver(EmperorSupervision):
     def endpoint(self, svc: ServiceRuntime) -> str | None:
         return str(self.layout.api_socket(svc.name))
 
-    async def sample(self) -> None:
-        """The serving vassals' counters, for the snapshot."""
-        serving = [s for s in self._mine() if s.pid is not None and s.state != State.STOPPED]
-        await asyncio.gather(*(self._sample_one(svc) for svc in serving))
-        self.recycle_fat_workers(serving)
-
-    def recycle_fat_workers(self, serving: list[ServiceRuntime]) -> None:
-        """`max_rss_mb`, judged by each worker's own memory (USS) in the last sample, not by RSS as
-        uWSGI's reload-on-rss would: a worker past it gets SIGHUP, which a uWSGI worker takes as
-        "finish your request, then exit" (its master forks a new one; worker-reload-mercy bounds it)."""
-        workers: set[int] = set()
-        for svc in serving:
-            sample = self.sampler.samples.get(svc.name)
-            limit = getattr(svc.spec, "max_rss_mb", None)
-            if not limit or sample is None or sample.footprint is None or sample.stats is None:
-                continue
-            if sample.stats.pid != svc.pid:
-                continue
-            for worker in sample.stats.workers:
-                memory = sample.footprint.processes.get(worker.pid)
-                workers.add(worker.pid)
-                if worker.pid <= 0 or memory is None or memory.uss <= limit << 20 or worker.pid in self.recycled:
-                    continue
-                if worker.pid not in descendants(svc.pid):
-                    continue  # the pid is no longer this master's worker
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGHUP)
-                    self.recycled.add(worker.pid)
-                    self.ctx.say(
-                        svc.name,
-                        f"worker {worker.pid}: its own memory (USS) {memory.uss >> 20} MB is past max_rss_mb"
-                        f" ({limit}): it is replaced after its request",
-                        5,
-                    )
-        self.recycled &= workers  # those gone are forgotten
-
-    async def _sample_one(self, svc: ServiceRuntime) -> None:
-        """Each vassal's stats into the snapshot as they come: one that does not answer delays no other."""
-        pid = svc.pid
-        stats = await self.stats(svc.name, svc.instance)
-        if stats is not None and stats.pid == pid == svc.pid:
-            self.sampler.observe(svc.name, stats)
-
     def _mine(self) -> list[ServiceRuntime]:
         return [s for s in self.ctx.services() if runner(s.spec) == "uwsgi"]
 
     def launch(self, svc: ServiceRuntime) -> None:
-        self._want_spawn(lambda: svc.pid is not None or not svc.state.active)
-
-    def _want_spawn(self, done: Callable[[], bool]) -> None:
-        """Have the emperor rescan until every vassal asked for has been spawned.
-
-        One poke (a connection to the emperor's stats socket) makes it scan the
-        whole vassal dir, so all the vassals written meanwhile share one poker:
-        a poke per vassal would cost the emperor a stats dump of every vassal
-        each time, which grows with the square of their number.
-        """
-        self.pending.append(done)
-        if self.poker is None or self.poker.done():
-            self.poker = self.ctx.spawn(self._poke(), "poke-emperor")
-
-    async def _poke(self) -> None:
-        delay = 0.005
-        for _ in range(400):
-            await asyncio.sleep(0)  # let the files of this round be written first
-            self.pending = [done for done in self.pending if not done()]
-            if not self.pending:
-                return
-            await self.emperor.poke()
-            await asyncio.sleep(delay)
-            # a rescan right after a vassal died can come before the emperor has
-            # buried it, so it takes more than one poke at times
-            delay = min(delay * 2, 0.5)
-        self.pending.clear()
+        self.emperor_watch.want_spawn(lambda: svc.pid is not None or not svc.state.active)
 
     def ask_stop(self, svc: ServiceRuntime) -> bool:
         """Ask the vassal to stop gracefully; False when there is nothing to ask.
@@ -419,62 +291,16 @@ class VassalDriver(EmperorSupervision):
         if svc.pid is None:
             return False
         if os.path.exists(self.layout.master_fifo(svc.name, svc.instance)):
-            self.ctx.spawn(self._stop_when_paused(svc, svc.instance, svc.pid), f"stop-{svc.name}")
+            self.ctx.spawn(self.ends.stop_when_paused(svc, svc.instance, svc.pid), f"stop-{svc.name}")
             return True
         # no master FIFO yet (still starting): SIGTERM is a graceful stop too
         with contextlib.suppress(ProcessLookupError):
             os.kill(svc.pid, signal.SIGTERM)
         return True
 
-    async def _paused(self, svc: ServiceRuntime, instance: str, pid: int, working: dict[int, int]) -> bool:
-        """Pause the vassal's workers; True once every one is idle in the pause loop and runs no
-        thread of the app: nothing is in flight, the vassal may go at once (a graceful stop would
-        wait for uWSGI's once-a-second master cycle to reap the workers). False: it goes with a
-        graceful stop (`working` then names the workers that still run threads of the app).
-
-        A threaded vassal is not paused: uWSGI pauses a worker's main thread only, its other
-        threads go on accepting, and a graceful stop then never ends the paused worker (measured:
-        the master was still there after 15 s; tests/test_reliability.py has the case)."""
-        if svc.spec.threads > 1:
-            return False
-        logged = self.suspended[svc.name] = set()
-        if not self._fifo(svc.name, uwsgi.PAUSE, instance):
-            return False
-        bound = min(5.0, svc.spec.stop_timeout / 2)
-        assert isinstance(svc.spec, ApiService)
-        own = own_threads(svc.spec)
-
-        async def read() -> ServerStats | None:
-            return await self.stats(svc.name, instance, timeout=0.5)
-
-        return await wait_paused(read, pid, bound, logged, own_threads=own, working=working)
-
-    async def _stop_when_paused(self, svc: ServiceRuntime, instance: str, pid: int) -> None:
-        working: dict[int, int] = {}
-        idle = await self._paused(svc, instance, pid, working)
-        await self._count_final(svc, instance, pid)
-        if svc.pid == pid:
-            self._end(svc, instance, pid, idle, working)
-
-    def _end(self, svc: ServiceRuntime, instance: str, pid: int, idle: bool, working: dict[int, int]) -> None:
-        """The vassal goes: at once when every worker is idle in the pause loop and runs no thread
-        of the app (nothing is in flight, and uWSGI's own stop, graceful or not, reaps its workers
-        only at its next once-a-second master cycle), else gracefully: its requests finish, and so
-        does the work its app threads do after an answer (glance's imports), up to stop_timeout."""
-        if idle:
-            self.ctx.say(svc.name, f"every worker of pid {pid} is idle in the pause loop: it goes at once", 7)
-            self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
-            return
-        if working:
-            why = f"pid {pid} still runs {describe_threads(working)}: a graceful stop lets that work finish"
-            self.ctx.say(svc.name, f"{why}, for up to {svc.spec.stop_timeout:g}s", 6)
-        if not self._fifo(svc.name, uwsgi.GRACEFUL_STOP, instance):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
     def kill(self, svc: ServiceRuntime, why: str) -> None:
         if svc.pid is not None:
-            self.ctx.spawn(self._kill_counting(svc, svc.instance, svc.pid, why), f"kill-{svc.name}")
+            self.ctx.spawn(self.ends.kill_counting(svc, svc.instance, svc.pid, why), f"kill-{svc.name}")
 
     def kill_unready(self, svc: ServiceRuntime, why: str) -> None:
         if svc.pid is not None:
@@ -498,7 +324,7 @@ class VassalDriver(EmperorSupervision):
             self.ctx.say(svc.name, f"{why}, but it serves (its readiness was seen late): kept, not killed", 4)
             self.ctx.report(Ready(svc.name, pid))
             return
-        await self._kill_counting(svc, instance, pid, why)
+        await self.ends.kill_counting(svc, instance, pid, why)
 
     def disable(self, svc: ServiceRuntime) -> None:
         """Remove the vassal files, so the emperor does not bring a vassal back."""
@@ -510,27 +336,6 @@ class VassalDriver(EmperorSupervision):
         self.sockets.release(svc.name, self)
         self.forget(svc.name, svc.instance)
         self.suspended.pop(svc.name, None)
-
-    def _fifo(self, name: str, command: bytes, instance: str = "") -> bool:
-        try:
-            # in a dir of the service's user: never a link it made to a file of root's
-            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
-            fd = os.open(self.layout.master_fifo(name, instance), flags)
-        except OSError as exc:
-            if exc.errno not in (errno.ENXIO, errno.ENOENT):
-                log.warning("%s: master FIFO: %s", name, exc)
-            return False
-        try:
-            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-                log.warning("%s: master FIFO: not a FIFO", name)
-                return False
-            os.write(fd, command)
-        except OSError as exc:
-            log.warning("%s: master FIFO write: %s", name, exc)
-            return False
-        finally:
-            os.close(fd)
-        return True
 
     async def stats(self, name: str, instance: str = "", timeout: float = 1.0) -> ServerStats | None:
         raw = await read_unix(self.layout.stats_socket(name, instance), timeout)

@@ -227,7 +227,7 @@ class ProcessDriver:
         self.pipes.add(svc.name, read_fd, svc.name)
         self.ctx.report(Spawned(svc.name, proc.pid))
 
-    def attach(self, kept: dict[str, Any], reexec: bool) -> None:
+    async def attach(self, kept: dict[str, Any], reexec: bool) -> None:
         """After a re-exec: take over the workers the previous image started, and their output pipes."""
         if not (reexec and kept.get("reexec")):
             return

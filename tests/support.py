@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -408,3 +409,29 @@ def stop_foreground(proc: subprocess.Popen) -> None:
         proc.kill()  # leave nothing behind, and fail
         proc.wait()
         raise
+
+
+@contextlib.contextmanager
+def holding_listener():
+    """A loopback TCP port that accepts and holds every connection, as a database or memcached would
+    (for what a count of connections or the fork-safety guard sees); yields the port."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(srv.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        srv.shutdown(socket.SHUT_RDWR)
+        srv.close()
+        thread.join(5)
+        for conn in held:
+            conn.close()

@@ -5,9 +5,7 @@ allocates memory and opens connections."""
 import contextlib
 import mmap
 import os
-import socket
 import sys
-import threading
 import time
 
 import pytest
@@ -15,7 +13,7 @@ from attacker import COMPROMISED, local_user, owner_of, run_in_api, user_venv
 from test_metrics import scrape, value
 
 from supervisor.observe.procs import descendants
-from support import APPS, Daemon, metrics_daemon, write_manifest
+from support import APPS, Daemon, holding_listener, metrics_daemon, write_manifest
 
 MANIFEST = f"""
 [services.api]
@@ -53,31 +51,6 @@ def served(tmp_path, server):
         yield d
 
 
-@contextlib.contextmanager
-def listener():
-    """A loopback TCP port that accepts and holds every connection (a database, as far as a count goes)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                held.append(srv.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield srv.getsockname()[1]
-    finally:
-        srv.shutdown(socket.SHUT_RDWR)
-        srv.close()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-
-
 def test_status_and_metrics_show_pss_and_uss_that_match_proc(served):
     """A worker that makes 64 MiB its own shows it as its USS; the service's PSS is what /proc says."""
     hog = run_in_api(served.socket("api"), "import builtins\nbuiltins.hog = b'x' * (64 << 20)\n")
@@ -109,7 +82,7 @@ def test_status_and_metrics_show_pss_and_uss_that_match_proc(served):
 
 def test_connections_by_remote_port_in_status_and_metrics(served):
     """A worker that opens 3 connections to a port shows 3 there; a closed one stops counting."""
-    with listener() as port:
+    with holding_listener() as port:
         opened = run_in_api(
             served.socket("api"),
             f"import builtins\nbuiltins.conns = [socket.create_connection(('127.0.0.1', {port})) for _ in range(3)]\n",
@@ -191,7 +164,7 @@ result = int(os.read(r, 32))
 def test_a_process_that_left_the_tree_still_counts_for_its_service(daemon, server):
     """A compromised API, run as its own unprivileged user, hides memory and connections in a process
     out of its tree: the service's figures still count it (its control group holds it)."""
-    with local_user("wsgi-h8-mem-esc") as user, listener() as port:
+    with local_user("wsgi-h8-mem-esc") as user, holding_listener() as port:
         table = f"""
 [services.evil]
 kind = "api"

@@ -5,16 +5,14 @@ Every answer of tests/apps/preload_probe.py says which process imported the app 
 worker inherited frozen: an app that was not forked from its master cannot name the master's pid.
 """
 
-import contextlib
 import socket
-import threading
 
 import pytest
 from attacker import local_user, os_user_ids, owner_of, user_venv
 
 from supervisor import preload
 from supervisor.observe.procs import descendants
-from support import APPS, get_json, service_venv, write_manifest
+from support import APPS, get_json, holding_listener, service_venv, write_manifest
 
 PROBE = APPS / "preload_probe.py"
 
@@ -88,34 +86,9 @@ def test_workers_share_the_app_their_master_loaded_after_a_respawn_and_a_reload(
     assert_forked_from(s["pid"], answers(daemon, 4))
 
 
-@contextlib.contextmanager
-def memcached_stand_in():
-    """A loopback port that accepts and holds connections, as memcached would; yields the port."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                held.append(srv.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield srv.getsockname()[1]
-    finally:
-        srv.shutdown(socket.SHUT_RDWR)
-        srv.close()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-
-
 @pytest.mark.parametrize("hold", ["socket", "thread"])
 def test_a_master_holding_a_socket_or_a_thread_after_the_import_is_not_forked(daemon, server, hold):
-    with memcached_stand_in() as port:
+    with holding_listener() as port:
         s = started(daemon, manifest(server, f"socket:{port}" if hold == "socket" else "thread"))
         why = (
             f"the app connected to 127.0.0.1:{port} at import"

@@ -45,7 +45,7 @@ from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
 from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import ApiService, runner
-from supervisor.observe.app_threads import app_threads, what_a_kill_ends
+from supervisor.observe.app_threads import before_a_kill
 from supervisor.observe.cgroups import group_name, joining
 from supervisor.observe.procs import descendants, take_listener
 from supervisor.state.drivers import Context, Failure
@@ -163,13 +163,11 @@ class GunicornDriver:
         waits for them: a worker exits through Python's own shutdown, which joins non-daemon
         threads and runs `atexit`)."""
         stats = read_board(self.layout.gunicorn_board(svc.name, instance))
-        ours = stats if stats is not None and stats.pid == pid else None
-        in_flight = ours.in_flight if ours is not None else 0
         assert isinstance(svc.spec, ApiService)
-        working = app_threads([w.pid for w in ours.workers if w.pid > 0] if ours else [], own_threads(svc.spec))
+        in_flight, what = before_a_kill(stats, pid, own_threads(svc.spec))
         if in_flight:
             self.sampler.count_killed(svc.name, in_flight)
-        if what := what_a_kill_ends(in_flight, working):
+        if what:
             self.ctx.say(svc.name, f"{why}: SIGKILL; {what}", 3)
         else:
             self.ctx.say(svc.name, f"{why}: SIGKILL", 4)

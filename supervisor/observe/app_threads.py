@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from supervisor.observe.stats import ServerStats
 
 
 def app_threads(workers: Iterable[int], own: int) -> dict[int, int]:
@@ -46,3 +50,12 @@ def what_a_kill_ends(in_flight: int, working: dict[int, int]) -> str | None:
         return None
     hint = "work after an answer" if working else "long requests"
     return f"{' and '.join(ended)} ended (raise stop_timeout for {hint})"
+
+
+def before_a_kill(stats: ServerStats | None, pid: int, own: int) -> tuple[int, str | None]:
+    """The requests in flight in the server instance whose master is `pid` (by its last stats,
+    if they are that instance's), and what a SIGKILL of it ends (`what_a_kill_ends`)."""
+    ours = stats if stats is not None and stats.pid == pid else None
+    in_flight = ours.in_flight if ours is not None else 0
+    working = app_threads([w.pid for w in ours.workers if w.pid > 0] if ours else [], own)
+    return in_flight, what_a_kill_ends(in_flight, working)

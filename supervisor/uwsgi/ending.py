@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import supervisor.uwsgi.core as uwsgi
 from supervisor.manifest.models import ApiService
-from supervisor.observe.app_threads import app_threads, what_a_kill_ends
+from supervisor.observe.app_threads import before_a_kill
 from supervisor.observe.app_threads import describe as describe_threads
 from supervisor.uwsgi.pause import own_threads, wait_paused
 
@@ -107,13 +107,11 @@ class VassalEnds:
             self.sampler.fold(svc.name, stats)
         else:
             stats = self.final_stats.get((svc.name, instance)) or self.sampler.sample_of(svc.name).stats
-        ours = stats if stats is not None and stats.pid == pid else None
-        in_flight = ours.in_flight if ours is not None else 0
         assert isinstance(svc.spec, ApiService)
-        working = app_threads([w.pid for w in ours.workers if w.pid > 0] if ours else [], own_threads(svc.spec))
+        in_flight, what = before_a_kill(stats, pid, own_threads(svc.spec))
         if in_flight:
             self.sampler.count_killed(svc.name, in_flight)
-        if what := what_a_kill_ends(in_flight, working):
+        if what:
             self.ctx.say(svc.name, f"{why}: SIGKILL; {what}", 3)
         else:
             self.ctx.say(svc.name, f"{why}: SIGKILL", 4)

@@ -268,7 +268,339 @@ environment = {{ OS_KEYSTONE_CONFIG_FILES = "{conf}" }}
 """
 
 
-SERVICES = (keystone,)
+SERVICE_USERS = ("placement", "glance", "nova", "neutron", "cinder", "heat")
+
+
+def register_services(plane: Plane) -> None:
+    """What devstack registers in keystone beside bootstrap: the service project, users and endpoints."""
+    identity = Identity(f"{plane.base}/identity")
+    project = identity.ensure("projects", "service", domain_id="default")
+    for user in SERVICE_USERS:
+        identity.service_user(user, project, ["admin", "service"])
+    base = plane.base
+    identity.endpoints("placement", "placement", f"{base}/placement")
+    identity.endpoints("glance", "image", f"{base}/image")
+    identity.endpoints("nova", "compute", f"{base}/compute/v2.1")
+    identity.endpoints("neutron", "network", f"{base}/networking")
+    identity.endpoints("cinder", "block-storage", f"{base}/volume/v3/$(project_id)s")
+    identity.endpoints("cinderv3", "volumev3", f"{base}/volume/v3/$(project_id)s")
+    identity.endpoints("heat", "orchestration", f"{base}/heat-api/v1/$(project_id)s")
+
+
+def common(plane: Plane, name: str) -> dict[str, object]:
+    """[DEFAULT] of every service beside keystone: the broker, its own state dir, one host name."""
+    state = plane.work / "state" / name
+    state.mkdir(parents=True, exist_ok=True)
+    return {"transport_url": plane.mq.url(), "state_path": state, "host": "cp-host", "my_ip": "127.0.0.1"}
+
+
+def locks(plane: Plane, name: str) -> dict[str, object]:
+    return {"lock_path": plane.work / "state" / name / "locks"}
+
+
+def placement(plane: Plane) -> str:
+    etc = plane.work / "etc" / "placement"
+    plane.db.create("placement")
+    conf = ini(
+        etc / "placement.conf",
+        {
+            "api": {"auth_strategy": "keystone"},
+            "keystone_authtoken": authtoken(plane, "placement"),
+            "placement_database": {"connection": plane.db.url("placement")},
+        },
+    )
+    plane.manage("placement-manage", "--config-file", str(conf), "db", "sync")
+    return f"""
+[services.placement-api]
+kind = "api"
+app = "placement.wsgi.api:application"
+venv = "{plane.venv}"
+processes = 2
+mount = "/placement"
+environment = {{ OS_PLACEMENT_CONFIG_DIR = "{etc}" }}
+after = ["keystone"]
+"""
+
+
+def glance(plane: Plane) -> str:
+    etc = plane.work / "etc" / "glance"
+    state = plane.work / "state" / "glance"
+    for store in ("images", "staging", "tasks"):
+        (state / store).mkdir(parents=True, exist_ok=True)
+    plane.db.create("glance")
+    etc.mkdir(parents=True, exist_ok=True)
+    shutil.copy(plane.venv / "etc" / "glance" / "glance-api-paste.ini", etc / "glance-api-paste.ini")
+    conf = ini(
+        etc / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "fs:file", "transport_url": plane.mq.url()},
+            "glance_store": {"default_backend": "fs"},
+            "fs": {"filesystem_store_datadir": state / "images"},
+            "os_glance_staging_store": {"filesystem_store_datadir": state / "staging"},
+            "os_glance_tasks_store": {"filesystem_store_datadir": state / "tasks"},
+            "database": {"connection": plane.db.url("glance")},
+            "keystone_authtoken": authtoken(plane, "glance"),
+            "paste_deploy": {"flavor": "keystone", "config_file": etc / "glance-api-paste.ini"},
+            "oslo_concurrency": locks(plane, "glance"),
+        },
+    )
+    plane.manage("glance-manage", "--config-file", str(conf), "db_sync")
+    return f"""
+[services.glance-api]
+kind = "api"
+app = "glance.wsgi.api:application"
+venv = "{plane.venv}"
+processes = 2
+protocol = "http"
+mount = "/image"
+stop_timeout = 60
+environment = {{ OS_GLANCE_CONFIG_DIR = "{etc}" }}
+after = ["keystone"]
+"""
+
+
+def nova(plane: Plane) -> str:
+    etc = plane.work / "etc" / "nova"
+    etc.mkdir(parents=True, exist_ok=True)
+    for db in ("nova_api", "nova_cell0", "nova"):
+        plane.db.create(db)
+    shutil.copy(plane.venv / "etc" / "nova" / "api-paste.ini", etc / "api-paste.ini")
+    state = plane.work / "state" / "nova"
+    conf = ini(
+        etc / "nova.conf",
+        {
+            "DEFAULT": {
+                **common(plane, "nova"),
+                "compute_driver": "fake.FakeDriver",
+                "instances_path": state / "instances",
+            },
+            "api_database": {"connection": plane.db.url("nova_api")},
+            "database": {"connection": plane.db.url("nova")},
+            "keystone_authtoken": authtoken(plane, "nova"),
+            "placement": service_auth(plane, "placement"),
+            "neutron": service_auth(plane, "neutron"),
+            "glance": {"region_name": REGION},
+            "cinder": {"os_region_name": REGION},
+            "conductor": {"workers": 1},
+            "scheduler": {"workers": 1},
+            "vnc": {"enabled": "false"},
+            "oslo_concurrency": locks(plane, "nova"),
+        },
+    )
+    cfg = ("--config-file", str(conf))
+    plane.manage("nova-manage", *cfg, "api_db", "sync")
+    plane.manage("nova-manage", *cfg, "cell_v2", "map_cell0", "--database_connection", plane.db.url("nova_cell0"))
+    plane.manage("nova-manage", *cfg, "cell_v2", "create_cell", "--name", "cell1")
+    plane.manage("nova-manage", *cfg, "db", "sync")
+    command = f'"--config-file", "{conf}"'
+    return f"""
+[services.nova-api]
+kind = "api"
+app = "nova.wsgi.osapi_compute:application"
+venv = "{plane.venv}"
+processes = 2
+mount = "/compute"
+# nova loads its paste pipeline from the first of these files
+environment = {{ OS_NOVA_CONFIG_DIR = "{etc}", OS_NOVA_CONFIG_FILES = "api-paste.ini;nova.conf" }}
+after = ["keystone", "placement-api"]
+
+[services.nova-conductor]
+kind = "worker"
+command = ["nova-conductor", {command}]
+venv = "{plane.venv}"
+notify = true
+stop_timeout = 30
+
+[services.nova-scheduler]
+kind = "worker"
+command = ["nova-scheduler", {command}]
+venv = "{plane.venv}"
+notify = true
+stop_timeout = 30
+after = ["placement-api"]
+
+[services.nova-compute]
+kind = "worker"
+command = ["nova-compute", {command}]
+venv = "{plane.venv}"
+# nova-compute serves without forking, a path of oslo.service that never sends READY=1
+ready_after = 5
+stop_timeout = 30
+after = ["nova-conductor", "placement-api"]
+"""
+
+
+def neutron(plane: Plane) -> str:
+    etc = plane.work / "etc" / "neutron"
+    etc.mkdir(parents=True, exist_ok=True)
+    plane.db.create("neutron")
+    shutil.copy(plane.venv / "etc" / "neutron" / "api-paste.ini", etc / "api-paste.ini")
+    conf = ini(
+        etc / "neutron.conf",
+        {
+            "DEFAULT": {
+                **common(plane, "neutron"),
+                "core_plugin": "ml2",
+                "service_plugins": "",
+                "auth_strategy": "keystone",
+                "api_paste_config": etc / "api-paste.ini",
+                "rpc_workers": 1,
+                "rpc_state_report_workers": 1,
+                "notify_nova_on_port_status_changes": "false",
+                "notify_nova_on_port_data_changes": "false",
+            },
+            "database": {"connection": plane.db.url("neutron")},
+            "keystone_authtoken": authtoken(plane, "neutron"),
+            "nova": service_auth(plane, "nova"),
+            "oslo_concurrency": locks(plane, "neutron"),
+        },
+    )
+    # ML2 with no mechanism driver: networks and subnets need no agent
+    ml2 = ini(
+        etc / "ml2_conf.ini",
+        {"ml2": {"type_drivers": "local,flat,vlan", "tenant_network_types": "local", "mechanism_drivers": ""}},
+    )
+    cfg = ("--config-file", str(conf), "--config-file", str(ml2))
+    plane.manage("neutron-db-manage", *cfg, "upgrade", "heads")
+    command = ", ".join(f'"{arg}"' for arg in cfg)
+    return f"""
+[services.neutron-api]
+kind = "api"
+app = "neutron.wsgi.api:application"
+venv = "{plane.venv}"
+processes = 2
+mount = "/networking"
+environment = {{ OS_NEUTRON_CONFIG_DIR = "{etc}", OS_NEUTRON_CONFIG_FILES = "neutron.conf;ml2_conf.ini" }}
+after = ["keystone"]
+
+[services.neutron-rpc-server]
+kind = "worker"
+command = ["neutron-rpc-server", {command}]
+venv = "{plane.venv}"
+notify = true
+stop_timeout = 30
+
+[services.neutron-periodic-workers]
+kind = "worker"
+command = ["neutron-periodic-workers", {command}]
+venv = "{plane.venv}"
+notify = true
+stop_timeout = 30
+"""
+
+
+def cinder(plane: Plane) -> str:
+    etc = plane.work / "etc" / "cinder"
+    etc.mkdir(parents=True, exist_ok=True)
+    plane.db.create("cinder")
+    shutil.copy(plane.venv / "etc" / "cinder" / "api-paste.ini", etc / "api-paste.ini")
+    conf = ini(
+        etc / "cinder.conf",
+        {
+            "DEFAULT": {
+                **common(plane, "cinder"),
+                "auth_strategy": "keystone",
+                "api_paste_config": etc / "api-paste.ini",
+                "enabled_backends": "fake",
+                "scheduler_driver_init_wait_time": 10,
+            },
+            # no storage, no root helper: a driver that only logs what it is asked
+            "fake": {
+                "volume_driver": "cinder.tests.fake_driver.FakeLoggingVolumeDriver",
+                "volume_backend_name": "fake",
+            },
+            "database": {"connection": plane.db.url("cinder")},
+            "keystone_authtoken": authtoken(plane, "cinder"),
+            "oslo_concurrency": locks(plane, "cinder"),
+        },
+    )
+    plane.manage("cinder-manage", "--config-file", str(conf), "db", "sync")
+    return f"""
+[services.cinder-api]
+kind = "api"
+app = "cinder.wsgi.api:application"
+venv = "{plane.venv}"
+processes = 2
+mount = "/volume"
+args = ["--config-file", "{conf}"]
+after = ["keystone"]
+
+[services.cinder-scheduler]
+kind = "worker"
+command = ["cinder-scheduler", "--config-file", "{conf}"]
+venv = "{plane.venv}"
+notify = true
+stop_timeout = 30
+
+[services.cinder-volume]
+kind = "worker"
+command = ["cinder-volume", "--config-file", "{conf}"]
+venv = "{plane.venv}"
+notify = true
+stop_timeout = 30
+"""
+
+
+def heat(plane: Plane) -> str:
+    etc = plane.work / "etc" / "heat"
+    etc.mkdir(parents=True, exist_ok=True)
+    plane.db.create("heat")
+    shutil.copy(plane.venv / "etc" / "heat" / "api-paste.ini", etc / "api-paste.ini")
+    conf = ini(
+        etc / "heat.conf",
+        {
+            "DEFAULT": {
+                **common(plane, "heat"),
+                "num_engine_workers": 1,
+                "region_name_for_services": REGION,
+            },
+            "database": {"connection": plane.db.url("heat")},
+            "keystone_authtoken": authtoken(plane, "heat"),
+            # heat acts for the user later through a trust to this user
+            "trustee": {
+                "auth_type": "password",
+                "auth_url": f"{plane.base}/identity",
+                "username": "heat",
+                "password": SERVICE_PASSWORD,
+                "user_domain_name": "Default",
+            },
+            "clients_keystone": {"auth_uri": f"{plane.base}/identity"},
+            "paste_deploy": {"api_paste_config": etc / "api-paste.ini"},
+            "oslo_concurrency": locks(plane, "heat"),
+        },
+    )
+    plane.manage("heat-manage", "--config-file", str(conf), "db_sync")
+    return f"""
+[services.heat-api]
+kind = "api"
+app = "heat.wsgi.api:application"
+venv = "{plane.venv}"
+processes = 2
+mount = "/heat-api"
+args = ["--config-file", "{conf}"]
+after = ["keystone"]
+
+[services.heat-engine]
+kind = "worker"
+command = ["heat-engine", "--config-file", "{conf}"]
+venv = "{plane.venv}"
+notify = true
+stop_timeout = 30
+"""
+
+
+SERVICES = (keystone, placement, glance, nova, neutron, cinder, heat)
+APIS = ("keystone", "placement-api", "glance-api", "nova-api", "neutron-api", "cinder-api", "heat-api")
+WORKERS = (
+    "nova-conductor",
+    "nova-scheduler",
+    "nova-compute",
+    "neutron-rpc-server",
+    "neutron-periodic-workers",
+    "cinder-scheduler",
+    "cinder-volume",
+    "heat-engine",
+)
 
 
 @contextlib.contextmanager
@@ -281,18 +613,33 @@ def control_plane(venv: Path, work: Path) -> Iterator[Plane]:
         write_manifest(daemon.conf_dir, manifest)
         try:
             daemon.start()
-            started = time.monotonic()
-            daemon.ctl("start", "--all", "--timeout", "300", timeout=360)
-            plane.startup_seconds = time.monotonic() - started
             plane.front = Nginx(work / "nginx", proxy_config(daemon, "nginx", plane.port), plane.port)
             checked = plane.front.check()
             assert checked.returncode == 0, checked.stdout + checked.stderr
             plane.front.start()
+            started = time.monotonic()
+            daemon.ctl("start", "keystone", "--timeout", "120", timeout=180)
+            register_services(plane)
+            daemon.ctl("start", "--all", "--timeout", "180", timeout=240)
+            plane.startup_seconds = time.monotonic() - started
+            discover_hosts(plane)
             yield plane
         finally:
             if plane.front is not None:
                 plane.front.stop()
-            daemon.stop(timeout=120)
+            daemon.stop(timeout=180)
+
+
+def discover_hosts(plane: Plane, timeout: float = 120) -> None:
+    """nova-manage cell_v2 discover_hosts once nova-compute has registered itself (devstack does the same)."""
+    conf = str(plane.work / "etc" / "nova" / "nova.conf")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        plane.manage("nova-manage", "--config-file", conf, "cell_v2", "discover_hosts")
+        if "cp-host" in plane.manage("nova-manage", "--config-file", conf, "cell_v2", "list_hosts"):
+            return
+        time.sleep(2)
+    raise AssertionError("nova-compute never registered in cell1")
 
 
 def client_env(plane: Plane) -> dict[str, str]:
@@ -331,3 +678,67 @@ def test_token_issue_and_the_catalog_through_the_front_end(plane):
     for entry in catalog.values():
         for endpoint in entry["Endpoints"]:
             assert endpoint["url"].startswith(plane.base), endpoint  # every endpoint is the front end
+    assert {"identity", "placement", "image", "compute", "network", "block-storage", "orchestration"} <= set(catalog)
+
+
+def test_every_service_is_ready_under_the_daemon(plane):
+    status = plane.daemon.status()
+    assert {name: s["state"] for name, s in status.items()} == dict.fromkeys((*APIS, *WORKERS), "running")
+    assert all(s["ready"] for s in status.values()), status
+
+
+def test_an_image_of_20mb_goes_up_and_comes_back_the_same(plane):
+    data = os.urandom(20 * 1024 * 1024)
+    (plane.work / "image.raw").write_bytes(data)
+    image = plane.json(
+        "image", "create", "--file", "image.raw", "--disk-format", "raw", "--container-format", "bare", "cirros"
+    )
+    assert image["status"] == "active" and image["size"] == len(data), image
+    plane.openstack("image", "save", "--file", "saved.raw", "cirros")
+    assert (plane.work / "saved.raw").read_bytes() == data
+
+
+def test_a_network_and_its_subnet(plane):
+    network = plane.json("network", "create", "private")
+    assert network["status"] == "ACTIVE", network
+    subnet = plane.json("subnet", "create", "--network", "private", "--subnet-range", "10.20.0.0/24", "private-v4")
+    assert subnet["network_id"] == network["id"] and subnet["cidr"] == "10.20.0.0/24", subnet
+
+
+def test_a_volume_becomes_available(plane):
+    plane.json("volume", "create", "--size", "1", "data")
+    plane.wait_field(("volume", "show", "data"), "status", "available")
+
+
+def test_a_server_becomes_active_on_the_fake_driver(plane):
+    # the image is the one test_an_image_of_20mb… uploaded (the tests of this module run in order, on one plane)
+    plane.json("flavor", "create", "--vcpus", "1", "--ram", "128", "--disk", "1", "cp.tiny")
+    plane.json("server", "create", "--flavor", "cp.tiny", "--image", "cirros", "--nic", "none", "vm1")
+    server = plane.wait_field(("server", "show", "vm1"), "status", "ACTIVE")
+    assert server["OS-EXT-SRV-ATTR:host"] == "cp-host", server
+
+
+STACK = """heat_template_version: 2018-08-31
+resources:
+  secret:
+    type: OS::Heat::RandomString
+    properties:
+      length: 24
+  disk:
+    type: OS::Cinder::Volume
+    properties:
+      size: 1
+      name: stack-disk
+outputs:
+  secret:
+    value: { get_attr: [secret, value] }
+"""
+
+
+def test_a_stack_with_a_random_string_and_a_volume_completes(plane):
+    (plane.work / "stack.yaml").write_text(STACK)
+    plane.json("stack", "create", "-t", "stack.yaml", "demo")
+    stack = plane.wait_field(("stack", "show", "demo"), "stack_status", "CREATE_COMPLETE")
+    outputs = {o["output_key"]: o["output_value"] for o in stack["outputs"]}
+    assert len(outputs["secret"]) == 24, stack
+    assert plane.json("volume", "show", "stack-disk")["status"] == "available"

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -371,7 +372,9 @@ def nova(plane: Plane) -> str:
         {
             "DEFAULT": {
                 **common(plane, "nova"),
-                "compute_driver": "fake.FakeDriver",
+                # the fake driver with one stable node, as devstack's: its node identity survives a restart
+                # (plain fake.FakeDriver makes up node uuids and a restarted nova-compute refuses to start)
+                "compute_driver": "fake.FakeDriverWithoutFakeNodes",
                 "instances_path": state / "instances",
             },
             "api_database": {"connection": plane.db.url("nova_api")},
@@ -410,6 +413,7 @@ command = ["nova-conductor", {command}]
 venv = "{plane.venv}"
 notify = true
 stop_timeout = 30
+after = ["placement-api"]  # it asks placement for its versions as it starts, and exits if none answers
 
 [services.nova-scheduler]
 kind = "worker"
@@ -605,21 +609,38 @@ WORKERS = (
 
 @contextlib.contextmanager
 def control_plane(venv: Path, work: Path) -> Iterator[Plane]:
+    """The plane up and every service ready; one manifest file per project, as contrib/openstack/ has them.
+
+    keystone comes first, alone: the other services need their users and the catalog from their first start
+    (nova-compute caches a catalog without placement for good), so their files are added once it is filled.
+    """
     with private_mariadb(work) as db, private_rabbitmq(work) as mq:
         daemon = Daemon(work, extra_args=["--socket-group", "www-data", "--sample-interval", "1"])
         plane = Plane(venv=venv, work=work, port=free_port(), db=db, mq=mq, daemon=daemon)
         plane.client_env = client_env(plane)
-        manifest = "".join(service(plane) for service in SERVICES)
-        write_manifest(daemon.conf_dir, manifest)
+        first, *rest = SERVICES
+        write_manifest(daemon.conf_dir, first(plane), name=f"{first.__name__}.toml")
+        manifests = {f"{service.__name__}.toml": service(plane) for service in rest}
         try:
+            started = time.monotonic()
             daemon.start()
+            daemon.ctl("start", "--all", "--timeout", "120", timeout=180)
             plane.front = Nginx(work / "nginx", proxy_config(daemon, "nginx", plane.port), plane.port)
             checked = plane.front.check()
             assert checked.returncode == 0, checked.stdout + checked.stderr
             plane.front.start()
-            started = time.monotonic()
-            daemon.ctl("start", "keystone", "--timeout", "120", timeout=180)
             register_services(plane)
+            for name, text in manifests.items():
+                write_manifest(daemon.conf_dir, text, name=name)
+            # the front end learns the new mounts first, as an operator's would (a new site file, a reload):
+            # the workers reach placement through it as soon as they start
+            (plane.front.dir / "site.conf").write_text(proxy_config(daemon, "nginx", plane.port))
+            checked = plane.front.check()
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            plane.front.reload()
+            wait_for_mount(plane, "/heat-api/")
+            # the new services start as the daemon applies the manifest; this returns once they are ready
+            daemon.ctl("reload-config", timeout=300)
             daemon.ctl("start", "--all", "--timeout", "180", timeout=240)
             plane.startup_seconds = time.monotonic() - started
             discover_hosts(plane)
@@ -628,6 +649,19 @@ def control_plane(venv: Path, work: Path) -> Iterator[Plane]:
             if plane.front is not None:
                 plane.front.stop()
             daemon.stop(timeout=180)
+
+
+def wait_for_mount(plane: Plane, path: str, timeout: float = 30) -> None:
+    """Until nginx's new workers (after a reload) pass `path` on to its API instead of answering 404."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(plane.base + path, timeout=10):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404 or time.monotonic() > deadline:
+                return
+        time.sleep(0.2)
 
 
 def discover_hosts(plane: Plane, timeout: float = 120) -> None:

@@ -8,6 +8,7 @@ and heat, each checking tokens with keystonemiddleware as in production. The ope
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -620,7 +621,10 @@ def control_plane(venv: Path, work: Path) -> Iterator[Plane]:
         plane.client_env = client_env(plane)
         first, *rest = SERVICES
         write_manifest(daemon.conf_dir, first(plane), name=f"{first.__name__}.toml")
-        manifests = {f"{service.__name__}.toml": service(plane) for service in rest}
+        # each project's database migrations (minutes in all) run beside the others'
+        with concurrent.futures.ThreadPoolExecutor(len(rest)) as pool:
+            texts = pool.map(lambda service: service(plane), rest)
+            manifests = {f"{service.__name__}.toml": text for service, text in zip(rest, texts, strict=True)}
         try:
             started = time.monotonic()
             daemon.start()
@@ -776,3 +780,107 @@ def test_a_stack_with_a_random_string_and_a_volume_completes(plane):
     outputs = {o["output_key"]: o["output_value"] for o in stack["outputs"]}
     assert len(outputs["secret"]) == 24, stack
     assert plane.json("volume", "show", "stack-disk")["status"] == "available"
+
+
+class Operator:
+    """An operator's client beside the maintenance: reads one after another, and a create every few seconds.
+
+    Every call that fails (exit status, or an error on stderr from a call that still exits 0) is kept with
+    its output, so the test can say which call failed while what was being reloaded or restarted.
+    """
+
+    READS = (
+        ("token", "issue"),
+        ("catalog", "list"),
+        ("image", "list"),
+        ("server", "list"),
+        ("network", "list"),
+        ("subnet", "list"),
+        ("volume", "list"),
+        ("stack", "list"),
+    )
+
+    def __init__(self, plane: Plane, create_every: float = 5.0):
+        import threading
+
+        self.plane = plane
+        self.create_every = create_every
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.failures: list[str] = []
+        self.created: list[tuple[str, str]] = []  # (kind, name)
+        self.threads = [threading.Thread(target=self._reads, daemon=True), threading.Thread(target=self._creates)]
+        self.threads[1].daemon = True
+
+    def _call(self, *args: str) -> bool:
+        done = self.plane.openstack(*args, check=False, timeout=300)
+        with self.lock:
+            self.calls += 1
+            if done.returncode != 0:
+                self.failures.append(f"openstack {' '.join(args)} -> {done.returncode}: {done.stderr[-1500:]}")
+        return done.returncode == 0
+
+    def _reads(self) -> None:
+        while not self.done.is_set():
+            for read in self.READS:
+                if self.done.is_set():
+                    return
+                self._call(*read)
+
+    def _creates(self) -> None:
+        n = 0
+        while not self.done.wait(self.create_every):
+            n += 1
+            kind = ("network", "volume")[n % 2]
+            name = f"during-{n}"
+            args = ("network", "create", name) if kind == "network" else ("volume", "create", "--size", "1", name)
+            if self._call(*args):
+                with self.lock:
+                    self.created.append((kind, name))
+
+    def __enter__(self) -> Operator:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(600)
+
+
+def test_every_service_reports_its_memory(plane, capsys):
+    """What the plane costs, as `wsgictl status --json` tells it: PSS per service (shared pages counted once)."""
+    status = plane.daemon.wait_for(
+        lambda s: all((x.get("memory") or {}).get("pss_bytes") for x in s.values()), 30, "memory of every service"
+    )
+    pss = {name: s["memory"]["pss_bytes"] for name, s in status.items()}
+    total = sum(pss.values())
+    with capsys.disabled():
+        print(f"\ncontrol plane: {len(pss)} services ready {plane.startup_seconds:.0f} s after the daemon started;")
+        each = ", ".join(f"{name} {value / 2**20:.0f}" for name, value in sorted(pss.items()))
+        print(f"PSS {total / 2**20:.0f} MiB in all: {each}")
+
+
+def test_reload_every_api_and_restart_every_worker_while_an_operator_works(plane):
+    with Operator(plane) as operator:
+        for name in APIS:
+            plane.daemon.ctl("reload", name, "--timeout", "180", timeout=240)
+        for name in WORKERS:
+            plane.daemon.ctl("restart", name, "--timeout", "180", timeout=240)
+    assert operator.failures == [], "\n".join(operator.failures)
+    assert operator.calls > len(Operator.READS) and len(operator.created) >= 2, (operator.calls, operator.created)
+    status = plane.daemon.status()
+    assert {name: s["state"] for name, s in status.items()} == dict.fromkeys((*APIS, *WORKERS), "running")
+    # every resource made before and during is still there
+    for kind, name in operator.created:
+        if kind == "volume":
+            plane.wait_field(("volume", "show", name), "status", "available")
+        else:
+            assert plane.json("network", "show", name)["status"] == "ACTIVE"
+    assert plane.json("image", "show", "cirros")["status"] == "active"
+    assert plane.json("subnet", "show", "private-v4")["cidr"] == "10.20.0.0/24"
+    assert plane.json("volume", "show", "data")["status"] == "available"
+    assert plane.json("server", "show", "vm1")["status"] == "ACTIVE"
+    assert plane.json("stack", "show", "demo")["stack_status"] == "CREATE_COMPLETE"

@@ -800,10 +800,11 @@ class Operator:
         ("stack", "list"),
     )
 
-    def __init__(self, plane: Plane, create_every: float = 5.0):
+    def __init__(self, plane: Plane, prefix: str, create_every: float = 5.0):
         import threading
 
         self.plane = plane
+        self.prefix = prefix
         self.create_every = create_every
         self.done = threading.Event()
         self.lock = threading.Lock()
@@ -833,7 +834,7 @@ class Operator:
         while not self.done.wait(self.create_every):
             n += 1
             kind = ("network", "volume")[n % 2]
-            name = f"during-{n}"
+            name = f"{self.prefix}-{n}"
             args = ("network", "create", name) if kind == "network" else ("volume", "create", "--size", "1", name)
             if self._call(*args):
                 with self.lock:
@@ -863,8 +864,9 @@ def test_every_service_reports_its_memory(plane, capsys):
         print(f"PSS {total / 2**20:.0f} MiB in all: {each}")
 
 
-def test_reload_every_api_and_restart_every_worker_while_an_operator_works(plane):
-    with Operator(plane) as operator:
+@pytest.mark.busy
+def test_reload_every_api_and_restart_every_worker_while_an_operator_works(plane, host_load):
+    with Operator(plane, prefix=f"during-{host_load}") as operator:
         for name in APIS:
             plane.daemon.ctl("reload", name, "--timeout", "180", timeout=240)
         for name in WORKERS:

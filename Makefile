@@ -12,8 +12,10 @@ RUN_DEBS  := libsystemd-dev pkg-config
 # test's hosts run sshd, and HAProxy balances over them; the control-plane test's database and message broker
 TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd haproxy openssh-server openssh-client tmux \
              mariadb-server rabbitmq-server
+# the benchmarks' own: `bench/run.py memory` runs a control plane on a private MariaDB
+BENCH_DEBS := mariadb-server
 
-.PHONY: setup setup-test run test test-fleet lint bench clean
+.PHONY: setup setup-test run test test-fleet lint docs man bench clean
 
 define ensure_debs
 	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -28,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	$(call ensure_debs,$(RUN_DEBS))
 	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,docs]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -43,7 +45,15 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup-test lint
+# the operator's documentation: a warning is an error; the HTML lands in build/docs/
+docs: setup
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs build/docs
+
+# the man pages in man/, written again from the argument parsers (a test checks them)
+man: setup
+	$(VENV)/bin/python docs/_ext/manpages.py man
+
+test: setup-test lint docs
 	$(VENV)/bin/pytest
 
 # the fleet test alone (it is part of `make test` too)
@@ -51,7 +61,8 @@ test-fleet: setup-test
 	$(VENV)/bin/pytest -m fleet
 
 bench: setup-test
+	$(call ensure_debs,$(BENCH_DEBS))
 	$(VENV)/bin/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(RUNTIME) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(RUNTIME) .pytest_cache .ruff_cache build/docs

@@ -47,6 +47,7 @@ from common import (
     wait_until,
     wrk_ms,
 )
+from memory import section_memory
 from request_log import section_request_log
 from servers import section_servers
 
@@ -56,7 +57,7 @@ SUPERVISORD_VENV = ROOT / ".cache" / "supervisord-venv"
 # -- contenders ---------------------------------------------------------------------------
 
 
-def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
+def start_ours(n: int, processes: int = 1, wrapper: tuple[str, ...] = ()) -> tuple[Daemon, float, float]:
     """(daemon, seconds to all sockets answering, seconds to the daemon reporting all running).
 
     The daemon reports the way systemd hears it: READY=1 on $NOTIFY_SOCKET
@@ -70,6 +71,7 @@ def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp / "notify.sock"))
     d = bench_daemon(tmp, "--no-units", env={"NOTIFY_SOCKET": str(tmp / "notify.sock")})
+    d.wrapper = list(wrapper)
     (d.conf_dir).mkdir(parents=True)
     (d.conf_dir / "bench.toml").write_text(hello_manifest(n, processes))
     socks = [d.runtime_dir / f"api{i:03d}.sock" for i in range(n)]
@@ -80,6 +82,7 @@ def start_ours(n: int, processes: int = 1) -> tuple[Daemon, float, float]:
         while b"READY=1" not in notify.recv(4096).split(b"\n"):
             pass
     reported = time.monotonic() - started
+    d.cpu_at_ready = _cpu(d.proc.pid)  # the daemon's own CPU seconds to READY=1: what the load inflates least
     wait_all_answer(socks)
     answered = time.monotonic() - started
     client = Client(d.runtime_dir, timeout=5)
@@ -238,6 +241,73 @@ def section_startup(sizes=(10, 20, 50, 100, 200), repeats=3) -> None:
             f"|  | overhead over the bare emperor (reported running): {extra:+.3f} s, "
             f"ratio {median_spread(ours_r)[0] / median_spread(bare)[0]:.2f} |  |  |  |  |"
         )
+    say()
+
+
+def baseline_wrapper(checkout: Path) -> tuple[str, ...]:
+    """Run the daemon of another checkout (`BENCH_BASELINE=DIR`, e.g. `git archive main supervisor | tar
+    -x -C DIR`) with this venv: a wrapper that puts DIR first on the path and drops our daemon's path."""
+    import compileall
+
+    compileall.compile_dir(checkout / "supervisor", quiet=1)  # as installed, like ours (installed_bytecode)
+    script = short_tmp("wsbase-") / "baseline-daemon.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(checkout)!r})\ndel sys.argv[1]\n"
+        "from supervisor.main import main\nmain()\n"
+    )
+    return (str(PYTHON), str(script))
+
+
+def section_coldstart(sizes=(20,), rounds=10) -> None:
+    """The daemon against the bare emperor only, one after the other in each round, so that both see the
+    same load; each round's ratio is reported, and the median of the ratios (the goal is at most 1.25 at 20).
+    With `BENCH_BASELINE=DIR`, the daemon of that checkout runs in each round too."""
+    sizes = (sizes,) if isinstance(sizes, int) else sizes  # `coldstart:sizes=20` parses as one number
+    baseline = os.environ.get("BENCH_BASELINE")
+    contenders: dict[str, tuple[str, ...] | None] = {"ours": ()}
+    if baseline:
+        contenders["baseline"] = baseline_wrapper(Path(baseline))
+    contenders["bare"] = None
+    say("## 1b. Cold start, the daemon against the bare emperor, alternating (hello APIs, 1 worker each)")
+    say()
+    if baseline:
+        say(f"Baseline: the daemon of `{baseline}`, run the same way in each round.")
+        say()
+    say(
+        "| N | daemon | READY=1 | all answering | bare emperor: all answering | ratio READY=1 / bare, per round "
+        "| the daemon's CPU to READY=1 |"
+    )
+    say("| --- | --- | --- | --- | --- | --- | --- |")
+    for n in sizes:
+        ready: dict[str, list[float]] = {name: [] for name in contenders}
+        answered: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name in contenders}
+        for i in range(rounds):
+            names = list(contenders)
+            order = names[i % len(names) :] + names[: i % len(names)]  # each goes first in turn
+            for name in order:
+                wrapper = contenders[name]
+                if wrapper is None:
+                    proc, took, tmp = start_bare_emperor(n)
+                    stop_tree(proc, signal.SIGINT)
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    ready[name].append(took)
+                    answered[name].append(took)
+                else:
+                    d, a, r = start_ours(n, wrapper=wrapper)
+                    d.stop(timeout=60)
+                    ready[name].append(r)
+                    answered[name].append(a)
+                    cpu[name].append(d.cpu_at_ready)
+        for name in contenders:
+            if name == "bare":
+                continue
+            ratios = [r / b for r, b in zip(ready[name], ready["bare"], strict=True)]
+            say(
+                f"| {n} | {name} | {fmt(ready[name])} | {fmt(answered[name])} | {fmt(ready['bare'])} | "
+                f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}, n={rounds}) | "
+                f"{fmt(cpu[name])} |"
+            )
     say()
 
 
@@ -612,6 +682,7 @@ def section_adoption(n=20, repeats=5, goal=1.0) -> None:
 
 SECTIONS = {
     "startup": section_startup,
+    "coldstart": section_coldstart,
     "throughput": section_throughput,
     "requestlog": section_request_log,
     "control": section_control,
@@ -620,9 +691,10 @@ SECTIONS = {
     "shutdown": section_shutdown,
     "adoption": section_adoption,
     "servers": section_servers,
+    "memory": section_memory,
 }
-# run only when named: it builds placement's venv from PyPI once, and takes about 10 minutes
-NAMED_ONLY = {"servers"}
+# run only when named: they build OpenStack venvs from PyPI once, and take 10-20 minutes each
+NAMED_ONLY = {"servers", "memory"}
 
 
 def parse(arg: str) -> tuple[str, dict]:
@@ -640,6 +712,15 @@ def load_average() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
+def installed_bytecode() -> None:
+    """Compile the daemon's modules as `pip install` does. An editable checkout run with
+    PYTHONDONTWRITEBYTECODE=1 (these machines) compiles every module from source at every start:
+    0.08 s more CPU before the first vassal, which no installed daemon pays."""
+    import compileall
+
+    compileall.compile_dir(ROOT / "supervisor", quiet=1)
+
+
 def main() -> None:
     # a stopped benchmark still stops what it started (the `finally:` blocks)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -647,6 +728,7 @@ def main() -> None:
     unknown = [name for name, _ in chosen if name not in SECTIONS]
     if unknown:
         sys.exit(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}")
+    installed_bytecode()
     say(f"# Benchmark results ({time.strftime('%Y-%m-%d')})")
     say()
     say(f"Machine: {machine()}")

@@ -1,11 +1,11 @@
 """The daemon's settings, each declared once: name, type, default and help.
 
 `Config`'s fields are the declaration. The daemon's command line
-(`add_arguments`), the `Config` it builds (`from_arguments`) and the table of
-options in README.md (`options_table`, checked by a test; `python -m
-supervisor.config README.md` rewrites it) are derived from them, so a default
-is written in one place. Light (standard library only): read before the heavy
-imports.
+(`parser`, `add_arguments`), the `Config` it builds (`from_arguments`), the
+table of options in the documentation (`options_table`, put into
+docs/daemon.md when the docs are built) and the man page wsgi-supervisor(8)
+are derived from them, so a default is written in one place. Light (standard
+library only): read before the heavy imports, and by the docs' build.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import grp
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -259,8 +258,21 @@ def from_arguments(args: argparse.Namespace) -> Config:
     return Config(**{f.name: getattr(args, f.name) for f, _ in options()})
 
 
+def parser() -> argparse.ArgumentParser:
+    """The daemon's command line (also what its man page is written from)."""
+    from supervisor import __version__
+
+    p = argparse.ArgumentParser(
+        prog="wsgi-supervisor",
+        description="one daemon per host for OpenStack-style WSGI APIs and the worker services beside them",
+    )
+    add_arguments(p)  # every setting, as Config declares it
+    p.add_argument("--version", action="version", version=f"wsgi-supervisor {__version__}")
+    return p
+
+
 def options_table() -> str:
-    """The daemon's options as a markdown table, for README.md."""
+    """The daemon's options as a markdown table, for docs/daemon.md."""
     rows = ["| option | default | what |", "| --- | --- | --- |"]
     for f, o in options():
         usage = f"`{o.flag} {o.metavar}`" if o.metavar else f"`{o.flag}`"
@@ -269,21 +281,7 @@ def options_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-README_BEGIN = "<!-- daemon options, from supervisor/config.py (python -m supervisor.config README.md) -->\n"
-README_END = "<!-- end of daemon options -->\n"
-
-
-def with_options_table(readme: str) -> str:
-    """README's text with its table of daemon options made from the declaration."""
-    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
-    if not pattern.search(readme):
-        raise ValueError("README has no table of daemon options (its markers are missing)")
-    return pattern.sub(lambda _: README_BEGIN + options_table() + README_END, readme)
-
-
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        path = Path(sys.argv[1])
-        path.write_text(with_options_table(path.read_text()))
-    else:
-        print(options_table(), end="")
+        sys.exit("the options table is written into docs/daemon.md as the docs are built (make docs): nothing to do")
+    print(options_table(), end="")

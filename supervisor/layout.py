@@ -1,6 +1,6 @@
 """Where everything lives under the runtime dir.
 
-What others may rely on (README.md, "Layout of the runtime dir"): API NAME
+What others may rely on (docs/daemon.md, "Layout of the runtime dir"): API NAME
 listens on `<runtime>/NAME.sock`, the control socket is
 `<runtime>/control.sock`. Everything else is internal.
 """

@@ -38,10 +38,7 @@ log = logging.getLogger("wsgi-supervisor")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="wsgi-supervisor", description=__doc__.splitlines()[0])
-    config.add_arguments(p)  # every setting, as config.py declares it
-    p.add_argument("--version", action="version", version=f"wsgi-supervisor {__version__}")
-    return p.parse_args(argv)
+    return config.parser().parse_args(argv)  # every setting, as config.py declares it
 
 
 class AlreadyRunning(RuntimeError):

@@ -1,7 +1,8 @@
-"""The control plane's backing services, each started privately by a test: MariaDB and RabbitMQ from Debian.
+"""Backing services started privately for a test or a bench: MariaDB and RabbitMQ from Debian
+(`mariadb-server`, `rabbitmq-server`).
 
-Each runs as the test's own child on loopback, on ports chosen free, with its data, logs and sockets under
-the test's directory, and is stopped by pid at the end: nothing of it outlives the `with` block.
+Each runs as our own child, on loopback on a free port, with its data dir and socket under a directory of the
+caller's, and is stopped by pid at the end of the `with` block, its whole tree checked.
 """
 
 from __future__ import annotations
@@ -20,15 +21,110 @@ from pathlib import Path
 
 from supervisor.observe.procs import alive, descendants
 
-MARIADB_USER = "openstack"
-MARIADB_PASSWORD = "openstack-db"
+DB_USER = "openstack"
+DB_PASSWORD = "openstack-db"
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
+@dataclass
+class MariaDB:
+    port: int
+    socket_path: Path
+
+    def url(self, dbname: str) -> str:
+        """Database `dbname`'s SQLAlchemy URL (oslo.db's `connection`), over TCP so that a service's
+        connections show by remote port."""
+        return f"mysql+pymysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{self.port}/{dbname}?charset=utf8"
+
+    def create(self, dbname: str) -> None:
+        self.sql(f"CREATE DATABASE IF NOT EXISTS `{dbname}` CHARACTER SET utf8mb4")
+
+    def sql(self, statement: str) -> str:
+        """Run `statement` as root over the unix socket; its output, or RuntimeError with MariaDB's words."""
+        done = subprocess.run(
+            ["mariadb", "--no-defaults", "-S", str(self.socket_path), "-uroot", "-N", "-e", statement],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"mariadb: {statement!r}: {done.stderr.strip()}")
+        return done.stdout
+
+
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def private_mariadb(workdir: Path) -> Iterator[MariaDB]:
+    """A MariaDB server of our own on 127.0.0.1, its data under `workdir/mariadb`; user `openstack` may do
+    everything from loopback. Needs Debian's mariadb-server (`make bench` installs it)."""
+    base = workdir / "mariadb"
+    (base / "data").mkdir(parents=True, exist_ok=True)
+    sockdir = Path(tempfile.mkdtemp(prefix="mdb-"))  # unix socket paths are limited to 107 bytes
+    sock, log = sockdir / "mysqld.sock", base / "error.log"
+    common = ["--no-defaults", f"--datadir={base / 'data'}", "--user=root"]
+    made = subprocess.run(
+        ["mariadb-install-db", *common, "--auth-root-authentication-method=socket", "--skip-test-db"],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        shutil.rmtree(sockdir, ignore_errors=True)
+        raise RuntimeError(f"mariadb-install-db failed:\n{made.stdout}{made.stderr}")
+    db = MariaDB(_free_port(), sock)
+    proc = subprocess.Popen(
+        [
+            "mariadbd",
+            *common,
+            f"--socket={sock}",
+            f"--port={db.port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={base / 'mariadbd.pid'}",
+            f"--log-error={log}",
+            "--skip-log-bin",
+            "--skip-name-resolve",
+            "--max-connections=1000",  # every worker of every service holds a pool
+            "--innodb-flush-log-at-trx-commit=0",  # nothing here must survive a power cut: faster migrations
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mariadbd exited with {proc.returncode}: {log.read_text(errors='replace')[-3000:]}")
+            with contextlib.suppress(RuntimeError):
+                if sock.exists() and db.sql("SELECT 1"):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mariadbd not answering after 60 s: {log}")
+            time.sleep(0.1)
+        db.sql(
+            f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';"
+            f" GRANT ALL PRIVILEGES ON *.* TO '{DB_USER}'@'127.0.0.1'"
+        )
+        yield db
+    finally:
+        tree = [proc.pid, *descendants(proc.pid)]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for pid in tree:
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+# -- helpers for RabbitMQ ---------------------------------------------------------------
 
 
 def stop_tree(proc: subprocess.Popen, timeout: float = 30.0) -> list[int]:
@@ -52,123 +148,11 @@ def wait_until(ready, proc: subprocess.Popen, what: str, log: Path, timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
         if ready():
             return
         time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready after {timeout:.0f} s:\n{tail(log)}")
-
-
-def tail(path: Path, size: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-size:]
-    except OSError:
-        return ""
-
-
-# -- MariaDB ------------------------------------------------------------------------
-
-
-@dataclass
-class MariaDB:
-    port: int
-    socket_path: Path
-
-    def url(self, dbname: str) -> str:
-        """The SQLAlchemy URL of database `dbname`, as oslo.db's `connection` takes it."""
-        return f"mysql+pymysql://{MARIADB_USER}:{MARIADB_PASSWORD}@127.0.0.1:{self.port}/{dbname}?charset=utf8"
-
-    def create(self, dbname: str) -> None:
-        """An empty database `dbname` (if there is none)."""
-        self.sql(f"CREATE DATABASE IF NOT EXISTS `{dbname}` CHARACTER SET utf8mb4")
-
-    def sql(self, statement: str) -> str:
-        done = subprocess.run(
-            ["mariadb", "--no-defaults", "-S", str(self.socket_path), "-uroot", "-N", "-e", statement],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"mariadb: {statement!r}: {done.stderr.strip()}")
-        return done.stdout
-
-
-@contextlib.contextmanager
-def private_mariadb(workdir: Path) -> Iterator[MariaDB]:
-    """A MariaDB server of the test's own on 127.0.0.1 (a free port), its data dir under `workdir`.
-
-    A user `openstack` may do everything from loopback; `.url(name)` is a database's SQLAlchemy URL.
-    """
-    base = workdir / "mariadb"
-    data = base / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    # unix socket paths are limited to 107 bytes: pytest's dirs can be longer
-    sockdir = Path(tempfile.mkdtemp(prefix="mdb-"))
-    sock = sockdir / "mariadb.sock"
-    log = base / "mariadb.log"
-    installed = subprocess.run(
-        [
-            "mariadb-install-db",
-            "--no-defaults",
-            f"--datadir={data}",
-            "--user=root",
-            "--auth-root-authentication-method=socket",
-            "--skip-test-db",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if installed.returncode != 0:
-        shutil.rmtree(sockdir, ignore_errors=True)
-        raise RuntimeError(f"mariadb-install-db: {installed.stdout}{installed.stderr}")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "mariadbd",
-            "--no-defaults",
-            f"--datadir={data}",
-            f"--socket={sock}",
-            f"--port={port}",
-            "--bind-address=127.0.0.1",
-            "--user=root",
-            f"--pid-file={base / 'mariadb.pid'}",
-            f"--log-error={log}",
-            "--skip-log-bin",
-            "--skip-name-resolve",
-            # every worker of every service keeps a pool of connections
-            "--max-connections=2000",
-            "--innodb-buffer-pool-size=256M",
-            # a test's data need not survive a power cut: schema migrations go much faster
-            "--innodb-flush-log-at-trx-commit=0",
-            "--innodb-doublewrite=0",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        db = MariaDB(port, sock)
-
-        def answers() -> bool:
-            if not sock.exists():
-                return False
-            try:
-                db.sql("SELECT 1")
-            except RuntimeError:
-                return False
-            return True
-
-        wait_until(answers, proc, "mariadbd", log)
-        db.sql(
-            f"CREATE USER '{MARIADB_USER}'@'127.0.0.1' IDENTIFIED BY '{MARIADB_PASSWORD}';"
-            f" GRANT ALL PRIVILEGES ON *.* TO '{MARIADB_USER}'@'127.0.0.1' WITH GRANT OPTION"
-        )
-        yield db
-    finally:
-        left = stop_tree(proc, timeout=60)
-        shutil.rmtree(sockdir, ignore_errors=True)
-        assert not left, f"mariadbd left processes behind: {left}"
+    raise RuntimeError(f"{what} not ready after {timeout:.0f} s:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 # -- RabbitMQ -----------------------------------------------------------------------
@@ -202,7 +186,7 @@ def private_rabbitmq(workdir: Path) -> Iterator[RabbitMQ]:
     and an epmd of its own on a port of its own (started here and stopped here, not left for the host)."""
     base = workdir / "rabbitmq"
     base.mkdir(parents=True, exist_ok=True)
-    port, dist_port, epmd_port = free_port(), free_port(), free_port()
+    port, dist_port, epmd_port = _free_port(), _free_port(), _free_port()
     nodename = f"rabbit-test-{port}@localhost"
     (base / "rabbitmq.conf").write_text(
         f"listeners.tcp.default = 127.0.0.1:{port}\n"

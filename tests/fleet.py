@@ -137,7 +137,7 @@ class Fleet:
 
     check_path/check_port: what HAProxy's `option httpchk` asks each host, on the daemon's metrics
     port by default: /metrics (the daemon answers), or /health/NAME and /health (the API, the host
-    in rotation: README, Health and drain). check_interval: seconds between two checks (`inter`);
+    in rotation: docs/health.md). check_interval: seconds between two checks (`inter`);
     a host is down after `fall` failed checks in a row, up after `rise` good ones.
     """
 

@@ -45,6 +45,7 @@ sys.path.insert(0, str(CONTRIB / "roles" / "wsgi_rolling" / "filter_plugins"))
 from wsgi_haproxy import wsgi_haproxy_late, wsgi_haproxy_rotation, wsgi_haproxy_status  # noqa: E402
 from wsgi_supervisor_toml import (  # noqa: E402
     AnsibleFilterError,
+    wsgi_supervisor_document,
     wsgi_supervisor_enabled,
     wsgi_supervisor_health_base,
     wsgi_supervisor_relative_paths,
@@ -237,6 +238,51 @@ def test_the_rendered_manifest_is_what_the_variables_say(tmp_path):
     assert manifest.services["nova-conductor"].enabled is False
 
 
+def test_the_document_puts_this_hosts_defaults_over_the_sources():
+    source = '[defaults]\nvenv = "/opt/x"\nenvironment = { A = "source", B = "source" }\n\n'
+    source += '[services.a]\nkind = "worker"\ncommand = ["a"]\n\n[services.b]\nkind = "worker"\ncommand = ["b"]\n'
+    document = wsgi_supervisor_document(
+        {"b": {"kind": "worker", "command": ["b2"]}, "c": {"kind": "worker", "command": ["c"]}},
+        {"user": "svc", "environment": {"B": "host"}},
+        source,
+    )
+    assert document == {
+        "defaults": {"venv": "/opt/x", "user": "svc", "environment": {"A": "source", "B": "host"}},
+        "services": {
+            "a": {"kind": "worker", "command": ["a"]},
+            "b": {"kind": "worker", "command": ["b2"]},
+            "c": {"kind": "worker", "command": ["c"]},
+        },
+    }
+    # without defaults, the file is what it was before [defaults] existed
+    assert wsgi_supervisor_document({"a": {"kind": "worker", "command": ["a"]}}, {}, "") == {
+        "services": {"a": {"kind": "worker", "command": ["a"]}}
+    }
+    with pytest.raises(AnsibleFilterError, match="wsgi_supervisor_manifest_source is not valid TOML"):
+        wsgi_supervisor_document({}, {}, "[defaults")
+
+
+def test_the_role_fills_an_openstack_manifests_defaults_for_this_host(tmp_path):
+    """contrib/openstack/nova.toml with this host's venv, user and config dir: said once, in the inventory."""
+    variables = {
+        "wsgi_supervisor_manifest_source": str(ROOT / "contrib" / "openstack" / "nova.toml"),
+        "wsgi_supervisor_defaults": {
+            "venv": "/srv/venvs/nova",
+            "user": "nova-svc",
+            "environment": {"OS_NOVA_CONFIG_DIR": "/srv/etc/nova"},
+        },
+    }
+    result, out = render(tmp_path, yaml.safe_dump(variables))
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = load(out.parent, check_host=False)
+    source = tomllib.loads((ROOT / "contrib" / "openstack" / "nova.toml").read_text())
+    assert set(manifest.services) == set(source["services"])
+    for service in manifest.services.values():
+        assert (service.venv, service.user) == ("/srv/venvs/nova", "nova-svc")
+        assert service.environment["OS_NOVA_CONFIG_DIR"] == "/srv/etc/nova"
+    assert manifest.services["nova-conductor"].command == ("nova-conductor", "--config-file", "/srv/etc/nova/nova.conf")
+
+
 def test_a_value_toml_cannot_hold_fails_the_render_naming_it(tmp_path):
     result, out = render(tmp_path, "wsgi_supervisor_services:\n  keystone:\n    kind: api\n    mount: null\n")
     assert result.returncode != 0
@@ -333,9 +379,10 @@ def test_a_relative_app_path_is_refused_before_the_check(tmp_path):
 # -- installing ------------------------------------------------------------------------------------------
 
 
-def test_install_from_a_wheel_and_from_a_source_tree_once_with_the_unit_templates(tmp_path):
-    """A wheel carries no units/: the role supplies the templates so that wsgictl units install works; a
-    second run installs nothing again. (--no-deps: the dependencies are not what this is about.)"""
+def test_install_from_a_wheel_and_from_a_source_tree_once_with_the_packages_unit_templates(tmp_path):
+    """The package carries its unit templates (a wheel under share/, a source tree in units/): the role takes
+    them from the installation, copies none, and wsgictl units install works; a second run installs nothing
+    again. (--no-deps: the dependencies are not what this is about.)"""
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
@@ -367,8 +414,7 @@ def test_install_from_a_wheel_and_from_a_source_tree_once_with_the_unit_template
         first = run_playbook(tmp_path, tmp_path / "install.yml", *args)
         assert first.returncode == 0, first.stdout
         assert "changed" in task(first.stdout, "Install wsgi-supervisor into the venv")
-        where = "the control node" if source == wheel else "the source tree"
-        assert "changed" in task(first.stdout, f"Provide the unit templates from {where}"), first.stdout
+        assert "skipping" in task(first.stdout, "Provide the unit templates from the control node"), first.stdout
         units = venv / "share" / "wsgi-supervisor" / "units"
         assert sorted(p.name for p in units.iterdir()) == ["wsgi-supervisor.service", "wsgi@.service"]
         assert (units / "wsgi@.service").read_text() == (ROOT / "units" / "wsgi@.service").read_text()

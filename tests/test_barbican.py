@@ -1,10 +1,11 @@
 """End to end with a real paste-deploy OpenStack API: barbican from PyPI, in its own venv, from its paste ini."""
 
 import json
+import shutil
 
 import pytest
 
-from support import service_venv, uwsgi_request, write_manifest
+from support import ROOT, service_venv, uwsgi_request, write_manifest
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +56,26 @@ OS_DEFAULT__DB_AUTO_CREATE = "true"
     assert uwsgi_request(daemon.socket("barbican-health"), "/key-manager/")[:3:2] == (200, b"OK")
     # barbican's own API: /v1 is the keystone pipeline, which needs a keystone; its unauthenticated pipeline
     # (paste_app = "barbican_api") fails every request in barbican 23.0.0 with AttributeError: request_id
+
+
+def test_contrib_openstack_barbican_serves_with_this_hosts_defaults(daemon, barbican_venv, tmp_path):
+    """contrib/openstack/barbican.toml as shipped, only its [defaults] set for this host (no user here): the
+    config dir names the paste file, and the API is ready only once /healthcheck answers through it."""
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    shutil.copy(next(barbican_venv.glob("etc/barbican/barbican-api-paste.ini")), conf)
+    text = (ROOT / "contrib" / "openstack" / "barbican.toml").read_text()
+    database = f'OS_DATABASE__CONNECTION = "sqlite:///{tmp_path}/b.sqlite", OS_DEFAULT__DB_AUTO_CREATE = "true"'
+    for shipped, here in (
+        ('venv = "/opt/openstack/barbican"', f'venv = "{barbican_venv}"'),
+        ('user = "barbican"\n', ""),
+        ('OS_BARBICAN_CONFIG_DIR = "/etc/barbican"', f'OS_BARBICAN_CONFIG_DIR = "{conf}", {database}'),
+    ):
+        assert text.count(shipped) == 1, shipped
+        text = text.replace(shipped, here)
+    write_manifest(daemon.conf_dir, text, name="barbican.toml")
+    daemon.start()
+    daemon.ctl("start", "barbican-api", "--timeout", "120")  # its workers need a message bus: not here
+    status, _, body = uwsgi_request(daemon.socket("barbican-api"), "/key-manager/")
+    assert status == 300 and "versions" in json.loads(body), (status, body)
+    assert uwsgi_request(daemon.socket("barbican-api"), "/key-manager/healthcheck")[:3:2] == (200, b"OK")

@@ -24,7 +24,14 @@ def subcommands(parser=None, prefix=()):
                 yield from nested or [(*prefix, name)]
 
 
-REQUIRED = {"proxy-config": ["apache"], "import": ["f"], "serve": ["n"], "supervise": ["n"], "stack": ["n"]}
+REQUIRED = {
+    "proxy-config": ["apache"],
+    "import": ["f"],
+    "serve": ["n"],
+    "supervise": ["n"],
+    "stack": ["n"],
+    "complete": ["1"],
+}
 
 
 @pytest.mark.parametrize("command", list(subcommands()), ids=" ".join)

@@ -1,4 +1,5 @@
-"""Each daemon setting is declared once (config.py); the command line, Config and README come from it."""
+"""Each daemon setting is declared once (config.py); the command line, Config and the docs' table come from it
+(tests/test_docs.py checks the table and the man page)."""
 
 import inspect
 import os
@@ -45,13 +46,6 @@ def test_every_option_reaches_config():
         units=False,
     )
     assert settings("--journal", "yes").journal is True and settings("--journal", "auto").journal is None
-
-
-def test_the_readme_table_is_the_declaration():
-    readme = (ROOT / "README.md").read_text()
-    assert config.with_options_table(readme) == readme, "run: .venv/bin/python -m supervisor.config README.md"
-    for _, option in config.options():
-        assert f"`{option.flag}" in readme
 
 
 def test_defaults_are_written_once():

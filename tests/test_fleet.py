@@ -35,7 +35,7 @@ STOP_DRAIN = 3.0  # seconds out of rotation before a stopping daemon stops its s
 
 fleet = fleet_fixture(
     tomli_w.dumps({"services": {"api": API}}),
-    check_path="/health/api",  # HAProxy asks each host's daemon (README: Health and drain)
+    check_path="/health/api",  # HAProxy asks each host's daemon (docs/health.md)
     daemon_args=("--stop-drain", str(STOP_DRAIN)),
 )
 

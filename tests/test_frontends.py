@@ -204,7 +204,7 @@ def test_curl_uploads_20mb_with_expect_100_continue(
     assert "> Expect: 100-continue" in trace  # what this test is about
     body = (tmp_path / "out").read_bytes()
     if front.name == "apache" and protocol == "uwsgi" and chunked:
-        # mod_proxy_uwsgi refuses chunked request bodies outright (README: use protocol = "http")
+        # mod_proxy_uwsgi refuses chunked request bodies outright (docs/frontends.md: use protocol = "http")
         assert status == 411, body
         return
     assert status == 200, body

@@ -42,7 +42,9 @@ KEYS = [
 ]
 scalars = (
     st.text(max_size=30)
-    | st.sampled_from(["api", "worker", "http", "uwsgi", "a.b:c", "/x", "$(HOME)", "@(x)", "\n[uwsgi]\nx=1"])
+    | st.sampled_from(
+        ["api", "worker", "http", "uwsgi", "a.b:c", "/x", "$(HOME)", "@(x)", "\n[uwsgi]\nx=1", "${HOME}", "$${x}"]
+    )
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.booleans()
@@ -53,14 +55,22 @@ values = st.recursive(
     max_leaves=8,
 )
 service_tables = st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=12), values, max_size=8)
+defaults_tables = st.dictionaries(st.sampled_from(KEYS), values, max_size=6)  # a file's [defaults]
 NAMES = st.text(alphabet=string.ascii_lowercase + "-_Z9 .", max_size=12)
 documents = st.dictionaries(
-    st.sampled_from(["services", "service", "x"]),
+    st.sampled_from(["services", "service", "x", "defaults"]),
     st.dictionaries(
         st.text(alphabet=string.ascii_lowercase + "-_Z9 .", max_size=12), service_tables | values, max_size=4
     )
     | values,
     max_size=2,
+) | st.fixed_dictionaries(  # a file whose services take its [defaults]
+    {
+        "defaults": defaults_tables,
+        "services": st.dictionaries(
+            st.text(alphabet=string.ascii_lowercase + "-", max_size=8), service_tables, max_size=3
+        ),
+    }
 )
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 from frontends import Apache, Nginx, proxy_config
 
-from support import Daemon, free_port, http_request, service_venv, write_manifest
+from support import ROOT, Daemon, free_port, http_request, service_venv, write_manifest
 
 FRONTS = {"apache": Apache, "nginx": Nginx}
 # who calls, as keystonemiddleware would tell glance after checking a token
@@ -39,7 +39,12 @@ def glance_db(glance_venv, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("glance-db")
     (tmp / "glance-manage.conf").write_text(f"[database]\nconnection = sqlite:///{tmp / 'glance.sqlite'}\n")
     subprocess.run(
-        [str(glance_venv / "bin" / "glance-manage"), "--config-file", str(tmp / "glance-manage.conf"), "db_sync"],
+        # by the venv's Python: the script's #! names the path the venv was made at, which a cached venv outlives
+        [
+            str(glance_venv / "bin" / "python3"),
+            str(glance_venv / "bin" / "glance-manage"),
+            *("--config-file", str(tmp / "glance-manage.conf"), "db_sync"),
+        ],
         check=True,
         capture_output=True,
     )
@@ -52,9 +57,8 @@ def server(request):
     return request.param
 
 
-@pytest.fixture(scope="module")
-def glance(server, glance_venv, glance_db, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("glance")
+def glance_conf(tmp, glance_venv, glance_db):
+    """glance's config dir under `tmp` (file store, SQLite, its pipeline without keystone); returns it."""
     conf = tmp / "etc"
     conf.mkdir()
     images = tmp / "images"
@@ -88,6 +92,13 @@ config_file = {conf / "glance-api-paste.ini"}
     rules = ("add_image", "get_image", "get_images", "modify_image", "upload_image", "download_image", "delete_image")
     (conf / "policy.yaml").write_text("".join(f'"{rule}": ""\n' for rule in rules))
     shutil.copy(glance_db, tmp / "glance.sqlite")
+    return conf
+
+
+@pytest.fixture(scope="module")
+def glance(server, glance_venv, glance_db, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("glance")
+    conf = glance_conf(tmp, glance_venv, glance_db)
     d = Daemon(tmp, extra_args=["--socket-group", "www-data"])
     write_manifest(
         d.conf_dir,
@@ -299,3 +310,32 @@ def test_a_glance_direct_import_in_progress_survives(glance, big_image, tmp_path
     assert image["size"] == IMPORT_SIZE and image["os_hash_value"] == sha512
     assert "SIGKILL" not in d.output()
     assert api(port, "DELETE", f"/v2/images/{image_id}")[0] == 204
+
+
+def test_contrib_openstack_glance_serves_with_this_hosts_defaults(daemon, glance_venv, glance_db, tmp_path):
+    """contrib/openstack/glance.toml as shipped, only its [defaults] set for this host (no user here): HTTP on
+    its socket, ready only once /healthcheck answers, an image stored and read back through its mount."""
+    conf = glance_conf(tmp_path, glance_venv, glance_db)
+    text = (ROOT / "contrib" / "openstack" / "glance.toml").read_text()
+    for shipped, here in (
+        ('venv = "/opt/openstack/glance"', f'venv = "{glance_venv}"'),
+        ('user = "glance"\n', ""),
+        ('OS_GLANCE_CONFIG_DIR = "/etc/glance"', f'OS_GLANCE_CONFIG_DIR = "{conf}"'),
+    ):
+        assert text.count(shipped) == 1, shipped
+        text = text.replace(shipped, here)
+    write_manifest(daemon.conf_dir, text, name="glance.toml")
+    daemon.start()
+    daemon.ctl("start", "glance-api", "--timeout", "120")
+    sock = daemon.socket("glance-api")
+    body = json.dumps({"name": "contrib", "disk_format": "raw", "container_format": "bare"})
+    headers = {**IDENTITY, "Content-Type": "application/json"}
+    status, _, created = http_request(sock, "/image/v2/images", "POST", body, headers)
+    assert status == 201, created
+    image_id = json.loads(created)["id"]
+    data = os.urandom(1024 * 1024)
+    headers = {**IDENTITY, "Content-Type": "application/octet-stream"}
+    status, _, _ = http_request(sock, f"/image/v2/images/{image_id}/file", "PUT", data, headers)
+    assert status == 204
+    status, _, stored = http_request(sock, f"/image/v2/images/{image_id}/file", headers=IDENTITY)
+    assert status == 200 and stored == data

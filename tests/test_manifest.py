@@ -338,3 +338,276 @@ def test_a_venv_without_the_chosen_server_is_reported(tmp_path):
             f"gunicorn is not installed in {venv}: run '{venv}/bin/pip install gunicorn'",
         )
     ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "says"),
+    [
+        ('warmup = ["/v3"]', "needs preload = true"),
+        ('preload = false\nwarmup = ["/v3"]', "needs preload = true"),
+        ('preload = true\nwarmup = ["v3"]', "'v3' is not a path"),
+    ],
+)
+def test_warmup_needs_preload_and_paths(tmp_path, keys, says):
+    found = problems(tmp_path, a=f'[services.keystone]\nkind = "api"\napp = "{PROBE}"\n{keys}\n')
+    assert [(f, s, k) for f, s, k, _ in found] == [("a.toml", "keystone", "warmup")], found
+    assert says in found[0][3]
+
+
+# -- a file's [defaults] ------------------------------------------------------------------
+
+
+def test_defaults_apply_to_the_services_they_fit(tmp_path):
+    (tmp_path / "nova.toml").write_text(
+        """
+[defaults]
+venv = "/opt/openstack/nova"
+user = "nova"
+environment = { OS_NOVA_CONFIG_DIR = "/etc/nova", OS_SHARED = "file" }
+processes = 4
+notify = true
+uwsgi = { "buffer-size" = 65535, "harakiri-verbose" = true }
+
+[services.nova-api]
+kind = "api"
+app = "nova.wsgi.osapi_compute:application"
+environment = { OS_SHARED = "service", OS_OWN = "api" }
+uwsgi = { "buffer-size" = 32768 }
+
+[services.nova-metadata]
+kind = "api"
+server = "gunicorn"
+app = "nova.wsgi.metadata:application"
+venv = "/opt/other"
+processes = 2
+
+[services.nova-conductor]
+kind = "worker"
+command = ["nova-conductor"]
+
+[services.nova-compute]
+kind = "worker"
+command = ["nova-compute"]
+notify = false
+"""
+    )
+    services = load(tmp_path, check_host=False).services
+    api, metadata, conductor, compute = (
+        services[n] for n in ("nova-api", "nova-metadata", "nova-conductor", "nova-compute")
+    )
+    # what the service does not say it takes; what it says wins
+    assert (api.venv, api.user, api.processes) == ("/opt/openstack/nova", "nova", 4)
+    assert (metadata.venv, metadata.user, metadata.processes) == ("/opt/other", "nova", 2)
+    assert (conductor.venv, conductor.user, conductor.notify) == ("/opt/openstack/nova", "nova", True)
+    assert compute.notify is False
+    # tables merge, the service's entries winning one by one
+    assert api.environment == {"OS_NOVA_CONFIG_DIR": "/etc/nova", "OS_SHARED": "service", "OS_OWN": "api"}
+    assert conductor.environment == {"OS_NOVA_CONFIG_DIR": "/etc/nova", "OS_SHARED": "file"}
+    assert api.uwsgi == {"buffer-size": 32768, "harakiri-verbose": True}
+    # a uwsgi table goes to the uWSGI APIs only, not to gunicorn's
+    assert metadata.uwsgi == {} and metadata.server == "gunicorn"
+
+
+def test_a_default_server_decides_which_server_table_applies(tmp_path):
+    (tmp_path / "a.toml").write_text(
+        f"""
+[defaults]
+server = "gunicorn"
+gunicorn = {{ max_requests = 100 }}
+uwsgi = {{ "harakiri-verbose" = true }}
+
+[services.g]
+kind = "api"
+app = "{PROBE}"
+
+[services.u]
+kind = "api"
+server = "uwsgi"
+app = "{PROBE}"
+"""
+    )
+    services = load(tmp_path, check_host=False).services
+    assert (services["g"].server, services["g"].gunicorn, services["g"].uwsgi) == (
+        "gunicorn",
+        {"max_requests": 100},
+        {},
+    )
+    assert (services["u"].server, services["u"].gunicorn, services["u"].uwsgi) == (
+        "uwsgi",
+        {},
+        {"harakiri-verbose": True},
+    )
+
+
+def test_defaults_mistakes_are_located_once_under_defaults(tmp_path):
+    found = problems(
+        tmp_path,
+        a="""
+[defaults]
+app = "x.y"
+mount = "/x"
+command = ["x"]
+kind = "api"
+bogus = 1
+processes = "4"
+user = "root\\nuid = 0"
+environment = { "BAD-NAME" = "x" }
+health = "/healthcheck"
+
+[services.w1]
+kind = "worker"
+command = ["true"]
+
+[services.w2]
+kind = "worker"
+command = ["true"]
+stop_timeout = -1
+""",
+    )
+    where = [(f, s, k) for f, s, k, _ in found]
+    says = {k: m for f, s, k, m in found if s is None}
+    for key in ("app", "mount", "command", "kind"):
+        assert says[key].startswith("cannot be a default: each "), found
+    assert "each API has its own URL prefix" in says["mount"]
+    assert says["bogus"].startswith("unknown key for [defaults]; known: after, args,")
+    assert says["processes"] == "Input should be a valid integer (got str '4')"
+    assert "control character" in says["user"]
+    assert "not a valid environment variable name" in says["environment"]
+    # health fits APIs, which this file has none of: said, as it would do nothing
+    assert says["health"] == "fits no service of this file (it applies to api services only), so it would do nothing"
+    # each once, not once per service that would have taken it
+    assert len(where) == len(set(where)) and not [w for w in where if w[1] in ("w1", "w2") and w[2] != "stop_timeout"]
+    # a service's own mistake still names the service
+    assert ("a.toml", "w2", "stop_timeout", "Input should be greater than 0") in found
+
+
+def test_defaults_problems_read_as_the_operator_sees_them(tmp_path):
+    (tmp_path / "a.toml").write_text(
+        f'[defaults]\nvenv = "{tmp_path}/none"\n\n'
+        '[services.a]\nkind = "api"\napp = "a.b"\n\n[services.b]\nkind = "api"\napp = "a.b"\n'
+        '\n[services.c]\nkind = "api"\napp = "a.b"\nvenv = "/opt/x"\n'
+    )
+    bad = subprocess.run([str(WSGICTL), "check", "--conf-dir", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    lines = bad.stderr.splitlines()
+    # what the host lacks in a default is one problem, the default's; a service's own value stays its own
+    assert f"{tmp_path}/a.toml: defaults, key 'venv': {tmp_path}/none is not a virtualenv (no bin/python3)" in lines
+    assert f"{tmp_path}/a.toml: service 'c', key 'venv': /opt/x is not a virtualenv (no bin/python3)" in lines
+    assert lines[-1] == f"{tmp_path}: 2 problems"
+
+
+def test_a_default_after_is_judged_per_service(tmp_path):
+    found = problems(
+        tmp_path,
+        a="""
+[defaults]
+after = ["keystone"]
+
+[services.keystone]
+kind = "api"
+app = "a.b"
+
+[services.nova-api]
+kind = "api"
+app = "a.b"
+
+[services.nova-conductor]
+kind = "worker"
+command = ["true"]
+after = ["nova-api", "nowhere"]
+""",
+    )
+    assert found == [
+        ("a.toml", "keystone", "after", "a service cannot come after itself (from [defaults])"),
+        ("a.toml", "nova-conductor", "after", "names an unknown service 'nowhere'"),
+    ]
+
+
+def test_defaults_must_be_a_table(tmp_path):
+    found = problems(tmp_path, a='defaults = 3\n[services.a]\nkind = "api"\napp = "a.b"\n')
+    assert found == [("a.toml", None, "defaults", "must be a table of keys that every service of this file takes")]
+
+
+def test_argv_names_the_environment_as_systemd_does(tmp_path):
+    (tmp_path / "nova.toml").write_text(
+        """
+[defaults]
+environment = { OS_NOVA_CONFIG_DIR = "/srv/nova/etc" }
+
+[services.nova-conductor]
+kind = "worker"
+command = ["nova-conductor", "--config-file", "${OS_NOVA_CONFIG_DIR}/nova.conf", "--x=$${HOME}"]
+
+[services.nova-api]
+kind = "api"
+app = "nova.wsgi.osapi_compute:application"
+args = ["--config-dir", "${OS_NOVA_CONFIG_DIR}", "--other=${OWN}"]
+environment = { OWN = "mine" }
+
+[services.nova-paste]
+kind = "api"
+paste = "${OS_NOVA_CONFIG_DIR}/api-paste.ini"
+"""
+    )
+    services = load(tmp_path, check_host=False).services
+    assert services["nova-paste"].paste == "/srv/nova/etc/api-paste.ini"
+    assert services["nova-conductor"].command == (
+        "nova-conductor",
+        "--config-file",
+        "/srv/nova/etc/nova.conf",
+        "--x=${HOME}",
+    )
+    assert services["nova-api"].args == ("--config-dir", "/srv/nova/etc", "--other=mine")
+
+
+def test_argv_naming_an_unset_variable_is_located(tmp_path):
+    found = problems(
+        tmp_path,
+        a='[services.w]\nkind = "worker"\ncommand = ["w", "--config-file", "${CONF_DIR}/w.conf"]\n'
+        '\n[services.a]\nkind = "api"\napp = "a.b"\nargs = ["${A}", "${HOME"]\nenvironment = { A = "x y" }\n'
+        '\n[services.p]\nkind = "api"\npaste = "${NOWHERE}/api-paste.ini"\n',
+    )
+    assert found == [
+        (
+            "a.toml",
+            "a",
+            "args.0",
+            "contains whitespace; uWSGI splits pyargv on spaces, so pass it as separate items",
+        ),
+        (
+            "a.toml",
+            "p",
+            "paste",
+            "names ${NOWHERE}, which the service's environment does not set "
+            "(set it in its environment, or in the file's [defaults] environment)",
+        ),
+        (
+            "a.toml",
+            "w",
+            "command.2",
+            "names ${CONF_DIR}, which the service's environment does not set "
+            "(set it in its environment, or in the file's [defaults] environment)",
+        ),
+    ]
+
+
+def test_wsgictl_check_offline_judges_the_manifest_without_the_host(tmp_path):
+    (tmp_path / "a.toml").write_text(
+        '[defaults]\nvenv = "/opt/elsewhere/nova"\nuser = "nova-on-another-host"\n\n'
+        '[services.w]\nkind = "worker"\ncommand = ["nova-conductor"]\n'
+    )
+    check = [str(WSGICTL), "check", "--conf-dir", str(tmp_path)]
+    on_host = subprocess.run(check, capture_output=True, text=True)
+    assert on_host.returncode == 1 and "no such user 'nova-on-another-host'" in on_host.stderr
+    offline = subprocess.run([*check, "--offline"], capture_output=True, text=True)
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout == f"{tmp_path}: valid (0 APIs, 1 workers; not checked against this host)\n"
+    # what is wrong in the manifest itself is still wrong
+    (tmp_path / "b.toml").write_text('[services.x]\nkind = "worker"\ncommand = ["x"]\nnotify = "yes"\n')
+    bad = subprocess.run([*check, "--offline"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "b.toml: service 'x', key 'notify'" in bad.stderr
+
+
+def test_a_service_without_a_kind_does_not_make_the_defaults_look_idle(tmp_path):
+    found = problems(tmp_path, a='[defaults]\nprocesses = 3\n\n[services.x]\napp = "a.b"\n')
+    assert found == [("a.toml", "x", "kind", 'is required: "api" or "worker"')]

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from test_logs import journal
 
-from support import ROOT, Daemon, service_venv, uwsgi_request, write_manifest
+from support import APPS, ROOT, Daemon, get_json, service_venv, uwsgi_request, write_manifest
+
+PROBE = APPS / "probe.py"
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +90,54 @@ def test_a_request_id_finds_the_access_line_and_the_apps_own_lines_in_the_journa
     banner = "detected binary path" if server == "uwsgi" else "Booting worker with pid"
     kept = journal(journal_dir, "-u", "wsgi@placement.service", "-g", banner)
     assert kept and {e["PRIORITY"] for e in kept} == {"7"}
+
+
+def test_a_files_defaults_reach_the_running_apis(daemon, placement_venv, tmp_path):
+    """venv and environment said once in [defaults]: placement finds its config only through them,
+    and a second API of the file (under the other server) gets them too, with its own variable winning."""
+    placement_manifest(tmp_path, placement_venv)  # writes placement's config into this dir
+    conf_dir = tmp_path / "placement"
+    write_manifest(
+        daemon.conf_dir,
+        f"""
+[defaults]
+venv = "{placement_venv}"
+environment = {{ OS_PLACEMENT_CONFIG_DIR = "{conf_dir}", OS_SITE = "defaults" }}
+
+[services.placement]
+kind = "api"
+app = "placement.wsgi.api:application"
+mount = "/placement"
+
+[services.probe]
+kind = "api"
+server = "gunicorn"
+app = "{PROBE}"
+environment = {{ OS_SITE = "probe's own", PROBE_ONLY = "yes" }}
+""",
+    )
+    daemon.start()
+    daemon.ctl("start", "placement", "probe", "--timeout", "120")
+    status, _, body = uwsgi_request(daemon.socket("placement"), "/placement/resource_providers", headers=HEADERS)
+    assert status == 200 and json.loads(body) == {"resource_providers": []}, body
+    answer = get_json(daemon.socket("probe"))
+    assert Path(answer["prefix"]) == placement_venv
+    assert answer["env"] == {"OS_PLACEMENT_CONFIG_DIR": str(conf_dir), "OS_SITE": "probe's own", "PROBE_ONLY": "yes"}
+
+
+def test_contrib_openstack_placement_serves_with_this_hosts_defaults(daemon, placement_venv, tmp_path):
+    """contrib/openstack/placement.toml as shipped, only its [defaults] set for this host (no user here)."""
+    placement_manifest(tmp_path, placement_venv)  # writes placement's config into this dir
+    text = (ROOT / "contrib" / "openstack" / "placement.toml").read_text()
+    for shipped, here in (
+        ('venv = "/opt/openstack/placement"', f'venv = "{placement_venv}"'),
+        ('user = "placement"\n', ""),
+        ('OS_PLACEMENT_CONFIG_DIR = "/etc/placement"', f'OS_PLACEMENT_CONFIG_DIR = "{tmp_path / "placement"}"'),
+    ):
+        assert text.count(shipped) == 1, shipped
+        text = text.replace(shipped, here)
+    write_manifest(daemon.conf_dir, text, name="placement.toml")
+    daemon.start()
+    daemon.ctl("start", "placement", "--timeout", "120")
+    status, _, body = uwsgi_request(daemon.socket("placement"), "/placement/resource_providers", headers=HEADERS)
+    assert status == 200 and json.loads(body) == {"resource_providers": []}, body

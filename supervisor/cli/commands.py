@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _daemon_commands(command)
     _offline_commands(command)
+    # the shells' completion scripts ask this one (no help text: not listed among the commands)
+    co = sub.add_parser(
+        "complete", description="shell completion: what may come at word INDEX of WORDS", parents=[paths]
+    )
+    co.add_argument("index", type=int, metavar="INDEX")
+    co.add_argument("words", nargs="*", metavar="WORDS", help="the command line's words, after --")
     return p
 
 
@@ -181,7 +187,15 @@ def _offline_commands(command: Command) -> None:
     se.add_argument("--host", default="127.0.0.1", help="(default %(default)s)")
     se.add_argument("--force", action="store_true", help="even while the daemon serves it")
 
-    command("check", "validate the manifest and what it names on this host (users, files, programs); starts nothing")
+    ck = command(
+        "check", "validate the manifest and what it names on this host (users, files, programs); starts nothing"
+    )
+    ck.add_argument(
+        "--offline",
+        action="store_true",
+        help="the manifest alone, not what it names on this host (venvs, users, groups, files, programs): "
+        "for manifests written for other hosts",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,7 +209,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "complete":
+        from supervisor.cli.completion import cmd_complete
+
+        sys.exit(cmd_complete(parser, args))
     if args.cmd == "check":
         sys.exit(cmd_check(args))
     if args.cmd == "units":

@@ -38,7 +38,6 @@ def cmd_units(args: argparse.Namespace) -> int:
         "@BINDIR@": str(bindir),
         "@CONFDIR@": str(args.conf_dir),
         "@SOCKETGROUP@": group,
-        "@DOCDIR@": str(templates.parent),
     }
     args.dest.mkdir(parents=True, exist_ok=True)
     for unit in UNIT_FILES:
@@ -157,7 +156,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from supervisor.manifest.models import ManifestError  # pydantic: only this command needs it
 
     try:
-        manifest = load(args.conf_dir)
+        manifest = load(args.conf_dir, check_host=not args.offline)
     except ManifestError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -166,5 +165,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     apis = sum(1 for s in manifest.services.values() if s.kind == "api")
     workers = len(manifest.services) - apis
-    print(f"{args.conf_dir}: valid ({apis} APIs, {workers} workers)")
+    unchecked = "; not checked against this host" if args.offline else ""
+    print(f"{args.conf_dir}: valid ({apis} APIs, {workers} workers{unchecked})")
     return 0

@@ -66,6 +66,8 @@ def detail(s: dict[str, Any]) -> str:
         workers = ", ".join(f"{w['pid']} {bytes_text(w['uss_bytes'])}" for w in memory.get("workers", ()))
         if workers:
             out.append(f"workers' USS: {workers}")
+    if s.get("preload") not in (None, "off"):
+        out.append(f"preload: {visible(s['preload'])}")
     if s.get("connections") is not None:
         held = ", ".join(f"{n} to port {port}" for port, n in s["connections"].items())
         out.append(f"TCP connections: {held or 'none'}")

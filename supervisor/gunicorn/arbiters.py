@@ -55,6 +55,9 @@ def render_spec(name: str, service: ApiService, probe_token: str = "", daemon_lo
         "probe_token": probe_token,  # what the daemon's health probe sends (request_marks.py)
         "daemon_lock": daemon_lock,  # the file a running daemon holds locked: its relay waits while one runs
     }
+    if service.preload:  # only then: the spec of a service without it reads as an earlier version's did
+        spec["preload"] = True
+        spec["warmup"] = list(service.warmup)
     return json.dumps(spec, indent=1, sort_keys=True) + "\n"
 
 
@@ -103,6 +106,10 @@ def running_arbiters(layout: Layout) -> dict[tuple[str, str], int]:
     and the command line names no spec: then the arbiter is the pid its board names, while that
     process still maps the board and its parent does not (a worker that wrote its own pid there).
     """
+    if not any(layout.gunicorn_dir.glob("*.json")) and not any(layout.gunicorn_dir.glob("*.board")):
+        # an arbiter's spec and board are removed only once it is gone: none here, none running. This
+        # spares a cold start reading every process's command line on the host before its first vassal
+        return {}
     matches: dict[int, tuple[int, str]] = {}  # pid -> (ppid, spec file): arbiters and their workers
     spec_dir = str(layout.gunicorn_dir) + "/"
     for proc in psutil.process_iter(["cmdline", "ppid"]):

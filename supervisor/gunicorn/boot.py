@@ -23,10 +23,14 @@ vassal:
   and its descriptor closed, before any worker is forked;
 - `max_rss_mb`: a worker whose own memory (USS) is past it ends after its request, and is replaced;
 - `mount`: SCRIPT_NAME/PATH_INFO split at the mount, as uWSGI's
-  manage-script-name does.
+  manage-script-name does;
+- `preload`: the app loaded, warmed up and guarded here before the relay
+  and the board exist (preload.py), frozen before every fork; a refused
+  start is this arbiter started again by exec, each worker loading the app.
 """
 
 import atexit
+import contextlib
 import importlib.util
 import json
 import logging
@@ -53,6 +57,7 @@ board = _by_path("wsgi_supervisor_board", HERE / "board.py")
 app_loader = _by_path("wsgi_supervisor_app_loader", HERE.parent / "app_loader.py")
 marks = _by_path("wsgi_supervisor_request_marks", HERE.parent / "request_marks.py")
 relays = _by_path("wsgi_supervisor_relay", HERE / "relay.py")
+preload = _by_path("wsgi_supervisor_preload", HERE.parent / "preload.py")
 
 
 class Requests:
@@ -282,18 +287,8 @@ def no_dumps():
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0)
 
 
-def main(spec_path):
-    from gunicorn.app.base import BaseApplication
-    from gunicorn.arbiter import Arbiter
-
-    # first, before anything opens a file: the socket goes where socket activation puts it
-    handed = take_handed()
-    spec = read_spec(handed["SPEC_FD"])  # spec_path names it for `ps` and for a next daemon's adoption
-    if spec["user"]:
-        no_dumps()
-    relay = relays.LogRelay(handed["LOG_FD"], marks, spec.get("daemon_lock"))
-    relay.start()
-    atexit.register(relay.finish)
+def enter_service(spec):
+    """The process as the app expects to find it: gunicorn's socket activation, its argv, its chdir."""
     os.environ["LISTEN_FDS"] = "1"
     os.environ["LISTEN_PID"] = str(os.getpid())
     sys.argv = [spec["argv0"], *spec["args"]]
@@ -302,15 +297,76 @@ def main(spec_path):
         os.chdir(spec["chdir"])
         sys.path.insert(0, spec["chdir"])
 
+
+def preloaded(spec, handed, command):
+    """The service's app, loaded here in the arbiter and warmed up, when the fork-safety guard
+    lets it be forked (preload.py); else this arbiter starts again (`command`, an exec: the same
+    pid), to load the app in each worker. None without preload, or when this is that new start."""
+    if not spec.get("preload") or os.environ.pop(preload.REFUSED_VARIABLE, ""):
+        return None
+    before = preload.Holdings.now()
+    app = app_loader.load(spec["app"])
+    reasons = preload.settle(app, before, spec.get("warmup") or [], _say)
+    if not reasons:
+        return app
+    _say(preload.refused_line(reasons))
+    relaunch(spec, handed, command)
+
+
+def _say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def relaunch(spec, handed, command):
+    """exec `command` again with what the daemon handed over (the spec in a memfd: its descriptor
+    was read), and nothing the app opened."""
+    spec_fd = os.memfd_create("spec")
+    os.write(spec_fd, json.dumps(spec).encode())
+    os.lseek(spec_fd, 0, os.SEEK_SET)
+    fds = {"FD": LISTEN_FD, "SPEC_FD": spec_fd, "LOG_FD": handed["LOG_FD"], "BOARD_FD": handed["BOARD_FD"]}
+    env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_FDS", "LISTEN_PID")}
+    env.update((f"WSGI_SUPERVISOR_{name}", str(fd)) for name, fd in fds.items() if fd is not None)
+    env[preload.REFUSED_VARIABLE] = "1"
+    keep = {0, 1, 2, *(fd for fd in fds.values() if fd is not None)}
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in keep:
+            with contextlib.suppress(OSError):
+                os.close(int(name))
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    os.execve(command[0], command, env)
+
+
+def start_relay(spec, handed):
+    relay = relays.LogRelay(handed["LOG_FD"], marks, spec.get("daemon_lock"))
+    relay.start()
+    atexit.register(relay.finish)
+    return relay
+
+
+def open_board(spec, handed):
+    """The scoreboard, mapped; its descriptor closed, so that no process of the tree can resize the file."""
+    board_map = board.map_fd(handed["BOARD_FD"], spec["slots"])
+    os.close(handed["BOARD_FD"])
+    board.start(board_map, spec["slots"], os.getpid())
+    return board_map
+
+
+def server_hooks(spec, relay, board_map, requests, shared):
+    """gunicorn's hooks: each worker's slot on the board, its request lines, its counts; with a
+    `shared` (preloaded) app, gc.freeze() before every fork."""
     slots = spec["slots"]
-    board_map = board.map_fd(handed["BOARD_FD"], slots)
-    os.close(handed["BOARD_FD"])  # no process of the tree holds the file: none can resize it
-    board.start(board_map, slots, os.getpid())
-    requests = Requests(spec, board_map, relay.request_fd)
+    frozen_once = []
 
     def pre_fork(server, worker):
         used = {getattr(w, "wsgi_supervisor_slot", None) for w in server.WORKERS.values()}
         worker.wsgi_supervisor_slot = next((i for i in range(slots) if i not in used), None)
+        if shared:
+            # objects the arbiter made since the last fork are frozen too (a collection of those only)
+            frozen = preload.freeze()
+            if not frozen_once:
+                frozen_once.append(frozen)
+                _say(preload.shared_line(frozen))  # a line of its own: the daemon reads the verdict from it
 
     def post_fork(server, worker):
         relay.close_in_worker()
@@ -346,7 +402,7 @@ def main(spec_path):
         if slot is not None:
             board.set_state(board_map, slot, board.FREE)
 
-    hooks = {
+    return {
         "pre_fork": pre_fork,
         "post_fork": post_fork,
         "post_worker_init": post_worker_init,
@@ -356,8 +412,24 @@ def main(spec_path):
         "worker_exit": worker_exit,
         "child_exit": child_exit,
     }
+
+
+def wrapped(app, spec, requests):
+    """The app as the workers serve it: counted on the board, framed, mounted, with uWSGI's environ."""
+    app = counted(app, requests)
+    if spec["protocol"] == "uwsgi":
+        app = length_framed(app)
+    mount = spec["mount"]
+    return as_sent(mounted(app, mount) if mount and mount != "/" else app)
+
+
+def serve(spec, hooks, requests, app):
+    """Run the arbiter until it ends; `app` is the preloaded one (None: each worker loads its own)."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+
     chosen = settings(spec, hooks)
-    target = spec["app"]
+    chosen["preload_app"] = app is not None
 
     class Service(BaseApplication):
         def load_config(self):
@@ -365,14 +437,25 @@ def main(spec_path):
                 self.cfg.set(key, value)
 
         def load(self):
-            app = counted(app_loader.load(target), requests)
-            if spec["protocol"] == "uwsgi":
-                app = length_framed(app)
-            mount = spec["mount"]
-            return as_sent(mounted(app, mount) if mount and mount != "/" else app)
+            return wrapped(app if app is not None else app_loader.load(spec["app"]), spec, requests)
 
     logging.getLogger("gunicorn.error").addFilter(HungUp())
     Arbiter(Service()).run()
+
+
+def main(spec_path):
+    command = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    # first, before anything opens a file: the socket goes where socket activation puts it
+    handed = take_handed()
+    spec = read_spec(handed["SPEC_FD"])  # spec_path names it for `ps` and for a next daemon's adoption
+    if spec["user"]:
+        no_dumps()
+    enter_service(spec)
+    app = preloaded(spec, handed, command)
+    relay = start_relay(spec, handed)
+    board_map = open_board(spec, handed)
+    requests = Requests(spec, board_map, relay.request_fd)
+    serve(spec, server_hooks(spec, relay, board_map, requests, shared=app is not None), requests, app)
 
 
 if __name__ == "__main__":

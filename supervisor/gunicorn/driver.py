@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import supervisor.gunicorn.board as board
 import supervisor.gunicorn.noise as noise
 import supervisor.gunicorn.spawn as spawn
+from supervisor import preload
+from supervisor.accounts import tree_uid
 from supervisor.files import write_atomic
 from supervisor.gunicorn.arbiters import (
     failure_hint,
@@ -38,7 +40,7 @@ from supervisor.gunicorn.arbiters import (
     render_spec,
     running_arbiters,
 )
-from supervisor.gunicorn.trust import tree_uid, trusted
+from supervisor.gunicorn.trust import trusted
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
 from supervisor.logs.fifos import LogFifos
@@ -322,6 +324,9 @@ class GunicornDriver:
         self._remove_files(name, instance)
 
     def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
+        if (said := preload.verdict(text)) is not None:
+            svc.preload = said
+            return None
         if text.endswith(LOADED):
             wake = self.probes.get(svc.name)
             if wake is not None:
@@ -370,7 +375,7 @@ class GunicornDriver:
             if stats is None or stats.pid != pid:
                 out.append((None, []))
             else:
-                out.append(trusted(stats, tree_uid(spec)))
+                out.append(trusted(stats, tree_uid(spec.user)))
         return out
 
     def _mine(self) -> list[ServiceRuntime]:

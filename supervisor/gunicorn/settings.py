@@ -31,7 +31,7 @@ MANAGED = {
     "protocol": "use the manifest key 'protocol'",
     "wsgi_app": "use the manifest key 'app' or 'paste'",
     "paste": "use the manifest key 'paste'",
-    "preload_app": "apps load in each worker after the fork, as under uWSGI (lazy-apps)",
+    "preload_app": "use the manifest key 'preload' (guarded: see the fork-safety guard)",
     "daemon": "the daemon supervises the arbiter: it must not detach",
     "pidfile": "the daemon tracks the arbiter itself",
     "errorlog": "gunicorn's lines go through the daemon's log pipeline",

@@ -15,9 +15,7 @@ the listening socket, its spec, its log FIFO and its board.
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
-import pwd
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import supervisor.gunicorn.board as board
+from supervisor.accounts import identity, popen_credentials
 from supervisor.gunicorn.arbiters import BOOT_FILE
 from supervisor.manifest.models import ApiService
 
@@ -73,39 +72,16 @@ class Handed:
                 os.close(fd)
 
 
-def account(service: ApiService) -> pwd.struct_passwd | None:
-    """The service's user (None without one); ValueError when it is not on this host."""
-    if not service.user:
-        return None
-    try:
-        return pwd.getpwuid(int(service.user)) if service.user.isdigit() else pwd.getpwnam(service.user)
-    except KeyError:
-        raise ValueError(f"the user {service.user!r} does not exist on this host") from None
-
-
 def credentials(service: ApiService) -> dict[str, Any]:
     """subprocess's user=, group=, extra_groups= for the service's tree ({} when it runs as the daemon)."""
-    creds: dict[str, Any] = {}
-    user = account(service)
-    if user is not None and os.geteuid() != 0 and user.pw_uid == os.geteuid():
-        return creds  # a daemon run by the service's user itself: nothing to drop, and no right to
-    if service.group:
-        try:
-            creds["group"] = int(service.group) if service.group.isdigit() else grp.getgrnam(service.group).gr_gid
-        except KeyError:
-            raise ValueError(f"the group {service.group!r} does not exist on this host") from None
-    if user is not None:
-        creds["user"] = user.pw_uid
-        creds.setdefault("group", user.pw_gid)
-        creds["extra_groups"] = os.getgrouplist(user.pw_name, creds["group"])
-    return creds
+    return popen_credentials(identity(service.user, service.group))
 
 
 def environment(service: ApiService, handed: Handed) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in PASS_ENV}
-    user = account(service)
-    if user is not None:
-        env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
+    who = identity(service.user, service.group)
+    if who is not None and who.name is not None:
+        env.update(HOME=who.home or "/", USER=who.name, LOGNAME=who.name)
     env["PYTHONUNBUFFERED"] = "1"
     if service.venv:
         env["VIRTUAL_ENV"] = service.venv

@@ -12,37 +12,18 @@ other pid is read as a free slot (its counters still count).
 from __future__ import annotations
 
 import dataclasses
-import os
-import pwd
 
 import psutil
 
-from supervisor.manifest.models import ApiService
+from supervisor.observe.procs import is_descendant, running_as
 from supervisor.observe.stats import ServerStats
 
 
-def tree_uid(service: ApiService) -> int | None:
-    """The uid every process of the service's tree runs as (None: its user is gone from this host)."""
-    if not service.user:
-        return os.getuid()
-    if service.user.isdigit():
-        return int(service.user)
-    try:
-        return pwd.getpwnam(service.user).pw_uid
-    except KeyError:
-        return None
-
-
 def is_worker_of(pid: int, arbiter: int, uid: int | None) -> bool:
-    """Whether `pid` is a live process below `arbiter` whose real uid is `uid`."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.uids().real != uid:
-            return False
-        # psutil checks each parent against pid reuse: a parent younger than its child is not it
-        return any(parent.pid == arbiter for parent in proc.parents())
-    except psutil.Error:
+    """Whether `pid` is a live process below `arbiter` that runs as `uid` (real and effective)."""
+    if uid is None:
         return False
+    return is_descendant(pid, arbiter) and running_as([pid], uid) == [pid]
 
 
 def trusted(stats: ServerStats, uid: int | None) -> tuple[ServerStats, list[int]]:

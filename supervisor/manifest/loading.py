@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from supervisor.manifest import defaults as file_defaults
+from supervisor.manifest.expand import expand_argv
 from supervisor.manifest.models import (
     MAX_NAME,
     RESERVED_NAMES,
@@ -112,6 +114,8 @@ def _validate_service(file: str, name: str, table: Any) -> tuple[Service | None,
         problems.append(Problem(file, name, "kind", f'must be "api" or "worker", not {kind!r}'))
         return None, problems
     model = ApiService if kind == "api" else WorkerService
+    table, unknown = expand_argv(table)
+    problems.extend(Problem(file, name, key, message) for key, message in unknown)
     app = table.get("app")
     if isinstance(app, str) and _is_app_file(app) and not app.startswith("/"):
         # a relative app file is relative to the manifest that names it
@@ -162,6 +166,7 @@ class _Declared:
     file: str
     service: Service | None
     after: tuple[str, ...]
+    defaulted: frozenset[str] = frozenset()  # keys whose value came from the file's [defaults]
 
 
 def load_file(path: Path) -> tuple[dict[str, _Declared], list[Problem]]:
@@ -175,21 +180,97 @@ def load_file(path: Path) -> tuple[dict[str, _Declared], list[Problem]]:
         return {}, [Problem(file, None, None, f"cannot be read: {exc}")]
     problems: list[Problem] = []
     for key in data:
-        if key != "services":
-            problems.append(Problem(file, None, key, "unknown top-level key; services go in [services.NAME] tables"))
+        if key not in ("services", file_defaults.SECTION):
+            problems.append(
+                Problem(
+                    file,
+                    None,
+                    key,
+                    "unknown top-level key; services go in [services.NAME] tables, "
+                    "what they share in a [defaults] table",
+                )
+            )
+    defaults, found = _validate_defaults(file, data.get(file_defaults.SECTION, {}))
+    problems.extend(found)
     services_table = data.get("services", {})
     if not isinstance(services_table, dict):
         problems.append(Problem(file, None, "services", "must be a table of [services.NAME] tables"))
         return {}, problems
     declared: dict[str, _Declared] = {}
+    fitted: set[str] = set()
+    unknown_kind = False  # then which defaults fit nothing is not known
     for name, table in services_table.items():
+        taken: frozenset[str] = frozenset()
+        if isinstance(table, dict):
+            kind, server = table.get("kind"), file_defaults.server_of(table, defaults)
+            unknown_kind |= kind not in ("api", "worker")
+            fitted.update(key for key in defaults if file_defaults.fits(key, kind, server))
+            table, taken = file_defaults.apply(defaults, table)
         service, found = _validate_service(file, name, table)
         problems.extend(found)
         after = table.get("after") if isinstance(table, dict) else None
         if not (isinstance(after, list) and all(isinstance(d, str) for d in after)):
             after = []
-        declared[name] = _Declared(file, service, tuple(after))
+        declared[name] = _Declared(file, service, tuple(after), taken)
+    for key in set() if unknown_kind else defaults.keys() - fitted:
+        problems.append(
+            Problem(
+                file,
+                None,
+                key,
+                f"fits no service of this file ({file_defaults.where_it_fits(key)}), so it would do nothing",
+                file_defaults.SECTION,
+            )
+        )
     return declared, problems
+
+
+def _validate_defaults(file: str, table: Any) -> tuple[dict[str, Any], list[Problem]]:
+    """The file's [defaults] whose values are valid, and a problem for each that is not.
+
+    Each value is checked by the models themselves, on a stand-in service of
+    every kind it fits, so that a bad default is reported once, under
+    `defaults`, and not again for every service that would have taken it.
+    """
+    section = file_defaults.SECTION
+    if not isinstance(table, dict):
+        return {}, [Problem(file, None, section, "must be a table of keys that every service of this file takes")]
+    valid: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key, value in table.items():
+        if key in file_defaults.PER_SERVICE:
+            reason = file_defaults.PER_SERVICE[key]
+            problems.append(Problem(file, None, key, f"cannot be a default: {reason}", section))
+            continue
+        if key not in file_defaults.API_KEYS | file_defaults.WORKER_KEYS:
+            known = ", ".join(sorted(file_defaults.API_KEYS | file_defaults.WORKER_KEYS))
+            problems.append(Problem(file, None, key, f"unknown key for [defaults]; known: {known}", section))
+            continue
+        found = _probe_default(file, key, value)
+        problems.extend(found)
+        if not found:
+            valid[key] = value
+    return valid, problems
+
+
+def _probe_default(file: str, key: str, value: Any) -> list[Problem]:
+    stand_ins: list[tuple[str, dict[str, Any]]] = []
+    if key in file_defaults.API_KEYS:
+        server = {"server": key} if key in file_defaults.SERVER_TABLES else {}
+        stand_ins.append(("api", {"kind": "api", "app": "stand.in:application", **server}))
+    if key in file_defaults.WORKER_KEYS:
+        stand_ins.append(("worker", {"kind": "worker", "command": ["stand-in"]}))
+    problems: set[Problem] = set()
+    for kind, stand_in in stand_ins:
+        model = ApiService if kind == "api" else WorkerService
+        try:
+            model.model_validate({**stand_in, key: value})
+        except ValidationError as exc:
+            for error in exc.errors():
+                if error["loc"] and error["loc"][0] == key:  # not a rule across keys: each service is judged on it
+                    where, message = _describe(error, kind)
+                    problems.add(Problem(file, None, where, message, file_defaults.SECTION))
+    return sorted(problems, key=str)
 
 
 def _check_graph(declared: Mapping[str, _Declared]) -> list[Problem]:
@@ -335,6 +416,25 @@ def _has_module(venv: str | None, module: str) -> bool:
     return any(next(root.glob(p), None) is not None for p in patterns)
 
 
+def _from_defaults(problems: list[Problem], declared: Mapping[str, _Declared], host: bool = False) -> list[Problem]:
+    """Problems with a value a service took from its file's [defaults], said so.
+
+    What the host lacks (a venv, a user) is the default's own problem: it is
+    reported once, under `defaults`; a dependency is judged per service, which
+    stays named.
+    """
+    located = []
+    for problem in problems:
+        decl = declared.get(problem.service or "")
+        if decl is None or (problem.key or "").split(".")[0] not in decl.defaulted:
+            located.append(problem)
+        elif host:
+            located.append(Problem(problem.file, None, problem.key, problem.message, file_defaults.SECTION))
+        else:
+            located.append(Problem(problem.file, problem.service, problem.key, problem.message + " (from [defaults])"))
+    return located
+
+
 def load(conf_dir: Path, check_host: bool = True) -> Manifest:
     """Load and validate every `*.toml` in `conf_dir`; raise ManifestError listing all problems."""
     conf_dir = Path(conf_dir)
@@ -355,10 +455,10 @@ def load(conf_dir: Path, check_host: bool = True) -> Manifest:
             if decl.service is not None:
                 services[name] = decl.service
                 sources[name] = decl.file
-    problems.extend(_check_graph(declared))
+    problems.extend(_from_defaults(_check_graph(declared), declared))
     problems.extend(_check_mounts(services, sources))
     if check_host:
-        problems.extend(_check_paths(services, sources))
+        problems.extend(_from_defaults(_check_paths(services, sources), declared, host=True))
     if problems:
         raise ManifestError(problems)
     return Manifest(services=services, sources=sources)

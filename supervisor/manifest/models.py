@@ -20,6 +20,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -49,11 +50,14 @@ class Problem:
     service: str | None
     key: str | None
     message: str
+    section: str | None = None  # a table of the file that is not a service's: "defaults"
 
     def __str__(self) -> str:
         where = self.file
         if self.service:
             where += f": service {self.service!r}"
+        elif self.section:
+            where += f": {self.section}"
         if self.key:
             where += f", key {self.key!r}"
         return f"{where}: {self.message}"
@@ -174,6 +178,15 @@ class ApiService(_Service):
     gunicorn: dict[str, Any] = Field(
         default_factory=dict, description="extra gunicorn settings (config-file names) for a gunicorn service"
     )
+    preload: StrictBool = Field(
+        False,
+        description="load the app once in the master and fork the workers from it (gc.freeze() first): they "
+        "share its memory; a master holding a thread, socket or file after the import loads it in each worker instead",
+    )
+    warmup: tuple[StrictStr, ...] = Field(
+        (),
+        description='paths GET through the app in the master before the fork (needs preload), e.g. ["/", "/v3"]',
+    )
     health: SafeStr | None = Field(
         None,
         description="the app's own health path (e.g. /healthcheck, oslo.middleware): ready only while it answers 2xx",
@@ -249,6 +262,18 @@ class ApiService(_Service):
         if value is not None and (not value.startswith("/") or any(ch.isspace() for ch in value)):
             raise ValueError("must be a URL path of the app, like '/healthcheck' (relative to its mount)")
         return value
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup(cls, paths: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if paths and not info.data.get("preload"):
+            raise ValueError(
+                "needs preload = true: warm-up requests run in the master, which loads the app only with preload"
+            )
+        for path in paths:
+            if not path.startswith("/") or any(ch.isspace() or ord(ch) < 0x20 for ch in path):
+                raise ValueError(f"{path!r} is not a path: each item must be a URL path of the app, like '/v3'")
+        return paths
 
     @field_validator("request_log_skip")
     @classmethod

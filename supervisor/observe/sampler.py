@@ -160,8 +160,11 @@ def tree_usage(pids: list[int]) -> dict[int, tuple[int, float]]:
 
     One pass over the process table for all of them: it reads every process's
     stat, so with hundreds of processes it takes a while (the sampler runs it
-    in a thread). A pid that is gone gets (0, 0.0).
+    in a thread). A pid that is gone gets (0, 0.0). With no pid to look for, the table is not read
+    (the first sample, taken as the daemon starts, has no service running yet).
     """
+    if not pids:
+        return {}
     children: dict[int, list[psutil.Process]] = {}
     procs: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter():

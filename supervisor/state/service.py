@@ -92,6 +92,7 @@ class ServiceRuntime:
     drained: bool = False  # out of the load balancer's rotation (operator intent, kept across daemon restarts)
     exceptions: Any = None  # the driver's reader of exception lines in its output
     request_counts: RequestCounts = field(default_factory=RequestCounts)  # from its request lines
+    preload: str | None = None  # what its master last said of preload ("shared", "refused: …"; preload.verdict)
 
     @property
     def kind(self) -> str:

@@ -33,6 +33,10 @@ def describe(svc: ServiceRuntime, driver: Driver, sampler: Sampler) -> dict[str,
         "ready_duration": svc.ready_duration,
         "draining": svc.drained,
     }
+    if svc.kind == "api":
+        # the master says it in its log as it starts; one adopted from an earlier daemon said it to that one
+        unsaid = "unknown (started before this daemon)" if svc.adopted else "pending"
+        info["preload"] = (svc.preload or unsaid) if getattr(spec, "preload", False) else "off"
     health = getattr(spec, "health", None)
     if health is not None:
         waiting = f"waiting for the first answer from {health}" if svc.state.up else None

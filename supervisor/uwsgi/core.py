@@ -8,17 +8,16 @@ loaded, an app that failed). The rest of the code speaks of services.
 
 from __future__ import annotations
 
-import grp
 import json
-import os
-import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from supervisor.accounts import identity
 from supervisor.layout import Layout
 from supervisor.observe.stats import ServerStats, WorkerStats
+from supervisor.preload import WARMUP_VARIABLE
 from supervisor.request_marks import REQUEST_MARK
 from supervisor.uwsgi.launcher import LOG_FD
 
@@ -81,6 +80,8 @@ def launch_spec(
     # the app vassal_app.py loads: a module or file, or a paste-deploy URI
     env[APP_VARIABLE] = service.app or paste_uri(service)
     env[PROTOCOL_VARIABLE] = service.protocol
+    if service.warmup:
+        env[WARMUP_VARIABLE] = "\n".join(service.warmup)
     return {
         "service": name,
         "instance": instance,
@@ -98,9 +99,9 @@ def _account(service: ApiService) -> dict[str, Any]:
     """Whom the launcher becomes before uWSGI starts (numbers: the launcher imports no `pwd`)."""
     if not service.user:
         return {}
-    account = _user(service.user)
-    gid = int(_primary_group(service.user)) if not service.group else _group_id(service.group)
-    return {"uid": account.pw_uid, "gid": gid, "groups": [str(g) for g in os.getgrouplist(account.pw_name, gid)]}
+    who = identity(service.user, service.group)
+    assert who is not None
+    return {"uid": who.uid, "gid": who.gid, "groups": [str(g) for g in who.groups]}
 
 
 def launch_line(spec: dict[str, Any]) -> str:
@@ -144,9 +145,10 @@ def _workers(service: ApiService) -> Options:
         ("strict", True),
         ("master", True),
         ("need-app", True),
-        # apps load in each worker after the fork: OpenStack apps open
-        # connections and threads at import, and chain reloads need it
-        ("lazy-apps", True),
+        # without preload, apps load in each worker after the fork: OpenStack apps may open
+        # connections and threads at import. With it, the master loads the app (vassal_app.py
+        # guards the fork, and relaunches the master with --lazy-apps when it must not)
+        *([] if service.preload else [("lazy-apps", True)]),
         ("die-on-term", True),
         ("enable-threads", True),
         ("thunder-lock", True),
@@ -235,24 +237,6 @@ def _limits(service: ApiService) -> Options:
     # max_rss_mb is not uWSGI's reload-on-rss, which judges RSS (shared pages counted in every worker):
     # the daemon judges each worker's USS from its samples (driver.py `recycle_fat_workers`)
     return options
-
-
-def _user(user: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except KeyError:
-        raise ValueError(f"the user {user!r} does not exist on this host") from None
-
-
-def _primary_group(user: str) -> str:
-    return str(_user(user).pw_gid)
-
-
-def _group_id(group: str) -> int:
-    try:
-        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f"the group {group!r} does not exist on this host") from None
 
 
 def read_launch_spec(text: str) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import supervisor.uwsgi.core as uwsgi
 import supervisor.uwsgi.noise as noise
+from supervisor import preload
 from supervisor.files import write_atomic
 from supervisor.layout import INSTANCES, free_instance
 from supervisor.listeners import HeldSockets
@@ -300,6 +301,9 @@ class VassalDriver(EmperorSupervision):
             self.probes.pop(svc.name, None)
 
     def on_line(self, svc: ServiceRuntime, text: str) -> Failure | None:
+        if (said := preload.verdict(text)) is not None:
+            svc.preload = said
+            return None
         if (worker := uwsgi.suspended_worker(text)) is not None:
             self.suspended.setdefault(svc.name, set()).add(worker)
             return None

@@ -43,6 +43,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TOKEN_VARIABLE = "WSGI_SUPERVISOR_PROBE_TOKEN"
 # where uWSGI's logger writes (core renders `logger = fd:4`): the instance's log FIFO, opened here as root
 LOG_FD = 4
+# vassal_app.RELAUNCH_VARIABLE: the master's command line, hex-coded (NUL-joined)
+RELAUNCH_VARIABLE = "WSGI_SUPERVISOR_RELAUNCH"
 DROP = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
@@ -255,6 +257,11 @@ def main(argv):
     if "uid" in spec:
         become_user(spec)
     argv0 = spec["exec"].split("\0")
+    # how vassal_app.py starts this master again, loading the app in each worker, when the
+    # fork-safety guard refuses to fork the app it loaded (preload.py)
+    # (by then uWSGI has gone into the service's chdir: the vassal file by its absolute path)
+    again = args if args[-1].startswith("fd://") else [*args[:-1], os.path.abspath(args[-1])]
+    env[RELAUNCH_VARIABLE] = "\0".join(argv0 + again).encode().hex()
     if runs_here(argv0, env):
         run_here(argv0 + args, env)
     os.execve(argv0[0], argv0 + args, env)

@@ -26,9 +26,15 @@ SCRIPT_NAME/PATH_INFO split is untouched. An app that fails to import
 raises here, at uWSGI's import of this file: uWSGI logs the traceback and
 "unable to load app" as it would for the app itself.
 
+With `preload` (no lazy-apps) uWSGI imports this file in the master: the
+app is loaded, warmed up and guarded there (preload.py), and frozen before
+uWSGI forks the workers; when the guard refuses, the master execs its own
+command line again with --lazy-apps.
+
 Runs in the service's own Python: keep it to the standard library.
 """
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -53,6 +59,11 @@ def _load_sibling(name):
 
 load = _load_sibling("app_loader").load
 marks = _load_sibling("request_marks")
+preload = _load_sibling("preload")
+
+# launcher.RELAUNCH_VARIABLE and launcher.LOG_FD (a test keeps them equal)
+RELAUNCH_VARIABLE = "WSGI_SUPERVISOR_RELAUNCH"
+LOG_FD = 4
 
 
 class ChunkedInput:
@@ -183,12 +194,70 @@ def _noting_request_id(start_response, set_logvar):
 
 def _main(uwsgi):
     # popped: the app and what it starts see the environment the manifest gave them
-    target = os.environ.pop(APP_VARIABLE, "")
-    protocol = os.environ.pop(PROTOCOL_VARIABLE, "uwsgi")
-    token = os.environ.pop(marks.TOKEN_VARIABLE, "")
+    popped = {
+        name: os.environ.pop(name, "")
+        for name in (APP_VARIABLE, PROTOCOL_VARIABLE, marks.TOKEN_VARIABLE, preload.WARMUP_VARIABLE, RELAUNCH_VARIABLE)
+    }
+    target = popped[APP_VARIABLE]
     if not target:
         raise RuntimeError(f"{APP_VARIABLE} is not set: the vassal has no app to load")
-    return wrap(load(target), uwsgi.chunked_read, protocol != "http", uwsgi.set_logvar, token)
+    in_master = uwsgi.worker_id() == 0  # no lazy-apps: preload = true (core.py renders it so)
+    app = _preloaded(target, popped) if in_master else load(target)
+    protocol = popped[PROTOCOL_VARIABLE] or "uwsgi"
+    application = wrap(app, uwsgi.chunked_read, protocol != "http", uwsgi.set_logvar, popped[marks.TOKEN_VARIABLE])
+    if in_master:
+        # right before uWSGI forks the workers (and, later, every worker it respawns)
+        _say(preload.shared_line(preload.freeze()))
+    return application
+
+
+def _preloaded(target, popped):
+    """The app, loaded in the master and warmed up, if the fork-safety guard lets it be forked;
+    else this master starts again, loading the app in each worker (preload.py)."""
+    before = preload.Holdings.now()
+    app = load(target)
+    reasons = preload.settle(app, before, preload.warmup_paths(popped[preload.WARMUP_VARIABLE]), _say)
+    if reasons:
+        _say(preload.refused_line(reasons))
+        _relaunch_lazily(popped)
+    return app
+
+
+def _say(text):
+    """A line straight into the instance's log FIFO: uWSGI's logger would not pass it on before an exec."""
+    with contextlib.suppress(OSError):
+        os.write(LOG_FD, text.encode(errors="replace")[:4000] + b"\n")
+
+
+def _relaunch_lazily(popped):
+    """exec this master's own command line again, with --lazy-apps: the same pid for the emperor
+    and the daemon, the same socket (LISTEN_FDS), log FIFO and emperor channel; nothing the app opened."""
+    relaunch = popped[RELAUNCH_VARIABLE]
+    if not relaunch:
+        raise RuntimeError("preload refused, and this master cannot start again (no command line from the launcher)")
+    argv = bytes.fromhex(relaunch).decode().split("\0")
+    env = dict(os.environ)
+    env.update((name, value) for name, value in popped.items() if value and name != preload.WARMUP_VARIABLE)
+    keep = {0, 1, 2, LOG_FD}
+    if env.get("LISTEN_FDS"):
+        keep.add(3)
+        env["LISTEN_PID"] = str(os.getpid())
+    if env.get("UWSGI_EMPEROR_FD", "").isdigit():
+        keep.add(int(env["UWSGI_EMPEROR_FD"]))
+    for arg in argv:
+        if arg.startswith("fd://") and arg[5:].isdigit():  # the vassal file, which uWSGI read to its end
+            keep.add(int(arg[5:]))
+            os.lseek(int(arg[5:]), 0, os.SEEK_SET)
+    os.dup2(LOG_FD, 1)  # uWSGI's log pipe ends with this process's logger
+    os.dup2(LOG_FD, 2)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    os.execve(argv[0], [*argv, "--lazy-apps"], env)
 
 
 try:

@@ -24,16 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import grp
 import logging
 import os
-import pwd
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from supervisor.accounts import identity, popen_credentials
 from supervisor.logs.pipes import OutputPipes, Take
 from supervisor.manifest.models import WorkerService, runner, worker_path
 from supervisor.observe.cgroups import group_name, joining
@@ -176,36 +175,21 @@ class ProcessDriver:
             env["VIRTUAL_ENV"] = spec.venv
         env["PATH"] = worker_path(spec)
         env["PYTHONUNBUFFERED"] = "1"
-        if spec.user:
-            try:
-                account = pwd.getpwnam(spec.user) if not spec.user.isdigit() else pwd.getpwuid(int(spec.user))
-                env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
-            except KeyError:
-                pass
+        try:
+            who = identity(spec.user, None)
+        except ValueError:
+            who = None  # the start says so (prepare)
+        if who is not None:
+            env.update(HOME=who.home or "/", USER=who.name or "", LOGNAME=who.name or "")
         else:
             env["HOME"] = os.environ.get("HOME", "/")
         env.update(spec.environment)
         env["NOTIFY_SOCKET"] = str(self.layout.notify_socket(svc.name))
         return env
 
-    def _credentials(self, spec: WorkerService) -> dict[str, object]:
-        if not spec.user and not spec.group:
-            return {}
-        creds: dict[str, object] = {}
-        if spec.user:
-            try:
-                account = pwd.getpwnam(spec.user) if not spec.user.isdigit() else pwd.getpwuid(int(spec.user))
-            except KeyError:
-                raise ValueError(f"the user {spec.user!r} does not exist on this host") from None
-            creds["user"] = account.pw_uid
-            creds["group"] = account.pw_gid
-            creds["extra_groups"] = os.getgrouplist(account.pw_name, account.pw_gid)
-        if spec.group:
-            try:
-                creds["group"] = grp.getgrnam(spec.group).gr_gid if not spec.group.isdigit() else int(spec.group)
-            except KeyError:
-                raise ValueError(f"the group {spec.group!r} does not exist on this host") from None
-        return creds
+    @staticmethod
+    def _credentials(spec: WorkerService) -> dict[str, object]:
+        return popen_credentials(identity(spec.user, spec.group))
 
     def launch(self, svc: ServiceRuntime) -> None:
         spec = svc.spec

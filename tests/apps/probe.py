@@ -70,6 +70,7 @@ def application(environ, start_response):
     answer = {
         "pid": os.getpid(),
         "argv": sys.argv,
+        "prefix": sys.prefix,  # the venv whose Python runs the app
         "warnoptions": sys.warnoptions,  # from PYTHONWARNINGS, which only a starting interpreter reads
         "env": {k: v for k, v in IMPORTED_ENV.items() if k.startswith(("PROBE_", "OS_", "DEMO_"))},
         "script_name": environ.get("SCRIPT_NAME", ""),

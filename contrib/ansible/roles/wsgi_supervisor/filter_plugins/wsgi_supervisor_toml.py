@@ -14,6 +14,13 @@ relative file paths: wsgi-supervisor resolves those against the manifest
 file's own directory, which is the staging directory while the role checks
 a manifest, so the role asks for absolute paths instead.
 
+`wsgi_supervisor_document` puts the role's file together: the services of
+`wsgi_supervisor_manifest_source` (a manifest file, e.g. one of
+contrib/openstack/, read on the control node) and of `wsgi_supervisor_services`,
+and the file's `[defaults]` with this host's `wsgi_supervisor_defaults` over
+the source's (environment entries one by one), so that per-host values (venv,
+user, config dir) are said once per host.
+
 `wsgi_supervisor_enabled` lists the services that start with the daemon
 (`enabled` not false): the ones the role waits for after applying a change.
 
@@ -151,6 +158,29 @@ def wsgi_supervisor_relative_paths(services: Mapping) -> list[str]:
     return found
 
 
+def wsgi_supervisor_document(services: Mapping, defaults: Mapping | None = None, source: str = "") -> dict:
+    """{'defaults': ..., 'services': ...} of the role's file (no 'defaults' when there are none)."""
+    parsed: Mapping = {}
+    if source:
+        try:
+            import tomllib
+        except ImportError:  # Python before 3.11 on the control node
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            parsed = tomllib.loads(source)
+        except tomllib.TOMLDecodeError as exc:
+            raise AnsibleFilterError(f"wsgi_supervisor_manifest_source is not valid TOML: {exc}") from None
+    merged = dict(parsed.get("defaults") or {})
+    for key, value in (defaults or {}).items():
+        if key == "environment" and _is_table(value) and _is_table(merged.get(key)):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    document: dict = {"defaults": merged} if merged else {}
+    document["services"] = {**(parsed.get("services") or {}), **(services or {})}
+    return document
+
+
 def wsgi_supervisor_enabled(services: Mapping) -> list[str]:
     """The names of the services that start with the daemon (`enabled` is not false)."""
     services = services or {}
@@ -175,5 +205,6 @@ class FilterModule:
             "wsgi_supervisor_toml": wsgi_supervisor_toml,
             "wsgi_supervisor_relative_paths": wsgi_supervisor_relative_paths,
             "wsgi_supervisor_enabled": wsgi_supervisor_enabled,
+            "wsgi_supervisor_document": wsgi_supervisor_document,
             "wsgi_supervisor_health_base": wsgi_supervisor_health_base,
         }

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import tomli_w
 from backing import MariaDB, RabbitMQ, private_mariadb, private_rabbitmq
 from frontends import Nginx, proxy_config
 
-from support import Daemon, free_port, service_venv, write_manifest
+from support import ROOT, Daemon, free_port, service_venv, write_manifest
 
 pytestmark = [
     pytest.mark.controlplane,
@@ -222,7 +224,34 @@ def service_auth(plane: Plane, user: str) -> dict[str, object]:
     }
 
 
-# -- the services, one function each: config files, database, manifest tables ------------------------
+# -- the services, one function each: config files, database, and its manifest from contrib/openstack ----
+
+CONTRIB = ROOT / "contrib" / "openstack"
+
+
+def from_contrib(plane: Plane, project: str, services: tuple[str, ...], **overrides: dict) -> str:
+    """contrib/openstack/PROJECT.toml as this host needs it: only [defaults] changes (the test's venv, the
+    config dirs under the test's own etc/, root instead of the project's user), keeping `services` only.
+
+    `overrides` add keys to a service (what this test needs beyond the file, each said where it is given).
+    """
+    manifest = tomllib.loads((CONTRIB / f"{project}.toml").read_text())
+    defaults = manifest["defaults"]
+    defaults["venv"] = str(plane.venv)
+    defaults.pop("user", None)
+    etc = f"{plane.work / 'etc'}/"
+    defaults["environment"] = {
+        key: value.replace("/etc/", etc, 1) if value.startswith("/etc/") else value
+        for key, value in defaults.get("environment", {}).items()
+    }
+    kept = {name: manifest["services"][name] for name in services}
+    for table in kept.values():
+        if table["kind"] == "api":
+            table["processes"] = 2  # two cores run the whole plane here
+    for name, extra in overrides.items():
+        kept[name].update(extra)
+    manifest["services"] = kept
+    return tomli_w.dumps(manifest)
 
 
 def keystone(plane: Plane) -> str:
@@ -259,15 +288,7 @@ def keystone(plane: Plane) -> str:
         "--bootstrap-region-id",
         REGION,
     )
-    return f"""
-[services.keystone]
-kind = "api"
-app = "keystone.wsgi.api:application"
-venv = "{plane.venv}"
-processes = 2
-mount = "/identity"
-environment = {{ OS_KEYSTONE_CONFIG_FILES = "{conf}" }}
-"""
+    return from_contrib(plane, "keystone", ("keystone",))
 
 
 SERVICE_USERS = ("placement", "glance", "nova", "neutron", "cinder", "heat")
@@ -312,16 +333,7 @@ def placement(plane: Plane) -> str:
         },
     )
     plane.manage("placement-manage", "--config-file", str(conf), "db", "sync")
-    return f"""
-[services.placement-api]
-kind = "api"
-app = "placement.wsgi.api:application"
-venv = "{plane.venv}"
-processes = 2
-mount = "/placement"
-environment = {{ OS_PLACEMENT_CONFIG_DIR = "{etc}" }}
-after = ["keystone"]
-"""
+    return from_contrib(plane, "placement", ("placement",))
 
 
 def glance(plane: Plane) -> str:
@@ -347,18 +359,7 @@ def glance(plane: Plane) -> str:
         },
     )
     plane.manage("glance-manage", "--config-file", str(conf), "db_sync")
-    return f"""
-[services.glance-api]
-kind = "api"
-app = "glance.wsgi.api:application"
-venv = "{plane.venv}"
-processes = 2
-protocol = "http"
-mount = "/image"
-stop_timeout = 60
-environment = {{ OS_GLANCE_CONFIG_DIR = "{etc}" }}
-after = ["keystone"]
-"""
+    return from_contrib(plane, "glance", ("glance-api",))
 
 
 def nova(plane: Plane) -> str:
@@ -396,43 +397,15 @@ def nova(plane: Plane) -> str:
     plane.manage("nova-manage", *cfg, "cell_v2", "map_cell0", "--database_connection", plane.db.url("nova_cell0"))
     plane.manage("nova-manage", *cfg, "cell_v2", "create_cell", "--name", "cell1")
     plane.manage("nova-manage", *cfg, "db", "sync")
-    command = f'"--config-file", "{conf}"'
-    return f"""
-[services.nova-api]
-kind = "api"
-app = "nova.wsgi.osapi_compute:application"
-venv = "{plane.venv}"
-processes = 2
-mount = "/compute"
-# nova loads its paste pipeline from the first of these files
-environment = {{ OS_NOVA_CONFIG_DIR = "{etc}", OS_NOVA_CONFIG_FILES = "api-paste.ini;nova.conf" }}
-after = ["keystone", "placement-api"]
-
-[services.nova-conductor]
-kind = "worker"
-command = ["nova-conductor", {command}]
-venv = "{plane.venv}"
-notify = true
-stop_timeout = 30
-after = ["placement-api"]  # it asks placement for its versions as it starts, and exits if none answers
-
-[services.nova-scheduler]
-kind = "worker"
-command = ["nova-scheduler", {command}]
-venv = "{plane.venv}"
-notify = true
-stop_timeout = 30
-after = ["placement-api"]
-
-[services.nova-compute]
-kind = "worker"
-command = ["nova-compute", {command}]
-venv = "{plane.venv}"
-# nova-compute serves without forking, a path of oslo.service that never sends READY=1
-ready_after = 5
-stop_timeout = 30
-after = ["nova-conductor", "placement-api"]
-"""
+    # nova-conductor and nova-scheduler ask placement for its versions as they start, and exit if it does not
+    # answer: here placement runs on the same host (contrib's nova.toml cannot say so, it may not)
+    after_placement = {"after": ["placement"]}
+    return from_contrib(
+        plane,
+        "nova",
+        ("nova-api", "nova-conductor", "nova-scheduler", "nova-compute"),
+        **{"nova-conductor": after_placement, "nova-scheduler": after_placement},
+    )
 
 
 def neutron(plane: Plane) -> str:
@@ -462,36 +435,12 @@ def neutron(plane: Plane) -> str:
     )
     # ML2 with no mechanism driver: networks and subnets need no agent
     ml2 = ini(
-        etc / "ml2_conf.ini",
+        etc / "plugins" / "ml2" / "ml2_conf.ini",
         {"ml2": {"type_drivers": "local,flat,vlan", "tenant_network_types": "local", "mechanism_drivers": ""}},
     )
     cfg = ("--config-file", str(conf), "--config-file", str(ml2))
     plane.manage("neutron-db-manage", *cfg, "upgrade", "heads")
-    command = ", ".join(f'"{arg}"' for arg in cfg)
-    return f"""
-[services.neutron-api]
-kind = "api"
-app = "neutron.wsgi.api:application"
-venv = "{plane.venv}"
-processes = 2
-mount = "/networking"
-environment = {{ OS_NEUTRON_CONFIG_DIR = "{etc}", OS_NEUTRON_CONFIG_FILES = "neutron.conf;ml2_conf.ini" }}
-after = ["keystone"]
-
-[services.neutron-rpc-server]
-kind = "worker"
-command = ["neutron-rpc-server", {command}]
-venv = "{plane.venv}"
-notify = true
-stop_timeout = 30
-
-[services.neutron-periodic-workers]
-kind = "worker"
-command = ["neutron-periodic-workers", {command}]
-venv = "{plane.venv}"
-notify = true
-stop_timeout = 30
-"""
+    return from_contrib(plane, "neutron", ("neutron-api", "neutron-rpc-server", "neutron-periodic-workers"))
 
 
 def cinder(plane: Plane) -> str:
@@ -520,30 +469,7 @@ def cinder(plane: Plane) -> str:
         },
     )
     plane.manage("cinder-manage", "--config-file", str(conf), "db", "sync")
-    return f"""
-[services.cinder-api]
-kind = "api"
-app = "cinder.wsgi.api:application"
-venv = "{plane.venv}"
-processes = 2
-mount = "/volume"
-args = ["--config-file", "{conf}"]
-after = ["keystone"]
-
-[services.cinder-scheduler]
-kind = "worker"
-command = ["cinder-scheduler", "--config-file", "{conf}"]
-venv = "{plane.venv}"
-notify = true
-stop_timeout = 30
-
-[services.cinder-volume]
-kind = "worker"
-command = ["cinder-volume", "--config-file", "{conf}"]
-venv = "{plane.venv}"
-notify = true
-stop_timeout = 30
-"""
+    return from_contrib(plane, "cinder", ("cinder-api", "cinder-scheduler", "cinder-volume"))
 
 
 def heat(plane: Plane) -> str:
@@ -575,27 +501,11 @@ def heat(plane: Plane) -> str:
         },
     )
     plane.manage("heat-manage", "--config-file", str(conf), "db_sync")
-    return f"""
-[services.heat-api]
-kind = "api"
-app = "heat.wsgi.api:application"
-venv = "{plane.venv}"
-processes = 2
-mount = "/heat-api"
-args = ["--config-file", "{conf}"]
-after = ["keystone"]
-
-[services.heat-engine]
-kind = "worker"
-command = ["heat-engine", "--config-file", "{conf}"]
-venv = "{plane.venv}"
-notify = true
-stop_timeout = 30
-"""
+    return from_contrib(plane, "heat", ("heat-api", "heat-engine"))
 
 
 SERVICES = (keystone, placement, glance, nova, neutron, cinder, heat)
-APIS = ("keystone", "placement-api", "glance-api", "nova-api", "neutron-api", "cinder-api", "heat-api")
+APIS = ("keystone", "placement", "glance-api", "nova-api", "neutron-api", "cinder-api", "heat-api")
 WORKERS = (
     "nova-conductor",
     "nova-scheduler",

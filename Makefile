@@ -9,8 +9,9 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # systemd-python builds against libsystemd
 RUN_DEBS  := libsystemd-dev pkg-config
 # what the tests run for real: systemd in nspawn, Apache, nginx, promtool, wrk; the fleet
-# test's hosts run sshd, and HAProxy balances over them
-TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd haproxy openssh-server openssh-client tmux
+# test's hosts run sshd, and HAProxy balances over them; the control-plane test's database and message broker
+TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd haproxy openssh-server openssh-client tmux \
+             mariadb-server rabbitmq-server
 # the benchmarks' own: `bench/run.py memory` runs a control plane on a private MariaDB
 BENCH_DEBS := mariadb-server
 

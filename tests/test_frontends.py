@@ -132,6 +132,15 @@ def test_every_mount_answers_with_its_script_name(apis, front, path, service, sc
     assert answer["pid"] in pids
 
 
+@pytest.mark.parametrize("path", ["/identity/v3", "/image/v2/images"], ids=["uwsgi", "http"])
+def test_the_app_sees_the_host_and_port_the_client_asked_for(apis, front, path):
+    """APIs build absolute URLs from Host (heat's redirect to a stack, version documents' links): behind a
+    front end on a port of its own they must keep the port, whichever protocol reaches the API."""
+    status, body = get(front.port, path)
+    assert status == 200, body
+    assert json.loads(body)["host"] == f"127.0.0.1:{front.port}"
+
+
 def test_no_mount_is_matched_by_a_longer_word(apis, front):
     status, body = get(front.port, "/identityfoo")
     assert status in (403, 404) and b"script_name" not in body  # the front end's own answer, not the API's

@@ -118,6 +118,10 @@ def nginx(manifest: Manifest, layout: Layout, vhost: Vhost | None = None, timeou
             directives = [
                 "include uwsgi_params;",
                 f"uwsgi_pass unix:{m.socket};",
+                # the Host the client sent, port included, as Apache (ProxyPreserveHost) and the http branch pass
+                # it: Debian's uwsgi_params now sends $host, which drops the port, and APIs build absolute
+                # URLs from it (heat's redirect to a stack led the client to port 80)
+                "uwsgi_param HTTP_HOST $http_host;",
                 "uwsgi_param HTTP_X_FORWARDED_PROTO $scheme;",
                 "uwsgi_param HTTP_X_FORWARDED_FOR $proxy_add_x_forwarded_for;",
                 "uwsgi_request_buffering off;",

@@ -81,6 +81,7 @@ def application(environ, start_response):
         "reader": reader,
         "remote_addr": environ.get("REMOTE_ADDR", ""),
         "request_uri": environ.get("REQUEST_URI", ""),
+        "host": environ.get("HTTP_HOST", ""),
     }
     data = json.dumps(answer).encode()
     status = f"{int(query)} As Asked" if path == "/status" else "200 OK"

@@ -111,3 +111,34 @@ def test_a_change_left_in_backoff_is_answered_without_waiting_for_it(daemon):
     assert result.returncode == 1, result.stdout
     assert "changing: in backoff, the daemon keeps trying: " in result.stderr, result.stderr
     assert daemon.status()["changing"]["state"] in ("backoff", "starting")
+
+
+def test_a_change_waiting_for_a_service_in_backoff_is_answered_without_waiting_for_it(daemon):
+    """An added service whose `after` names a service that never comes up stays `starting` (it waits):
+    reload-config answers for it once what it waits for is in backoff, then or already (it used to
+    wait for ever; seen with nova-compute after a flapping nova-conductor)."""
+    flapping = f"""
+[services.flapping]
+kind = "worker"
+command = ["{sys.executable}", "-c", "import sys; sys.exit(3)"]
+ready_after = 0.5
+start_limit = 0
+"""
+    write_manifest(daemon.conf_dir, manifest())
+    daemon.start()
+    daemon.ctl("start", "--all")
+    waiting = '\n[services.{name}]\nkind = "worker"\ncommand = ["{python}", "{worker}"]\nafter = ["{after}"]\n'
+    first = waiting.format(name="dependent", python=sys.executable, worker=WORKER, after="flapping")
+    write_manifest(daemon.conf_dir, manifest(extra=flapping + first))
+    result = daemon.ctl("reload-config", check=False, timeout=60)  # the timeout is only a hang check
+    assert result.returncode == 1, result.stdout
+    assert "flapping: in backoff, the daemon keeps trying" in result.stderr, result.stderr
+    assert "dependent: waits for flapping, which is backoff" in result.stderr, result.stderr
+
+    # one more, through the first, added while flapping is in backoff already
+    second = waiting.format(name="second", python=sys.executable, worker=WORKER, after="dependent")
+    write_manifest(daemon.conf_dir, manifest(extra=flapping + first + second))
+    result = daemon.ctl("reload-config", check=False, timeout=60)
+    assert result.returncode == 1, result.stdout
+    assert "second: waits for flapping, which is backoff" in result.stderr, result.stderr
+    assert daemon.status()["steady"]["state"] == "running"

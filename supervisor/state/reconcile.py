@@ -65,25 +65,49 @@ def serves_until_replaced(lc: Lifecycle, spec: Service) -> bool:
 
 
 async def outcome(
-    waits: list[tuple[str, Result]], summary: dict[str, Any], listeners: list[Callable[[ServiceRuntime], None]]
+    waits: list[tuple[str, Result]],
+    summary: dict[str, Any],
+    listeners: list[Callable[[ServiceRuntime], None]],
+    waits_on: dict[str, set[str]] | None = None,
+    records: Callable[[str], ServiceRuntime | None] | None = None,
 ) -> dict[str, Any]:
     """What `reload-config` answers once every change has its result. A service that goes into
     backoff has it then (a failed start; the daemon keeps trying), not when a start succeeds,
-    which may be never. `listeners`: the supervisor's, told of every change to a record."""
+    which may be never; so has one that waits (`after`, `waits_on`: every service it needs, all the
+    way down) for a service in backoff or failed, then or already. `listeners`: the supervisor's,
+    told of every change to a record; `records`: a service's record by name."""
     loop = asyncio.get_running_loop()
-    backoff = {name: loop.create_future() for name, _ in waits}
+    settled = {name: loop.create_future() for name, _ in waits}
+    waits_on = waits_on or {}
+
+    def settle(name: str, message: str) -> None:
+        future = settled.get(name)
+        if future is not None and not future.done():
+            future.set_result((False, message))
+
+    def blocked(svc: ServiceRuntime) -> None:
+        """What waits for `svc` (directly or through others), now that it is in backoff or failed."""
+        why = f"waits for {svc.name}, which is {svc.state}: {svc.reason}; it starts once {svc.name} is up"
+        for name, needs in waits_on.items():
+            if svc.name in needs:
+                settle(name, why)
 
     def on_change(svc: ServiceRuntime) -> None:
-        entered = backoff.get(svc.name)
-        if entered is not None and not entered.done() and svc.state == State.BACKOFF:
-            entered.set_result((False, f"in backoff, the daemon keeps trying: {svc.reason}"))
+        if svc.state == State.BACKOFF:
+            settle(svc.name, f"in backoff, the daemon keeps trying: {svc.reason}")
+        if svc.state in (State.BACKOFF, State.FAILED):
+            blocked(svc)
 
     listeners.append(on_change)
+    for name in {need for needs in waits_on.values() for need in needs}:
+        svc = records(name) if records is not None else None
+        if svc is not None and svc.state in (State.BACKOFF, State.FAILED):
+            blocked(svc)
     try:
         results = []
         for name, result in waits:
-            done, _ = await asyncio.wait({result, backoff[name]}, return_when=asyncio.FIRST_COMPLETED)
-            results.append((name, result.result() if result in done else backoff[name].result()))
+            done, _ = await asyncio.wait({result, settled[name]}, return_when=asyncio.FIRST_COMPLETED)
+            results.append((name, result.result() if result in done else settled[name].result()))
     finally:
         listeners.remove(on_change)
     failed = [f"{name}: {message}" for name, (ok, message) in results if not ok]

@@ -111,7 +111,15 @@ class Rollover:
             len(change.removed),
             change.unchanged,
         )
-        outcome = reconcile.outcome(waits, change.summary(), self.host.state_listeners)
+        manifest = self.host.manifest
+        waits_on = {name: set(manifest.start_order([name])) - {name} for name, _ in waits if name in new}
+        lifecycles = self.host.lifecycles
+
+        def record(name: str) -> ServiceRuntime | None:
+            lc = lifecycles.get(name)
+            return lc.svc if lc is not None else None
+
+        outcome = reconcile.outcome(waits, change.summary(), self.host.state_listeners, waits_on, record)
         event.reply.set_result(self.host.spawn_task(outcome, "manifest"))
 
     def _hand_over(self, name: str) -> None:

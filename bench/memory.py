@@ -68,6 +68,7 @@ class Api:
     table: str  # the manifest table, without the mode's keys
     mix: list[Request]  # the fixed mix, in turn
     plain: str  # a GET answered 200 without credentials: the load during reload and restart, and the warm-up
+    preload_keys: str = ""  # what the service needs to be preloaded (nova's before_fork)
 
 
 def venv() -> Path:
@@ -185,6 +186,7 @@ def prepare(tmp: Path, db, env: Path) -> list[Api]:
             f'app = "nova.wsgi.osapi_compute:application"\nenvironment = {{ OS_NOVA_CONFIG_DIR = "{etc}" }}\n',
             [Request("/"), Request("/v2.1/")],
             "/",
+            'before_fork = ["nova.thread_pool_factory:reset_all_executors"]\n',  # its thread pool, as contrib's
         )
     )
     return apis
@@ -195,7 +197,7 @@ def manifest(apis: list[Api], server: str, mode: dict) -> str:
     for api in apis:
         keys = f'server = "{server}"\nprocesses = {PROCESSES}\nstart_timeout = 600\nstop_timeout = 30\n'
         if mode.get("preload"):
-            keys += "preload = true\n"
+            keys += "preload = true\n" + api.preload_keys
         if mode.get("warmup"):
             keys += f'warmup = ["{api.plain}"]\n'
         out.append(f'[services.{api.name}]\nkind = "api"\nvenv = "{venv()}"\n{keys}{api.table}\n')

@@ -20,6 +20,7 @@ from pathlib import Path
 from common import Daemon, descendants, say, uwsgi_request
 from test_preload_openstack import KEYSTONE, keystone_manifest
 
+from supervisor.observe.memory import memory_of
 from support import service_venv, write_manifest
 
 MiB = 1 << 20
@@ -36,14 +37,9 @@ TOKEN_REQUEST = json.dumps(
 
 
 def rollup(pid: int) -> tuple[int, int]:
-    """(PSS, USS) of one process, in bytes."""
-    fields: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3 and parts[2] == "kB":
-                fields[parts[0].rstrip(":")] = int(parts[1]) * 1024
-    return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
+    """(PSS, USS) of one process, in bytes (0, 0 when it is gone)."""
+    memory = memory_of(pid)
+    return (memory.pss, memory.uss) if memory is not None else (0, 0)
 
 
 def one_request(sock: Path, i: int) -> int:

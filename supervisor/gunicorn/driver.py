@@ -164,13 +164,10 @@ class GunicornDriver:
         threads and runs `atexit`)."""
         stats = read_board(self.layout.gunicorn_board(svc.name, instance))
         assert isinstance(svc.spec, ApiService)
-        in_flight, what = before_a_kill(stats, pid, own_threads(svc.spec))
+        in_flight, line, priority = before_a_kill(stats, pid, own_threads(svc.spec), why)
         if in_flight:
             self.sampler.count_killed(svc.name, in_flight)
-        if what:
-            self.ctx.say(svc.name, f"{why}: SIGKILL; {what}", 3)
-        else:
-            self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
+        self.ctx.say(svc.name, line, priority)
         self.ctx.groups.kill_all(self.group(svc.name, instance), pid)
 
     # -- the lifecycle's asks -----------------------------------------------------------------

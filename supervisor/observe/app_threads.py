@@ -52,10 +52,12 @@ def what_a_kill_ends(in_flight: int, working: dict[int, int]) -> str | None:
     return f"{' and '.join(ended)} ended (raise stop_timeout for {hint})"
 
 
-def before_a_kill(stats: ServerStats | None, pid: int, own: int) -> tuple[int, str | None]:
-    """The requests in flight in the server instance whose master is `pid` (by its last stats,
-    if they are that instance's), and what a SIGKILL of it ends (`what_a_kill_ends`)."""
+def before_a_kill(stats: ServerStats | None, pid: int, own: int, why: str) -> tuple[int, str, int]:
+    """The requests in flight in the server instance whose master is `pid` (by its last stats, if
+    they are that instance's), and the log line of its SIGKILL past stop_timeout with its priority:
+    what the kill ends (`what_a_kill_ends`) at warning, a kill that ends nothing known at notice."""
     ours = stats if stats is not None and stats.pid == pid else None
     in_flight = ours.in_flight if ours is not None else 0
     working = app_threads([w.pid for w in ours.workers if w.pid > 0] if ours else [], own)
-    return in_flight, what_a_kill_ends(in_flight, working)
+    what = what_a_kill_ends(in_flight, working)
+    return (in_flight, f"{why}: SIGKILL; {what}", 3) if what else (in_flight, f"{why}: SIGKILL", 4)

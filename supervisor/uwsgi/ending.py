@@ -108,13 +108,10 @@ class VassalEnds:
         else:
             stats = self.final_stats.get((svc.name, instance)) or self.sampler.sample_of(svc.name).stats
         assert isinstance(svc.spec, ApiService)
-        in_flight, what = before_a_kill(stats, pid, own_threads(svc.spec))
+        in_flight, line, priority = before_a_kill(stats, pid, own_threads(svc.spec), why)
         if in_flight:
             self.sampler.count_killed(svc.name, in_flight)
-        if what:
-            self.ctx.say(svc.name, f"{why}: SIGKILL; {what}", 3)
-        else:
-            self.ctx.say(svc.name, f"{why}: SIGKILL", 4)
+        self.ctx.say(svc.name, line, priority)
         self.ctx.groups.kill_all(self.vassals.group(svc.name, instance), pid)
 
     async def _paused(self, svc: ServiceRuntime, instance: str, pid: int, working: dict[int, int]) -> bool:

@@ -92,6 +92,16 @@ class Plane:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def config_dir(self, project: str, databases: tuple[str, ...] = ()) -> Path:
+        """The project's config dir under the test's etc/, with its databases made and the paste file
+        its wheel ships (etc/PROJECT/api-paste.ini in the venv) copied in."""
+        etc = self.work / "etc" / project
+        etc.mkdir(parents=True, exist_ok=True)
+        for db in databases or (project,):
+            self.db.create(db)
+        shutil.copy(self.venv / "etc" / project / "api-paste.ini", etc / "api-paste.ini")
+        return etc
+
     def manage(self, *argv: str, timeout: float = 600) -> str:
         """A project's management command from the venv (db sync and the like); fails the test on error."""
         done = subprocess.run(
@@ -363,11 +373,7 @@ def glance(plane: Plane) -> str:
 
 
 def nova(plane: Plane) -> str:
-    etc = plane.work / "etc" / "nova"
-    etc.mkdir(parents=True, exist_ok=True)
-    for db in ("nova_api", "nova_cell0", "nova"):
-        plane.db.create(db)
-    shutil.copy(plane.venv / "etc" / "nova" / "api-paste.ini", etc / "api-paste.ini")
+    etc = plane.config_dir("nova", ("nova_api", "nova_cell0", "nova"))
     state = plane.work / "state" / "nova"
     conf = ini(
         etc / "nova.conf",
@@ -409,10 +415,7 @@ def nova(plane: Plane) -> str:
 
 
 def neutron(plane: Plane) -> str:
-    etc = plane.work / "etc" / "neutron"
-    etc.mkdir(parents=True, exist_ok=True)
-    plane.db.create("neutron")
-    shutil.copy(plane.venv / "etc" / "neutron" / "api-paste.ini", etc / "api-paste.ini")
+    etc = plane.config_dir("neutron")
     conf = ini(
         etc / "neutron.conf",
         {
@@ -444,10 +447,7 @@ def neutron(plane: Plane) -> str:
 
 
 def cinder(plane: Plane) -> str:
-    etc = plane.work / "etc" / "cinder"
-    etc.mkdir(parents=True, exist_ok=True)
-    plane.db.create("cinder")
-    shutil.copy(plane.venv / "etc" / "cinder" / "api-paste.ini", etc / "api-paste.ini")
+    etc = plane.config_dir("cinder")
     conf = ini(
         etc / "cinder.conf",
         {
@@ -473,10 +473,7 @@ def cinder(plane: Plane) -> str:
 
 
 def heat(plane: Plane) -> str:
-    etc = plane.work / "etc" / "heat"
-    etc.mkdir(parents=True, exist_ok=True)
-    plane.db.create("heat")
-    shutil.copy(plane.venv / "etc" / "heat" / "api-paste.ini", etc / "api-paste.ini")
+    etc = plane.config_dir("heat")
     conf = ini(
         etc / "heat.conf",
         {

@@ -123,6 +123,12 @@ class Layout:
         return self.launch_dir / name
 
     @property
+    def launcher_code(self) -> Path:
+        """The launchers' one copy of uwsgi/launcher.py, which each service's launcher runs from its
+        bytecode (in `__pycache__` beside it). Service names hold no dot: no service is called so."""
+        return self.launch_dir / "launcher.py"
+
+    @property
     def emperor_pidfile(self) -> Path:
         return self.daemon_dir / "emperor.pid"
 

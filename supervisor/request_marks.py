@@ -12,8 +12,6 @@ and gunicorn's boot.py load this file by its path, in the service's own
 Python, and the daemon's health probe imports it.
 """
 
-import hmac
-
 PROBE_AGENT = "wsgi-supervisor-health"  # the User-Agent of the daemon's health probes, for people
 PROBE_HEADER = "X-Wsgi-Supervisor-Probe"  # carries the token
 PROBE_ENVIRON = "HTTP_X_WSGI_SUPERVISOR_PROBE"
@@ -49,8 +47,8 @@ def origin(environ, token):
     """The origin field of a request's line: PROBE when the request sent `token` (among the tokens it
     sent, space-separated: the probe sends every live instance's), else "-"."""
     sent = str(environ.get(PROBE_ENVIRON) or "").split()[:4]
-    return (
-        PROBE
-        if token and any(hmac.compare_digest(each.encode(errors="replace"), token.encode()) for each in sent)
-        else "-"
-    )
+    if not (token and sent):
+        return "-"
+    import hmac  # only for a request that sends a token: its hashlib and OpenSSL cost a vassal's start ~1 ms
+
+    return PROBE if any(hmac.compare_digest(each.encode(errors="replace"), token.encode()) for each in sent) else "-"

@@ -33,8 +33,9 @@ GRACEFUL_STOP = b"q"  # workers finish their requests (uWSGI reaps them in its 1
 
 # imported in each worker before the app: makes its stdout a blocking write
 BOOT_FILE = Path(__file__).with_name("vassal_boot.py")
-# the WSGI file of every vassal: imports the service's app, gives it chunked bodies in wsgi.input
-APP_FILE = Path(__file__).with_name("vassal_app.py")
+# the WSGI file of every vassal: loads vassal_app.py (which imports the service's app and gives it
+# chunked bodies in wsgi.input) from its bytecode
+APP_FILE = Path(__file__).with_name("vassal_file.py")
 # where the launcher tells APP_FILE which app to import and what the socket speaks
 APP_VARIABLE = "WSGI_SUPERVISOR_APP"
 PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"

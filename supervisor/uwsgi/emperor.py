@@ -58,6 +58,8 @@ def prepare_runtime_dir(layout: Layout, default_venv: Path) -> None:
     os.chmod(layout.notify_dir, 0o711)
     os.chmod(layout.stats_dir, 0o711)  # each master reaches its own dir (layout.master_dir), and no other
     _install(layout.launcher, DISPATCHER)
+    # a copy, not the package's file: an upgrade on disk must not change what this daemon's vassals run
+    _install(layout.launcher_code, _launcher_source())
 
 
 # The emperor's wrapper runs for every vassal start, so it is the cheapest
@@ -83,7 +85,19 @@ def install_service_launcher(layout: Layout, name: str, python: Path, default_py
     shebang = str(python)
     if len(shebang) > 200 or any(c.isspace() for c in shebang):
         shebang = str(default_python)
-    _install(layout.service_launcher(name), f"#!{shebang}\n{_launcher_source()}")
+    _install(layout.service_launcher(name), f"#!{shebang}\n" + LAUNCHER_STUB.format(code=str(layout.launcher_code)))
+
+
+# What each service's launcher file holds after its `#!` line. A script is compiled from source at
+# every start (Python keeps no bytecode for it), and launcher.py would cost each vassal start about
+# 1.3 ms of that here; through the import system's loader it comes from its `__pycache__` (written
+# by the first launcher of each Python version: launchers run as root until they become the user).
+LAUNCHER_STUB = """\
+# wsgi-supervisor: this service's launcher, which runs launcher.py beside it from its bytecode
+from importlib.machinery import SourceFileLoader
+code = {code!r}
+exec(SourceFileLoader("__main__", code).get_code("__main__"), {{"__name__": "__main__", "__file__": code}})
+"""
 
 
 @functools.cache

@@ -1,10 +1,11 @@
 """The vassal's launcher: runs between the emperor's fork and uWSGI.
 
-The daemon installs a copy per service (`daemon/launch/NAME`) whose `#!`
-line is the service's own Python; the emperor's wrapper (a shell line)
-runs it for every vassal start, whoever asked for it: the daemon, or the
-emperor bringing back a master that died. It reads the launch line that
-heads the vassal file, then
+The daemon keeps a copy of it (`daemon/launch/launcher.py`) and, per
+service, a few lines (`daemon/launch/NAME`) whose `#!` line is the
+service's own Python and that run the copy from its bytecode; the
+emperor's wrapper (a shell line) runs those for every vassal start,
+whoever asked for it: the daemon, or the emperor bringing back a master
+that died. It reads the launch line that heads the vassal file, then
 
 - starts a new session, so that a stop can reach every process of the vassal;
 - joins the service's control group, whose `cgroup.procs` the daemon hands

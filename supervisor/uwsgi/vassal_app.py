@@ -21,9 +21,9 @@ It also names, in uWSGI's log variables, what the request line carries
 besides uWSGI's own fields (see REQUEST_LOG_FORMAT in core.py): the request
 id the app returned, and whether the daemon's health probe asked.
 
-Loaded by uWSGI as `wsgi-file` (or the file of a `mount`), so uWSGI's
-SCRIPT_NAME/PATH_INFO split is untouched. An app that fails to import
-raises here, at uWSGI's import of this file: uWSGI logs the traceback and
+Loaded by uWSGI through vassal_file.py, its `wsgi-file` (or the file of a
+`mount`), so uWSGI's SCRIPT_NAME/PATH_INFO split is untouched. An app that fails to import
+raises here, at uWSGI's import of that file: uWSGI logs the traceback and
 "unable to load app" as it would for the app itself.
 
 With `preload` (no lazy-apps) uWSGI imports this file in the master: the
@@ -37,7 +37,6 @@ Runs in the service's own Python: keep it to the standard library.
 import contextlib
 import importlib.util
 import os
-from pathlib import Path
 
 APP_VARIABLE = "WSGI_SUPERVISOR_APP"
 PROTOCOL_VARIABLE = "WSGI_SUPERVISOR_PROTOCOL"
@@ -50,7 +49,7 @@ ORIGIN_VAR = "wsgi_origin"
 
 def _load_sibling(name):
     """supervisor/NAME.py, by its path: this file runs where wsgi-supervisor is not importable."""
-    path = Path(__file__).resolve().parent.parent / f"{name}.py"
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"wsgi_supervisor_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -387,8 +387,10 @@ def service_venv(name: str, *packages: str) -> Path:
     """A venv of its own under .cache/ with `packages`, pyuwsgi and gunicorn, made once and kept across runs.
 
     The marker names what was installed: a venv made before with fewer packages gets the rest added.
+    Made under the real path of .cache (a worktree's is a link to the main checkout's), since its
+    scripts' `#!` lines name the path it was made at: they then outlive the worktree.
     """
-    venv = ROOT / ".cache" / f"{name}-venv"
+    venv = (ROOT / ".cache").resolve() / f"{name}-venv"
     marker = venv / ".ready"
     wanted = " ".join((*packages, *SERVER_PACKAGES))
     if not marker.exists():

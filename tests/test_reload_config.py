@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from supervisor.cli.client import Client
 from support import APPS, uwsgi_request, write_manifest
 
 PROBE = APPS / "probe.py"
@@ -92,6 +93,7 @@ environment = {{ PROBE_IMPORT_DELAY = "{SLOW}" }}
 BOUND = SLOW - 5  # seconds the test gives wsgictl to return (a hang check, not a measurement)
 
 
+@pytest.mark.busy
 def test_reload_config_gives_up_waiting_at_its_timeout_and_the_change_carries_on(daemon):
     """An added service that is slow to start: wsgictl returns at its --timeout with one line that
     says what is not done and that the daemon carries on; the service comes up afterwards."""
@@ -125,6 +127,18 @@ def test_reload_config_no_block_returns_once_the_manifest_is_taken(daemon):
     daemon.wait_state("slow", "running", timeout=SLOW + 60)
     status, _, body = uwsgi_request(daemon.socket("changing"), "/")
     assert status == 200 and b'"PROBE_GREETING": "two"' in body
+
+
+def test_a_request_without_a_timeout_is_answered_once_the_changes_are_done(daemon):
+    """What a wsgictl from before --timeout sends: it is answered as it was, once every change is
+    done (here, the slow service running), however long that takes."""
+    write_manifest(daemon.conf_dir, manifest())
+    daemon.start()
+    daemon.ctl("start", "--all")
+    write_manifest(daemon.conf_dir, manifest() + SLOW_API.replace(f'"{SLOW}"', '"3"'))
+    reply = Client(daemon.runtime_dir, timeout=SLOW + 60).request({"cmd": "reload-config"})
+    assert reply["ok"] and reply["added"] == ["slow"] and not reply.get("applying"), reply
+    assert daemon.status()["slow"]["state"] == "running"
 
 
 def test_sighup_reloads_the_manifest(daemon):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from supervisor.control.server import ControlServer
     from supervisor.logs.pipeline import FileSink
     from supervisor.manifest.models import Manifest
+    from supervisor.state.reconcile import Applied
     from supervisor.state.supervisor import Supervisor
     from supervisor.surfaces.metrics import MetricsServer
 
@@ -243,10 +244,11 @@ async def _stop(sup: Supervisor, control: ControlServer, metrics: MetricsServer 
         os.close(lock_fd)
 
 
-async def reload_config(sup: Supervisor, registry: Registry) -> dict:
-    """Read the manifest again and apply the difference; a manifest that does
-    not validate changes nothing, and every problem is logged. It may name the
-    servers loaded when the daemon started."""
+async def reload_config(sup: Supervisor, registry: Registry) -> Applied | dict[str, Any]:
+    """Read the manifest again and hand the difference to the supervisor; return once it has taken
+    it (its changes under way: `Applied.outcome` ends when each has its result). A manifest that
+    does not validate changes nothing: the refusal (a reply for `wsgictl`), every problem logged.
+    It may name the servers loaded when the daemon started."""
     from supervisor.manifest.loading import load
     from supervisor.manifest.models import ManifestError
 
@@ -262,10 +264,10 @@ async def reload_config(sup: Supervisor, registry: Registry) -> dict:
             "error": "the manifest is not valid; nothing changed",
             "problems": [str(p) for p in exc.problems],
         }
-    result = await sup.apply_manifest(manifest)
+    applied = await sup.take_manifest(manifest)
     sup.last_reload_ok = True
     sup.last_reload_success = time.time()
-    return result
+    return applied
 
 
 def journal_available() -> bool:

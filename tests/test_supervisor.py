@@ -30,6 +30,8 @@ class Driver:
         self.report = None
         self.next_pid = 1000
         self.launched: list[str] = []
+        self.hold: set[str] = set()  # services whose processes never say they are ready by themselves
+        self.held: dict[str, int] = {}  # their pids
 
     def prepare(self, svc):
         pass
@@ -39,7 +41,10 @@ class Driver:
         self.launched.append(svc.name)
         pid = self.next_pid
         self.loop.call_soon(self.report, Spawned(svc.name, pid))
-        self.loop.call_later(0.01, self.report, Ready(svc.name, pid))
+        if svc.name in self.hold:
+            self.held[svc.name] = pid
+        else:
+            self.loop.call_later(0.01, self.report, Ready(svc.name, pid))
 
     def awaiting(self, svc):
         return "waiting"
@@ -164,6 +169,29 @@ def test_replacing_a_running_service_starts_the_new_one_after_the_old_one_stoppe
         assert result["ok"] and result["changed"] == ["x"]
         assert sup.services["x"].kind == "worker" and sup.services["x"].state == State.RUNNING
         assert driver.launched == ["x", "x"] and not sup.rollover.retiring
+        for task in list(sup.tasks):
+            task.cancel()
+
+    asyncio.run(story())
+
+
+def test_a_manifest_is_taken_before_its_changes_are_done_and_they_go_on(tmp_path):
+    """take_manifest answers once the queue has the manifest (what `reload-config --no-block` and a
+    --timeout rest on): the new service is still starting, its change unfinished; the outcome comes
+    once it is ready, and nobody waiting for it meanwhile changed nothing."""
+
+    async def story():
+        sup, driver = await supervisor(tmp_path, manifest(a=api()))
+        await asyncio.gather(*sup.start_enabled())
+        driver.hold.add("slow")
+        applied = await sup.take_manifest(manifest(a=api(), slow=worker()))
+        assert applied.summary["added"] == ["slow"] and applied.summary["unchanged"] == 1
+        assert applied.unfinished() == ["slow"] and not applied.outcome.done()
+        assert sup.services["slow"].state == State.STARTING
+        driver.report(Ready("slow", driver.held["slow"]))
+        result = await applied.outcome
+        assert result["ok"] and result["added"] == ["slow"] and applied.unfinished() == []
+        assert sup.services["slow"].state == State.RUNNING
         for task in list(sup.tasks):
             task.cancel()
 

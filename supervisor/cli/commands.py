@@ -136,7 +136,22 @@ def _daemon_commands(command: Command) -> None:
         "--reconnect", type=float, default=120.0, help="seconds to wait for a restarting daemon (default %(default)s)"
     )
 
-    command("reload-config", "read the manifest again and apply the difference")
+    rc = command(
+        "reload-config",
+        "read the manifest again and apply the difference; wait until every change is done (or failed)",
+    )
+    rc.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the changes (default %(default)s); past them wsgictl exits 1 and the daemon "
+        "carries on",
+    )
+    rc.add_argument(
+        "--no-block",
+        action="store_true",
+        help="return once the daemon has read and taken the manifest (one that does not validate still fails)",
+    )
     rx = command("daemon-reexec", "the daemon execs itself again (after an upgrade); services keep running")
     rx.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for it to answer again (default %(default)s)"

@@ -163,16 +163,23 @@ def cmd_reexec(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_reload_config(client: Client, args: argparse.Namespace) -> int:
-    reply = client.request({"cmd": "reload-config"}, timeout=None)
+    """The daemon answers once the manifest is taken (--no-block) or once every change is done or
+    `--timeout` has passed; a manifest that does not validate is refused either way."""
+    message = {"cmd": "reload-config", "wait": not args.no_block, "timeout": args.timeout}
+    reply = client.request(message, timeout=args.timeout + 10)  # the daemon's answer comes first
     if not reply.get("ok"):
         print(f"wsgictl: {lines(str(reply.get('error')))}", file=sys.stderr)
         for problem in reply.get("problems", []):
             print(f"  {lines(problem)}", file=sys.stderr)
         return reply.get("code", EXIT_FAILED)
-    print(
-        f"applied: {len(reply['changed'])} changed, {len(reply['added'])} added, "
+    counts = (
+        f"{len(reply['changed'])} changed, {len(reply['added'])} added, "
         f"{len(reply['removed'])} removed, {reply['unchanged']} untouched"
     )
+    if reply.get("applying"):
+        print(f"taken: {counts}; the changes are under way (follow with `wsgictl status`)")
+    else:
+        print(f"applied: {counts}")
     for key in ("changed", "added", "removed"):
         if reply[key]:
             print(f"  {key}: {', '.join(reply[key])}")

@@ -54,7 +54,7 @@ COMMANDS: dict[str, Command] = {
         Command("logs", "logs", ("services", "n", "follow", "verbose")),
         Command("watch", "watch", ("services",)),
         Command("stack", "stack", ("service",)),
-        Command("reload-config", "reload_config"),
+        Command("reload-config", "reload_config", ("wait", "timeout")),
         Command("reexec", "reexec"),
         # sent by launcher.py (which imports nothing of ours: it writes this request by hand)
         Command("launch", "launch", ("service", "instance"), socket=LAUNCH),

@@ -49,6 +49,7 @@ from supervisor.state.service import LogLine
 from supervisor.surfaces.rotation import in_rotation
 
 if TYPE_CHECKING:
+    from supervisor.state.reconcile import Applied
     from supervisor.state.supervisor import Supervisor
 
 log = logging.getLogger("wsgi-supervisor")
@@ -96,8 +97,9 @@ async def drain_first(sup: Supervisor, names: list[str], seconds: float) -> None
 
 
 class ControlServer:
-    def __init__(self, sup: Supervisor, reload_config: Callable[[], Awaitable[dict[str, Any]]]):
-        """`reload_config` reads the manifest again and applies it (main.py's, which knows how to load one)."""
+    def __init__(self, sup: Supervisor, reload_config: Callable[[], Awaitable[Applied | dict[str, Any]]]):
+        """`reload_config` reads the manifest again and hands it to the supervisor (main.py's, which
+        knows how to load one): what the supervisor took, or the refusal of a manifest that is not valid."""
         self.sup = sup
         self.reload_config = reload_config
         self.loop = asyncio.get_running_loop()
@@ -354,9 +356,35 @@ class ControlServer:
         raise ClientGone
 
     async def _reload_config(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
-        result = await self.reload_config()
+        """The manifest read again and taken, then (`wait`, the default) its changes' results, for
+        at most `timeout` seconds. A request without `timeout` waits until they are all done (as
+        every wsgictl before --timeout asked). Giving up waiting cancels nothing."""
+        taken = await self.reload_config()
+        if isinstance(taken, dict):  # refused: nothing changed, whether or not the client waits
+            return {**taken, "code": taken.get("code", EXIT_FAILED)}
+        if not request.get("wait", True):
+            return {"ok": True, "applying": True, "code": 0, **taken.summary}
+        timeout = request.get("timeout")
+        done, _ = await asyncio.wait({taken.outcome}, timeout=None if timeout is None else float(timeout))
+        if not done:
+            return error(self._still_applying(taken, float(timeout or 0)), timed_out=True, **taken.summary)
+        result = taken.outcome.result()
         result.setdefault("code", 0 if result["ok"] else EXIT_FAILED)
         return result
+
+    def _still_applying(self, taken: Applied, waited: float) -> str:
+        """The one line for a reload-config that gave up waiting: what is not done yet, and that the
+        daemon carries on."""
+        states = []
+        for name in taken.unfinished():
+            svc = self.sup.services.get(name)
+            state = str(svc.state) if svc is not None and name not in taken.summary["removed"] else "stopping"
+            states.append(f"{name} is still {state}")
+        pending = ", ".join(states) or "its last change is still under way"
+        return (
+            f"waited {waited:g}s: the manifest is applied, but not every change is done: {pending}; "
+            "the daemon carries on (the reload is not cancelled): follow with `wsgictl status`"
+        )
 
     async def _watch(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> None:
         """The state of one service now, then every change, until the client goes."""

@@ -115,7 +115,7 @@ class Command(Event):
 
 @dataclass(frozen=True)
 class Reconcile:
-    """A new manifest to apply; `reply` gets the future of the whole change."""
+    """A new manifest to apply; `reply` gets its `reconcile.Applied` once the manifest is taken."""
 
     manifest: Manifest
     reply: Reply = field(compare=False)

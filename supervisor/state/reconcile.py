@@ -1,8 +1,9 @@
 """A new manifest against the running one: what to stop, start, restart, and leave alone.
 
 `diff` is pure; `redefine` applies a changed definition to one service's
-lifecycle; `outcome` is what `reload-config` answers. The supervisor does the
-rest in its queue, one event at a time.
+lifecycle; `outcome` is what `reload-config` answers, and `Applied` what the
+supervisor hands back once it has taken a manifest (before the changes are
+done). The supervisor does the rest in its queue, one event at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ class Diff:
 
     def summary(self) -> dict[str, Any]:
         return {"changed": self.changed, "added": self.added, "removed": self.removed, "unchanged": self.unchanged}
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A manifest the supervisor has taken: it is the truth from now on, and its changes are under
+    way. `outcome` ends once every change has its result; a caller that stops waiting for it
+    cancels nothing (`reload-config --timeout`, `--no-block`)."""
+
+    summary: dict[str, Any]  # Diff.summary()
+    outcome: asyncio.Task[dict[str, Any]]
+    changes: tuple[tuple[str, Result], ...]  # each change's own result, by service
+
+    def unfinished(self) -> list[str]:
+        """The services whose change has no result yet, once each."""
+        return list(dict.fromkeys(name for name, result in self.changes if not result.done()))
 
 
 def diff(old: Mapping[str, Service], new: Mapping[str, Service]) -> Diff:

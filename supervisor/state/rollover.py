@@ -120,7 +120,8 @@ class Rollover:
             return lc.svc if lc is not None else None
 
         outcome = reconcile.outcome(waits, change.summary(), self.host.state_listeners, waits_on, record)
-        event.reply.set_result(self.host.spawn_task(outcome, "manifest"))
+        task = self.host.spawn_task(outcome, "manifest")
+        event.reply.set_result(reconcile.Applied(change.summary(), task, tuple(waits)))
 
     def _hand_over(self, name: str) -> None:
         """The successor of a moved API is running (or will not be): its old server stops now."""

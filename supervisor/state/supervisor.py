@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from supervisor.observe.sampler import Sampler
     from supervisor.observe.watcher import ExitWatcher
     from supervisor.state.drivers import Driver
+    from supervisor.state.reconcile import Applied
     from supervisor.surfaces.systemd import Systemd
 
 log = logging.getLogger("wsgi-supervisor")
@@ -259,12 +260,17 @@ class Supervisor:
 
     # -- commands (the control socket, the boot, signals) ----------------------------------------
 
-    async def apply_manifest(self, manifest: Manifest) -> dict[str, Any]:
+    async def take_manifest(self, manifest: Manifest) -> Applied:
         """Apply only the difference: changed services restart (APIs on their kept socket),
-        removed ones stop, new ones start; the others are not touched (state/rollover.py)."""
-        reply: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+        removed ones stop, new ones start; the others are not touched (state/rollover.py).
+        Returns once the queue has taken the manifest, with the changes under way."""
+        reply: asyncio.Future[Applied] = self.loop.create_future()
         self.report(Reconcile(manifest, reply))
-        return await (await reply)
+        return await reply
+
+    async def apply_manifest(self, manifest: Manifest) -> dict[str, Any]:
+        """`take_manifest`, then wait until every change has its result (reconcile.outcome)."""
+        return await (await self.take_manifest(manifest)).outcome
 
     def command(self, verb: str, name: str) -> Result:
         """Queue an operator's verb; the future settles when it is done (ready, stopped, failed)."""

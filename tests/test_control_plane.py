@@ -551,7 +551,7 @@ def control_plane(venv: Path, work: Path) -> Iterator[Plane]:
             plane.front.reload()
             wait_for_mount(plane, "/heat-api/")
             # the new services start as the daemon applies the manifest; this returns once they are ready
-            daemon.ctl("reload-config", timeout=300)
+            daemon.ctl("reload-config", "--timeout", "240", timeout=300)
             daemon.ctl("start", "--all", "--timeout", "180", timeout=240)
             plane.startup_seconds = time.monotonic() - started
             discover_hosts(plane)

@@ -84,7 +84,6 @@ def read_board(path: Path) -> ServerStats | None:
                 exceptions=exceptions,
                 harakiri_count=timeouts,
                 respawn_count=0,
-                rss=0,
                 avg_rt_us=busy_us // requests if requests else 0,
                 tx=tx,
                 apps=1 if state == board.READY else 0,

@@ -20,7 +20,6 @@ class WorkerStats:
     exceptions: int
     harakiri_count: int
     respawn_count: int
-    rss: int
     avg_rt_us: int
     tx: int
     apps: int

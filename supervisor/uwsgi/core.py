@@ -200,7 +200,6 @@ def _plumbing(name: str, service: ApiService, layout: Layout, default_venv: Path
     options: Options = [
         ("binary-path", python),
         ("stats", layout.stats_socket(name, instance)),
-        ("memory-report", True),
         ("master-fifo", layout.master_fifo(name, instance)),
         ("exit-on-reload", False),
         # a little longer than the daemon's own bound: the daemon's SIGKILL comes
@@ -312,7 +311,6 @@ def parse_stats(raw: bytes) -> ServerStats:
             exceptions=int(w.get("exceptions", 0)),
             harakiri_count=int(w.get("harakiri_count", 0)),
             respawn_count=int(w.get("respawn_count", 0)),
-            rss=int(w.get("rss", 0)),
             avg_rt_us=int(w.get("avg_rt", 0)),
             tx=int(w.get("tx", 0)),
             apps=len(w.get("apps", ())),

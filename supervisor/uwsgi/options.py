@@ -125,7 +125,6 @@ MANAGED = {
     "logger",
     "req-logger",
     "binary-path",
-    "memory-report",
     "http-auto-chunked",
     "http-raw-body",
     "chunked-input-limit",

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from supervisor.observe.procs import descendants
-from support import APPS, ROOT, SERVER_PACKAGES, http_request, uwsgi_request
+from support import APPS, ROOT, SERVER_PACKAGES, http_request, scripts_run, uwsgi_request
 
 COMPROMISED = APPS / "compromised.py"
 # Debian's own Python: the suite's venv links to an interpreter under /root (0700), which no other user may run
@@ -59,7 +59,7 @@ def user_venv() -> Path:
     venv = ROOT / ".cache" / "system-python-venv"
     marker = venv / ".ready"
     wanted = " ".join(SERVER_PACKAGES)
-    if not marker.exists() or marker.read_text() != wanted:
+    if not marker.exists() or marker.read_text() != wanted or not scripts_run(venv):
         subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *SERVER_PACKAGES], check=True)
         marker.write_text(wanted)

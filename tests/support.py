@@ -393,6 +393,8 @@ def service_venv(name: str, *packages: str) -> Path:
     venv = (ROOT / ".cache").resolve() / f"{name}-venv"
     marker = venv / ".ready"
     wanted = " ".join((*packages, *SERVER_PACKAGES))
+    if marker.exists() and not scripts_run(venv):
+        marker.unlink()  # made elsewhere (a worktree since removed): made again here
     if not marker.exists():
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -400,6 +402,15 @@ def service_venv(name: str, *packages: str) -> Path:
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *packages, *SERVER_PACKAGES], check=True)
         marker.write_text(wanted)
     return venv
+
+
+def scripts_run(venv: Path) -> bool:
+    """Whether the interpreter that the venv's scripts name (their `#!` line) is there."""
+    try:
+        first = (venv / "bin" / "pip").read_text().split("\n", 1)[0]
+    except OSError:
+        return False
+    return first.startswith("#!") and Path(first[2:].split()[0]).exists()
 
 
 def stop_foreground(proc: subprocess.Popen) -> None:

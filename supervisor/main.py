@@ -143,6 +143,8 @@ async def serve(
         log.info("server %r from %s", name, registry.origins[name])
     if not groups.available:
         log.warning("no control group per service (%s): a stop reaches the main process's tree only", groups.why_not)
+    elif groups.undelegated:
+        log.warning("%s", groups.undelegated)
     control = ControlServer(sup, lambda: reload_config(sup, registry))
     metrics = None
     if config.metrics_listen:

@@ -31,7 +31,7 @@ def assemble(registry: Registry, early: dict[str, Any] | None = None) -> Callabl
             for name, server in registry.servers.items()
         }
         health = HealthChecks(sup.report, sup.spawn_task, sup.layout.api_socket, sup.probe_tokens.of)
-        systemd = Systemd(sup.loop, sup.config.units, sup.spawn_task, sup.records)
+        systemd = Systemd(sup.loop, sup.config.units, sup.spawn_task, sup.records, bool(sup.groups.undelegated))
         return Collaborators(drivers, sampler, sockets, intake, health, systemd)
 
     return build

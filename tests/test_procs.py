@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.observe.cgroups import ServiceGroups, base_name, cgroup2_mount, group_name, joining, own_group
+from supervisor.observe.cgroups import (
+    ServiceGroups,
+    base_name,
+    cgroup2_mount,
+    delegation_warning,
+    group_name,
+    joining,
+    own_group,
+)
 from supervisor.observe.procs import alive, descendants, is_descendant, stopped
 from supervisor.observe.sampler import tree_usage
 
@@ -121,6 +129,31 @@ def test_the_hierarchy_is_found_from_proc():
     assert base_name("/run/wsgi-supervisor") == "wsgi-supervisor"
     assert base_name("/tmp/wsr-1") != base_name("/tmp/wsr-2")
     assert group_name("nova-api", "uwsgi", "b") == "nova-api@uwsgi.b"
+
+
+def test_a_unit_group_systemd_did_not_delegate_is_told_with_the_fix(tmp_path):
+    """The marks systemd 252 sets, as seen in nspawn (tests/test_systemd.py checks the real thing): a
+    unit's group carries its invocation id, and a delegated one `delegate` = "1"."""
+    unit = tmp_path / "wsgi-supervisor.service"
+    unit.mkdir()
+    try:
+        os.setxattr(unit, "trusted.invocation_id", b"a8bb5d0f")
+    except OSError as exc:
+        pytest.skip(f"no trusted extended attributes here: {exc}")
+    warning = delegation_warning(unit, "a8bb5d0f")
+    assert warning is not None and "Delegate=yes" in warning and "wsgi-supervisor.service" in warning
+    # not judged: started by hand (no $INVOCATION_ID), or by another unit whose group this is not
+    assert delegation_warning(unit, None) is None
+    assert delegation_warning(unit, "0ther1d") is None
+    assert delegation_warning(tmp_path, "a8bb5d0f") is None
+    # delegated: either mark will do (user.* is the one a daemon without CAP_SYS_ADMIN can read)
+    os.setxattr(unit, "user.delegate", b"1")
+    assert delegation_warning(unit, "a8bb5d0f") is None
+    os.removexattr(unit, "user.delegate")
+    os.setxattr(unit, "trusted.delegate", b"1")
+    assert delegation_warning(unit, "a8bb5d0f") is None
+    os.setxattr(unit, "trusted.delegate", b"0")
+    assert delegation_warning(unit, "a8bb5d0f") is not None
 
 
 def test_alive_and_stopped_tell_a_zombie_and_a_stopped_process():

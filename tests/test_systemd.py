@@ -278,3 +278,44 @@ environment = {{ PROBE_NEEDS_FILE = "{needed}" }}
     assert is_active(c, "wsgi@late") == "active"
     c.run("systemctl", "stop", "wsgi@late")
     assert status(c)["late"]["state"] == "stopped"
+
+
+def test_a_unit_without_delegate_is_told_in_the_journal_and_the_status(machine):
+    """The shipped unit delegates the daemon's control group and nothing is said; a unit without
+    `Delegate=yes` (an older or hand-written one) gets one warning with the fix, in the journal,
+    `wsgictl status` and `systemctl status`, and the services still run in groups of their own."""
+    c = machine
+    c.write(
+        "/etc/wsgi-supervisor/conf.d/host.toml",
+        f'[services.conductor]\nkind = "worker"\ncommand = ["{PYTHON}", "{APPS / "worker.py"}"]\n',
+    )
+    c.run(CTL, "units", "install", "--socket-group", "root")
+    c.run("systemctl", "daemon-reload")
+    said = "systemd did not delegate the control group of wsgi-supervisor.service"
+
+    def journal() -> str:
+        return c.run("journalctl", "-u", "wsgi-supervisor", "--no-pager").stdout
+
+    c.run("systemctl", "start", "wsgi-supervisor")
+    shown = c.run(CTL, "--runtime-dir", RUN, "status")
+    assert shown.stderr == "" and "conductor" in shown.stdout
+    assert "not delegated" not in c.run("systemctl", "show", "-p", "StatusText", "wsgi-supervisor").stdout
+    c.run("systemctl", "stop", "wsgi-supervisor")
+    assert "delegate" not in journal().lower()
+
+    c.run("sed", "-i", "/^Delegate=/d", "/etc/systemd/system/wsgi-supervisor.service")
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "start", "wsgi-supervisor")
+    assert journal().count(said) == 1
+    assert "add Delegate=yes to the [Service] section of wsgi-supervisor.service" in journal()
+    shown = c.run(CTL, "--runtime-dir", RUN, "status", "--json")
+    assert said in shown.stderr and json.loads(shown.stdout)[0]["state"] == "running"
+    status_text = c.run("systemctl", "show", "-p", "StatusText", "wsgi-supervisor").stdout
+    assert "1 running; control group not delegated: add Delegate=yes" in status_text
+    pid = status(c)["conductor"]["pid"]
+    assert (
+        c.run("cat", f"/proc/{pid}/cgroup")
+        .stdout.rstrip()
+        .endswith("/system.slice/wsgi-supervisor.service/wsgi-supervisor/conductor@process")
+    )
+    c.run("systemctl", "stop", "wsgi-supervisor")

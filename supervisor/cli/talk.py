@@ -86,6 +86,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         print(f"wsgictl: {lines(reply['error'])}", file=sys.stderr)
         return reply.get("code", EXIT_FAILED)
     services = reply["services"]
+    for warning in reply.get("warnings", []):  # on stderr: stdout stays the table, or the JSON array
+        print(f"wsgictl: warning: {lines(warning)}", file=sys.stderr)
     if args.json:
         print(json.dumps(services, indent=2))
     elif last_lines:

@@ -262,7 +262,10 @@ class ControlServer:
                 svc = self.sup.services[info["name"]]
                 info["last_lines"] = [line.text for line in svc.tail if not line.noise][-n:]
         code = 0 if all(s["state"] == "running" for s in services) else EXIT_NOT_RUNNING
-        return {"ok": True, "services": services, "code": code}
+        reply: dict[str, Any] = {"ok": True, "services": services, "code": code}
+        if self.sup.groups.undelegated:  # about the host, not a service: beside the list, which stays a list
+            reply["warnings"] = [self.sup.groups.undelegated]
+        return reply
 
     async def _verb(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         cmd = request["cmd"]

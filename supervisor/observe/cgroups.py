@@ -19,6 +19,24 @@ through a descriptor the daemon opened (`procs_fd`): since Linux 5.16 the write 
 whoever opened the file, so it works after the child dropped to the service's user. Where cgroup v2
 cannot be written, `ServiceGroups` says why once in the log and holds nothing (`available` is False);
 callers then fall back to the main process's tree.
+
+Under systemd, <parent> is systemd's to manage unless the unit delegates it, and systemd marks a group
+it delegates with the extended attribute `trusted.delegate` = "1" (since systemd 244; since 251 also
+`user.delegate`, which a daemon without CAP_SYS_ADMIN can read; a systemd older than 244 marks
+nothing, and would be told wrongly). `delegation_warning` reads it, and only for the group of the
+very unit that started the daemon: systemd marks every unit's group with its invocation id
+(`trusted.invocation_id`; systemd 252 sets `user.invocation_id` too) and passes the same id to the
+unit's processes as $INVOCATION_ID. That pair, not $NOTIFY_SOCKET (tests set it
+outside systemd) nor a path under system.slice (a mapping systemd keeps private), says "this is my
+unit's group". A daemon started by hand from a login session has no $INVOCATION_ID and is not
+judged: the advice to add `Delegate=yes` would make no sense there.
+
+The daemon makes its groups in an undelegated group all the same, and says so (log, `wsgictl
+status`, systemd's STATUS=): without them a stop reaches only the main process's tree, which loses
+every process that left it for certain; with them it works until systemd acts on groups it does not
+know. systemd 252 leaves them alone (measured in nspawn, hybrid and unified: daemon-reload, reload,
+daemon-reexec, set-property MemoryMax= and stop did not move a process), but its documentation
+reserves an undelegated group's subtree to systemd, so nothing promises that a later one will.
 """
 
 from __future__ import annotations
@@ -85,6 +103,47 @@ def group_name(service: str, runner: str, instance: str = "") -> str:
     return f"{service}@{runner}" + (f".{instance}" if instance else "")
 
 
+DELEGATE_MARKS = ("trusted.delegate", "user.delegate")
+INVOCATION_MARKS = ("trusted.invocation_id", "user.invocation_id")
+
+
+def _xattr(path: Path, names: tuple[str, ...]) -> bytes | None:
+    """The first of the extended attributes `names` that the group carries and this process may read
+    (trusted.* needs CAP_SYS_ADMIN; an older kernel or systemd sets fewer): None when none is."""
+    for name in names:
+        try:
+            return os.getxattr(path, name)
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.ENOENT):
+                raise
+    return None
+
+
+def delegation_warning(unit_group: Path, invocation_id: str | None) -> str | None:
+    """What to tell the operator when `unit_group`, where the daemon makes its groups, is the group
+    of the systemd unit that started it (`invocation_id`: $INVOCATION_ID) and that unit does not
+    delegate it; None when all is well or when this is not a unit's group (see the module's doc)."""
+    if not invocation_id:
+        return None
+    try:
+        mark = _xattr(unit_group, INVOCATION_MARKS)
+        if mark is None or mark.decode(errors="replace") != invocation_id:
+            return None
+        if _xattr(unit_group, DELEGATE_MARKS) == b"1":
+            return None
+    except OSError:
+        return None
+    unit = unit_group.name
+    return (
+        f"systemd did not delegate the control group of {unit} ({unit_group}) to the daemon: add "
+        f"Delegate=yes to the [Service] section of {unit} (`wsgictl units install` writes it), then "
+        f"`systemctl daemon-reload` and `systemctl restart {unit}` (which restarts every service). "
+        "Meanwhile each service still runs in a group of its own below it, so that a stop reaches all "
+        "of its processes, but systemd does not expect groups there and does not promise to leave "
+        "them alone (systemd 252 does)"
+    )
+
+
 def joining(procs_fd: int) -> Callable[[], None]:
     """A Popen preexec_fn that moves the child into the group whose `cgroup.procs` the daemon
     opened as `procs_fd`: one write and nothing else, since it runs between fork and exec in a
@@ -100,10 +159,18 @@ def joining(procs_fd: int) -> Callable[[], None]:
 class ServiceGroups:
     """The daemon's groups: made, joined, listed, killed, awaited and removed here only."""
 
-    def __init__(self, base: Path | None, why_not: str | None = None, parent: Path | None = None):
+    def __init__(
+        self,
+        base: Path | None,
+        why_not: str | None = None,
+        parent: Path | None = None,
+        undelegated: str | None = None,
+    ):
         self.base = base
         self.why_not = why_not
         self.parent = parent  # where the daemon was before it moved into its leaf
+        # what to tell the operator when systemd did not delegate `parent` (`delegation_warning`)
+        self.undelegated = undelegated
         # groups SIGKILLed whose processes may still be on their way out (a process stays in its
         # group until its exit is done): not left behind, nothing to kill or say again
         self.killed: set[str] = set()
@@ -139,7 +206,7 @@ class ServiceGroups:
             return cls.unavailable("this kernel has no cgroup.kill (Linux 5.14 or later has)")
         with open(base / LEAF / "cgroup.procs", "w") as procs:
             procs.write("0")
-        return cls(base, parent=parent)
+        return cls(base, parent=parent, undelegated=delegation_warning(parent, os.environ.get("INVOCATION_ID")))
 
     @property
     def available(self) -> bool:

@@ -30,8 +30,11 @@ class Systemd:
         units: bool,
         spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
         records: Callable[[], Iterable[ServiceRuntime]],
+        undelegated: bool = False,
     ):
         self.loop = loop
+        # the unit did not delegate its control group: STATUS= (what `systemctl status` shows) says so
+        self.undelegated = undelegated
         self.spawn = spawn
         self.records = records
         self.active = bool(os.environ.get("NOTIFY_SOCKET"))
@@ -86,7 +89,10 @@ class Systemd:
         counts = Counter(str(svc.state) for svc in self.records())
         order = [str(s) for s in State]
         parts = [f"{counts[s]} {s}" for s in order if counts[s]]
-        return ", ".join(parts) if parts else "no services"
+        summary = ", ".join(parts) if parts else "no services"
+        if self.undelegated:
+            summary += "; control group not delegated: add Delegate=yes (see the journal)"
+        return summary
 
     def changed(self, svc: ServiceRuntime) -> None:
         if not self.active:

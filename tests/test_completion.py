@@ -190,3 +190,25 @@ def test_zsh_completes_commands_options_and_the_running_daemons_services(daemon,
     other = tmp_path / "home" / "other.d"
     write_manifest(other, services.format("barbican"))
     assert tab(f"wsgictl --conf-dir {other} start ") == ["barbican"]
+
+
+def test_zsh_asks_with_the_words_wsgictl_would_be_given(daemon, tmp_path):
+    """zsh's $words are the line as typed: quotes, a `~`; wsgictl must be asked about the words it would run with."""
+    services = '[services.{}]\nkind = "worker"\ncommand = ["sleep", "60"]\nenabled = false\n'
+    conf = tmp_path / "home" / "my conf.d"
+    write_manifest(conf, services.format("barbican"))
+    write_manifest(tmp_path / "home" / "other.d", services.format("cinder"))
+    (tmp_path / "home" / "bin").mkdir()
+    (tmp_path / "home" / "bin" / "wsgictl").symlink_to(BIN / "wsgictl")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "notes.txt").write_text("")
+
+    def tab(line: str) -> list[str]:
+        return zsh_tab(line, daemon, tmp_path)
+
+    assert tab(f"wsgictl --conf-dir '{conf}' start ") == ["barbican"]
+    assert tab(f'wsgictl --conf-dir "{conf}" start ') == ["barbican"]
+    assert tab(f"wsgictl --conf-dir {str(conf).replace(' ', chr(92) + ' ')} start ") == ["barbican"]
+    assert tab("wsgictl --conf-dir ~/other.d start ") == ["cinder"]
+    assert tab(f"~/bin/wsgictl --conf-dir {tmp_path}/home/other.d restart ") == ["cinder"]  # wsgictl by its path
+    assert tab("wsgictl --conf-dir=") == ["notes.txt"]  # the value's files, after the `=`

@@ -61,6 +61,11 @@ def candidates(root: argparse.ArgumentParser, words: list[str], index: int) -> l
                 paths[expecting.option_strings[0]] = Path(word)
             expecting = None
             continue
+        if word.startswith("--") and "=" in word:  # --option=VALUE, one word
+            option, _, value = word.partition("=")
+            if option in paths and takes_value(parser, option):
+                paths[option] = Path(value)
+            continue
         if word.startswith("-"):
             expecting = takes_value(parser, word)
             continue

@@ -210,6 +210,8 @@ def test_zsh_asks_with_the_words_wsgictl_would_be_given(daemon, tmp_path):
     assert tab(f'wsgictl --conf-dir "{conf}" start ') == ["barbican"]
     assert tab(f"wsgictl --conf-dir {str(conf).replace(' ', chr(92) + ' ')} start ") == ["barbican"]
     assert tab("wsgictl --conf-dir ~/other.d start ") == ["cinder"]
+    assert tab("wsgictl --conf-dir ~/other.d start 'ci") == ["cinder"]  # a name begun in quotes
+    assert tab('wsgictl --conf-dir ~/other.d start "ci') == ["cinder"]
     assert tab(f"~/bin/wsgictl --conf-dir {tmp_path}/home/other.d restart ") == ["cinder"]  # wsgictl by its path
     assert tab("wsgictl --conf-dir=") == ["notes.txt"]  # the value's files, after the `=`
     assert tab(f"wsgictl start --conf-dir='{conf}' ") == ["barbican"]  # --option=VALUE, one word

@@ -103,6 +103,8 @@ def test_bash_completes_commands_options_and_the_running_daemons_services(daemon
     other = daemon.conf_dir.parent / "other.d"
     write_manifest(other, services.format("barbican"))
     assert tab(["wsgictl", "--conf-dir", str(other), "start", ""], daemon) == ["barbican"]
+    # `--conf-dir=DIR` as bash hands it over: split at the `=` (COMP_WORDBREAKS)
+    assert tab(["wsgictl", "--conf-dir", "=", str(other), "start", ""], daemon) == ["barbican"]
 
 
 def zsh_tab(line: str, daemon, tmp: Path) -> list[str]:

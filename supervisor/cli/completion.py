@@ -56,6 +56,8 @@ def candidates(root: argparse.ArgumentParser, words: list[str], index: int) -> l
     given: list[str] = []  # positionals of the command, as typed
     expecting: argparse.Action | None = None
     for word in words[1:index]:
+        if expecting is not None and word == "=":  # bash splits --option=VALUE at the `=` (COMP_WORDBREAKS)
+            continue
         if expecting is not None:
             if expecting.option_strings[0] in paths:
                 paths[expecting.option_strings[0]] = Path(word)

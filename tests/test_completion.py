@@ -65,6 +65,7 @@ def tab(words: list[str], daemon) -> list[str]:
     )
     env = {
         "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(daemon.conf_dir.parent),
         "WSGI_RUNTIME_DIR": str(daemon.runtime_dir),
         "WSGI_CONF_DIR": str(daemon.conf_dir),
     }
@@ -105,6 +106,7 @@ def test_bash_completes_commands_options_and_the_running_daemons_services(daemon
     assert tab(["wsgictl", "--conf-dir", str(other), "start", ""], daemon) == ["barbican"]
     # `--conf-dir=DIR` as bash hands it over: split at the `=` (COMP_WORDBREAKS)
     assert tab(["wsgictl", "--conf-dir", "=", str(other), "start", ""], daemon) == ["barbican"]
+    assert tab(["wsgictl", "--conf-dir", "~/other.d", "start", ""], daemon) == ["barbican"]  # `~` as typed
 
 
 def zsh_tab(line: str, daemon, tmp: Path) -> list[str]:

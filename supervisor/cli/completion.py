@@ -60,7 +60,7 @@ def candidates(root: argparse.ArgumentParser, words: list[str], index: int) -> l
             continue
         if expecting is not None:
             if expecting.option_strings[0] in paths:
-                paths[expecting.option_strings[0]] = Path(word)
+                paths[expecting.option_strings[0]] = Path(word).expanduser()  # bash leaves `~` as typed
             expecting = None
             continue
         if word.startswith("--") and "=" in word:  # --option=VALUE, one word

@@ -164,36 +164,36 @@ def test_zsh_completes_commands_options_and_the_running_daemons_services(daemon,
     write_manifest(daemon.conf_dir, services.format("keystone") + "\n" + services.format("nova-conductor"))
     daemon.start()
 
-    def tab(line: str) -> list[str]:
+    def offered(line: str) -> list[str]:
         return zsh_tab(line, daemon, tmp_path)
 
-    assert tab("wsgictl st") == ["stack", "start", "status", "stop"]
-    commands = tab("wsgictl ")
+    assert offered("wsgictl st") == ["stack", "start", "status", "stop"]
+    commands = offered("wsgictl ")
     assert "restart" in commands and "proxy-config" in commands
     assert "complete" not in commands  # the shells' helper is no command of the operator's
-    assert tab("wsgictl proxy-config ") == ["apache", "nginx"]
-    assert tab("wsgictl units ") == ["install"]
-    assert tab("wsgictl restart --d") == ["--drain"]
-    logs_options = tab("wsgictl logs -")
+    assert offered("wsgictl proxy-config ") == ["apache", "nginx"]
+    assert offered("wsgictl units ") == ["install"]
+    assert offered("wsgictl restart --d") == ["--drain"]
+    logs_options = offered("wsgictl logs -")
     assert "--follow" in logs_options and "--drain" not in logs_options
 
     # a service the manifest gains on disk is no service of the daemon's until it reads the manifest again
     write_manifest(daemon.conf_dir, services.format("glance"), name="glance.toml")
-    assert tab("wsgictl restart ") == ["keystone", "nova-conductor"]
-    assert tab("wsgictl restart keystone ") == ["nova-conductor"]  # not twice
-    assert tab("wsgictl status n") == ["nova-conductor"]
-    assert tab("wsgictl stack keystone ") == ["notes.txt"]  # one NAME only: then the files, zsh's fallback
+    assert offered("wsgictl restart ") == ["keystone", "nova-conductor"]
+    assert offered("wsgictl restart keystone ") == ["nova-conductor"]  # not twice
+    assert offered("wsgictl status n") == ["nova-conductor"]
+    assert offered("wsgictl stack keystone ") == ["notes.txt"]  # one NAME only: then the files, zsh's fallback
     daemon.ctl("reload-config")
-    assert tab("wsgictl start ") == ["glance", "keystone", "nova-conductor"]
+    assert offered("wsgictl start ") == ["glance", "keystone", "nova-conductor"]
 
     # no daemon: the manifest's names
     daemon.stop()
     write_manifest(daemon.conf_dir, services.format("placement"), name="placement.toml")
-    assert tab("wsgictl start ") == ["glance", "keystone", "nova-conductor", "placement"]
+    assert offered("wsgictl start ") == ["glance", "keystone", "nova-conductor", "placement"]
     # the conf dir typed on the line counts, not only the environment's
     other = tmp_path / "home" / "other.d"
     write_manifest(other, services.format("barbican"))
-    assert tab(f"wsgictl --conf-dir {other} start ") == ["barbican"]
+    assert offered(f"wsgictl --conf-dir {other} start ") == ["barbican"]
 
 
 def test_zsh_asks_with_the_words_wsgictl_would_be_given(daemon, tmp_path):
@@ -207,15 +207,15 @@ def test_zsh_asks_with_the_words_wsgictl_would_be_given(daemon, tmp_path):
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "notes.txt").write_text("")
 
-    def tab(line: str) -> list[str]:
+    def offered(line: str) -> list[str]:
         return zsh_tab(line, daemon, tmp_path)
 
-    assert tab(f"wsgictl --conf-dir '{conf}' start ") == ["barbican"]
-    assert tab(f'wsgictl --conf-dir "{conf}" start ') == ["barbican"]
-    assert tab(f"wsgictl --conf-dir {str(conf).replace(' ', chr(92) + ' ')} start ") == ["barbican"]
-    assert tab("wsgictl --conf-dir ~/other.d start ") == ["cinder"]
-    assert tab("wsgictl --conf-dir ~/other.d start 'ci") == ["cinder"]  # a name begun in quotes
-    assert tab('wsgictl --conf-dir ~/other.d start "ci') == ["cinder"]
-    assert tab(f"~/bin/wsgictl --conf-dir {tmp_path}/home/other.d restart ") == ["cinder"]  # wsgictl by its path
-    assert tab("wsgictl --conf-dir=") == ["notes.txt"]  # the value's files, after the `=`
-    assert tab(f"wsgictl start --conf-dir='{conf}' ") == ["barbican"]  # --option=VALUE, one word
+    assert offered(f"wsgictl --conf-dir '{conf}' start ") == ["barbican"]
+    assert offered(f'wsgictl --conf-dir "{conf}" start ') == ["barbican"]
+    assert offered(f"wsgictl --conf-dir {str(conf).replace(' ', chr(92) + ' ')} start ") == ["barbican"]
+    assert offered("wsgictl --conf-dir ~/other.d start ") == ["cinder"]
+    assert offered("wsgictl --conf-dir ~/other.d start 'ci") == ["cinder"]  # a name begun in quotes
+    assert offered('wsgictl --conf-dir ~/other.d start "ci') == ["cinder"]
+    assert offered(f"~/bin/wsgictl --conf-dir {tmp_path}/home/other.d restart ") == ["cinder"]  # wsgictl by its path
+    assert offered("wsgictl --conf-dir=") == ["notes.txt"]  # the value's files, after the `=`
+    assert offered(f"wsgictl start --conf-dir='{conf}' ") == ["barbican"]  # --option=VALUE, one word

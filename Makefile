@@ -9,9 +9,10 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # systemd-python builds against libsystemd
 RUN_DEBS  := libsystemd-dev pkg-config
 # what the tests run for real: systemd in nspawn, Apache, nginx, promtool, wrk; the fleet
-# test's hosts run sshd, and HAProxy balances over them; the control-plane test's database and message broker
+# test's hosts run sshd, and HAProxy balances over them; the control-plane test's database and message broker;
+# zsh, whose completion is run for real as bash's is
 TEST_DEBS := $(RUN_DEBS) systemd-container apache2 nginx prometheus wrk curl passwd haproxy openssh-server openssh-client tmux \
-             mariadb-server rabbitmq-server
+             mariadb-server rabbitmq-server zsh
 # the benchmarks' own: `bench/run.py memory` runs a control plane on a private MariaDB
 BENCH_DEBS := mariadb-server
 

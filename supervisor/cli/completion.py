@@ -56,10 +56,17 @@ def candidates(root: argparse.ArgumentParser, words: list[str], index: int) -> l
     given: list[str] = []  # positionals of the command, as typed
     expecting: argparse.Action | None = None
     for word in words[1:index]:
+        if expecting is not None and word == "=":  # bash splits --option=VALUE at the `=` (COMP_WORDBREAKS)
+            continue
         if expecting is not None:
             if expecting.option_strings[0] in paths:
-                paths[expecting.option_strings[0]] = Path(word)
+                paths[expecting.option_strings[0]] = Path(word).expanduser()  # bash leaves `~` as typed
             expecting = None
+            continue
+        if word.startswith("--") and "=" in word:  # --option=VALUE, one word
+            option, _, value = word.partition("=")
+            if option in paths and takes_value(parser, option):
+                paths[option] = Path(value)
             continue
         if word.startswith("-"):
             expecting = takes_value(parser, word)

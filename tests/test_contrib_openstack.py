@@ -72,3 +72,25 @@ def test_the_argv_of_the_workers_follows_the_config_dir(tmp_path):
     services = load(tmp_path, check_host=False).services
     assert services["nova-conductor"].command == ("nova-conductor", "--config-file", "/srv/cloud/nova/nova.conf")
     assert services["nova-api"].environment["OS_NOVA_CONFIG_DIR"] == "/srv/cloud/nova"
+
+
+def apis_by_file() -> dict[str, dict[str, dict]]:
+    return {
+        stem: {name: t for name, t in services.items() if t["kind"] == "api"}
+        for stem, services in services_by_file().items()
+    }
+
+
+def test_the_docs_table_says_what_the_files_do():
+    """docs/openstack.md's table is what an operator reads: each file's row names its APIs' entry points and mounts."""
+    rows = {}
+    for line in (ROOT / "docs" / "openstack.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) > 2 and cells[1] in PROJECTS:
+            rows[cells[1]] = cells[2]
+    assert rows.keys() == {path.stem for path in FILES}
+    for stem, apis in apis_by_file().items():
+        for name, table in apis.items():
+            entry = table.get("app", table.get("paste"))
+            said = f"`{entry}` `{table['mount']}`" if "mount" in table else f"`{entry}` (no mount"
+            assert said in rows[stem], f"docs/openstack.md, row {stem}: {name} is {said}, the row says {rows[stem]}"

@@ -404,6 +404,22 @@ def service_venv(name: str, *packages: str) -> Path:
     return venv
 
 
+def contrib_for_this_host(project: str, venv: Path, config_dir: Path | str, environment: str = "") -> str:
+    """contrib/openstack/PROJECT.toml as shipped, only its [defaults] set for this host: the test's venv, no
+    user (the suite runs as root), the config dir, and `environment`'s entries (TOML) beside it if given."""
+    text = (ROOT / "contrib" / "openstack" / f"{project}.toml").read_text()
+    variable = f"OS_{project.upper()}_CONFIG_DIR"
+    more = f", {environment}" if environment else ""
+    for shipped, here in (
+        (f'venv = "/opt/openstack/{project}"', f'venv = "{venv}"'),
+        (f'user = "{project}"\n', ""),
+        (f'{variable} = "/etc/{project}"', f'{variable} = "{config_dir}"{more}'),
+    ):
+        assert text.count(shipped) == 1, shipped
+        text = text.replace(shipped, here)
+    return text
+
+
 def scripts_run(venv: Path) -> bool:
     """Whether the interpreter that the venv's scripts name (their `#!` line) is there."""
     try:

@@ -15,7 +15,7 @@ import time
 import pytest
 from frontends import Apache, Nginx, proxy_config
 
-from support import ROOT, Daemon, free_port, http_request, service_venv, write_manifest
+from support import Daemon, contrib_for_this_host, free_port, http_request, service_venv, write_manifest
 
 FRONTS = {"apache": Apache, "nginx": Nginx}
 # who calls, as keystonemiddleware would tell glance after checking a token
@@ -316,14 +316,7 @@ def test_contrib_openstack_glance_serves_with_this_hosts_defaults(daemon, glance
     """contrib/openstack/glance.toml as shipped, only its [defaults] set for this host (no user here): HTTP on
     its socket, ready only once /healthcheck answers, an image stored and read back through its mount."""
     conf = glance_conf(tmp_path, glance_venv, glance_db)
-    text = (ROOT / "contrib" / "openstack" / "glance.toml").read_text()
-    for shipped, here in (
-        ('venv = "/opt/openstack/glance"', f'venv = "{glance_venv}"'),
-        ('user = "glance"\n', ""),
-        ('OS_GLANCE_CONFIG_DIR = "/etc/glance"', f'OS_GLANCE_CONFIG_DIR = "{conf}"'),
-    ):
-        assert text.count(shipped) == 1, shipped
-        text = text.replace(shipped, here)
+    text = contrib_for_this_host("glance", glance_venv, conf)
     write_manifest(daemon.conf_dir, text, name="glance.toml")
     daemon.start()
     daemon.ctl("start", "glance-api", "--timeout", "120")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from support import ROOT, free_port, service_venv, uwsgi_request, write_manifest
+from support import contrib_for_this_host, free_port, service_venv, uwsgi_request, write_manifest
 
 # pin the microversion the answers below are read at
 HEADERS = {"X-OpenStack-Ironic-API-Version": "1.1"}
@@ -60,14 +60,7 @@ def test_contrib_openstack_ironic_serves_at_baremetal_with_this_hosts_defaults(d
     answers at the catalog path devstack gives it, its links point there, and it sees the conductor's driver."""
     rpc_port = free_port()
     conf = ironic_conf(tmp_path, ironic_venv, rpc_port)
-    text = (ROOT / "contrib" / "openstack" / "ironic.toml").read_text()
-    for shipped, here in (
-        ('venv = "/opt/openstack/ironic"', f'venv = "{ironic_venv}"'),
-        ('user = "ironic"\n', ""),
-        ('OS_IRONIC_CONFIG_DIR = "/etc/ironic"', f'OS_IRONIC_CONFIG_DIR = "{conf}"'),
-    ):
-        assert text.count(shipped) == 1, shipped
-        text = text.replace(shipped, here)
+    text = contrib_for_this_host("ironic", ironic_venv, conf)
     write_manifest(daemon.conf_dir, text, name="ironic.toml")
     daemon.start()
     daemon.ctl("start", "ironic-api", "ironic-conductor", "--timeout", "120")

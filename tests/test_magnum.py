@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from support import ROOT, service_venv, uwsgi_request, write_manifest
+from support import contrib_for_this_host, service_venv, uwsgi_request, write_manifest
 
 
 @pytest.fixture(scope="session")
@@ -22,14 +22,7 @@ def test_contrib_openstack_magnum_serves_at_container_infra_with_this_hosts_defa
     # api-paste.ini is found beside magnum.conf; its public routes (/, /v1) need no keystone
     shutil.copy(magnum_venv / "etc" / "magnum" / "api-paste.ini", conf)
     (conf / "magnum.conf").write_text(f"[database]\nconnection = sqlite:///{tmp_path}/magnum.sqlite\n")
-    text = (ROOT / "contrib" / "openstack" / "magnum.toml").read_text()
-    for shipped, here in (
-        ('venv = "/opt/openstack/magnum"', f'venv = "{magnum_venv}"'),
-        ('user = "magnum"\n', ""),
-        ('OS_MAGNUM_CONFIG_DIR = "/etc/magnum"', f'OS_MAGNUM_CONFIG_DIR = "{conf}"'),
-    ):
-        assert text.count(shipped) == 1, shipped
-        text = text.replace(shipped, here)
+    text = contrib_for_this_host("magnum", magnum_venv, conf)
     write_manifest(daemon.conf_dir, text, name="magnum.toml")
     daemon.start()
     daemon.ctl("start", "magnum-api", "--timeout", "120")  # its conductor needs a message bus: not here

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_logs import journal
 
-from support import APPS, ROOT, Daemon, get_json, service_venv, uwsgi_request, write_manifest
+from support import APPS, ROOT, Daemon, contrib_for_this_host, get_json, service_venv, uwsgi_request, write_manifest
 
 PROBE = APPS / "probe.py"
 
@@ -128,14 +128,7 @@ environment = {{ OS_SITE = "probe's own", PROBE_ONLY = "yes" }}
 def test_contrib_openstack_placement_serves_with_this_hosts_defaults(daemon, placement_venv, tmp_path):
     """contrib/openstack/placement.toml as shipped, only its [defaults] set for this host (no user here)."""
     placement_manifest(tmp_path, placement_venv)  # writes placement's config into this dir
-    text = (ROOT / "contrib" / "openstack" / "placement.toml").read_text()
-    for shipped, here in (
-        ('venv = "/opt/openstack/placement"', f'venv = "{placement_venv}"'),
-        ('user = "placement"\n', ""),
-        ('OS_PLACEMENT_CONFIG_DIR = "/etc/placement"', f'OS_PLACEMENT_CONFIG_DIR = "{tmp_path / "placement"}"'),
-    ):
-        assert text.count(shipped) == 1, shipped
-        text = text.replace(shipped, here)
+    text = contrib_for_this_host("placement", placement_venv, tmp_path / "placement")
     write_manifest(daemon.conf_dir, text, name="placement.toml")
     daemon.start()
     daemon.ctl("start", "placement", "--timeout", "120")

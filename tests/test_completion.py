@@ -219,3 +219,4 @@ def test_zsh_asks_with_the_words_wsgictl_would_be_given(daemon, tmp_path):
     assert offered(f"~/bin/wsgictl --conf-dir {tmp_path}/home/other.d restart ") == ["cinder"]  # wsgictl by its path
     assert offered("wsgictl --conf-dir=") == ["notes.txt"]  # the value's files, after the `=`
     assert offered(f"wsgictl start --conf-dir='{conf}' ") == ["barbican"]  # --option=VALUE, one word
+    assert offered("wsgictl --conf-dir=~/other.d start ") == ["cinder"]  # `~` after the `=` is the home too

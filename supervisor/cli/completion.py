@@ -48,6 +48,12 @@ def service_names(runtime_dir: Path, conf_dir: Path) -> list[str]:
     return sorted(names)
 
 
+def typed_path(word: str) -> Path:
+    """A directory as typed on the line: a leading `~` or `~user` is that home (bash passes it as typed,
+    and zsh expands it only at the start of a word, not after --option=)."""
+    return Path(word).expanduser()
+
+
 def candidates(root: argparse.ArgumentParser, words: list[str], index: int) -> list[str]:
     """What may come at words[index], given the words before it (words[0] is the program)."""
     current = words[index] if index < len(words) else ""
@@ -60,13 +66,13 @@ def candidates(root: argparse.ArgumentParser, words: list[str], index: int) -> l
             continue
         if expecting is not None:
             if expecting.option_strings[0] in paths:
-                paths[expecting.option_strings[0]] = Path(word).expanduser()  # bash leaves `~` as typed
+                paths[expecting.option_strings[0]] = typed_path(word)
             expecting = None
             continue
         if word.startswith("--") and "=" in word:  # --option=VALUE, one word
             option, _, value = word.partition("=")
             if option in paths and takes_value(parser, option):
-                paths[option] = Path(value)
+                paths[option] = typed_path(value)
             continue
         if word.startswith("-"):
             expecting = takes_value(parser, word)
